@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("vanbench: not built yet");
+    std::process::exit(1);
+}
