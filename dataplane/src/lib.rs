@@ -8,3 +8,4 @@ pub mod auth;
 pub mod chunked;
 pub mod frame;
 pub mod http;
+pub mod mpegts;
