@@ -4,4 +4,7 @@
 //! plain modules with no I/O; the io_uring reactor only moves bytes and turns completions into
 //! events for them.
 
+pub mod cursor;
 pub mod frame;
+pub mod pool;
+pub mod window;
