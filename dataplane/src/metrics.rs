@@ -138,9 +138,12 @@ pub fn render_prometheus(
         reg.register(name, help, fam);
     };
     let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    counter(&mut reg, "bytes_in", "Stream bytes received from sources", &|c| {
-        r(&c.bytes_in)
-    });
+    counter(
+        &mut reg,
+        "bytes_in",
+        "Stream bytes received from sources",
+        &|c| r(&c.bytes_in),
+    );
     counter(&mut reg, "bytes_out", "Bytes sent to viewers", &|c| {
         r(&c.bytes_out)
     });
@@ -274,9 +277,9 @@ mod tests {
         cores[0].reject(Reject::NotFound);
         let text = render_prometheus(&cores, 3, 10, 65536);
         assert!(text.contains("van_dataplane_bytes_out_total{core=\"1\"} 42"));
-        assert!(
-            text.contains("van_dataplane_connections_rejected_total{core=\"0\",reason=\"not_found\"} 1")
-        );
+        assert!(text.contains(
+            "van_dataplane_connections_rejected_total{core=\"0\",reason=\"not_found\"} 1"
+        ));
         assert!(text.contains("van_dataplane_pool_blocks_in_use 3"));
     }
 }

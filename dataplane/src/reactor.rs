@@ -205,7 +205,9 @@ struct Viewer {
 
 enum State {
     Free,
-    Head { buf: Vec<u8> },
+    Head {
+        buf: Vec<u8>,
+    },
     Reply {
         out: Vec<u8>,
         sent: usize,
@@ -262,14 +264,12 @@ impl Core {
     ) -> Result<Self, SetupError> {
         let ring = build_ring().map_err(SetupError::Ring)?;
         let iovecs = shared.pool.iovecs();
-        let cloned = clone_from.is_some_and(|src| {
-            ring.submitter().register_buffers_clone(src).is_ok()
-        });
+        let cloned =
+            clone_from.is_some_and(|src| ring.submitter().register_buffers_clone(src).is_ok());
         if !cloned {
             // SAFETY: the pool's mapping lives in `Shared`, which outlives every ring (the
             // reactor threads are joined before `Shared` is dropped).
-            unsafe { ring.submitter().register_buffers(&iovecs) }
-                .map_err(SetupError::Register)?;
+            unsafe { ring.submitter().register_buffers(&iovecs) }.map_err(SetupError::Register)?;
         }
         shared.ring_fds[id].store(ring.as_raw_fd(), Ordering::Release);
         Ok(Self {
@@ -447,7 +447,11 @@ impl Core {
         }
         if res < 0 {
             if res != -libc::ECANCELED {
-                warn!(core = self.id, "accept failed: {}", io::Error::from_raw_os_error(-res));
+                warn!(
+                    core = self.id,
+                    "accept failed: {}",
+                    io::Error::from_raw_os_error(-res)
+                );
             }
             return;
         }
@@ -460,11 +464,7 @@ impl Core {
         let n = self.shared.connections.fetch_add(1, Ordering::AcqRel);
         if n >= self.shared.max_connections {
             self.shared.connections.fetch_sub(1, Ordering::AcqRel);
-            let resp = http::error_response(
-                503,
-                "Service Unavailable",
-                &[("Retry-After", "5")],
-            );
+            let resp = http::error_response(503, "Service Unavailable", &[("Retry-After", "5")]);
             // Best effort, non-blocking: an overloaded relay spends nothing more on it.
             // SAFETY: fd is ours; resp outlives the call.
             unsafe {
@@ -477,7 +477,10 @@ impl Core {
                 libc::close(fd);
             }
             self.m().reject(Reject::TooManyConnections);
-            warn!(core = self.id, "connection refused: over --max-connections ({})", self.shared.max_connections);
+            warn!(
+                core = self.id,
+                "connection refused: over --max-connections ({})", self.shared.max_connections
+            );
             return;
         }
         self.m().connections.fetch_add(1, Ordering::Relaxed);
@@ -520,7 +523,10 @@ impl Core {
             return;
         }
         if res <= 0 {
-            debug!(core = self.id, "connection closed before a whole request head");
+            debug!(
+                core = self.id,
+                "connection closed before a whole request head"
+            );
             self.close(slot);
             return;
         }
@@ -541,7 +547,10 @@ impl Core {
                 else {
                     unreachable!("checked above")
                 };
-                let leftover = buf.get(req.head_len.min(buf.len())..).unwrap_or(&[]).to_vec();
+                let leftover = buf
+                    .get(req.head_len.min(buf.len())..)
+                    .unwrap_or(&[])
+                    .to_vec();
                 self.route(slot, req, leftover);
             }
         }
@@ -866,7 +875,9 @@ impl Core {
                 break;
             };
             let n = tail.len.min(sc.leftover.len());
-            shared.pool.write(tail.block, tail.offset, &sc.leftover[..n]);
+            shared
+                .pool
+                .write(tail.block, tail.offset, &sc.leftover[..n]);
             sc.leftover.drain(..n);
             sc.tail = Some(tail);
             if !self.ingest(slot, n) {
@@ -975,14 +986,23 @@ impl Core {
         }
         let data = &buf[..m];
         self.raps.clear();
-        sc.scanner.scan(sc.offset, data, &mut self.raps);
-        if !sc.stream.is_ts.load(Ordering::Relaxed) && sc.scanner.is_locked() {
+        if sc.offset == 0 && !sc.stream.is_ts.load(Ordering::Relaxed) && mpegts::looks_like_ts(data)
+        {
+            // ffmpeg's icecast:// says audio/mpeg for any format: trust the sync bytes, and
+            // give players the right type.
+            info!(core, stream = %sc.stream.name, "MPEG-TS detected from sync bytes: serving it as video/mp2t");
             sc.stream.is_ts.store(true, Ordering::Relaxed);
+            sc.stream.set_content_type("video/mp2t");
         }
-        if !self.raps.is_empty() || (sc.scanner.is_locked() && sc.stream.psi().is_none()) {
-            if let Some(psi) = sc.scanner.psi() {
-                sc.stream.set_psi(psi);
-            }
+        let is_ts = sc.stream.is_ts.load(Ordering::Relaxed);
+        if is_ts {
+            sc.scanner.scan(sc.offset, data, &mut self.raps);
+        }
+        if is_ts
+            && (!self.raps.is_empty() || sc.stream.psi().is_none())
+            && let Some(psi) = sc.scanner.psi()
+        {
+            sc.stream.set_psi(psi);
         }
         // Cut points inside this read, so that a keyframe starts a frame (VAN flag) and a
         // new viewer starts exactly there.
@@ -1059,15 +1079,10 @@ impl Core {
         if fd < 0 {
             return;
         }
-        let e = opcode::MsgRingData::new(
-            types::Fd(fd),
-            self.id as i32,
-            ud(K_WAKE, 0, 0),
-            None,
-        )
-        .build()
-        .flags(squeue::Flags::SKIP_SUCCESS)
-        .user_data(ud(K_IGNORE, 0, 0));
+        let e = opcode::MsgRingData::new(types::Fd(fd), self.id as i32, ud(K_WAKE, 0, 0), None)
+            .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
+            .user_data(ud(K_IGNORE, 0, 0));
         self.push(e);
     }
 
@@ -1162,10 +1177,8 @@ impl Core {
                         },
                         VanPiece::Payload { block, offset, len } => libc::iovec {
                             // SAFETY: inside the block; the block is pinned by `pin`.
-                            iov_base: unsafe {
-                                shared.pool.block_ptr(block).add(offset as usize)
-                            }
-                            .cast(),
+                            iov_base: unsafe { shared.pool.block_ptr(block).add(offset as usize) }
+                                .cast(),
                             iov_len: len as usize,
                         },
                     };
@@ -1224,17 +1237,13 @@ impl Core {
         }
         if v.stream.is_ended() && v.cursor.seq >= win.next_seq() {
             if van {
-                v.prefix = frame::encode_frame(
-                    FrameKind::End,
-                    win.next_seq(),
-                    wall_us(),
-                    b"stream ended",
-                );
+                v.prefix =
+                    frame::encode_frame(FrameKind::End, win.next_seq(), wall_us(), b"stream ended");
                 v.prefix_sent = 0;
                 v.close_after_prefix = true;
                 return self.try_send(slot);
             }
-            return self.close(slot);
+            self.close(slot);
         }
     }
 
@@ -1270,7 +1279,8 @@ impl Core {
             return;
         };
         info!(core, stream = %v.stream.name, at = v.cursor.seq, "VAN viewer disconnected: {why}");
-        self.m().add(&self.m().viewers_dropped, 1);
+        let m = &self.shared.metrics[core];
+        m.add(&m.viewers_dropped, 1);
         if matches!(v.inflight, Inflight::None) {
             v.prefix = frame::encode_frame(
                 FrameKind::End,
@@ -1325,7 +1335,10 @@ impl Core {
                 v.zc = false;
                 let m = &self.shared.metrics[core];
                 m.add(&m.zc_fallbacks, 1);
-                debug!(core, "kernel copied a send_zc: this socket uses plain send from now on");
+                debug!(
+                    core,
+                    "kernel copied a send_zc: this socket uses plain send from now on"
+                );
             }
             res = v.zc_result.take().unwrap_or(-libc::EIO);
         } else if cqueue::more(flags) {
@@ -1343,7 +1356,11 @@ impl Core {
             if res == -libc::ECANCELED && v.skip_on_complete {
                 return self.skip_to_live(slot);
             }
-            debug!(core, "viewer send failed: {}", io::Error::from_raw_os_error(-res));
+            debug!(
+                core,
+                "viewer send failed: {}",
+                io::Error::from_raw_os_error(-res)
+            );
             return self.close(slot);
         }
         let n = res as u64;
@@ -1446,16 +1463,14 @@ impl Core {
         self.shared.connections.fetch_sub(1, Ordering::AcqRel);
         self.m().connections.fetch_sub(1, Ordering::Relaxed);
         match state {
-            State::Viewer(v) => self.remove_viewer(slot, v),
+            State::Viewer(v) => self.remove_viewer(&v),
             State::Source(sc) => self.source_left(slot, sc),
-            State::Reply {
-                then: Some(sc), ..
-            } => self.source_left(slot, sc),
+            State::Reply { then: Some(sc), .. } => self.source_left(slot, sc),
             _ => {}
         }
     }
 
-    fn remove_viewer(&mut self, _slot: u32, v: Box<Viewer>) {
+    fn remove_viewer(&mut self, v: &Viewer) {
         if v.van.is_some() {
             v.stream.van_viewers.fetch_sub(1, Ordering::Relaxed);
             self.m().van_viewers.fetch_sub(1, Ordering::Relaxed);
@@ -1515,7 +1530,10 @@ impl Core {
             self.head_deadlines.pop_front();
             let c = &self.conns[slot as usize];
             if c.generation == generation && matches!(c.state, State::Head { .. }) && !c.closing {
-                info!(core = self.id, "connection closed: no whole request head within --header-timeout");
+                info!(
+                    core = self.id,
+                    "connection closed: no whole request head within --header-timeout"
+                );
                 self.m().reject(Reject::HeaderTimeout);
                 self.close(slot);
             }
@@ -1623,7 +1641,10 @@ impl Core {
             return;
         }
         self.stopping = Some(now + STOP_GRACE_US);
-        info!(core = self.id, "stopping: no new connections, ending every viewer's response");
+        info!(
+            core = self.id,
+            "stopping: no new connections, ending every viewer's response"
+        );
         if self.accept_armed {
             self.push(
                 opcode::AsyncCancel::new(ud(K_ACCEPT, 0, 0))
@@ -1643,8 +1664,10 @@ impl Core {
             self.close(slot);
         }
         for slot in 0..self.conns.len() as u32 {
-            if matches!(self.conns[slot as usize].state, State::Head { .. } | State::Reply { .. })
-            {
+            if matches!(
+                self.conns[slot as usize].state,
+                State::Head { .. } | State::Reply { .. }
+            ) {
                 self.close(slot);
             }
         }
@@ -1673,7 +1696,11 @@ mod tests {
 
     #[test]
     fn user_data_round_trips() {
-        for (k, s, g) in [(K_SEND, 0xab_cdef, 7u32), (K_POLL, 0, u32::MAX), (K_ACCEPT, 1, 0)] {
+        for (k, s, g) in [
+            (K_SEND, 0xab_cdef, 7u32),
+            (K_POLL, 0, u32::MAX),
+            (K_ACCEPT, 1, 0),
+        ] {
             assert_eq!(ud_parts(ud(k, s, g)), (k, s, g));
         }
     }

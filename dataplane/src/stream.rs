@@ -65,6 +65,13 @@ impl Stream {
             .clone()
     }
 
+    pub fn set_content_type(&self, ct: &str) {
+        *self
+            .content_type
+            .lock()
+            .expect("content type lock never poisoned") = ct.to_owned();
+    }
+
     pub fn psi(&self) -> Option<Arc<[u8]>> {
         self.psi.lock().expect("psi lock never poisoned").clone()
     }
@@ -106,7 +113,9 @@ impl Registry {
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Stream>>> {
-        self.streams.lock().expect("stream directory never poisoned")
+        self.streams
+            .lock()
+            .expect("stream directory never poisoned")
     }
 
     /// A source publishes `name`: a new stream, or the same stream continued if it is in grace
@@ -199,7 +208,10 @@ impl Registry {
     /// keeps its writer and frees the blocks).
     pub fn end_live(&self, stream: &Arc<Stream>) {
         let mut map = self.map();
-        if map.get(&stream.name).is_some_and(|s| Arc::ptr_eq(s, stream)) {
+        if map
+            .get(&stream.name)
+            .is_some_and(|s| Arc::ptr_eq(s, stream))
+        {
             map.remove(&stream.name);
         }
         stream.state.store(ENDED, Ordering::Release);
