@@ -187,24 +187,14 @@ fn run(args: Args) -> Result<(), Fatal> {
     let max_connections = cfg
         .max_connections
         .unwrap_or_else(|| (nofile as usize).saturating_sub(64).max(16));
-    info!(
-        open_files = nofile,
-        max_connections,
-        "open-files limit raised to the hard limit: room for about {max_connections} viewers"
-    );
+    // Notes are logged once the relay is up, so that a start-up failure prints one line only.
     let creds = match &cfg.source_credentials {
         Some(p) => Some(SourceCredentials::load(p)?),
-        None => {
-            warn!("no --source-credentials: publishing is allowed only from loopback clients");
-            None
-        }
+        None => None,
     };
     let tokens = match &cfg.van_token_file {
         Some(p) => Some(VanTokens::load(p)?),
-        None => {
-            info!("no --van-token-file: GET /van/... answers 401 to everyone");
-            None
-        }
+        None => None,
     };
     let pool = BlockPool::new(cfg.block_size, cfg.pool_blocks)?;
     let pool_mib = pool.len() >> 20;
@@ -277,6 +267,17 @@ fn run(args: Args) -> Result<(), Fatal> {
     thread::Builder::new()
         .name("van-control".into())
         .spawn(move || control_thread(shared_admin, admin))?;
+    info!(
+        open_files = nofile,
+        max_connections,
+        "open-files limit raised to the hard limit: room for about {max_connections} viewers"
+    );
+    if shared.creds.is_none() {
+        warn!("no --source-credentials: publishing is allowed only from loopback clients");
+    }
+    if shared.tokens.is_none() {
+        info!("no --van-token-file: GET /van/... answers 401 to everyone");
+    }
     info!(
         cores,
         pool_blocks = shared.pool.blocks(),
