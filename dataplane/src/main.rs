@@ -178,7 +178,7 @@ fn bind_listener(addr: SocketAddr) -> anyhow::Result<Socket> {
 }
 
 fn run(args: Args) -> Result<(), Fatal> {
-    // A peer that resets while a WriteFixed is in flight must not kill the process.
+    // No write of ours may kill the process when a peer resets (sends use MSG_NOSIGNAL too).
     // SAFETY: setting a signal disposition to SIG_IGN.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     let cpus = allowed_cpus();

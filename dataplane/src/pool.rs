@@ -2,7 +2,7 @@
 //! stream and every core (DESIGN.md, "Shared block pool").
 //!
 //! The region is registered with io_uring as fixed buffers, one buffer per block, so a block's
-//! index is also its `buf_index` for `ReadFixed`, `WriteFixed` and `SendZc`. Free blocks sit in
+//! index is also its `buf_index` for `ReadFixed` and `SendZc`. Free blocks sit in
 //! a lock-free queue; a block is taken by a stream's ingest side and returned only when every core
 //! is past it (see [`crate::window`]). This module does no I/O beyond the one `mmap`.
 

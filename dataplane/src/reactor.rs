@@ -11,7 +11,7 @@
 //! other core with local subscribers of that stream (`MsgRingData`, coalesced by a per-core
 //! flag); each woken core queues one send per idle local subscriber, all pointing into the same
 //! registered block, and submits them together with the next `io_uring_enter`. Plain viewers get
-//! `WriteFixed` (or `SendZc` with copy reporting, see `--zerocopy`); VAN viewers one `SendMsg`
+//! `Send` (or `SendZc` from the registered pool with copy reporting, see `--zerocopy`); VAN viewers one `SendMsg`
 //! per batch, an iovec of header/payload pairs. At most one send is in flight per socket; a
 //! viewer behind catches up with one send covering all that is contiguous. Hang-ups are seen by
 //! a multishot poll for POLLRDHUP, so no viewer needs a receive buffer. One multishot timeout
@@ -1219,8 +1219,12 @@ impl Core {
                     .build()
             } else {
                 m.add(&m.sends_plain, 1);
-                opcode::WriteFixed::new(types::Fd(fd), ptr, r.len, r.block as u16)
-                    .offset(u64::MAX)
+                // IORING_OP_SEND rather than WriteFixed: after a short write, a write is finished
+                // by a blocking io-wq worker that AsyncCancel cannot stop, so a stalled viewer
+                // could never be skipped; a send waits by poll and stays cancellable. A copying
+                // send gains nothing from a registered buffer (the pages are not pinned).
+                opcode::Send::new(types::Fd(fd), ptr, r.len)
+                    .flags(libc::MSG_NOSIGNAL)
                     .build()
             };
             return self.push(e.user_data(user_data));
@@ -1352,6 +1356,9 @@ impl Core {
             return self.maybe_release(slot);
         }
         let inflight = std::mem::replace(&mut v.inflight, Inflight::None);
+        if v.skip_on_complete {
+            debug!(core, res, "cancelled send completed");
+        }
         if res < 0 {
             if res == -libc::ECANCELED && v.skip_on_complete {
                 return self.skip_to_live(slot);
@@ -1615,9 +1622,19 @@ impl Core {
         let van = v.van.is_some();
         match cursor::lag_decision(van, v.cursor, first, Some(v.since_us), now, timeout) {
             Lag::Keep => {}
+            Lag::SkipToLive if v.zc_result.is_some() => {
+                // A send_zc whose bytes still sit in the socket's queue: the kernel holds the
+                // block until they leave, which a stalled reader never lets happen. Only closing
+                // the socket frees it.
+                info!(core = self.id, stream = %v.stream.name, "stalled viewer dropped: its zero-copy send cannot be taken back");
+                let m = &self.shared.metrics[self.id];
+                m.add(&m.viewers_dropped, 1);
+                self.close(slot);
+            }
             Lag::SkipToLive if !v.stream.is_ended() && self.stopping.is_none() => {
                 // Cancel the stuck send; the completion then moves the viewer to the live edge.
                 let generation = c.generation;
+                debug!(core = self.id, stream = %v.stream.name, at = v.cursor.seq, "send pending too long: cancelling it to skip the viewer");
                 if let State::Viewer(v) = &mut self.conns[slot as usize].state {
                     v.skip_on_complete = true;
                 }
