@@ -9,7 +9,7 @@
 
 use crate::http::{HttpUrl, basic_auth, parse_response_head};
 use crate::record::{encode_record, stamp_send_time};
-use crate::sys::{now_us, self_cpu_s};
+use crate::sys::{now_us, thread_cpu_s};
 use anyhow::{Context, bail};
 use serde::Serialize;
 use std::io::{Read, Write};
@@ -80,6 +80,7 @@ pub struct SourceReport {
     pub rate_bps: f64,
     pub first_seq: u64,
     pub next_seq: u64,
+    /// CPU seconds of the sending thread.
     pub self_cpu_s: f64,
     /// Why sending ended: "duration", "stopped", "eof", or the write error.
     pub ended_by: String,
@@ -95,7 +96,7 @@ pub fn run_source(
     stop: &AtomicBool,
     progress: &SourceProgress,
 ) -> anyhow::Result<SourceReport> {
-    let cpu0 = self_cpu_s();
+    let cpu0 = thread_cpu_s();
     let addr = cfg.url.socket_addr()?;
     let mut sock = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
         .with_context(|| format!("connecting the source to {addr}"))?;
@@ -237,7 +238,7 @@ pub fn run_source(
         },
         first_seq: cfg.start_seq,
         next_seq: seq,
-        self_cpu_s: self_cpu_s() - cpu0,
+        self_cpu_s: thread_cpu_s() - cpu0,
         ended_by,
     })
 }

@@ -443,6 +443,16 @@ fn run_shard(
     Ok(result)
 }
 
+/// Viewers connected, not stalled and not ended. The counters are read one after the other
+/// while viewers change state, hence the saturation.
+fn reading(shared: &Shared) -> usize {
+    let ended = shared.ended.load(Ordering::Relaxed) + shared.stalled.load(Ordering::Relaxed);
+    shared
+        .connected
+        .load(Ordering::Relaxed)
+        .saturating_sub(ended)
+}
+
 /// Samples taken at the edges of the measured window.
 struct Edge {
     at: Instant,
@@ -515,20 +525,15 @@ pub fn run_viewers(
     }
     let start = edge(&cfg, source);
     shared.measuring.store(true, Ordering::Relaxed);
-    let reading_at_start = shared.connected.load(Ordering::Relaxed)
-        - shared.stalled.load(Ordering::Relaxed)
-        - shared.ended.load(Ordering::Relaxed);
+    let reading_at_start = reading(&shared);
     while !stopped() {
         if cfg.duration.is_some_and(|d| start.at.elapsed() >= d) {
             break;
         }
-        let reading = shared.connected.load(Ordering::Relaxed)
-            - shared.stalled.load(Ordering::Relaxed)
-            - shared.ended.load(Ordering::Relaxed);
-        let pending = cfg.n
-            - shared.connected.load(Ordering::Relaxed)
-            - shared.failed.load(Ordering::Relaxed);
-        if reading == 0 && pending == 0 {
+        let pending = cfg.n.saturating_sub(
+            shared.connected.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed),
+        );
+        if reading(&shared) == 0 && pending == 0 {
             break; // every stream ended: nothing left to measure
         }
         std::thread::sleep(Duration::from_millis(10));
