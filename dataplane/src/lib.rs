@@ -4,4 +4,15 @@
 //! plain modules with no I/O; the io_uring reactor only moves bytes and turns completions into
 //! events for them.
 
+pub mod auth;
+pub mod chunked;
+pub mod config;
+pub mod cursor;
 pub mod frame;
+pub mod http;
+pub mod metrics;
+pub mod mpegts;
+pub mod pool;
+pub mod reactor;
+pub mod stream;
+pub mod window;
