@@ -6,6 +6,13 @@
 
 pub mod auth;
 pub mod chunked;
+pub mod config;
+pub mod cursor;
 pub mod frame;
 pub mod http;
+pub mod metrics;
 pub mod mpegts;
+pub mod pool;
+pub mod reactor;
+pub mod stream;
+pub mod window;

@@ -1,0 +1,251 @@
+//! Command line and TOML configuration of the `dataplane` binary: one loader, the same keys in
+//! both places (a flag `--pool-blocks` is the key `pool-blocks` in the file); flags override
+//! the file, the file overrides the defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+
+/// When to use `send_zc` for plain viewers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ZeroCopy {
+    /// Large sends use send_zc with copy reporting; a socket whose notification says the kernel
+    /// copied anyway (loopback, veth) goes back to plain send for good.
+    #[default]
+    Auto,
+    /// Always plain send from the registered pool.
+    Off,
+    /// Always send_zc for large sends, even where the kernel copies.
+    On,
+}
+
+/// VAN relay: ingest live streams over HTTP PUT / Icecast SOURCE and fan them out to plain HTTP
+/// viewers (GET /live/{stream}) and VAN-aware children (GET /van/{stream}?from=N).
+///
+/// When ready it prints exactly one line to stdout: `listening data=IP:PORT admin=IP:PORT`.
+/// Logs go to stderr (RUST_LOG, e.g. RUST_LOG=dataplane=debug).
+#[derive(Parser, Debug, Default)]
+#[command(name = "dataplane", version)]
+pub struct Args {
+    /// TOML file with the same keys as these flags (e.g. `listen = "0.0.0.0:8080"`,
+    /// `pool-blocks = 2048`); flags given on the command line win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data port: sources, viewers and child proxies [default: 0.0.0.0:8080]. Port 0 picks a free
+    /// port, printed on the `listening` line.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Admin port: GET /metrics (Prometheus) and GET /status (JSON) [default: 127.0.0.1:8081].
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Reactor threads, one pinned per CPU [default: all CPUs this process may use].
+    #[arg(long, value_name = "N")]
+    pub cores: Option<usize>,
+    /// Bytes per pool block, a multiple of 4096 [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    pub block_size: Option<usize>,
+    /// Blocks in the shared pool, allocated and registered once, at most 16384 [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub pool_blocks: Option<usize>,
+    /// At most this many blocks held per stream [default: 64].
+    #[arg(long, value_name = "N")]
+    pub window_blocks: Option<usize>,
+    /// Blocks whose newest bytes are older than this leave a stream's window [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub window_seconds: Option<f64>,
+    /// Frames a stream's side index holds (rounded up to a power of two) [default: 16384].
+    #[arg(long, value_name = "N")]
+    pub window_frames: Option<usize>,
+    /// File of `user:password` or `user:password:stream-prefix` lines allowed to publish. Without
+    /// it, publishing is allowed from loopback clients only.
+    #[arg(long, value_name = "FILE")]
+    pub source_credentials: Option<PathBuf>,
+    /// File of bearer tokens (one per line) accepted on GET /van/... Without it, /van/ answers
+    /// 401 to everyone.
+    #[arg(long, value_name = "FILE")]
+    pub van_token_file: Option<PathBuf>,
+    /// A source that disconnects may come back within this time and continue the same stream
+    /// (viewers stay, sequence numbers continue) [default: 5].
+    #[arg(long, value_name = "SECONDS")]
+    pub grace: Option<f64>,
+    /// A connection that has not sent a whole request head by then is closed [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub header_timeout: Option<f64>,
+    /// A viewer whose send has been pending longer than this is skipped to the live edge (plain)
+    /// or disconnected (VAN) [default: 2].
+    #[arg(long, value_name = "SECONDS")]
+    pub send_timeout: Option<f64>,
+    /// Connections beyond this get 503 [default: the open-files limit minus 64].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// A new plain (non-MPEG-TS) viewer starts this many bytes before the live edge [default: 0].
+    #[arg(long, value_name = "BYTES")]
+    pub burst_bytes: Option<u64>,
+    /// send_zc for plain viewers: auto, off or on [default: auto].
+    #[arg(long, value_enum)]
+    pub zerocopy: Option<ZeroCopy>,
+    /// Sends at least this large use send_zc (when --zerocopy allows) [default: 16384].
+    #[arg(long, value_name = "BYTES")]
+    pub zerocopy_min: Option<u32>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+    cores: Option<usize>,
+    block_size: Option<usize>,
+    pool_blocks: Option<usize>,
+    window_blocks: Option<usize>,
+    window_seconds: Option<f64>,
+    window_frames: Option<usize>,
+    source_credentials: Option<PathBuf>,
+    van_token_file: Option<PathBuf>,
+    grace: Option<f64>,
+    header_timeout: Option<f64>,
+    send_timeout: Option<f64>,
+    max_connections: Option<usize>,
+    burst_bytes: Option<u64>,
+    zerocopy: Option<ZeroCopy>,
+    zerocopy_min: Option<u32>,
+}
+
+/// The effective configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub cores: usize,
+    pub block_size: usize,
+    pub pool_blocks: usize,
+    pub window_blocks: usize,
+    pub window_us: u64,
+    pub window_frames: usize,
+    pub source_credentials: Option<PathBuf>,
+    pub van_token_file: Option<PathBuf>,
+    pub grace_us: u64,
+    pub header_timeout_us: u64,
+    pub send_timeout_us: u64,
+    /// `None`: derived from the open-files limit at start-up.
+    pub max_connections: Option<usize>,
+    pub burst_bytes: u64,
+    pub zerocopy: ZeroCopy,
+    pub zerocopy_min: u32,
+}
+
+fn secs(name: &str, v: f64) -> anyhow::Result<u64> {
+    if !(v.is_finite() && v > 0.0 && v < 1e6) {
+        bail!("--{name} must be a positive number of seconds, got {v}");
+    }
+    Ok((v * 1e6) as u64)
+}
+
+impl Config {
+    /// Merges flags over the file (if `--config`) over defaults.
+    pub fn load(args: Args, default_cores: usize) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let cfg = Config {
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| "0.0.0.0:8080".parse().expect("valid")),
+            admin_listen: args
+                .admin_listen
+                .or(file.admin_listen)
+                .unwrap_or_else(|| "127.0.0.1:8081".parse().expect("valid")),
+            cores: args.cores.or(file.cores).unwrap_or(default_cores),
+            block_size: args.block_size.or(file.block_size).unwrap_or(64 * 1024),
+            pool_blocks: args.pool_blocks.or(file.pool_blocks).unwrap_or(1024),
+            window_blocks: args.window_blocks.or(file.window_blocks).unwrap_or(64),
+            window_us: secs(
+                "window-seconds",
+                args.window_seconds.or(file.window_seconds).unwrap_or(10.0),
+            )?,
+            window_frames: args.window_frames.or(file.window_frames).unwrap_or(16384),
+            source_credentials: args.source_credentials.or(file.source_credentials),
+            van_token_file: args.van_token_file.or(file.van_token_file),
+            grace_us: secs("grace", args.grace.or(file.grace).unwrap_or(5.0))?,
+            header_timeout_us: secs(
+                "header-timeout",
+                args.header_timeout.or(file.header_timeout).unwrap_or(10.0),
+            )?,
+            send_timeout_us: secs(
+                "send-timeout",
+                args.send_timeout.or(file.send_timeout).unwrap_or(2.0),
+            )?,
+            max_connections: args.max_connections.or(file.max_connections),
+            burst_bytes: args.burst_bytes.or(file.burst_bytes).unwrap_or(0),
+            zerocopy: args.zerocopy.or(file.zerocopy).unwrap_or_default(),
+            zerocopy_min: args.zerocopy_min.or(file.zerocopy_min).unwrap_or(16384),
+        };
+        if cfg.cores == 0 || cfg.cores > 64 {
+            bail!("--cores must be between 1 and 64, got {}", cfg.cores);
+        }
+        if !(2..=4096).contains(&cfg.window_blocks) {
+            bail!(
+                "--window-blocks must be between 2 and 4096, got {}",
+                cfg.window_blocks
+            );
+        }
+        if !(64..=1 << 22).contains(&cfg.window_frames) {
+            bail!(
+                "--window-frames must be between 64 and 4194304, got {}",
+                cfg.window_frames
+            );
+        }
+        Ok(cfg)
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("bad config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_override_defaults() {
+        let dir = std::env::temp_dir().join(format!("van-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("d.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\npool-blocks = 32\ngrace = 1.5\nzerocopy = \"off\"\n",
+        )
+        .unwrap();
+        let args = Args::parse_from([
+            "dataplane",
+            "--config",
+            path.to_str().unwrap(),
+            "--pool-blocks",
+            "64",
+        ]);
+        let cfg = Config::load(args, 2).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(cfg.pool_blocks, 64);
+        assert_eq!(cfg.grace_us, 1_500_000);
+        assert_eq!(cfg.zerocopy, ZeroCopy::Off);
+        assert_eq!(cfg.block_size, 65536);
+        assert_eq!(cfg.cores, 2);
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_values_are_refused() {
+        assert!(toml::from_str::<FileConfig>("no-such-key = 1").is_err());
+        let args = Args::parse_from(["dataplane", "--grace", "-1"]);
+        assert!(Config::load(args, 1).is_err());
+    }
+}

@@ -1,0 +1,1727 @@
+//! The io_uring reactor: one pinned thread per core, each with its own ring, its own
+//! SO_REUSEPORT listener and its own connections (DESIGN.md, "Data plane").
+//!
+//! Every connection is a small state machine in a slab; a completion finds it from its
+//! `user_data` (kind, slot, generation). The reactor only moves bytes: where a viewer starts,
+//! what it is sent next, and what happens when it lags are decided by [`crate::cursor`] and
+//! [`crate::window`]; requests are parsed by [`crate::http`].
+//!
+//! Hot path. Ingest reads straight into the stream's current pool block (`ReadFixed`) and
+//! publishes each read as a frame (split at MPEG-TS keyframes). The ingest core then wakes every
+//! other core with local subscribers of that stream (`MsgRingData`, coalesced by a per-core
+//! flag); each woken core queues one send per idle local subscriber, all pointing into the same
+//! registered block, and submits them together with the next `io_uring_enter`. Plain viewers get
+//! `Send` (or `SendZc` from the registered pool with copy reporting, see `--zerocopy`); VAN viewers one `SendMsg`
+//! per batch, an iovec of header/payload pairs. At most one send is in flight per socket; a
+//! viewer behind catches up with one send covering all that is contiguous. Hang-ups are seen by
+//! a multishot poll for POLLRDHUP, so no viewer needs a receive buffer. One multishot timeout
+//! per ring drives every timer (header timeout, grace, lag, window ageing).
+//!
+//! Request heads are read into a small per-connection buffer (1 KiB, grown up to
+//! [`http::MAX_HEAD`]) that is freed as soon as the head is parsed, so a connected viewer holds
+//! only its state (a few hundred bytes).
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering, fence};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam::utils::CachePadded;
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+use tracing::{debug, info, warn};
+
+use crate::auth::{SourceCredentials, VanTokens};
+use crate::chunked::ChunkedDecoder;
+use crate::config::{Config, ZeroCopy};
+use crate::cursor::{self, Cursor, Lag, PlainRange, VanPiece};
+use crate::frame::{self, FLAG_RANDOM_ACCESS, FrameKind, HEADER_LEN};
+use crate::http::{self, BodyFraming, Request, Route};
+use crate::metrics::{CoreMetrics, Reject};
+use crate::mpegts::{self, TsScanner};
+use crate::pool::BlockPool;
+use crate::stream::{AttachError, Registry, Stream};
+use crate::window::{NO_MARK, Tail, Writer};
+
+const K_ACCEPT: u64 = 1;
+const K_RECV: u64 = 2;
+const K_READ: u64 = 3;
+const K_SEND: u64 = 4;
+const K_POLL: u64 = 5;
+const K_TIMER: u64 = 6;
+const K_WAKE: u64 = 7;
+const K_IGNORE: u64 = 8;
+
+/// Frames per VAN batch (one sendmsg).
+const VAN_BATCH: usize = 32;
+const TICK_NS: u32 = 100_000_000;
+const HEAD_BUF_START: usize = 1024;
+/// IORING_SEND_ZC_REPORT_USAGE / IORING_NOTIF_USAGE_ZC_COPIED (not re-exported by the crate).
+const SEND_ZC_REPORT_USAGE: u16 = 8;
+const NOTIF_USAGE_ZC_COPIED: i32 = i32::MIN;
+/// How long shutdown waits for viewers to take what is queued.
+const STOP_GRACE_US: u64 = 3_000_000;
+
+fn ud(kind: u64, slot: u32, generation: u32) -> u64 {
+    (kind << 56) | ((slot as u64 & 0xff_ffff) << 32) | generation as u64
+}
+
+fn ud_parts(ud: u64) -> (u64, u32, u32) {
+    (ud >> 56, ((ud >> 32) & 0xff_ffff) as u32, ud as u32)
+}
+
+pub fn wall_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Everything the cores share.
+pub struct Shared {
+    pub cfg: Config,
+    pub pool: BlockPool,
+    pub streams: Registry,
+    pub metrics: Vec<CoreMetrics>,
+    pub ring_fds: Vec<AtomicI32>,
+    pub wake_pending: Vec<CachePadded<AtomicBool>>,
+    pub shutdown: AtomicBool,
+    pub connections: AtomicUsize,
+    pub max_connections: usize,
+    pub creds: Option<SourceCredentials>,
+    pub tokens: Option<VanTokens>,
+    pub cores_done: AtomicUsize,
+    start: Instant,
+}
+
+impl Shared {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: Config,
+        pool: BlockPool,
+        streams: Registry,
+        cores: usize,
+        max_connections: usize,
+        creds: Option<SourceCredentials>,
+        tokens: Option<VanTokens>,
+    ) -> Self {
+        Self {
+            cfg,
+            pool,
+            streams,
+            metrics: (0..cores).map(|_| CoreMetrics::default()).collect(),
+            ring_fds: (0..cores).map(|_| AtomicI32::new(-1)).collect(),
+            wake_pending: (0..cores)
+                .map(|_| CachePadded::new(AtomicBool::new(false)))
+                .collect(),
+            shutdown: AtomicBool::new(false),
+            connections: AtomicUsize::new(0),
+            max_connections,
+            creds,
+            tokens,
+            cores_done: AtomicUsize::new(0),
+            start: Instant::now(),
+        }
+    }
+
+    /// Monotonic microseconds since start-up, for every timer.
+    pub fn now_us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
+}
+
+/// Why a ring could not be made ready; main turns it into the one-line start-up error.
+#[derive(Debug)]
+pub enum SetupError {
+    Ring(io::Error),
+    Register(io::Error),
+}
+
+/// Builds a ring: SINGLE_ISSUER | DEFER_TASKRUN where the kernel has them (6.1+), plain
+/// otherwise. Never SQPOLL (it would eat a core).
+pub fn build_ring() -> io::Result<IoUring> {
+    let entries = 4096;
+    let mut b = IoUring::builder();
+    b.setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_cqsize(65536)
+        .setup_submit_all();
+    match b.build(entries) {
+        Ok(r) => Ok(r),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            IoUring::builder().setup_cqsize(65536).build(entries)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+struct SourceConn {
+    stream: Arc<Stream>,
+    writer: Box<Writer>,
+    chunked: Option<ChunkedDecoder>,
+    remaining: Option<u64>,
+    scanner: TsScanner,
+    /// Payload bytes received so far (the scanner's offsets).
+    offset: u64,
+    /// Last frame published: (seq, payload offset of its first byte).
+    prev: Option<(u64, u64)>,
+    tail: Option<Tail>,
+    leftover: Vec<u8>,
+    done: bool,
+    paused: bool,
+}
+
+enum Inflight {
+    None,
+    Prefix,
+    Plain(PlainRange),
+    Van { total: u64, end: Cursor },
+}
+
+struct VanBuf {
+    headers: [[u8; HEADER_LEN]; VAN_BATCH],
+    iov: [libc::iovec; 2 * VAN_BATCH],
+    msg: libc::msghdr,
+    pieces: Vec<VanPiece>,
+}
+
+struct Viewer {
+    stream: Arc<Stream>,
+    van: Option<Box<VanBuf>>,
+    cursor: Cursor,
+    pin: u64,
+    /// Bytes sent before stream data: the response head, PAT/PMT, or a final `end` frame.
+    prefix: Vec<u8>,
+    prefix_sent: usize,
+    inflight: Inflight,
+    since_us: u64,
+    zc: bool,
+    zc_result: Option<i32>,
+    sub_index: usize,
+    close_after_prefix: bool,
+    skip_on_complete: bool,
+}
+
+enum State {
+    Free,
+    Head {
+        buf: Vec<u8>,
+    },
+    Reply {
+        out: Vec<u8>,
+        sent: usize,
+        then: Option<Box<SourceConn>>,
+    },
+    Source(Box<SourceConn>),
+    Viewer(Box<Viewer>),
+}
+
+struct Conn {
+    fd: RawFd,
+    generation: u32,
+    ops: u32,
+    closing: bool,
+    poll_armed: bool,
+    state: State,
+}
+
+struct LocalStream {
+    stream: Arc<Stream>,
+    subs: Vec<u32>,
+}
+
+pub struct Core {
+    id: usize,
+    ring: IoUring,
+    shared: Arc<Shared>,
+    listener: RawFd,
+    conns: Vec<Conn>,
+    free: Vec<u32>,
+    locals: HashMap<u64, LocalStream>,
+    dirty: Vec<u64>,
+    releases: Vec<u32>,
+    head_deadlines: VecDeque<(u64, u32, u32)>,
+    sources: Vec<u32>,
+    grace: Vec<Arc<Stream>>,
+    draining: Vec<(Arc<Stream>, Box<Writer>)>,
+    timespec: Box<types::Timespec>,
+    cqes: Vec<(u64, i32, u32)>,
+    raps: Vec<u64>,
+    stopping: Option<u64>,
+    accept_armed: bool,
+}
+
+impl Core {
+    /// Sets up the ring of core `id` and registers the pool: core 0 registers it, the others
+    /// clone core 0's table (`register_buffers_clone`, one pinning charged once); if the kernel
+    /// refuses the clone (older than 6.12) they register it themselves.
+    pub fn new(
+        id: usize,
+        shared: Arc<Shared>,
+        listener: RawFd,
+        clone_from: Option<RawFd>,
+    ) -> Result<Self, SetupError> {
+        let ring = build_ring().map_err(SetupError::Ring)?;
+        let iovecs = shared.pool.iovecs();
+        let cloned =
+            clone_from.is_some_and(|src| ring.submitter().register_buffers_clone(src).is_ok());
+        if !cloned {
+            // SAFETY: the pool's mapping lives in `Shared`, which outlives every ring (the
+            // reactor threads are joined before `Shared` is dropped).
+            unsafe { ring.submitter().register_buffers(&iovecs) }.map_err(SetupError::Register)?;
+        }
+        shared.ring_fds[id].store(ring.as_raw_fd(), Ordering::Release);
+        Ok(Self {
+            id,
+            ring,
+            shared,
+            listener,
+            conns: Vec::new(),
+            free: Vec::new(),
+            locals: HashMap::new(),
+            dirty: Vec::new(),
+            releases: Vec::new(),
+            head_deadlines: VecDeque::new(),
+            sources: Vec::new(),
+            grace: Vec::new(),
+            draining: Vec::new(),
+            timespec: Box::new(types::Timespec::new().nsec(TICK_NS)),
+            cqes: Vec::with_capacity(4096),
+            raps: Vec::new(),
+            stopping: None,
+            accept_armed: false,
+        })
+    }
+
+    pub fn ring_fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
+    }
+
+    fn m(&self) -> &CoreMetrics {
+        &self.shared.metrics[self.id]
+    }
+
+    fn push(&mut self, e: squeue::Entry) {
+        loop {
+            // SAFETY: every pointer in an entry refers to memory that stays valid until its
+            // completion: pool blocks (pinned by the window protocol), buffers owned by the
+            // connection (freed only when its ops count is zero), or the core's own timespec.
+            if unsafe { self.ring.submission().push(&e) }.is_ok() {
+                return;
+            }
+            if let Err(err) = self.ring.submit() {
+                warn!(core = self.id, "io_uring submit failed: {err}");
+            }
+        }
+    }
+
+    /// The completion loop. Returns when the core has stopped (shutdown).
+    pub fn run(mut self) {
+        self.arm_accept();
+        self.push(
+            opcode::Timeout::new(&*self.timespec as *const _)
+                .count(0)
+                .flags(types::TimeoutFlags::MULTISHOT)
+                .build()
+                .user_data(ud(K_TIMER, 0, 0)),
+        );
+        loop {
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EINTR)
+                        || e.raw_os_error() == Some(libc::EBUSY) => {}
+                Err(e) => {
+                    warn!(core = self.id, "io_uring_enter failed: {e}");
+                }
+            }
+            self.cqes.clear();
+            for c in self.ring.completion() {
+                self.cqes.push((c.user_data(), c.result(), c.flags()));
+            }
+            let mut cqes = std::mem::take(&mut self.cqes);
+            for &(u, res, flags) in &cqes {
+                self.handle(u, res, flags);
+            }
+            cqes.clear();
+            self.cqes = cqes;
+            self.flush_dirty();
+            self.drain_releases();
+            if let Some(deadline) = self.stopping
+                && self.live_conns() == 0
+                && (self.draining.is_empty() || self.shared.now_us() > deadline)
+            {
+                break;
+            }
+        }
+        self.shared.cores_done.fetch_add(1, Ordering::AcqRel);
+        debug!(core = self.id, "reactor stopped");
+    }
+
+    fn live_conns(&self) -> usize {
+        self.conns.len() - self.free.len()
+    }
+
+    fn arm_accept(&mut self) {
+        self.accept_armed = true;
+        self.push(
+            opcode::AcceptMulti::new(types::Fd(self.listener))
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
+                .user_data(ud(K_ACCEPT, 0, 0)),
+        );
+    }
+
+    fn handle(&mut self, u: u64, res: i32, flags: u32) {
+        let (kind, slot, generation) = ud_parts(u);
+        match kind {
+            K_ACCEPT => self.on_accept(res, flags),
+            K_TIMER => {
+                if !cqueue::more(flags) && self.stopping.is_none() {
+                    self.push(
+                        opcode::Timeout::new(&*self.timespec as *const _)
+                            .count(0)
+                            .flags(types::TimeoutFlags::MULTISHOT)
+                            .build()
+                            .user_data(ud(K_TIMER, 0, 0)),
+                    );
+                }
+                self.on_tick();
+            }
+            K_WAKE => {
+                self.shared.wake_pending[self.id].store(false, Ordering::SeqCst);
+                self.m().add(&self.m().wakeups, 1);
+                self.dirty.extend(self.locals.keys().copied());
+            }
+            K_IGNORE => {}
+            _ => {
+                let Some(c) = self.conns.get(slot as usize) else {
+                    return;
+                };
+                if c.generation != generation || matches!(c.state, State::Free) {
+                    return;
+                }
+                match kind {
+                    K_RECV => self.on_recv(slot, res),
+                    K_READ => self.on_read(slot, res),
+                    K_SEND => self.on_send(slot, res, flags),
+                    K_POLL => self.on_poll(slot, res, flags),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    // ---- connections -------------------------------------------------------------------
+
+    fn alloc_conn(&mut self, fd: RawFd, state: State) -> u32 {
+        if let Some(slot) = self.free.pop() {
+            let c = &mut self.conns[slot as usize];
+            c.fd = fd;
+            c.generation = c.generation.wrapping_add(1);
+            c.ops = 0;
+            c.closing = false;
+            c.poll_armed = false;
+            c.state = state;
+            slot
+        } else {
+            self.conns.push(Conn {
+                fd,
+                generation: 1,
+                ops: 0,
+                closing: false,
+                poll_armed: false,
+                state,
+            });
+            (self.conns.len() - 1) as u32
+        }
+    }
+
+    fn on_accept(&mut self, res: i32, flags: u32) {
+        if !cqueue::more(flags) {
+            self.accept_armed = false;
+            if self.stopping.is_none() {
+                self.arm_accept();
+            }
+        }
+        if res < 0 {
+            if res != -libc::ECANCELED {
+                warn!(
+                    core = self.id,
+                    "accept failed: {}",
+                    io::Error::from_raw_os_error(-res)
+                );
+            }
+            return;
+        }
+        let fd = res;
+        if self.stopping.is_some() {
+            // SAFETY: fd was just accepted and is owned by nobody else.
+            unsafe { libc::close(fd) };
+            return;
+        }
+        let n = self.shared.connections.fetch_add(1, Ordering::AcqRel);
+        if n >= self.shared.max_connections {
+            self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+            let resp = http::error_response(503, "Service Unavailable", &[("Retry-After", "5")]);
+            // Best effort, non-blocking: an overloaded relay spends nothing more on it.
+            // SAFETY: fd is ours; resp outlives the call.
+            unsafe {
+                libc::send(
+                    fd,
+                    resp.as_ptr().cast(),
+                    resp.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                );
+                libc::close(fd);
+            }
+            self.m().reject(Reject::TooManyConnections);
+            warn!(
+                core = self.id,
+                "connection refused: over --max-connections ({})", self.shared.max_connections
+            );
+            return;
+        }
+        self.m().connections.fetch_add(1, Ordering::Relaxed);
+        let slot = self.alloc_conn(
+            fd,
+            State::Head {
+                buf: Vec::with_capacity(HEAD_BUF_START),
+            },
+        );
+        let deadline = self.shared.now_us() + self.shared.cfg.header_timeout_us;
+        let generation = self.conns[slot as usize].generation;
+        self.head_deadlines.push_back((deadline, slot, generation));
+        self.recv_head(slot);
+    }
+
+    fn recv_head(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        let State::Head { buf } = &mut c.state else {
+            return;
+        };
+        if buf.capacity() == buf.len() {
+            let want = (buf.capacity() * 2).min(http::MAX_HEAD);
+            buf.reserve_exact(want - buf.len());
+        }
+        // SAFETY: writing into the spare capacity; the Vec is not touched until the completion.
+        let ptr = unsafe { buf.as_mut_ptr().add(buf.len()) };
+        let len = (buf.capacity() - buf.len()) as u32;
+        c.ops += 1;
+        let e = opcode::Recv::new(types::Fd(c.fd), ptr, len)
+            .build()
+            .user_data(ud(K_RECV, slot, c.generation));
+        self.push(e);
+    }
+
+    fn on_recv(&mut self, slot: u32, res: i32) {
+        let c = &mut self.conns[slot as usize];
+        c.ops -= 1;
+        if c.closing {
+            self.maybe_release(slot);
+            return;
+        }
+        if res <= 0 {
+            debug!(
+                core = self.id,
+                "connection closed before a whole request head"
+            );
+            self.close(slot);
+            return;
+        }
+        let State::Head { buf } = &mut c.state else {
+            return;
+        };
+        // SAFETY: the kernel wrote `res` bytes into the spare capacity.
+        unsafe { buf.set_len(buf.len() + res as usize) };
+        match http::parse_request(buf) {
+            Ok(None) if buf.len() >= http::MAX_HEAD => {
+                self.refuse_err(slot, &http::HttpError::HeadTooLarge);
+            }
+            Ok(None) => self.recv_head(slot),
+            Err(e) => self.refuse_err(slot, &e),
+            Ok(Some(req)) => {
+                let State::Head { buf } =
+                    std::mem::replace(&mut self.conns[slot as usize].state, State::Free)
+                else {
+                    unreachable!("checked above")
+                };
+                let leftover = buf
+                    .get(req.head_len.min(buf.len())..)
+                    .unwrap_or(&[])
+                    .to_vec();
+                self.route(slot, req, leftover);
+            }
+        }
+    }
+
+    fn refuse_err(&mut self, slot: u32, e: &http::HttpError) {
+        let (code, _) = e.status();
+        let why = match code {
+            400 => Reject::Malformed,
+            431 => Reject::HeadTooLarge,
+            404 => Reject::NotFound,
+            405 => Reject::MethodNotAllowed,
+            _ => Reject::Other,
+        };
+        info!(core = self.id, status = code, "request refused: {e}");
+        self.m().reject(why);
+        self.reply(slot, e.response(), None);
+    }
+
+    fn refuse(&mut self, slot: u32, why: Reject, code: u16, reason: &str, extra: &[(&str, &str)]) {
+        self.m().reject(why);
+        self.reply(slot, http::error_response(code, reason, extra), None);
+    }
+
+    fn reply(&mut self, slot: u32, out: Vec<u8>, then: Option<Box<SourceConn>>) {
+        self.conns[slot as usize].state = State::Reply { out, sent: 0, then };
+        self.send_reply(slot);
+    }
+
+    fn send_reply(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        let State::Reply { out, sent, .. } = &c.state else {
+            return;
+        };
+        let ptr = out[*sent..].as_ptr();
+        let len = (out.len() - *sent) as u32;
+        c.ops += 1;
+        let e = opcode::Send::new(types::Fd(c.fd), ptr, len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(ud(K_SEND, slot, c.generation));
+        self.push(e);
+    }
+
+    fn route(&mut self, slot: u32, req: Request, leftover: Vec<u8>) {
+        match &req.route {
+            Route::Publish { stream } => {
+                let stream = stream.clone();
+                self.publish(slot, req, stream, leftover)
+            }
+            Route::Play { stream } => {
+                let Some(s) = self.shared.streams.lookup(stream) else {
+                    info!(core = self.id, stream = %stream, "viewer refused: no such stream (404)");
+                    return self.refuse(slot, Reject::NotFound, 404, "Not Found", &[]);
+                };
+                if req.head_only {
+                    return self.reply(slot, http::viewer_ok_response(&s.content_type()), None);
+                }
+                self.start_viewer(slot, s, false, None);
+            }
+            Route::PlayVan { stream, from } => {
+                let ok = self
+                    .shared
+                    .tokens
+                    .as_ref()
+                    .is_some_and(|t| t.allows(req.bearer.as_deref()));
+                if !ok {
+                    info!(core = self.id, stream = %stream, "VAN viewer refused: bad or missing token (401)");
+                    return self.refuse(
+                        slot,
+                        Reject::Unauthorized,
+                        401,
+                        "Unauthorized",
+                        &[("WWW-Authenticate", "Bearer realm=\"van\"")],
+                    );
+                }
+                let Some(s) = self.shared.streams.lookup(stream) else {
+                    info!(core = self.id, stream = %stream, "VAN viewer refused: no such stream (404)");
+                    return self.refuse(slot, Reject::NotFound, 404, "Not Found", &[]);
+                };
+                if req.head_only {
+                    return self.reply(slot, http::viewer_ok_response(frame::CONTENT_TYPE), None);
+                }
+                let from = *from;
+                self.start_viewer(slot, s, true, Some(from));
+            }
+        }
+    }
+
+    fn peer_is_loopback(&self, fd: RawFd) -> bool {
+        socket2::SockRef::from(&BorrowedFd(fd))
+            .peer_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .is_some_and(|a: SocketAddr| match a {
+                SocketAddr::V4(v4) => v4.ip().is_loopback(),
+                SocketAddr::V6(v6) => {
+                    v6.ip().is_loopback()
+                        || v6.ip().to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+                }
+            })
+    }
+
+    fn publish(&mut self, slot: u32, req: Request, name: String, leftover: Vec<u8>) {
+        let fd = self.conns[slot as usize].fd;
+        let allowed = match &self.shared.creds {
+            Some(creds) => creds.allows(
+                req.basic_auth
+                    .as_ref()
+                    .map(|(u, p)| (u.as_str(), p.as_str())),
+                &name,
+            ),
+            None => self.peer_is_loopback(fd),
+        };
+        if !allowed {
+            info!(core = self.id, stream = %name, user = ?req.basic_auth.as_ref().map(|(u, _)| u), "source refused: bad or missing credentials (401)");
+            return self.refuse(
+                slot,
+                Reject::Unauthorized,
+                401,
+                "Unauthorized",
+                &[("WWW-Authenticate", "Basic realm=\"van\"")],
+            );
+        }
+        let ct = req
+            .content_type
+            .clone()
+            .unwrap_or_else(|| "application/octet-stream".to_owned());
+        let (stream, writer, resumed) = match self.shared.streams.attach_source(&name, &ct) {
+            Ok(x) => x,
+            Err(AttachError::Busy) => {
+                info!(core = self.id, stream = %name, "source refused: stream already has a live source (409)");
+                return self.refuse(slot, Reject::Conflict, 409, "Conflict", &[]);
+            }
+        };
+        if mpegts::is_ts_content_type(&ct) {
+            stream.is_ts.store(true, Ordering::Relaxed);
+        }
+        info!(
+            core = self.id,
+            stream = %name,
+            content_type = %ct,
+            resumed,
+            next_seq = stream.window.next_seq(),
+            user_agent = ?req.user_agent,
+            "source connected"
+        );
+        let (chunked, remaining) = match req.body {
+            BodyFraming::Chunked => (Some(ChunkedDecoder::new()), None),
+            BodyFraming::Length(n) => (None, Some(n)),
+            BodyFraming::None | BodyFraming::UntilClose => (None, None),
+        };
+        let sc = Box::new(SourceConn {
+            stream,
+            writer,
+            chunked,
+            remaining,
+            scanner: TsScanner::new(),
+            offset: 0,
+            prev: None,
+            tail: None,
+            leftover,
+            done: false,
+            paused: false,
+        });
+        self.m().sources.fetch_add(1, Ordering::Relaxed);
+        self.sources.push(slot);
+        let mut out = Vec::new();
+        if req.expect_continue {
+            out.extend_from_slice(http::CONTINUE_100);
+        }
+        out.extend_from_slice(&http::source_ok_response());
+        self.reply(slot, out, Some(sc));
+    }
+
+    fn start_viewer(&mut self, slot: u32, s: Arc<Stream>, van: bool, from: Option<Option<u64>>) {
+        let core = self.id;
+        let bit = 1u64 << core;
+        let local = self.locals.entry(s.id).or_insert_with(|| LocalStream {
+            stream: s.clone(),
+            subs: Vec::new(),
+        });
+        if local.subs.is_empty() {
+            s.subscribed_cores.fetch_or(bit, Ordering::SeqCst);
+        }
+        let win = &s.window;
+        let is_ts = s.is_ts.load(Ordering::Relaxed);
+        let (mut cur, mut gap) = if van {
+            cursor::van_start(win, from.flatten())
+        } else {
+            (
+                cursor::plain_start(win, is_ts, self.shared.cfg.burst_bytes),
+                None,
+            )
+        };
+        let (start, pin) = win.pin(core, cur.seq);
+        if start != cur.seq {
+            cur = Cursor::at(start);
+            if van && from.flatten().is_some() {
+                gap = Some(start);
+            }
+        }
+        let mut prefix = if van {
+            let mut head = http::viewer_ok_response(frame::CONTENT_TYPE);
+            if let Some(first) = gap {
+                // Insert before the blank line that ends the head.
+                let at = head.len() - 2;
+                let line = format!("X-Van-Gap: first={first}\r\n");
+                head.splice(at..at, line.into_bytes());
+            }
+            head
+        } else {
+            http::viewer_ok_response(&s.content_type())
+        };
+        if !van
+            && is_ts
+            && let Some(psi) = s.psi()
+        {
+            prefix.extend_from_slice(&psi);
+        }
+        let c = &self.conns[slot as usize];
+        let fd = c.fd;
+        let generation = c.generation;
+        let local = self.locals.get_mut(&s.id).expect("inserted above");
+        let sub_index = local.subs.len();
+        local.subs.push(slot);
+        let zc = !van && self.shared.cfg.zerocopy != ZeroCopy::Off;
+        debug!(core, stream = %s.name, van, start = cur.seq, gap = ?gap, "viewer joined");
+        if van {
+            s.van_viewers.fetch_add(1, Ordering::Relaxed);
+            self.m().van_viewers.fetch_add(1, Ordering::Relaxed);
+        } else {
+            s.viewers.fetch_add(1, Ordering::Relaxed);
+            self.m().viewers.fetch_add(1, Ordering::Relaxed);
+        }
+        let vanbuf = van.then(|| {
+            Box::new(VanBuf {
+                headers: [[0; HEADER_LEN]; VAN_BATCH],
+                iov: [libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                }; 2 * VAN_BATCH],
+                // SAFETY: msghdr is plain old data; all-zero is its empty value.
+                msg: unsafe { std::mem::zeroed() },
+                pieces: Vec::with_capacity(2 * VAN_BATCH),
+            })
+        });
+        self.conns[slot as usize].state = State::Viewer(Box::new(Viewer {
+            stream: s,
+            van: vanbuf,
+            cursor: cur,
+            pin,
+            prefix,
+            prefix_sent: 0,
+            inflight: Inflight::None,
+            since_us: 0,
+            zc,
+            zc_result: None,
+            sub_index,
+            close_after_prefix: false,
+            skip_on_complete: false,
+        }));
+        // Hang-up detection without a receive buffer.
+        let c = &mut self.conns[slot as usize];
+        c.ops += 1;
+        c.poll_armed = true;
+        let mask = (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) as u32;
+        let e = opcode::PollAdd::new(types::Fd(fd), mask)
+            .multi(true)
+            .build()
+            .user_data(ud(K_POLL, slot, generation));
+        self.push(e);
+        self.try_send(slot);
+    }
+
+    fn on_poll(&mut self, slot: u32, res: i32, flags: u32) {
+        let c = &mut self.conns[slot as usize];
+        if !cqueue::more(flags) {
+            c.ops -= 1;
+            c.poll_armed = false;
+        }
+        if c.closing {
+            self.maybe_release(slot);
+            return;
+        }
+        if res >= 0 || res != -libc::ECANCELED {
+            debug!(core = self.id, "viewer hung up");
+            self.close(slot);
+        }
+    }
+
+    // ---- ingest -------------------------------------------------------------------------
+
+    fn source_mut(&mut self, slot: u32) -> Option<&mut SourceConn> {
+        match &mut self.conns[slot as usize].state {
+            State::Source(sc) => Some(sc),
+            _ => None,
+        }
+    }
+
+    /// Queues the next read of a source into its block's free tail.
+    fn source_read(&mut self, slot: u32) {
+        let shared = self.shared.clone();
+        let c = &self.conns[slot as usize];
+        let fd = c.fd;
+        let generation = c.generation;
+        let State::Source(sc) = &c.state else {
+            return;
+        };
+        if sc.done {
+            return self.close(slot);
+        }
+        // Body bytes that came with the head go first, copied once into the block.
+        loop {
+            let State::Source(sc) = &mut self.conns[slot as usize].state else {
+                return;
+            };
+            if sc.leftover.is_empty() {
+                break;
+            }
+            let Some(tail) = sc.writer.reserve(&sc.stream.window, &shared.pool) else {
+                break;
+            };
+            let n = tail.len.min(sc.leftover.len());
+            shared
+                .pool
+                .write(tail.block, tail.offset, &sc.leftover[..n]);
+            sc.leftover.drain(..n);
+            sc.tail = Some(tail);
+            if !self.ingest(slot, n) {
+                return;
+            }
+            if let State::Source(sc) = &self.conns[slot as usize].state
+                && sc.done
+            {
+                return self.close(slot);
+            }
+        }
+        let c = &mut self.conns[slot as usize];
+        let State::Source(sc) = &mut c.state else {
+            return;
+        };
+        let Some(tail) = sc.writer.reserve(&sc.stream.window, &shared.pool) else {
+            if !sc.paused {
+                sc.paused = true;
+                warn!(core = self.id, stream = %sc.stream.name, "block pool exhausted: ingest paused until blocks are freed");
+            }
+            self.m().add(&self.m().ingest_paused, 1);
+            return;
+        };
+        sc.paused = false;
+        let mut len = tail.len;
+        if let Some(r) = sc.remaining {
+            len = len.min(r as usize);
+        }
+        sc.tail = Some(tail);
+        c.ops += 1;
+        let ptr = shared.pool.block_ptr(tail.block);
+        // SAFETY: in bounds of the block (tail.offset + len <= block size).
+        let ptr = unsafe { ptr.add(tail.offset) };
+        let e = opcode::ReadFixed::new(types::Fd(fd), ptr, len as u32, tail.block as u16)
+            .offset(u64::MAX)
+            .build()
+            .user_data(ud(K_READ, slot, generation));
+        self.push(e);
+    }
+
+    fn on_read(&mut self, slot: u32, res: i32) {
+        let c = &mut self.conns[slot as usize];
+        c.ops -= 1;
+        if c.closing {
+            self.maybe_release(slot);
+            return;
+        }
+        if res <= 0 {
+            if let Some(sc) = self.source_mut(slot) {
+                sc.tail = None;
+                let name = sc.stream.name.clone();
+                if res < 0 {
+                    info!(core = self.id, stream = %name, "source read failed: {}", io::Error::from_raw_os_error(-res));
+                } else {
+                    info!(core = self.id, stream = %name, "source closed its connection");
+                }
+            }
+            self.close(slot);
+            return;
+        }
+        if self.ingest(slot, res as usize) {
+            self.source_read(slot);
+        }
+    }
+
+    /// Processes `n` bytes just placed at the source's tail: strips chunk framing in place,
+    /// finds keyframes, publishes one frame per read (split at keyframes) and wakes the cores
+    /// that have subscribers. Returns false if the connection was closed.
+    fn ingest(&mut self, slot: u32, n: usize) -> bool {
+        let shared = self.shared.clone();
+        let core = self.id;
+        let c = &mut self.conns[slot as usize];
+        let State::Source(sc) = &mut c.state else {
+            return false;
+        };
+        let tail = sc.tail.take().expect("ingest follows a read into the tail");
+        // SAFETY: the writer owns the unpublished tail and the read into it has completed.
+        let buf = unsafe { shared.pool.slice_mut(tail.block, tail.offset, n) };
+        let m = match &mut sc.chunked {
+            Some(dec) => match dec.decode_in_place(buf) {
+                Ok(m) => {
+                    if dec.is_finished() {
+                        sc.done = true;
+                    }
+                    m
+                }
+                Err(e) => {
+                    warn!(core, stream = %sc.stream.name, "source sent bad chunked framing: {e}");
+                    self.close(slot);
+                    return false;
+                }
+            },
+            None => n,
+        };
+        if let Some(r) = &mut sc.remaining {
+            *r = r.saturating_sub(n as u64);
+            if *r == 0 {
+                sc.done = true;
+            }
+        }
+        let metrics = &shared.metrics[core];
+        metrics.add(&metrics.bytes_in, n as u64);
+        sc.stream.bytes_in.fetch_add(m as u64, Ordering::Relaxed);
+        if m == 0 {
+            return true;
+        }
+        let data = &buf[..m];
+        self.raps.clear();
+        if sc.offset == 0 && !sc.stream.is_ts.load(Ordering::Relaxed) && mpegts::looks_like_ts(data)
+        {
+            // ffmpeg's icecast:// says audio/mpeg for any format: trust the sync bytes, and
+            // give players the right type.
+            info!(core, stream = %sc.stream.name, "MPEG-TS detected from sync bytes: serving it as video/mp2t");
+            sc.stream.is_ts.store(true, Ordering::Relaxed);
+            sc.stream.set_content_type("video/mp2t");
+        }
+        let is_ts = sc.stream.is_ts.load(Ordering::Relaxed);
+        if is_ts {
+            sc.scanner.scan(sc.offset, data, &mut self.raps);
+        }
+        if is_ts
+            && (!self.raps.is_empty() || sc.stream.psi().is_none())
+            && let Some(psi) = sc.scanner.psi()
+        {
+            sc.stream.set_psi(psi);
+        }
+        // Cut points inside this read, so that a keyframe starts a frame (VAN flag) and a
+        // new viewer starts exactly there.
+        let base = sc.offset;
+        let win = &sc.stream.window;
+        let ts = wall_us();
+        let mut start = 0usize;
+        let mut start_is_rap = false;
+        let mut frames = 0u64;
+        for &r in &self.raps {
+            if r < base {
+                // The keyframe's packet began in the previous read.
+                if let Some((pseq, pstart)) = sc.prev
+                    && r >= pstart
+                {
+                    sc.writer.set_rap(win, pseq, (r - pstart) as u32);
+                }
+                continue;
+            }
+            let k = (r - base) as usize;
+            if k > start && k < m {
+                let flags = if start_is_rap { FLAG_RANDOM_ACCESS } else { 0 };
+                let seq = sc.writer.publish(win, k - start, ts, flags);
+                if start_is_rap {
+                    sc.writer.set_rap(win, seq, 0);
+                }
+                sc.prev = Some((seq, base + start as u64));
+                frames += 1;
+                start = k;
+            }
+            if k == start {
+                start_is_rap = true;
+            }
+        }
+        let flags = if start_is_rap { FLAG_RANDOM_ACCESS } else { 0 };
+        let seq = sc.writer.publish(win, m - start, ts, flags);
+        if start_is_rap {
+            sc.writer.set_rap(win, seq, 0);
+        }
+        sc.prev = Some((seq, base + start as u64));
+        frames += 1;
+        sc.offset += m as u64;
+        metrics.add(&metrics.frames_published, frames);
+        if tail.offset == 0 {
+            metrics.add(&metrics.blocks_published, 1);
+        }
+        let stream = sc.stream.clone();
+        self.notify(&stream);
+        true
+    }
+
+    /// Tells every core with subscribers of `stream` that frames were published.
+    fn notify(&mut self, stream: &Arc<Stream>) {
+        // Pairs with the SeqCst fetch_or of a joining subscriber: either we see its bit, or it
+        // sees our frames when it computes its start.
+        fence(Ordering::SeqCst);
+        let mut mask = stream.subscribed_cores.load(Ordering::SeqCst);
+        while mask != 0 {
+            let c = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            if c == self.id {
+                self.dirty.push(stream.id);
+            } else {
+                self.wake(c);
+            }
+        }
+    }
+
+    fn wake(&mut self, core: usize) {
+        if self.shared.wake_pending[core].swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let fd = self.shared.ring_fds[core].load(Ordering::Acquire);
+        if fd < 0 {
+            return;
+        }
+        let e = opcode::MsgRingData::new(types::Fd(fd), self.id as i32, ud(K_WAKE, 0, 0), None)
+            .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
+            .user_data(ud(K_IGNORE, 0, 0));
+        self.push(e);
+    }
+
+    // ---- fan-out --------------------------------------------------------------------------
+
+    fn flush_dirty(&mut self) {
+        // Several reads in one batch of completions make one fan-out pass.
+        self.dirty.sort_unstable();
+        self.dirty.dedup();
+        while let Some(id) = self.dirty.pop() {
+            self.pump(id);
+        }
+    }
+
+    /// Queues one send per idle local subscriber of the stream, then republishes this core's
+    /// reclamation mark.
+    fn pump(&mut self, stream_id: u64) {
+        let Some(local) = self.locals.get(&stream_id) else {
+            return;
+        };
+        let n = local.subs.len();
+        for i in 0..n {
+            let Some(&slot) = self.locals.get(&stream_id).and_then(|l| l.subs.get(i)) else {
+                break;
+            };
+            let idle = matches!(
+                &self.conns[slot as usize].state,
+                State::Viewer(v) if matches!(v.inflight, Inflight::None)
+            ) && !self.conns[slot as usize].closing;
+            if idle {
+                self.try_send(slot);
+            }
+        }
+        self.republish_mark(stream_id);
+    }
+
+    fn republish_mark(&mut self, stream_id: u64) {
+        let Some(local) = self.locals.get(&stream_id) else {
+            return;
+        };
+        let mut mark = NO_MARK;
+        for &slot in &local.subs {
+            if let State::Viewer(v) = &self.conns[slot as usize].state {
+                mark = mark.min(v.pin);
+            }
+        }
+        local.stream.window.set_mark(self.id, mark);
+    }
+
+    /// Starts the next send of an idle viewer, if there is anything to send.
+    fn try_send(&mut self, slot: u32) {
+        let shared = self.shared.clone();
+        let now = shared.now_us();
+        let core = self.id;
+        let c = &mut self.conns[slot as usize];
+        if c.closing {
+            return;
+        }
+        let fd = c.fd;
+        let generation = c.generation;
+        let State::Viewer(v) = &mut c.state else {
+            return;
+        };
+        if !matches!(v.inflight, Inflight::None) {
+            return;
+        }
+        let user_data = ud(K_SEND, slot, generation);
+        if v.prefix_sent < v.prefix.len() {
+            let ptr = v.prefix[v.prefix_sent..].as_ptr();
+            let len = (v.prefix.len() - v.prefix_sent) as u32;
+            v.inflight = Inflight::Prefix;
+            v.since_us = now;
+            c.ops += 1;
+            let e = opcode::Send::new(types::Fd(fd), ptr, len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+                .user_data(user_data);
+            return self.push(e);
+        }
+        if v.close_after_prefix {
+            return self.close(slot);
+        }
+        let win = &v.stream.window;
+        if let Some(vb) = &mut v.van {
+            if let Some((total, pin, end)) =
+                cursor::van_batch(win, v.cursor, VAN_BATCH, &mut vb.headers, &mut vb.pieces)
+            {
+                for (i, p) in vb.pieces.iter().enumerate() {
+                    vb.iov[i] = match *p {
+                        VanPiece::Header { index, skip } => libc::iovec {
+                            // SAFETY: skip < HEADER_LEN, inside the header array.
+                            iov_base: unsafe { vb.headers[index].as_mut_ptr().add(skip as usize) }
+                                .cast(),
+                            iov_len: HEADER_LEN - skip as usize,
+                        },
+                        VanPiece::Payload { block, offset, len } => libc::iovec {
+                            // SAFETY: inside the block; the block is pinned by `pin`.
+                            iov_base: unsafe { shared.pool.block_ptr(block).add(offset as usize) }
+                                .cast(),
+                            iov_len: len as usize,
+                        },
+                    };
+                }
+                vb.msg.msg_iov = vb.iov.as_mut_ptr();
+                vb.msg.msg_iovlen = vb.pieces.len() as _;
+                v.pin = v.pin.min(pin);
+                v.inflight = Inflight::Van { total, end };
+                v.since_us = now;
+                c.ops += 1;
+                let e = opcode::SendMsg::new(types::Fd(fd), &vb.msg)
+                    .flags(libc::MSG_NOSIGNAL as u32)
+                    .build()
+                    .user_data(user_data);
+                shared.metrics[core].add(&shared.metrics[core].sends_plain, 1);
+                return self.push(e);
+            }
+        } else if let Some(r) = cursor::plain_range(win, v.cursor, shared.pool.block_size() as u32)
+        {
+            v.pin = v.pin.min(r.block_seq);
+            v.inflight = Inflight::Plain(r);
+            v.since_us = now;
+            c.ops += 1;
+            // SAFETY: the range lies inside the block, which the viewer's pin keeps alive.
+            let ptr = unsafe { shared.pool.block_ptr(r.block).add(r.offset as usize) };
+            let m = &shared.metrics[core];
+            let e = if v.zc && r.len >= shared.cfg.zerocopy_min {
+                m.add(&m.sends_zc, 1);
+                let zc_flags = if shared.cfg.zerocopy == ZeroCopy::Auto {
+                    SEND_ZC_REPORT_USAGE
+                } else {
+                    0
+                };
+                opcode::SendZc::new(types::Fd(fd), ptr, r.len)
+                    .buf_index(Some(r.block as u16))
+                    .flags(libc::MSG_NOSIGNAL)
+                    .zc_flags(zc_flags)
+                    .build()
+            } else {
+                m.add(&m.sends_plain, 1);
+                // IORING_OP_SEND rather than WriteFixed: after a short write, a write is finished
+                // by a blocking io-wq worker that AsyncCancel cannot stop, so a stalled viewer
+                // could never be skipped; a send waits by poll and stays cancellable. A copying
+                // send gains nothing from a registered buffer (the pages are not pinned).
+                opcode::Send::new(types::Fd(fd), ptr, r.len)
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build()
+            };
+            return self.push(e.user_data(user_data));
+        }
+        // Nothing to send now: lagged out of the window, stream over, or simply caught up.
+        let first = win.first_seq();
+        let van = v.van.is_some();
+        if v.cursor.seq < first {
+            match cursor::lag_decision(van, v.cursor, first, None, now, u64::MAX) {
+                Lag::Keep => {}
+                Lag::SkipToLive => return self.skip_to_live(slot),
+                Lag::Disconnect => return self.drop_van(slot, "fell out of the window"),
+            }
+        }
+        if v.stream.is_ended() && v.cursor.seq >= win.next_seq() {
+            if van {
+                v.prefix =
+                    frame::encode_frame(FrameKind::End, win.next_seq(), wall_us(), b"stream ended");
+                v.prefix_sent = 0;
+                v.close_after_prefix = true;
+                return self.try_send(slot);
+            }
+            self.close(slot);
+        }
+    }
+
+    fn skip_to_live(&mut self, slot: u32) {
+        let core = self.id;
+        let burst = self.shared.cfg.burst_bytes;
+        let State::Viewer(v) = &mut self.conns[slot as usize].state else {
+            return;
+        };
+        let win = &v.stream.window;
+        let is_ts = v.stream.is_ts.load(Ordering::Relaxed);
+        let mut cur = cursor::plain_start(win, is_ts, burst);
+        let (start, pin) = win.pin(core, cur.seq);
+        if start != cur.seq {
+            cur = Cursor::at(start);
+        }
+        v.cursor = cur;
+        v.pin = pin;
+        v.skip_on_complete = false;
+        v.prefix.clear();
+        v.prefix_sent = 0;
+        if is_ts && let Some(psi) = v.stream.psi() {
+            v.prefix.extend_from_slice(&psi);
+        }
+        debug!(core, stream = %v.stream.name, to = cur.seq, "lagging viewer skipped to the live edge");
+        self.m().add(&self.m().viewers_skipped, 1);
+        self.try_send(slot);
+    }
+
+    fn drop_van(&mut self, slot: u32, why: &str) {
+        let core = self.id;
+        let State::Viewer(v) = &mut self.conns[slot as usize].state else {
+            return;
+        };
+        info!(core, stream = %v.stream.name, at = v.cursor.seq, "VAN viewer disconnected: {why}");
+        let m = &self.shared.metrics[core];
+        m.add(&m.viewers_dropped, 1);
+        if matches!(v.inflight, Inflight::None) {
+            v.prefix = frame::encode_frame(
+                FrameKind::End,
+                v.cursor.seq,
+                wall_us(),
+                b"lagged out of the window",
+            );
+            v.prefix_sent = 0;
+            v.close_after_prefix = true;
+            self.try_send(slot);
+        } else {
+            // Its socket is stuck: nothing more can be written to it.
+            self.close(slot);
+        }
+    }
+
+    fn on_send(&mut self, slot: u32, res: i32, flags: u32) {
+        let core = self.id;
+        let zc_mode = self.shared.cfg.zerocopy;
+        let c = &mut self.conns[slot as usize];
+        // Reply (error answers, source 100/200).
+        if let State::Reply { out, sent, then } = &mut c.state {
+            c.ops -= 1;
+            if c.closing {
+                return self.maybe_release(slot);
+            }
+            if res <= 0 {
+                return self.close(slot);
+            }
+            *sent += res as usize;
+            if *sent < out.len() {
+                return self.send_reply(slot);
+            }
+            match then.take() {
+                Some(sc) => {
+                    c.state = State::Source(sc);
+                    self.source_read(slot);
+                }
+                None => self.close(slot),
+            }
+            return;
+        }
+        let State::Viewer(v) = &mut c.state else {
+            c.ops -= 1;
+            return self.maybe_release(slot);
+        };
+        let mut res = res;
+        if cqueue::notif(flags) {
+            // send_zc notification: the buffer is free now.
+            c.ops -= 1;
+            if res & NOTIF_USAGE_ZC_COPIED != 0 && zc_mode == ZeroCopy::Auto && v.zc {
+                v.zc = false;
+                let m = &self.shared.metrics[core];
+                m.add(&m.zc_fallbacks, 1);
+                debug!(
+                    core,
+                    "kernel copied a send_zc: this socket uses plain send from now on"
+                );
+            }
+            res = v.zc_result.take().unwrap_or(-libc::EIO);
+        } else if cqueue::more(flags) {
+            // send_zc result; the notification follows.
+            v.zc_result = Some(res);
+            return;
+        } else {
+            c.ops -= 1;
+        }
+        if c.closing {
+            return self.maybe_release(slot);
+        }
+        let inflight = std::mem::replace(&mut v.inflight, Inflight::None);
+        if v.skip_on_complete {
+            debug!(core, res, "cancelled send completed");
+        }
+        if res < 0 {
+            if res == -libc::ECANCELED && v.skip_on_complete {
+                return self.skip_to_live(slot);
+            }
+            debug!(
+                core,
+                "viewer send failed: {}",
+                io::Error::from_raw_os_error(-res)
+            );
+            return self.close(slot);
+        }
+        let n = res as u64;
+        let m = &self.shared.metrics[core];
+        m.add(&m.bytes_out, n);
+        let win = &v.stream.window;
+        match inflight {
+            Inflight::None => {}
+            Inflight::Prefix => {
+                v.prefix_sent += n as usize;
+                if v.prefix_sent >= v.prefix.len() {
+                    v.prefix = Vec::new();
+                    v.prefix_sent = 0;
+                    if v.close_after_prefix {
+                        return self.close(slot);
+                    }
+                }
+            }
+            Inflight::Plain(r) => {
+                let next = if n == r.len as u64 {
+                    Some(r.end)
+                } else {
+                    cursor::advance(win, v.cursor, n, false)
+                };
+                v.pin = r.block_seq;
+                match next {
+                    Some(cur) => v.cursor = cur,
+                    None => return self.skip_to_live(slot),
+                }
+            }
+            Inflight::Van { total, end } => {
+                let next = if n == total {
+                    Some(end)
+                } else {
+                    cursor::advance(win, v.cursor, n, true)
+                };
+                match next {
+                    Some(cur) => {
+                        v.cursor = cur;
+                        if let Some(f) = win.frame(cur.seq.saturating_sub(1)) {
+                            v.pin = f.block_seq;
+                        }
+                    }
+                    None => return self.drop_van(slot, "fell out of the window"),
+                }
+            }
+        }
+        if v.skip_on_complete {
+            return self.skip_to_live(slot);
+        }
+        self.try_send(slot);
+    }
+
+    // ---- closing --------------------------------------------------------------------------
+
+    /// Starts closing: shutdown makes in-flight operations finish; the slot is released when
+    /// none is left.
+    fn close(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        if c.closing || matches!(c.state, State::Free) {
+            return;
+        }
+        c.closing = true;
+        // SAFETY: fd is this connection's open socket.
+        unsafe { libc::shutdown(c.fd, libc::SHUT_RDWR) };
+        if c.poll_armed {
+            let target = ud(K_POLL, slot, c.generation);
+            self.push(
+                opcode::AsyncCancel::new(target)
+                    .build()
+                    .user_data(ud(K_IGNORE, 0, 0)),
+            );
+        }
+        self.maybe_release(slot);
+    }
+
+    fn maybe_release(&mut self, slot: u32) {
+        let c = &self.conns[slot as usize];
+        if c.closing && c.ops == 0 && !matches!(c.state, State::Free) {
+            self.releases.push(slot);
+        }
+    }
+
+    fn drain_releases(&mut self) {
+        while let Some(slot) = self.releases.pop() {
+            self.release(slot);
+        }
+    }
+
+    fn release(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        if matches!(c.state, State::Free) || c.ops != 0 {
+            return;
+        }
+        let state = std::mem::replace(&mut c.state, State::Free);
+        // SAFETY: no operation refers to this fd any more (ops == 0).
+        unsafe { libc::close(c.fd) };
+        c.fd = -1;
+        self.free.push(slot);
+        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+        self.m().connections.fetch_sub(1, Ordering::Relaxed);
+        match state {
+            State::Viewer(v) => self.remove_viewer(&v),
+            State::Source(sc) => self.source_left(slot, sc),
+            State::Reply { then: Some(sc), .. } => self.source_left(slot, sc),
+            _ => {}
+        }
+    }
+
+    fn remove_viewer(&mut self, v: &Viewer) {
+        if v.van.is_some() {
+            v.stream.van_viewers.fetch_sub(1, Ordering::Relaxed);
+            self.m().van_viewers.fetch_sub(1, Ordering::Relaxed);
+        } else {
+            v.stream.viewers.fetch_sub(1, Ordering::Relaxed);
+            self.m().viewers.fetch_sub(1, Ordering::Relaxed);
+        }
+        let id = v.stream.id;
+        let Some(local) = self.locals.get_mut(&id) else {
+            return;
+        };
+        let i = v.sub_index;
+        local.subs.swap_remove(i);
+        if let Some(&moved) = local.subs.get(i)
+            && let State::Viewer(mv) = &mut self.conns[moved as usize].state
+        {
+            mv.sub_index = i;
+        }
+        if local.subs.is_empty() {
+            local.stream.window.set_mark(self.id, NO_MARK);
+            local
+                .stream
+                .subscribed_cores
+                .fetch_and(!(1u64 << self.id), Ordering::SeqCst);
+            self.locals.remove(&id);
+        } else {
+            self.republish_mark(id);
+        }
+    }
+
+    fn source_left(&mut self, slot: u32, sc: Box<SourceConn>) {
+        self.sources.retain(|&s| s != slot);
+        self.m().sources.fetch_sub(1, Ordering::Relaxed);
+        let SourceConn { stream, writer, .. } = *sc;
+        if self.stopping.is_some() || stream.is_ended() {
+            self.shared.streams.end_live(&stream);
+            self.notify(&stream);
+            self.draining.push((stream, writer));
+            return;
+        }
+        let deadline = self.shared.now_us() + self.shared.cfg.grace_us;
+        info!(core = self.id, stream = %stream.name, grace_s = self.shared.cfg.grace_us as f64 / 1e6, "source left: stream in grace");
+        self.shared.streams.detach_source(&stream, writer, deadline);
+        self.grace.push(stream);
+    }
+
+    // ---- timers ---------------------------------------------------------------------------
+
+    fn on_tick(&mut self) {
+        let now = self.shared.now_us();
+        let wall = wall_us();
+        // Header timeout (slowloris).
+        while let Some(&(deadline, slot, generation)) = self.head_deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.head_deadlines.pop_front();
+            let c = &self.conns[slot as usize];
+            if c.generation == generation && matches!(c.state, State::Head { .. }) && !c.closing {
+                info!(
+                    core = self.id,
+                    "connection closed: no whole request head within --header-timeout"
+                );
+                self.m().reject(Reject::HeaderTimeout);
+                self.close(slot);
+            }
+        }
+        // Window ageing and reclamation for the streams this core ingests; paused ingest retries.
+        let shared = self.shared.clone();
+        for i in 0..self.sources.len() {
+            let slot = self.sources[i];
+            let c = &mut self.conns[slot as usize];
+            if let State::Source(sc) = &mut c.state {
+                sc.writer.trim(&sc.stream.window, &shared.pool, wall);
+                if sc.paused && sc.tail.is_none() && !c.closing {
+                    self.source_read(slot);
+                }
+            }
+        }
+        // Grace periods.
+        let mut i = 0;
+        while i < self.grace.len() {
+            let s = self.grace[i].clone();
+            match s.state() {
+                crate::stream::StreamState::Grace => {
+                    if let Some(w) = shared.streams.expire(&s, now) {
+                        info!(core = self.id, stream = %s.name, "grace period over: stream ended");
+                        self.grace.swap_remove(i);
+                        self.notify_all(&s);
+                        self.draining.push((s, w));
+                        continue;
+                    }
+                    i += 1;
+                }
+                _ => {
+                    self.grace.swap_remove(i);
+                }
+            }
+        }
+        // Ended streams give their blocks back once no core has a subscriber left.
+        self.draining.retain_mut(|(s, w)| {
+            !(s.subscribed_cores.load(Ordering::SeqCst) == 0
+                && w.release_all(&s.window, &shared.pool))
+        });
+        // Lag policy for sends pending too long, then a safety-net pump of every stream.
+        let timeout = self.shared.cfg.send_timeout_us;
+        let ids: Vec<u64> = self.locals.keys().copied().collect();
+        for id in &ids {
+            let Some(local) = self.locals.get(id) else {
+                continue;
+            };
+            let subs = local.subs.clone();
+            let first = local.stream.window.first_seq();
+            for slot in subs {
+                self.check_lag(slot, first, now, timeout);
+            }
+        }
+        self.dirty.extend(ids);
+        if self.shared.shutdown.load(Ordering::Acquire) {
+            self.begin_stop(now);
+        }
+        if let Some(deadline) = self.stopping
+            && now > deadline
+        {
+            for slot in 0..self.conns.len() as u32 {
+                self.close(slot);
+            }
+        }
+    }
+
+    fn check_lag(&mut self, slot: u32, first: u64, now: u64, timeout: u64) {
+        let c = &self.conns[slot as usize];
+        if c.closing {
+            return;
+        }
+        let State::Viewer(v) = &c.state else {
+            return;
+        };
+        if matches!(v.inflight, Inflight::None) || v.skip_on_complete {
+            return;
+        }
+        let van = v.van.is_some();
+        match cursor::lag_decision(van, v.cursor, first, Some(v.since_us), now, timeout) {
+            Lag::Keep => {}
+            Lag::SkipToLive if v.zc_result.is_some() => {
+                // A send_zc whose bytes still sit in the socket's queue: the kernel holds the
+                // block until they leave, which a stalled reader never lets happen. Only closing
+                // the socket frees it.
+                info!(core = self.id, stream = %v.stream.name, "stalled viewer dropped: its zero-copy send cannot be taken back");
+                let m = &self.shared.metrics[self.id];
+                m.add(&m.viewers_dropped, 1);
+                self.close(slot);
+            }
+            Lag::SkipToLive if !v.stream.is_ended() && self.stopping.is_none() => {
+                // Cancel the stuck send; the completion then moves the viewer to the live edge.
+                let generation = c.generation;
+                debug!(core = self.id, stream = %v.stream.name, at = v.cursor.seq, "send pending too long: cancelling it to skip the viewer");
+                if let State::Viewer(v) = &mut self.conns[slot as usize].state {
+                    v.skip_on_complete = true;
+                }
+                self.push(
+                    opcode::AsyncCancel::new(ud(K_SEND, slot, generation))
+                        .build()
+                        .user_data(ud(K_IGNORE, 0, 0)),
+                );
+            }
+            Lag::SkipToLive => self.close(slot),
+            Lag::Disconnect => self.drop_van(slot, "send pending too long"),
+        }
+    }
+
+    fn notify_all(&mut self, s: &Arc<Stream>) {
+        self.notify(s);
+    }
+
+    fn begin_stop(&mut self, now: u64) {
+        if self.stopping.is_some() {
+            return;
+        }
+        self.stopping = Some(now + STOP_GRACE_US);
+        info!(
+            core = self.id,
+            "stopping: no new connections, ending every viewer's response"
+        );
+        if self.accept_armed {
+            self.push(
+                opcode::AsyncCancel::new(ud(K_ACCEPT, 0, 0))
+                    .build()
+                    .user_data(ud(K_IGNORE, 0, 0)),
+            );
+        }
+        if self.id == 0 {
+            for (s, w) in self.shared.streams.end_all() {
+                self.draining.push((s, w));
+            }
+        }
+        for slot in self.sources.clone() {
+            if let State::Source(sc) = &self.conns[slot as usize].state {
+                self.shared.streams.end_live(&sc.stream.clone());
+            }
+            self.close(slot);
+        }
+        for slot in 0..self.conns.len() as u32 {
+            if matches!(
+                self.conns[slot as usize].state,
+                State::Head { .. } | State::Reply { .. }
+            ) {
+                self.close(slot);
+            }
+        }
+        for core in 0..self.shared.metrics.len() {
+            if core != self.id {
+                self.wake(core);
+            }
+        }
+        self.dirty.extend(self.locals.keys().copied());
+    }
+}
+
+/// A borrowed fd for socket2's `SockRef` (getpeername on a raw accepted fd).
+struct BorrowedFd(RawFd);
+
+impl std::os::fd::AsFd for BorrowedFd {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: the connection owns the fd and keeps it open while this borrow lives.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.0) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_data_round_trips() {
+        for (k, s, g) in [
+            (K_SEND, 0xab_cdef, 7u32),
+            (K_POLL, 0, u32::MAX),
+            (K_ACCEPT, 1, 0),
+        ] {
+            assert_eq!(ud_parts(ud(k, s, g)), (k, s, g));
+        }
+    }
+}

@@ -1,0 +1,633 @@
+//! The stream window: per stream, the ordered blocks it holds and the side index of its frames
+//! (DESIGN.md, "Shared block pool").
+//!
+//! Layout. Ingest receives straight into the free tail of the stream's current block and
+//! publishes each read as one frame at once; payload bytes are contiguous in the block and the
+//! frame boundaries live in a side index (a ring of [`FrameRef`]s), so a plain viewer is sent one
+//! contiguous byte range covering many frames, and a VAN viewer gets headers built from the index
+//! next to the same payload bytes. A block is sealed when its tail is too small for a useful read
+//! (or it holds a quarter of the index ring, so the ring can always make room).
+//!
+//! Concurrency. One writer per stream (the core that holds the source connection; the
+//! [`Writer`] moves with the source across reconnects), any number of reading cores. Frames are
+//! published with a release store of `next_seq`; index slots are seqlocks, so a reader that races
+//! with the ring wrapping sees `None`, never a torn frame. Reclamation is Disruptor-style: each
+//! core publishes in `marks[core]` the lowest block sequence number it may still touch, and the
+//! writer frees a retired block only when every mark is past it. There is no per-subscriber
+//! reference count. See [`StreamWindow::pin`] for how a new subscriber joins without a race.
+//!
+//! No I/O here: the caller passes the time (`timestamp_us`, `now_us`) explicitly.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering, fence};
+
+use crossbeam::utils::CachePadded;
+
+use crate::pool::BlockPool;
+
+/// A core that touches no block of this stream.
+pub const NO_MARK: u64 = u64::MAX;
+/// No random-access point known.
+pub const NO_RAP: u64 = u64::MAX;
+const INVALID: u64 = u64::MAX;
+
+/// Bounds of one stream's window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowConfig {
+    /// At most this many blocks held (at least 2).
+    pub max_blocks: usize,
+    /// Frames the side index can hold (rounded up to a power of two, at least 64).
+    pub frame_capacity: usize,
+    /// Blocks whose newest frame is older than this are dropped (the current block stays).
+    pub max_age_us: u64,
+    /// A block whose free tail is smaller than this is sealed.
+    pub min_read: usize,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        Self {
+            max_blocks: 64,
+            frame_capacity: 16384,
+            max_age_us: 10_000_000,
+            min_read: 4096,
+        }
+    }
+}
+
+/// One frame of the side index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameRef {
+    pub seq: u64,
+    pub block: u32,
+    pub block_seq: u64,
+    pub offset: u32,
+    pub len: u32,
+    pub timestamp_us: u64,
+    pub flags: u8,
+}
+
+#[derive(Default)]
+struct FrameSlot {
+    seq: AtomicU64,
+    block_seq: AtomicU64,
+    /// block << 32 | offset
+    loc: AtomicU64,
+    /// len << 8 | flags
+    len_flags: AtomicU64,
+    ts: AtomicU64,
+}
+
+/// Packs a byte position (frame seq, offset inside the frame) into one word.
+pub fn pack_pos(seq: u64, off: u32) -> u64 {
+    debug_assert!(off < (1 << 24) && seq < (1 << 40));
+    (seq << 24) | off as u64
+}
+
+pub fn unpack_pos(p: u64) -> (u64, u32) {
+    (p >> 24, (p & 0xff_ffff) as u32)
+}
+
+/// The part of a stream every core reads.
+pub struct StreamWindow {
+    slots: Box<[FrameSlot]>,
+    mask: u64,
+    next_seq: AtomicU64,
+    first_seq: AtomicU64,
+    cur_block_seq: AtomicU64,
+    marks: Box<[CachePadded<AtomicU64>]>,
+    /// Newest random-access point, packed with [`pack_pos`], or [`NO_RAP`].
+    last_rap: AtomicU64,
+    blocks_held: AtomicU64,
+}
+
+impl StreamWindow {
+    /// A window for `cores` reading cores whose first frame will be `first_seq`.
+    pub fn new(cfg: &WindowConfig, cores: usize, first_seq: u64) -> Self {
+        let cap = cfg.frame_capacity.max(64).next_power_of_two();
+        let slots: Box<[FrameSlot]> = (0..cap)
+            .map(|_| {
+                let s = FrameSlot::default();
+                s.seq.store(INVALID, Ordering::Relaxed);
+                s
+            })
+            .collect();
+        Self {
+            slots,
+            mask: cap as u64 - 1,
+            next_seq: AtomicU64::new(first_seq),
+            first_seq: AtomicU64::new(first_seq),
+            cur_block_seq: AtomicU64::new(0),
+            marks: (0..cores)
+                .map(|_| CachePadded::new(AtomicU64::new(NO_MARK)))
+                .collect(),
+            last_rap: AtomicU64::new(NO_RAP),
+            blocks_held: AtomicU64::new(0),
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// One past the newest published frame.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq.load(Ordering::Acquire)
+    }
+
+    /// The oldest frame still in the window.
+    pub fn first_seq(&self) -> u64 {
+        self.first_seq.load(Ordering::SeqCst)
+    }
+
+    pub fn blocks_held(&self) -> u64 {
+        self.blocks_held.load(Ordering::Relaxed)
+    }
+
+    /// The newest random-access point still in the window, as (seq, offset in that frame).
+    pub fn last_rap(&self) -> Option<(u64, u32)> {
+        let p = self.last_rap.load(Ordering::Acquire);
+        if p == NO_RAP {
+            return None;
+        }
+        let (seq, off) = unpack_pos(p);
+        (seq >= self.first_seq() && seq < self.next_seq()).then_some((seq, off))
+    }
+
+    /// Frame `seq` if it is published and still in the window.
+    pub fn frame(&self, seq: u64) -> Option<FrameRef> {
+        if seq >= self.next_seq() {
+            return None;
+        }
+        let slot = &self.slots[(seq & self.mask) as usize];
+        let s1 = slot.seq.load(Ordering::Acquire);
+        if s1 != seq {
+            return None;
+        }
+        let block_seq = slot.block_seq.load(Ordering::Relaxed);
+        let loc = slot.loc.load(Ordering::Relaxed);
+        let len_flags = slot.len_flags.load(Ordering::Relaxed);
+        let ts = slot.ts.load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        if slot.seq.load(Ordering::Relaxed) != seq || seq < self.first_seq() {
+            return None;
+        }
+        Some(FrameRef {
+            seq,
+            block: (loc >> 32) as u32,
+            block_seq,
+            offset: loc as u32,
+            len: (len_flags >> 8) as u32,
+            timestamp_us: ts,
+            flags: len_flags as u8,
+        })
+    }
+
+    /// Current reclamation mark of `core`.
+    pub fn mark(&self, core: usize) -> u64 {
+        self.marks[core].load(Ordering::SeqCst)
+    }
+
+    /// Publishes `core`'s mark: the lowest block sequence number any of its subscribers of this
+    /// stream may still touch ([`NO_MARK`] when none). Only the core itself calls this, with a
+    /// value no higher than any of its subscribers' pins.
+    pub fn set_mark(&self, core: usize, mark: u64) {
+        self.marks[core].store(mark, Ordering::SeqCst);
+    }
+
+    /// Joins a new subscriber on `core` at frame `want` (or the oldest frame held, if `want` is
+    /// older). Returns `(start_seq, pin)`: `pin` is the block sequence number the subscriber must
+    /// keep as its pin until it moves on. Hazard-pointer style: the core lowers its mark first,
+    /// then checks the frame is still in the window; the writer retires first, then reads the
+    /// marks. With both sides SeqCst, either the writer sees the lowered mark or we see the
+    /// advanced `first_seq` and retry.
+    pub fn pin(&self, core: usize, want: u64) -> (u64, u64) {
+        loop {
+            let first = self.first_seq();
+            let s = want.max(first);
+            let pin = match self.frame(s) {
+                Some(f) => f.block_seq,
+                // At the live edge every later frame lands in the current block or a newer one.
+                None if s >= self.next_seq() => self.cur_block_seq.load(Ordering::SeqCst),
+                None => continue,
+            };
+            let m = self.mark(core).min(pin);
+            self.set_mark(core, m);
+            if self.first_seq() <= s {
+                return (s, pin);
+            }
+        }
+    }
+
+    fn min_mark(&self) -> u64 {
+        self.marks
+            .iter()
+            .map(|m| m.load(Ordering::SeqCst))
+            .min()
+            .unwrap_or(NO_MARK)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct BlockEntry {
+    block: u32,
+    block_seq: u64,
+    first_frame: u64,
+    frames: usize,
+    fill: usize,
+    newest_ts: u64,
+}
+
+/// Where the next read of the source goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tail {
+    pub block: u32,
+    pub offset: usize,
+    pub len: usize,
+}
+
+/// The single writer of a stream: owns the block list and the retired blocks.
+pub struct Writer {
+    cfg: WindowConfig,
+    block_size: usize,
+    blocks: VecDeque<BlockEntry>,
+    retired: VecDeque<(u32, u64)>,
+    next_block_seq: u64,
+    next_seq: u64,
+    sealed: bool,
+}
+
+impl Writer {
+    pub fn new(cfg: WindowConfig, block_size: usize, window: &StreamWindow) -> Self {
+        Self {
+            cfg: WindowConfig {
+                max_blocks: cfg.max_blocks.max(2),
+                ..cfg
+            },
+            block_size,
+            blocks: VecDeque::new(),
+            retired: VecDeque::new(),
+            next_block_seq: 0,
+            next_seq: window.next_seq(),
+            sealed: true,
+        }
+    }
+
+    /// Blocks this writer holds, in the window and retired-but-pinned.
+    pub fn blocks_owned(&self) -> usize {
+        self.blocks.len() + self.retired.len()
+    }
+
+    /// The free tail of the current block, sealing it and taking a new block when it is too
+    /// small. `None` when the pool has no free block (the caller pauses ingest and retries).
+    pub fn reserve(&mut self, win: &StreamWindow, pool: &BlockPool) -> Option<Tail> {
+        let quarter = win.capacity() / 4;
+        if let Some(cur) = self.blocks.back()
+            && !self.sealed
+            && self.block_size - cur.fill >= self.cfg.min_read.min(self.block_size)
+            && cur.frames < quarter
+        {
+            return Some(Tail {
+                block: cur.block,
+                offset: cur.fill,
+                len: self.block_size - cur.fill,
+            });
+        }
+        self.sealed = true;
+        while self.blocks.len() >= self.cfg.max_blocks {
+            self.retire_oldest(win);
+        }
+        self.free_retired(win, pool);
+        let block = pool.alloc()?;
+        let block_seq = self.next_block_seq;
+        self.next_block_seq += 1;
+        win.cur_block_seq.store(block_seq, Ordering::SeqCst);
+        self.blocks.push_back(BlockEntry {
+            block,
+            block_seq,
+            first_frame: self.next_seq,
+            frames: 0,
+            fill: 0,
+            newest_ts: 0,
+        });
+        self.sealed = false;
+        win.blocks_held
+            .store(self.blocks.len() as u64, Ordering::Relaxed);
+        Some(Tail {
+            block,
+            offset: 0,
+            len: self.block_size,
+        })
+    }
+
+    /// Publishes `len` bytes just written at the tail returned by [`Writer::reserve`] as one
+    /// frame. Returns its sequence number.
+    pub fn publish(&mut self, win: &StreamWindow, len: usize, timestamp_us: u64, flags: u8) -> u64 {
+        let seq = self.next_seq;
+        // Make room in the index ring; the current block holds < capacity/4 frames, so retiring
+        // older blocks always suffices.
+        while seq - win.first_seq.load(Ordering::SeqCst) >= win.capacity() as u64
+            && self.blocks.len() > 1
+        {
+            self.retire_oldest(win);
+        }
+        let cur = self
+            .blocks
+            .back_mut()
+            .expect("publish follows a successful reserve");
+        assert!(
+            cur.fill + len <= self.block_size,
+            "frame overflows its block"
+        );
+        let slot = &win.slots[(seq & win.mask) as usize];
+        slot.seq.store(INVALID, Ordering::Relaxed);
+        fence(Ordering::Release);
+        slot.block_seq.store(cur.block_seq, Ordering::Relaxed);
+        slot.loc.store(
+            ((cur.block as u64) << 32) | cur.fill as u64,
+            Ordering::Relaxed,
+        );
+        slot.len_flags
+            .store(((len as u64) << 8) | flags as u64, Ordering::Relaxed);
+        slot.ts.store(timestamp_us, Ordering::Relaxed);
+        slot.seq.store(seq, Ordering::Release);
+        cur.fill += len;
+        cur.frames += 1;
+        cur.newest_ts = timestamp_us;
+        self.next_seq = seq + 1;
+        win.next_seq.store(seq + 1, Ordering::Release);
+        seq
+    }
+
+    /// Records a random-access point at byte `off` of frame `seq`.
+    pub fn set_rap(&mut self, win: &StreamWindow, seq: u64, off: u32) {
+        win.last_rap.store(pack_pos(seq, off), Ordering::Release);
+    }
+
+    /// Drops blocks older than the age bound (never the current one) and frees retired blocks
+    /// no core uses any more.
+    pub fn trim(&mut self, win: &StreamWindow, pool: &BlockPool, now_us: u64) {
+        while self.blocks.len() > 1
+            && self.blocks[0].newest_ts.saturating_add(self.cfg.max_age_us) < now_us
+        {
+            self.retire_oldest(win);
+        }
+        self.free_retired(win, pool);
+    }
+
+    /// The stream ended: retire every block. Returns true once all of them are back in the pool
+    /// (call again on later ticks until it does).
+    pub fn release_all(&mut self, win: &StreamWindow, pool: &BlockPool) -> bool {
+        while !self.blocks.is_empty() {
+            self.retire_oldest(win);
+        }
+        self.sealed = true;
+        self.free_retired(win, pool);
+        self.retired.is_empty()
+    }
+
+    fn retire_oldest(&mut self, win: &StreamWindow) {
+        let Some(old) = self.blocks.pop_front() else {
+            return;
+        };
+        let new_first = self.blocks.front().map_or(self.next_seq, |b| b.first_frame);
+        win.first_seq.store(new_first, Ordering::SeqCst);
+        self.retired.push_back((old.block, old.block_seq));
+        win.blocks_held
+            .store(self.blocks.len() as u64, Ordering::Relaxed);
+    }
+
+    fn free_retired(&mut self, win: &StreamWindow, pool: &BlockPool) {
+        if self.retired.is_empty() {
+            return;
+        }
+        let min = win.min_mark();
+        while let Some(&(block, block_seq)) = self.retired.front() {
+            if block_seq >= min {
+                break;
+            }
+            pool.free(block);
+            self.retired.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn setup(max_blocks: usize, cap: usize, blocks: usize) -> (BlockPool, StreamWindow, Writer) {
+        let pool = BlockPool::new(4096, blocks).unwrap();
+        let cfg = WindowConfig {
+            max_blocks,
+            frame_capacity: cap,
+            max_age_us: 1_000_000,
+            min_read: 512,
+        };
+        let win = StreamWindow::new(&cfg, 2, 0);
+        let w = Writer::new(cfg, 4096, &win);
+        (pool, win, w)
+    }
+
+    fn put(
+        w: &mut Writer,
+        win: &StreamWindow,
+        pool: &BlockPool,
+        bytes: &[u8],
+        ts: u64,
+    ) -> Option<u64> {
+        let t = w.reserve(win, pool)?;
+        let n = bytes.len().min(t.len);
+        pool.write(t.block, t.offset, &bytes[..n]);
+        Some(w.publish(win, n, ts, 0))
+    }
+
+    #[test]
+    fn frames_are_contiguous_in_a_block_and_consecutive() {
+        let (pool, win, mut w) = setup(4, 64, 8);
+        let a = put(&mut w, &win, &pool, &[1; 100], 1).unwrap();
+        let b = put(&mut w, &win, &pool, &[2; 200], 2).unwrap();
+        assert_eq!((a, b), (0, 1));
+        let fa = win.frame(0).unwrap();
+        let fb = win.frame(1).unwrap();
+        assert_eq!(fa.block, fb.block);
+        assert_eq!(fa.offset + fa.len, fb.offset);
+        assert_eq!(win.next_seq(), 2);
+        assert!(win.frame(2).is_none());
+        // SAFETY: published and not freed.
+        let bytes = unsafe { pool.slice(fb.block, fb.offset as usize, fb.len as usize) };
+        assert!(bytes.iter().all(|&x| x == 2));
+    }
+
+    #[test]
+    fn a_block_is_sealed_when_its_tail_is_too_small() {
+        let (pool, win, mut w) = setup(4, 64, 8);
+        put(&mut w, &win, &pool, &[0; 3700], 1).unwrap();
+        // 396 bytes left < min_read 512: the next read goes to a new block.
+        put(&mut w, &win, &pool, &[0; 10], 2).unwrap();
+        assert_ne!(win.frame(0).unwrap().block, win.frame(1).unwrap().block);
+        assert_eq!(win.frame(1).unwrap().offset, 0);
+    }
+
+    #[test]
+    fn window_is_bounded_and_blocks_come_back_when_no_core_holds_them() {
+        let (pool, win, mut w) = setup(3, 64, 8);
+        for i in 0..20 {
+            put(&mut w, &win, &pool, &[0; 4096], i).unwrap();
+        }
+        assert!(w.blocks.len() <= 3);
+        assert_eq!(pool.in_use(), w.blocks_owned());
+        assert!(win.first_seq() >= 17);
+        assert!(win.frame(0).is_none());
+    }
+
+    #[test]
+    fn a_pinned_block_is_not_freed_until_the_core_moves_on() {
+        let (pool, win, mut w) = setup(2, 64, 8);
+        put(&mut w, &win, &pool, &[0; 4096], 0).unwrap();
+        let (s, pin) = win.pin(1, 0);
+        assert_eq!((s, pin), (0, 0));
+        for i in 1..6 {
+            put(&mut w, &win, &pool, &[0; 4096], i).unwrap();
+        }
+        // Block seq 0 is out of the window but core 1 still pins it.
+        assert!(win.frame(0).is_none());
+        assert_eq!(w.retired.front().map(|r| r.1), Some(0));
+        win.set_mark(1, NO_MARK);
+        w.trim(&win, &pool, 0);
+        assert!(w.retired.is_empty());
+        assert_eq!(pool.in_use(), w.blocks_owned());
+    }
+
+    #[test]
+    fn pool_exhaustion_pauses_ingest_instead_of_overwriting() {
+        let (pool, win, mut w) = setup(8, 64, 2);
+        win.pin(0, 0);
+        put(&mut w, &win, &pool, &[0; 4096], 0).unwrap();
+        put(&mut w, &win, &pool, &[0; 4096], 1).unwrap();
+        assert!(put(&mut w, &win, &pool, &[0; 10], 2).is_none());
+        win.set_mark(0, NO_MARK);
+        w.trim(&win, &pool, 0);
+        // Nothing retired yet (window of 8 blocks): still paused.
+        assert!(put(&mut w, &win, &pool, &[0; 10], 2).is_none());
+    }
+
+    #[test]
+    fn old_blocks_age_out_but_the_current_one_stays() {
+        let (pool, win, mut w) = setup(8, 64, 8);
+        put(&mut w, &win, &pool, &[0; 4096], 0).unwrap();
+        put(&mut w, &win, &pool, &[0; 100], 10).unwrap();
+        w.trim(&win, &pool, 5_000_000);
+        assert_eq!(win.first_seq(), 1);
+        assert_eq!(w.blocks.len(), 1);
+        assert!(w.release_all(&win, &pool));
+        assert_eq!(pool.in_use(), 0);
+    }
+
+    #[test]
+    fn rap_is_reported_only_while_in_window() {
+        let (pool, win, mut w) = setup(2, 64, 8);
+        put(&mut w, &win, &pool, &[0; 4096], 0).unwrap();
+        w.set_rap(&win, 0, 188);
+        assert_eq!(win.last_rap(), Some((0, 188)));
+        for i in 1..4 {
+            put(&mut w, &win, &pool, &[0; 4096], i).unwrap();
+        }
+        assert_eq!(win.last_rap(), None);
+    }
+
+    /// A reader core racing the writer never sees a torn or recycled frame: reclamation waits
+    /// for its mark, and a reader that falls out of the window re-pins instead of reading freed
+    /// memory. Bounded in frames and time.
+    #[test]
+    fn concurrent_reader_never_sees_a_recycled_block() {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
+        let pool = Arc::new(BlockPool::new(4096, 6).unwrap());
+        let cfg = WindowConfig {
+            max_blocks: 3,
+            frame_capacity: 64,
+            max_age_us: u64::MAX / 2,
+            min_read: 512,
+        };
+        let win = Arc::new(StreamWindow::new(&cfg, 1, 0));
+        let done = Arc::new(AtomicBool::new(false));
+        const FRAMES: u64 = 20_000;
+        let reader = {
+            let (pool, win, done) = (pool.clone(), win.clone(), done.clone());
+            std::thread::spawn(move || {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+                let (mut seq, _) = win.pin(0, 0);
+                let mut checked = 0u64;
+                while !done.load(Ordering::Acquire) && std::time::Instant::now() < deadline {
+                    match win.frame(seq) {
+                        Some(f) => {
+                            // SAFETY: the core's mark is at most f.block_seq, so the block is
+                            // not recycled while we read it.
+                            let bytes =
+                                unsafe { pool.slice(f.block, f.offset as usize, f.len as usize) };
+                            let want = (seq % 251) as u8;
+                            assert!(bytes.iter().all(|&b| b == want), "frame {seq} torn");
+                            win.set_mark(0, f.block_seq);
+                            checked += 1;
+                            seq += 1;
+                        }
+                        None if seq < win.first_seq() => {
+                            seq = win.pin(0, seq).0;
+                        }
+                        None => std::hint::spin_loop(),
+                    }
+                }
+                checked
+            })
+        };
+        let mut w = Writer::new(cfg, 4096, &win);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut seq = 0u64;
+        while seq < FRAMES && std::time::Instant::now() < deadline {
+            let Some(t) = w.reserve(&win, &pool) else {
+                w.trim(&win, &pool, 0);
+                std::thread::yield_now();
+                continue;
+            };
+            let n = t.len.min(300 + (seq as usize * 37) % 1500);
+            pool.write(t.block, t.offset, &vec![(seq % 251) as u8; n]);
+            assert_eq!(w.publish(&win, n, 0, 0), seq);
+            seq += 1;
+        }
+        done.store(true, Ordering::Release);
+        let checked = reader.join().unwrap();
+        assert_eq!(seq, FRAMES);
+        assert!(checked > 0);
+    }
+
+    proptest! {
+        /// Whatever the read sizes, every frame in the window is intact: its bytes are the ones
+        /// written, frames are consecutive, and the pool accounts for every block.
+        #[test]
+        fn window_keeps_every_frame_intact(sizes in proptest::collection::vec(1usize..5000, 1..300), cap in 64usize..300) {
+            let (pool, win, mut w) = setup(4, cap, 6);
+            let mut written = Vec::new();
+            for (i, n) in sizes.iter().enumerate() {
+                let t = w.reserve(&win, &pool).expect("no pins, so the pool never runs dry");
+                let n = (*n).min(t.len);
+                let fill = (i % 251) as u8;
+                pool.write(t.block, t.offset, &vec![fill; n]);
+                let seq = w.publish(&win, n, i as u64, 0);
+                prop_assert_eq!(seq, i as u64);
+                written.push((n, fill));
+                prop_assert!(win.next_seq() - win.first_seq() <= win.capacity() as u64);
+            }
+            prop_assert_eq!(pool.in_use(), w.blocks_owned());
+            for seq in win.first_seq()..win.next_seq() {
+                let f = win.frame(seq).unwrap();
+                let (n, fill) = written[seq as usize];
+                prop_assert_eq!(f.len as usize, n);
+                // SAFETY: in window, no concurrent writer.
+                let bytes = unsafe { pool.slice(f.block, f.offset as usize, n) };
+                prop_assert!(bytes.iter().all(|&b| b == fill));
+            }
+        }
+    }
+}
