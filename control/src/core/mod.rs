@@ -133,6 +133,8 @@ struct StreamRec {
     pairs: BTreeMap<Px, Pair>,
     tiers: BTreeMap<(String, u32), TierRec>,
     farms: BTreeMap<FarmId, Vec<Px>>,
+    /// Re-registered links whose parent has not re-registered yet: parent → (child, joined).
+    awaiting_parent: BTreeMap<ProxyId, Vec<(Px, bool)>>,
     /// System-wide logins and logoffs of the stream ([0064]).
     sys_login: Predictor,
     sys_logoff: Predictor,
@@ -477,7 +479,15 @@ impl Coordinator {
         };
         let own = s.pairs.get(&px).map_or(0, Pair::load);
         let bitrate = s.info.bitrate_bps;
-        let other = rec.connections.saturating_sub(own);
+        // Connections reserved on this machine by the other streams (standby children, moved
+        // viewers on their way) count as taken: capacity is machine-wide ([0047]).
+        let other_reserved: u32 = rec
+            .streams
+            .iter()
+            .filter(|&&o| o != sx)
+            .filter_map(|o| self.streams.get(o)?.pairs.get(&px).map(Pair::reserved))
+            .sum();
+        let other = rec.connections.saturating_sub(own) + other_reserved;
         let logical = self
             .settings
             .get(&rec.id)
@@ -935,6 +945,7 @@ impl Coordinator {
                 pairs,
                 tiers: BTreeMap::new(),
                 farms: BTreeMap::new(),
+                awaiting_parent: BTreeMap::new(),
                 sys_login: Predictor::new(w),
                 sys_logoff: Predictor::new(w),
             },
@@ -1053,13 +1064,29 @@ impl Coordinator {
 
     /// Link a re-registered pair with its reported parents and children that are known.
     fn link_reported(&mut self, sx: Sx, px: Px, st: &StreamState) {
+        let joined = !self.pair(sx, px).is_some_and(|p| p.standby);
         for pid in &st.parents {
-            let Some(&qx) = self.by_id.get(pid) else {
-                continue;
-            };
-            if self.pair(sx, qx).is_some() {
-                let joined = !self.pair(sx, px).is_some_and(|p| p.standby);
-                self.link(sx, qx, px, joined);
+            match self.by_id.get(pid) {
+                Some(&qx) if self.pair(sx, qx).is_some() => self.link(sx, qx, px, joined),
+                _ => {
+                    if let Some(s) = self.streams.get_mut(&sx) {
+                        s.awaiting_parent
+                            .entry(*pid)
+                            .or_default()
+                            .push((px, joined));
+                    }
+                }
+            }
+        }
+        let me = self.pid(px);
+        let waiting = self
+            .streams
+            .get_mut(&sx)
+            .and_then(|s| s.awaiting_parent.remove(&me))
+            .unwrap_or_default();
+        for (cx, joined) in waiting {
+            if self.pair(sx, cx).is_some() {
+                self.link(sx, px, cx, joined);
             }
         }
         for cid in &st.children {
@@ -1069,6 +1096,33 @@ impl Coordinator {
             if self.pair(sx, cx).is_some() {
                 self.link(sx, px, cx, true);
             }
+        }
+        let parents = self
+            .pair(sx, px)
+            .map(|p| p.parents.clone())
+            .unwrap_or_default();
+        self.settle_rebuilt_phase(sx, px);
+        for q in parents {
+            self.settle_rebuilt_phase(sx, q);
+        }
+    }
+
+    /// The phase of a re-registered proxy of an upper tier, which reports no viewers to accept:
+    /// it left the expansion phase only through its own DISTRIBUTE, when it filled ([0035]).
+    /// Viewer tiers take the phase from `accepting`.
+    fn settle_rebuilt_phase(&mut self, sx: Sx, px: Px) {
+        let Some(p) = self.pair(sx, px) else { return };
+        if p.tier == 0 || p.tier >= self.bottom_tier(sx, &p.region) {
+            return;
+        }
+        let full = p.load() >= self.max_s(sx, px);
+        if let Some(p) = self.pair_mut(sx, px) {
+            p.phase = if full {
+                Phase::Contraction
+            } else {
+                Phase::Expansion
+            };
+            p.distribute_served = full;
         }
     }
 
@@ -2292,6 +2346,41 @@ impl Coordinator {
         self.proxies[px].bps = 0;
     }
 
+    /// Deactivate `x` and its whole subtree for `sx` (a subtree that lost its way to the source
+    /// and found no new parent): no proxy is left without a path to the source.
+    fn evict(&mut self, sx: Sx, x: Px) {
+        let Some(p) = self.pair(sx, x) else { return };
+        let kids: Vec<Px> = p.children.iter().chain(p.pending.iter()).copied().collect();
+        for c in kids {
+            self.evict(sx, c);
+        }
+        let Some(s) = self.streams.get_mut(&sx) else {
+            return;
+        };
+        let Some(p) = s.pairs.remove(&x) else { return };
+        if let Some(t) = s.tiers.get_mut(&(p.region.clone(), p.tier)) {
+            t.active.retain(|&q| q != x);
+        }
+        if let Some(f) = s.farms.get_mut(&p.farm) {
+            f.retain(|&q| q != x);
+        }
+        for other in s.pairs.values_mut() {
+            if other.draining_to == Some(x) {
+                other.draining_to = None;
+            }
+        }
+        let name = s.name.clone();
+        self.account(sx, x, -i64::from(p.load()));
+        self.proxies[x].streams.remove(&sx);
+        for q in p.parents {
+            self.unlink_at_parent(sx, q, x);
+        }
+        if self.proxies[x].alive {
+            self.counters.deactivations += 1;
+            self.send(x, PncMsg::Deactivate { stream: name });
+        }
+    }
+
     fn crash_pair(&mut self, sx: Sx, x: Px) {
         let name = self.sname(sx);
         let xid = self.pid(x);
@@ -2337,8 +2426,11 @@ impl Coordinator {
                         Rule::Crash,
                         Some(&name),
                         Some(xid),
-                        format!("no proxy of tier {tier} can take child {cid} of crashed {xid}"),
+                        format!(
+                            "no proxy of tier {tier} can take child {cid} of crashed {xid}: its subtree is deactivated, its viewers come back through redirection"
+                        ),
                     );
+                    self.evict(sx, c);
                 }
             }
         }
