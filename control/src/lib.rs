@@ -4,6 +4,9 @@
 //! - [`protocol`]: the messages between a proxy and the PNC, their framing and the hello check;
 //!   both `pnc` and `dataplane` use it.
 //! - [`core`]: [`core::Coordinator`], `handle(event, now) -> commands`, with no I/O.
+//! - [`service`]: the `pnc` service around the core (control socket, HTTP, DNS, config) and the
+//!   scripted proxy client.
 
 pub mod core;
 pub mod protocol;
+pub mod service;
