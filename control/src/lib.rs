@@ -1,2 +1,12 @@
 //! VAN proxy network coordinator: the control protocol, the coordinator core (a pure state
 //! machine with explicit time) and the `pnc` service around it.
+//!
+//! - [`protocol`]: the messages between a proxy and the PNC, their framing and the hello check;
+//!   both `pnc` and `dataplane` use it.
+//! - [`core`]: [`core::Coordinator`], `handle(event, now) -> commands`, with no I/O.
+//! - [`service`]: the `pnc` service around the core (control socket, HTTP, DNS, config) and the
+//!   scripted proxy client.
+
+pub mod core;
+pub mod protocol;
+pub mod service;

@@ -1,0 +1,110 @@
+//! Configuration of the coordinator core. Every field has a default (`#[serde(default)]`), so an
+//! empty TOML table is a valid configuration; the `pnc` service embeds this struct in its file.
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::ProxyId;
+
+/// Parameters of the coordinator's algorithms.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// ΔT of [0054]/[0058] in milliseconds: how far ahead a proxy must see its capacity coming,
+    /// the time to activate a proxy and move viewers. Also the Δt of [0061] and [0065]: the
+    /// predictors are updated every `delta_t_ms / 10`.
+    pub delta_t_ms: u64,
+    /// Stability period `sp` of [0058] in milliseconds: after a server is added or removed, the
+    /// number of servers should not need to change for this long.
+    pub sp_ms: u64,
+    /// Smoothing weight α of [0064] (0 < α < 1).
+    pub alpha: f64,
+    /// Trend weight β of [0064] (0 < β < 1).
+    pub beta: f64,
+    /// The α of the farm arrival-rate average ([0040]–[0041]); 1 weighs all history equally,
+    /// 0 only the last DISTRIBUTE interval.
+    pub farm_alpha: f64,
+    /// A proxy not heard from (hello, heartbeat or any message) for this long has crashed
+    /// ([0066]).
+    pub heartbeat_timeout_ms: u64,
+    /// Heartbeat interval told to proxies in `Welcome`.
+    pub heartbeat_interval_ms: u32,
+    /// Minimum-load threshold for CONSOLIDATE ([0033], [0055]); `None`: ⌈capacity/3⌉.
+    pub min_threshold: Option<u32>,
+    /// Number of parents each proxy of a stream gets in the tier above when available
+    /// ([0029], [0044]); 1 means no redundancy.
+    pub redundant_parents: u32,
+    /// Proxies whose distances to the source differ by no more than this (milliseconds of RTT,
+    /// or coordinate units) share a tier ([0024], [0049]).
+    pub tier_spread_ms: f64,
+    /// Upper bound of tiers per region; farther proxies join the last tier.
+    pub max_tiers: u32,
+    /// Region of a proxy that neither its hello nor `proxies` names.
+    pub default_region: String,
+    /// Per-proxy settings set by the operator (`[[proxies]]` tables, each with its `id`).
+    pub proxies: Vec<ProxySettings>,
+    /// Viewer regions by client address ([0049]); the longest matching prefix wins.
+    pub regions: Vec<RegionRule>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            delta_t_ms: 10_000,
+            sp_ms: 60_000,
+            alpha: 0.9,
+            beta: 0.1,
+            farm_alpha: 0.5,
+            heartbeat_timeout_ms: 15_000,
+            heartbeat_interval_ms: 2_000,
+            min_threshold: None,
+            redundant_parents: 1,
+            tier_spread_ms: 10.0,
+            max_tiers: 8,
+            default_region: "default".to_string(),
+            proxies: Vec::new(),
+            regions: Vec::new(),
+        }
+    }
+}
+
+/// What the operator fixes about one proxy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySettings {
+    /// The proxy these settings are for.
+    pub id: ProxyId,
+    /// Region, overriding the one in the proxy's hello.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Position in a plane whose unit is a millisecond of RTT; used as the distance between two
+    /// proxies when no RTT was reported between them.
+    #[serde(default)]
+    pub coordinates: Option<[f64; 2]>,
+    /// Tier pin for every source (1 = next to the source).
+    #[serde(default)]
+    pub tier: Option<u32>,
+    /// Tier pins per source name, overriding `tier`.
+    #[serde(default)]
+    pub source_tiers: BTreeMap<String, u32>,
+    /// Logical capacity in connections per stream ([0048]); `None`: the physical capacity.
+    #[serde(default)]
+    pub logical_connections: Option<u32>,
+}
+
+/// A CIDR prefix and the region of the viewers in it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionRule {
+    pub cidr: IpNet,
+    pub region: String,
+}
+
+impl Config {
+    /// Period of the predictors' update, Δt/10 ([0065]), in microseconds (at least 1).
+    pub fn tick_micros(&self) -> u64 {
+        (self.delta_t_ms * 100).max(1)
+    }
+}

@@ -1,0 +1,101 @@
+//! The `pnc` service: the I/O around the coordinator core.
+//!
+//! - [`config`]: the TOML file (defaults, errors with file:line:column);
+//! - [`control`]: the control socket and the one task that owns the [`Coordinator`];
+//! - [`http`]: admin port (`/api/topology`, `/metrics`, `/status`, the topology page) and public
+//!   port (`/resolve/{stream}`);
+//! - [`dns`]: `A`/`AAAA` answers for `{stream}.{zone}`;
+//! - [`script`]: a scripted proxy client, to exercise the service without a dataplane.
+//!
+//! [`start`] binds every socket first (so a port in use fails before anything runs), then
+//! spawns the tasks and returns the bound addresses.
+
+pub mod config;
+pub mod control;
+pub mod dns;
+pub mod http;
+pub mod script;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::{TcpListener, UdpSocket};
+
+use crate::core::Coordinator;
+use config::ServiceConfig;
+use control::{CoordinatorHandle, ServiceStats};
+
+/// Where the service listens once bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bound {
+    pub control: SocketAddr,
+    pub admin: SocketAddr,
+    pub public: SocketAddr,
+    pub dns: SocketAddr,
+}
+
+impl std::fmt::Display for Bound {
+    /// The ready line the binary prints (a contract: tests and scripts parse it).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "listening control={} admin={} public={} dns={}",
+            self.control, self.admin, self.public, self.dns
+        )
+    }
+}
+
+/// Bind every socket and start the service on the current tokio runtime.
+pub async fn start(
+    config: &ServiceConfig,
+    token: String,
+) -> anyhow::Result<(Bound, CoordinatorHandle)> {
+    let l = &config.listen;
+    let control = TcpListener::bind(l.control)
+        .await
+        .with_context(|| format!("cannot bind the control socket on {}", l.control))?;
+    let admin = TcpListener::bind(l.admin)
+        .await
+        .with_context(|| format!("cannot bind the admin port on {}", l.admin))?;
+    let public = TcpListener::bind(l.public)
+        .await
+        .with_context(|| format!("cannot bind the public port on {}", l.public))?;
+    let dns_udp = UdpSocket::bind(l.dns)
+        .await
+        .with_context(|| format!("cannot bind DNS (UDP) on {}", l.dns))?;
+    let dns_addr = dns_udp.local_addr()?;
+    // TCP on the same port as UDP (a port 0 request took UDP's choice).
+    let dns_tcp = TcpListener::bind(dns_addr)
+        .await
+        .with_context(|| format!("cannot bind DNS (TCP) on {dns_addr}"))?;
+    let bound = Bound {
+        control: control.local_addr()?,
+        admin: admin.local_addr()?,
+        public: public.local_addr()?,
+        dns: dns_addr,
+    };
+    let stats = Arc::new(ServiceStats::default());
+    let handle = control::spawn_coordinator(Coordinator::new(config.core_config()), stats);
+    tokio::spawn(control::serve_control(
+        control,
+        handle.clone(),
+        Arc::from(token.as_str()),
+    ));
+    let admin_app = http::admin_router(handle.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(admin, admin_app).await {
+            tracing::error!(error = %e, "admin HTTP server stopped");
+        }
+    });
+    let public_app =
+        http::public_router(handle.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(public, public_app).await {
+            tracing::error!(error = %e, "public HTTP server stopped");
+        }
+    });
+    let dns = dns::StreamDns::new(handle.clone(), &config.dns.zone, config.dns.ttl_secs);
+    tokio::spawn(dns::serve_dns(dns, dns_udp, dns_tcp));
+    Ok((bound, handle))
+}

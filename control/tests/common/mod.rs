@@ -1,0 +1,334 @@
+//! A small simulated proxy network around the coordinator for scenario and property tests:
+//! registers proxies, plays viewers and checks every command against the invariants.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+use control::core::*;
+use control::protocol::*;
+
+pub fn addr(id: u32) -> SocketAddr {
+    SocketAddr::new(IpAddr::from([127, 0, (id >> 8) as u8, id as u8]), 8000)
+}
+
+pub struct Net {
+    pub core: Coordinator,
+    pub now: Time,
+    /// Every command ever returned, in order.
+    pub log: Vec<Command>,
+}
+
+/// (parents, children, viewers) of each active proxy of a stream: the serving tree.
+pub type Tree = BTreeMap<u32, (Vec<u32>, Vec<u32>, u32)>;
+
+impl Net {
+    pub fn new(config: Config) -> Self {
+        Net {
+            core: Coordinator::new(config),
+            now: Time::from_secs(1),
+            log: Vec::new(),
+        }
+    }
+
+    pub fn at(&mut self, secs: u64) {
+        let t = Time::from_secs(secs);
+        assert!(t >= self.now, "time goes forward");
+        self.now = t;
+    }
+
+    pub fn advance_ms(&mut self, ms: u64) {
+        self.now = self.now.plus_micros(ms * 1000);
+    }
+
+    pub fn handle(&mut self, ev: Event) -> Vec<Command> {
+        let out = self.core.handle(ev, self.now);
+        self.log.extend(out.iter().cloned());
+        out
+    }
+
+    pub fn register(
+        &mut self,
+        id: u32,
+        region: Option<&str>,
+        connections: u32,
+        rtts: &[(u32, u32)],
+    ) {
+        let out = self.handle(Event::Register(Registration {
+            proxy: ProxyId(id),
+            name: format!("p{id}"),
+            data_addr: addr(id),
+            region: region.map(str::to_string),
+            capacity: Capacity {
+                connections,
+                bits_per_sec: 10_000_000_000,
+            },
+            streams: vec![],
+            rtts: rtts
+                .iter()
+                .map(|&(peer, ms)| Rtt {
+                    peer: ProxyId(peer),
+                    micros: ms * 1000,
+                })
+                .collect(),
+        }));
+        assert!(out.iter().any(
+            |c| matches!(c, Command::Send { to, msg: PncMsg::Welcome { .. } } if *to == ProxyId(id))
+        ));
+    }
+
+    pub fn msg(&mut self, from: u32, msg: ProxyMsg) -> Vec<Command> {
+        self.handle(Event::Message {
+            from: ProxyId(from),
+            msg,
+        })
+    }
+
+    pub fn announce(&mut self, origin: u32, stream: &str, source: &str) {
+        self.msg(
+            origin,
+            ProxyMsg::StreamAnnounce {
+                stream: stream.into(),
+                source: SourceInfo {
+                    source: source.into(),
+                    content_type: "video/mp2t".into(),
+                    bitrate_bps: 0,
+                },
+            },
+        );
+    }
+
+    pub fn resolve(
+        &mut self,
+        stream: &str,
+        region: Option<&str>,
+        client: Option<IpAddr>,
+    ) -> Option<u32> {
+        let out = self.handle(Event::Resolve {
+            request: 7,
+            stream: stream.into(),
+            region: region.map(str::to_string),
+            client,
+        });
+        let res: Vec<&Resolution> = out
+            .iter()
+            .filter_map(|c| match c {
+                Command::Resolved(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(res.len(), 1, "one answer per resolve");
+        res[0].target.map(|p| p.id.0)
+    }
+
+    /// A viewer resolves the stream and logs in where it is sent.
+    pub fn viewer_joins(&mut self, stream: &str, region: Option<&str>) -> u32 {
+        let p = self
+            .resolve(stream, region, None)
+            .expect("a proxy for the viewer");
+        self.login(p, stream);
+        p
+    }
+
+    pub fn login(&mut self, p: u32, stream: &str) -> Vec<Command> {
+        self.msg(
+            p,
+            ProxyMsg::Login {
+                stream: stream.into(),
+                child: Child::Viewer,
+            },
+        )
+    }
+
+    pub fn logoff(&mut self, p: u32, stream: &str) -> Vec<Command> {
+        self.msg(
+            p,
+            ProxyMsg::Logoff {
+                stream: stream.into(),
+                child: Child::Viewer,
+            },
+        )
+    }
+
+    pub fn stream_view(&self, stream: &str) -> Option<StreamView> {
+        self.core
+            .topology()
+            .streams
+            .into_iter()
+            .find(|s| s.stream == stream)
+    }
+
+    pub fn active(&self, stream: &str) -> Vec<ActiveProxyView> {
+        self.stream_view(stream)
+            .map(|s| {
+                s.regions
+                    .into_iter()
+                    .flat_map(|r| r.tiers.into_iter().flat_map(|t| t.active))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn pair(&self, stream: &str, id: u32) -> Option<ActiveProxyView> {
+        self.active(stream)
+            .into_iter()
+            .find(|a| a.proxy == ProxyId(id))
+    }
+
+    /// The serving tree: active proxies that are not standbys.
+    pub fn serving_tree(&self, stream: &str) -> Tree {
+        self.active(stream)
+            .into_iter()
+            .filter(|a| !a.standby)
+            .map(|a| {
+                (
+                    a.proxy.0,
+                    (
+                        a.parents.iter().map(|p| p.0).collect(),
+                        a.children.iter().map(|p| p.0).collect(),
+                        a.viewers,
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    pub fn standbys(&self, stream: &str) -> Vec<(u32, Vec<u32>)> {
+        self.active(stream)
+            .into_iter()
+            .filter(|a| a.standby)
+            .map(|a| (a.proxy.0, a.parents.iter().map(|p| p.0).collect()))
+            .collect()
+    }
+
+    /// Invariants that hold after any event: no proxy over capacity, every active proxy has a
+    /// path to its source through active proxies, every command names active proxies.
+    pub fn check_invariants(&self, new: &[Command]) {
+        let topo = self.core.topology();
+        let alive: BTreeMap<ProxyId, &ProxyView> =
+            topo.proxies.iter().map(|p| (p.proxy, p)).collect();
+        for p in &topo.proxies {
+            assert!(
+                p.connections <= p.capacity.connections,
+                "{} over capacity: {} > {}",
+                p.proxy,
+                p.connections,
+                p.capacity.connections
+            );
+        }
+        let mut active: BTreeMap<(String, ProxyId), ActiveProxyView> = BTreeMap::new();
+        for s in &topo.streams {
+            for r in &s.regions {
+                for t in &r.tiers {
+                    for a in &t.active {
+                        active.insert((s.stream.clone(), a.proxy), a.clone());
+                        assert!(
+                            alive[&a.proxy].alive,
+                            "{} active for {} but crashed",
+                            a.proxy, s.stream
+                        );
+                    }
+                }
+            }
+        }
+        for s in &topo.streams {
+            for ((stream, id), a) in active.iter().filter(|((st, _), _)| *st == s.stream) {
+                // Path to the source.
+                let mut cur = a.clone();
+                let mut hops = 0;
+                loop {
+                    assert!(
+                        !cur.parents.is_empty(),
+                        "{id} of {stream}: {} has no parent",
+                        cur.proxy
+                    );
+                    let parent = cur.parents[0];
+                    if parent == s.origin {
+                        break;
+                    }
+                    cur = active
+                        .get(&(stream.clone(), parent))
+                        .unwrap_or_else(|| {
+                            panic!(
+                                "{id} of {stream}: parent {parent} of {} is not active",
+                                cur.proxy
+                            )
+                        })
+                        .clone();
+                    hops += 1;
+                    assert!(hops < 64, "cycle above {id}");
+                }
+                for p in &a.parents {
+                    assert!(
+                        *p == s.origin || active.contains_key(&(stream.clone(), *p)),
+                        "{id}: inactive parent {p}"
+                    );
+                }
+            }
+        }
+        let is_active = |stream: &str, id: ProxyId| active.contains_key(&(stream.to_string(), id));
+        for c in new {
+            match c {
+                Command::Resolved(r) => {
+                    if let Some(t) = r.target {
+                        assert!(
+                            is_active(&r.stream, t.id),
+                            "viewer sent to inactive {}",
+                            t.id
+                        );
+                        assert!(
+                            active[&(r.stream.clone(), t.id)].accepting,
+                            "viewer sent to non-accepting {}",
+                            t.id
+                        );
+                    }
+                }
+                Command::Send {
+                    msg: PncMsg::RedirectChildren { stream, to },
+                    ..
+                } => {
+                    assert!(
+                        is_active(stream, to.id),
+                        "children redirected to inactive {}",
+                        to.id
+                    );
+                }
+                Command::Send {
+                    msg:
+                        PncMsg::StopAccepting {
+                            stream,
+                            redirect_to,
+                        },
+                    ..
+                } => {
+                    for p in redirect_to {
+                        assert!(
+                            is_active(stream, p.id),
+                            "viewers redirected to inactive {}",
+                            p.id
+                        );
+                    }
+                }
+                Command::Send {
+                    to,
+                    msg: PncMsg::SwitchToParent { stream, parents },
+                } => {
+                    for p in parents {
+                        let origin = topo
+                            .streams
+                            .iter()
+                            .find(|s| &s.stream == stream)
+                            .map(|s| s.origin);
+                        assert!(
+                            Some(p.id) == origin || is_active(stream, p.id),
+                            "{to} switched to inactive {}",
+                            p.id
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
