@@ -455,7 +455,8 @@ impl Core {
     fn on_accept(&mut self, res: i32, flags: u32) {
         if !cqueue::more(flags) {
             self.accept_armed = false;
-            if self.stopping.is_none() {
+            // After an error (EMFILE, ENFILE...) wait for the next tick rather than spin.
+            if self.stopping.is_none() && res >= 0 {
                 self.arm_accept();
             }
         }
@@ -1546,6 +1547,9 @@ impl Core {
     fn on_tick(&mut self) {
         let now = self.shared.now_us();
         let wall = wall_us();
+        if !self.accept_armed && self.stopping.is_none() {
+            self.arm_accept();
+        }
         // Header timeout (slowloris).
         while let Some(&(deadline, slot, generation)) = self.head_deadlines.front() {
             if deadline > now {
