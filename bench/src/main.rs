@@ -1,4 +1,305 @@
-fn main() {
-    eprintln!("vanbench: not built yet");
-    std::process::exit(1);
+//! `vanbench`: sources, viewers and fan-out runs against a relay. The command line is a contract
+//! (/work/briefs/vanbench-cli.md): the end-to-end tests and BENCHMARKS.md call it as it is.
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use mimalloc::MiMalloc;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+use vanbench::fanout::{FanoutConfig, run_fanout};
+use vanbench::http::HttpUrl;
+use vanbench::record::{MAX_RECORD_LEN, MIN_RECORD_LEN};
+use vanbench::source::{Framing, Method, RawInput, SourceConfig, SourceProgress, run_source};
+use vanbench::summary::Summary;
+use vanbench::units::{parse_bitrate, parse_duration, parse_rate};
+use vanbench::viewers::{ViewerMode, ViewersConfig, run_viewers};
+
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "vanbench",
+    version,
+    about = "Load generator and fan-out benchmark for VAN relays"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Publish a stream: generated records (seq + send time + checkable filler) or raw bytes.
+    Source(SourceArgs),
+    /// N concurrent viewers that check every byte and measure latency.
+    Viewers(ViewersArgs),
+    /// A source and N viewers against a relay for a set time; prints the JSON summary and a table.
+    Fanout(FanoutArgs),
+}
+
+#[derive(Args)]
+struct Rate {
+    /// Stream bit rate (SI: 4M = 4,000,000 bit/s).
+    #[arg(long, value_parser = parse_bitrate, conflicts_with = "unlimited")]
+    bitrate: Option<u64>,
+    /// Send as fast as the connection takes.
+    #[arg(long)]
+    unlimited: bool,
+}
+
+#[derive(Args)]
+struct Publish {
+    /// Source user name (Basic auth).
+    #[arg(long, default_value = "source")]
+    user: String,
+    /// Source password (Basic auth).
+    #[arg(long, default_value = "", env = "VANBENCH_PASSWORD")]
+    password: String,
+    /// `put` (with Expect: 100-continue, like ffmpeg) or Icecast's `source`.
+    #[arg(long, value_enum, default_value = "put")]
+    method: Method,
+    /// Body framing of a PUT: chunked (ffmpeg -method PUT) or close-delimited (ffmpeg icecast://).
+    /// SOURCE is always close-delimited. Default: chunked for put.
+    #[arg(long, value_enum)]
+    framing: Option<Framing>,
+    /// Size of each generated record in bytes (header included).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(MIN_RECORD_LEN as i64..=MAX_RECORD_LEN as i64))]
+    record_size: u32,
+}
+
+impl Publish {
+    fn framing(&self) -> Framing {
+        match (self.method, self.framing) {
+            (Method::Source, _) => Framing::Close,
+            (Method::Put, f) => f.unwrap_or(Framing::Chunked),
+        }
+    }
+}
+
+#[derive(Args)]
+struct SourceArgs {
+    /// Where to publish: http://HOST:PORT/live/STREAM.
+    #[arg(long)]
+    url: String,
+    #[command(flatten)]
+    publish: Publish,
+    #[command(flatten)]
+    rate: Rate,
+    /// How long to send (e.g. 10s); until SIGINT/SIGTERM if not given.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Sequence number of the first record (to continue a stream after a reconnect).
+    #[arg(long, default_value_t = 0)]
+    start_seq: u64,
+    /// Send raw bytes from this file (`-` for stdin) instead of records.
+    #[arg(long)]
+    file: Option<String>,
+    /// Content-Type of the stream.
+    #[arg(long, default_value = "application/octet-stream")]
+    content_type: String,
+    /// Longest pause between paced writes, in milliseconds.
+    #[arg(long, default_value_t = 2)]
+    pace_ms: u64,
+    /// Write the JSON summary here (`-` for stdout).
+    #[arg(long)]
+    json: Option<String>,
+}
+
+#[derive(Args)]
+struct Crowd {
+    /// Number of viewers.
+    #[arg(short = 'n', long = "viewers", default_value_t = 1)]
+    n: usize,
+    /// Connections per second (e.g. 500/s); all at once if not given.
+    #[arg(long, value_parser = parse_rate)]
+    connect_rate: Option<f64>,
+    /// How many viewers stop reading once connected.
+    #[arg(long, default_value_t = 0)]
+    stall: usize,
+    /// Viewer threads (each an epoll loop with one shared read buffer).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Longest wait for one viewer's 200.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    connect_timeout: Duration,
+    /// PID of the relay, to report its CPU over the measured window and its memory.
+    #[arg(long)]
+    relay_pid: Option<u32>,
+    /// Print a live line to stderr this often (e.g. 2s).
+    #[arg(long, value_parser = parse_duration)]
+    progress: Option<Duration>,
+    /// Write the JSON summary here (`-` for stdout, the default).
+    #[arg(long, default_value = "-")]
+    json: String,
+}
+
+impl Crowd {
+    fn config(&self, url: HttpUrl, duration: Option<Duration>) -> ViewersConfig {
+        ViewersConfig {
+            url,
+            mode: ViewerMode::Plain,
+            n: self.n,
+            duration,
+            connect_rate: self.connect_rate,
+            stall: self.stall,
+            threads: self.threads,
+            connect_timeout: self.connect_timeout,
+            bitrate: None,
+            relay_pid: self.relay_pid,
+            progress: self.progress,
+        }
+    }
+}
+
+#[derive(Args)]
+struct ViewersArgs {
+    /// Plain viewers: http://HOST:PORT/live/STREAM.
+    #[arg(long, required_unless_present = "van_url", conflicts_with = "van_url")]
+    url: Option<String>,
+    /// VAN viewers: http://HOST:PORT/van/STREAM (needs --token).
+    #[arg(long, requires = "token")]
+    van_url: Option<String>,
+    /// VAN bearer token.
+    #[arg(long)]
+    token: Option<String>,
+    /// The measured window, after every viewer connected; until SIGINT/SIGTERM if not given.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// The stream's bit rate, to compute expected_bps and delivered_ratio.
+    #[arg(long, value_parser = parse_bitrate)]
+    bitrate: Option<u64>,
+    #[command(flatten)]
+    crowd: Crowd,
+}
+
+#[derive(Args)]
+struct FanoutArgs {
+    /// The relay: http://HOST:PORT.
+    #[arg(long)]
+    relay: String,
+    /// Stream name: published to /live/S, watched at /live/S (or /van/S).
+    #[arg(long)]
+    stream: String,
+    #[command(flatten)]
+    rate: Rate,
+    /// The measured window, after every viewer connected.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// VAN viewers (GET /van/S with --token) instead of plain ones.
+    #[arg(long, requires = "token")]
+    van: bool,
+    /// VAN bearer token.
+    #[arg(long)]
+    token: Option<String>,
+    #[command(flatten)]
+    publish: Publish,
+    /// How long the stream runs before viewers join.
+    #[arg(long, default_value = "300ms", value_parser = parse_duration)]
+    warmup: Duration,
+    #[command(flatten)]
+    crowd: Crowd,
+}
+
+fn write_json(target: &str, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    if target == "-" {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{text}")?;
+        out.flush()?;
+    } else {
+        std::fs::write(target, text + "\n").with_context(|| format!("writing {target}"))?;
+    }
+    Ok(())
+}
+
+fn report(summary: &Summary, json: &str) -> anyhow::Result<()> {
+    eprint!("{}", summary.table());
+    write_json(json, summary)
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    vanbench::sys::install_stop_handler();
+    match cli.cmd {
+        Cmd::Source(a) => {
+            let raw = a.file.as_deref().map(|f| match f {
+                "-" => RawInput::Stdin,
+                p => RawInput::File(PathBuf::from(p)),
+            });
+            if a.rate.bitrate.is_none() && !a.rate.unlimited && raw.is_none() {
+                bail!("give --bitrate RATE or --unlimited");
+            }
+            let cfg = SourceConfig {
+                url: HttpUrl::parse(&a.url)?,
+                user: a.publish.user.clone(),
+                password: a.publish.password.clone(),
+                method: a.publish.method,
+                framing: a.publish.framing(),
+                bitrate: a.rate.bitrate,
+                record_size: a.publish.record_size as usize,
+                duration: a.duration,
+                start_seq: a.start_seq,
+                raw,
+                content_type: a.content_type,
+                pace: Duration::from_millis(a.pace_ms.max(1)),
+            };
+            let r = run_source(&cfg, &AtomicBool::new(false), &SourceProgress::default())?;
+            eprintln!(
+                "source: {} records, {} bytes in {:.1} s ({:.2} Mbit/s), CPU {:.2} s, ended by {}",
+                r.records,
+                r.bytes,
+                r.seconds,
+                r.rate_bps / 1e6,
+                r.self_cpu_s,
+                r.ended_by
+            );
+            if let Some(j) = &a.json {
+                write_json(j, &r)?;
+            }
+        }
+        Cmd::Viewers(a) => {
+            let (url, mode) = match (&a.url, &a.van_url, &a.token) {
+                (Some(u), None, _) => (u, ViewerMode::Plain),
+                (None, Some(u), Some(t)) => (u, ViewerMode::Van { token: t.clone() }),
+                _ => bail!("give --url, or --van-url with --token"),
+            };
+            let cfg = ViewersConfig {
+                mode,
+                bitrate: a.bitrate,
+                ..a.crowd.config(HttpUrl::parse(url)?, a.duration)
+            };
+            let summary = run_viewers(cfg, None, &AtomicBool::new(false))?;
+            report(&summary, &a.crowd.json)?;
+        }
+        Cmd::Fanout(a) => {
+            if a.rate.bitrate.is_none() && !a.rate.unlimited {
+                bail!("give --bitrate RATE or --unlimited");
+            }
+            let cfg = FanoutConfig {
+                relay: HttpUrl::parse(&a.relay)?,
+                stream: a.stream.clone(),
+                user: a.publish.user.clone(),
+                password: a.publish.password.clone(),
+                method: a.publish.method,
+                framing: a.publish.framing(),
+                bitrate: a.rate.bitrate,
+                record_size: a.publish.record_size as usize,
+                van_token: if a.van { a.token.clone() } else { None },
+                viewers: a.crowd.config(HttpUrl::parse(&a.relay)?, Some(a.duration)),
+                warmup: a.warmup,
+            };
+            let summary = run_fanout(cfg)?;
+            report(&summary, &a.crowd.json)?;
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,91 @@
+//! `fanout`: one source and N viewers against a relay for a set time, in one process.
+
+use crate::http::HttpUrl;
+use crate::source::{Framing, Method, SourceConfig, SourceProgress, run_source};
+use crate::summary::Summary;
+use crate::viewers::{ViewerMode, ViewersConfig, run_viewers};
+use anyhow::{Context, bail};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+pub struct FanoutConfig {
+    /// `http://HOST:PORT` of the relay (any path is ignored).
+    pub relay: HttpUrl,
+    pub stream: String,
+    pub user: String,
+    pub password: String,
+    pub method: Method,
+    pub framing: Framing,
+    pub bitrate: Option<u64>,
+    pub record_size: usize,
+    /// VAN viewers with this token instead of plain ones.
+    pub van_token: Option<String>,
+    /// The viewers' settings; its `url`, `mode` and `bitrate` are filled in from the above.
+    pub viewers: ViewersConfig,
+    /// How long the stream runs before viewers join, so the relay has it.
+    pub warmup: Duration,
+}
+
+/// Starts the source, waits until it is publishing, runs the viewers, stops the source.
+pub fn run_fanout(cfg: FanoutConfig) -> anyhow::Result<Summary> {
+    let source_cfg = SourceConfig {
+        url: cfg.relay.with_path(&format!("/live/{}", cfg.stream)),
+        user: cfg.user.clone(),
+        password: cfg.password.clone(),
+        method: cfg.method,
+        framing: cfg.framing,
+        bitrate: cfg.bitrate,
+        record_size: cfg.record_size,
+        duration: None,
+        start_seq: 0,
+        raw: None,
+        content_type: "application/octet-stream".into(),
+        pace: Duration::from_millis(2),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(SourceProgress::default());
+    let source = {
+        let (stop, progress) = (stop.clone(), progress.clone());
+        std::thread::Builder::new()
+            .name("source".into())
+            .spawn(move || run_source(&source_cfg, &stop, &progress))
+            .context("starting the source thread")?
+    };
+    let waited = Instant::now();
+    while !progress.started.load(Ordering::Relaxed) {
+        if source.is_finished() || waited.elapsed() > Duration::from_secs(15) {
+            stop.store(true, Ordering::Relaxed);
+            let r = source
+                .join()
+                .map_err(|_| anyhow::anyhow!("the source thread panicked"))?;
+            r.context("the source did not start")?;
+            bail!("the source did not start publishing within 15 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(cfg.warmup);
+    let (path, mode) = match &cfg.van_token {
+        None => (format!("/live/{}", cfg.stream), ViewerMode::Plain),
+        Some(t) => (
+            format!("/van/{}", cfg.stream),
+            ViewerMode::Van { token: t.clone() },
+        ),
+    };
+    let viewers = ViewersConfig {
+        url: cfg.relay.with_path(&path),
+        mode,
+        bitrate: cfg.bitrate,
+        ..cfg.viewers
+    };
+    let viewer_stop = AtomicBool::new(false);
+    let summary = run_viewers(viewers, Some(&progress), &viewer_stop);
+    stop.store(true, Ordering::Relaxed);
+    let report = source
+        .join()
+        .map_err(|_| anyhow::anyhow!("the source thread panicked"))?;
+    let mut summary = summary?;
+    summary.source = report.ok();
+    Ok(summary)
+}

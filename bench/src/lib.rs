@@ -1,0 +1,21 @@
+//! vanbench: load generation and fan-out benchmarks for VAN relays (and any HTTP relay that
+//! takes a PUT or Icecast SOURCE and serves GET, such as Icecast itself).
+//!
+//! - [`record`]: the record format generated sources send and the streaming checker viewers run.
+//! - [`van`]: reading VAN frames in place, on top of `dataplane::frame`.
+//! - [`source`]: the publishing client (PUT chunked/close, SOURCE; paced or unlimited; raw input).
+//! - [`viewers`]: thousands of checking viewers on one or two threads.
+//! - [`fanout`]: a source and viewers together for a set time.
+//! - [`summary`]: the JSON summary (a contract, /work/briefs/vanbench-cli.md) and its table.
+//!
+//! Benchmarks are programs that print figures; nothing here is a timed test.
+
+pub mod fanout;
+pub mod http;
+pub mod record;
+pub mod source;
+pub mod summary;
+pub mod sys;
+pub mod units;
+pub mod van;
+pub mod viewers;

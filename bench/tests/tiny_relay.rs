@@ -1,0 +1,408 @@
+//! vanbench against a tiny in-test relay: one tokio task per connection, one broadcast channel
+//! per stream. It takes a PUT (chunked or close-delimited, answering `Expect: 100-continue`) and
+//! serves `GET /live/S` (raw bytes) and `GET /van/S` (each source read as one VAN data frame,
+//! Bearer token required). Small on purpose: it exists to test the load generator, not to relay.
+
+use bytes::Bytes;
+use dataplane::frame::{FrameHeader, FrameKind, encode_frame};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::broadcast;
+use vanbench::fanout::{FanoutConfig, run_fanout};
+use vanbench::http::HttpUrl;
+use vanbench::source::{Framing, Method, SourceConfig, SourceProgress, run_source};
+use vanbench::viewers::{ViewerMode, ViewersConfig};
+
+const TOKEN: &str = "test-token";
+type Streams = Arc<Mutex<HashMap<String, broadcast::Sender<(u64, Bytes)>>>>;
+
+/// Starts the relay on its own thread; returns its address. It lives as long as the test binary.
+fn start_relay() -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            let streams: Streams = Arc::default();
+            loop {
+                let (sock, _) = listener.accept().await.unwrap();
+                tokio::spawn(serve(sock, streams.clone()));
+            }
+        });
+    });
+    rx.recv().unwrap()
+}
+
+async fn serve(mut sock: TcpStream, streams: Streams) {
+    let mut buf = Vec::new();
+    let mut piece = [0u8; 4096];
+    let (method, path, headers, head_len) = loop {
+        let Ok(n) = sock.read(&mut piece).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&piece[..n]);
+        let mut hs = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut hs);
+        if let Ok(httparse::Status::Complete(len)) = req.parse(&buf) {
+            let headers: HashMap<String, String> = req
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_ascii_lowercase(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect();
+            break (
+                req.method.unwrap().to_string(),
+                req.path.unwrap().to_string(),
+                headers,
+                len,
+            );
+        }
+    };
+    let body = buf.split_off(head_len);
+    let stream = path.rsplit('/').next().unwrap_or("").to_string();
+    match method.as_str() {
+        "PUT" => {
+            if headers.get("authorization").map(String::as_str)
+                != Some(&vanbench::http::basic_auth("source", "pw"))
+            {
+                let _ = sock.write_all(b"HTTP/1.1 401 Unauthorized\r\n\r\n").await;
+                return;
+            }
+            if headers.contains_key("expect") {
+                let _ = sock.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+            }
+            let tx = broadcast::channel(4096).0;
+            streams.lock().unwrap().insert(stream, tx.clone());
+            let chunked = headers
+                .get("transfer-encoding")
+                .is_some_and(|v| v.contains("chunked"));
+            ingest(sock, body, chunked, tx).await;
+        }
+        "GET" => {
+            let van = path.starts_with("/van/");
+            if van && headers.get("authorization") != Some(&format!("Bearer {TOKEN}")) {
+                let _ = sock.write_all(b"HTTP/1.1 401 Unauthorized\r\n\r\n").await;
+                return;
+            }
+            let Some(mut rx) = streams.lock().unwrap().get(&stream).map(|t| t.subscribe()) else {
+                let _ = sock.write_all(b"HTTP/1.1 404 Not Found\r\n\r\n").await;
+                return;
+            };
+            let _ = sock.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await;
+            loop {
+                let (seq, data) = match rx.recv().await {
+                    Ok(x) => x,
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => {
+                        if van {
+                            let end = encode_frame(FrameKind::End, 0, 0, b"done");
+                            let _ = sock.write_all(&end).await;
+                        }
+                        return;
+                    }
+                };
+                let r = if van {
+                    let h = FrameHeader::data(seq, 0, data.len() as u32, 0).encode();
+                    match sock.write_all(&h).await {
+                        Ok(()) => sock.write_all(&data).await,
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    sock.write_all(&data).await
+                };
+                if r.is_err() {
+                    return;
+                }
+            }
+        }
+        _ => {
+            let _ = sock.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        }
+    }
+}
+
+/// Reads the source's body and publishes each read (dechunked) as one piece.
+async fn ingest(
+    mut sock: TcpStream,
+    mut pending: Vec<u8>,
+    chunked: bool,
+    tx: broadcast::Sender<(u64, Bytes)>,
+) {
+    let mut seq = 0u64;
+    let mut piece = vec![0u8; 64 * 1024];
+    // Chunked state: bytes left in the current chunk's data, then its CRLF.
+    let mut left = 0usize;
+    let mut crlf = 0usize;
+    loop {
+        let mut out = Vec::new();
+        if !chunked {
+            out = std::mem::take(&mut pending);
+        } else {
+            let mut at = 0;
+            loop {
+                if crlf > 0 {
+                    let k = crlf.min(pending.len() - at);
+                    at += k;
+                    crlf -= k;
+                    if crlf > 0 {
+                        break;
+                    }
+                } else if left > 0 {
+                    let k = left.min(pending.len() - at);
+                    out.extend_from_slice(&pending[at..at + k]);
+                    at += k;
+                    left -= k;
+                    if left > 0 {
+                        break;
+                    }
+                    crlf = 2;
+                } else {
+                    let Some(nl) = pending[at..].iter().position(|&b| b == b'\n') else {
+                        break;
+                    };
+                    let line = String::from_utf8_lossy(&pending[at..at + nl]);
+                    let size = usize::from_str_radix(line.trim(), 16).unwrap();
+                    at += nl + 1;
+                    if size == 0 {
+                        return;
+                    }
+                    left = size;
+                }
+            }
+            pending.drain(..at);
+        }
+        if !out.is_empty() {
+            let _ = tx.send((seq, Bytes::from(out)));
+            seq += 1;
+        }
+        match sock.read(&mut piece).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => pending.extend_from_slice(&piece[..n]),
+        }
+    }
+}
+
+fn viewers(n: usize, duration: Duration) -> ViewersConfig {
+    ViewersConfig {
+        url: HttpUrl::parse("http://127.0.0.1:1/").unwrap(),
+        mode: ViewerMode::Plain,
+        n,
+        duration: Some(duration),
+        connect_rate: None,
+        stall: 0,
+        threads: 2,
+        connect_timeout: Duration::from_secs(10),
+        bitrate: None,
+        relay_pid: None,
+        progress: None,
+    }
+}
+
+fn fanout(addr: SocketAddr, stream: &str, framing: Framing, v: ViewersConfig) -> FanoutConfig {
+    FanoutConfig {
+        relay: HttpUrl::parse(&format!("http://{addr}")).unwrap(),
+        stream: stream.into(),
+        user: "source".into(),
+        password: "pw".into(),
+        method: Method::Put,
+        framing,
+        bitrate: Some(4_000_000),
+        record_size: 1024,
+        van_token: None,
+        viewers: v,
+        warmup: Duration::from_millis(200),
+    }
+}
+
+#[test]
+fn plain_viewers_get_every_record_through_a_chunked_put() {
+    let addr = start_relay();
+    let s = run_fanout(fanout(
+        addr,
+        "plain",
+        Framing::Chunked,
+        viewers(20, Duration::from_secs(2)),
+    ))
+    .unwrap();
+    assert_eq!(s.connected, 20);
+    assert_eq!(
+        (s.lost, s.duplicated, s.corrupt, s.out_of_order),
+        (0, 0, 0, 0)
+    );
+    // 4 Mbit/s for 2 s is ~980 records per viewer; allow a loaded machine wide margins.
+    assert!(s.records > 20 * 300, "records {}", s.records);
+    let ratio = s.delivered_ratio.unwrap();
+    assert!(ratio > 0.5 && ratio < 1.5, "ratio {ratio}");
+    assert!(s.latency_us.p50 > 0 && s.latency_us.max >= s.latency_us.p99);
+    let src = s.source.unwrap();
+    assert!(src.records > 0 && src.ended_by == "stopped");
+}
+
+#[test]
+fn van_viewers_check_frames_and_records_through_a_close_delimited_put() {
+    let addr = start_relay();
+    let mut cfg = fanout(
+        addr,
+        "van",
+        Framing::Close,
+        viewers(10, Duration::from_secs(2)),
+    );
+    cfg.van_token = Some(TOKEN.into());
+    let s = run_fanout(cfg).unwrap();
+    assert_eq!(s.connected, 10);
+    assert!(s.frames > 10 * 50, "frames {}", s.frames);
+    assert_eq!(s.seq_gaps, 0);
+    assert_eq!((s.lost, s.corrupt), (0, 0));
+    assert!(s.records > 10 * 300);
+}
+
+#[test]
+fn a_stalled_viewer_is_counted_and_others_are_checked() {
+    let addr = start_relay();
+    let mut v = viewers(6, Duration::from_secs(1));
+    v.stall = 2;
+    let s = run_fanout(fanout(addr, "stall", Framing::Chunked, v)).unwrap();
+    assert_eq!((s.connected, s.stalled), (6, 2));
+    assert_eq!((s.lost, s.corrupt), (0, 0));
+    assert!(s.records > 4 * 100);
+}
+
+#[test]
+fn wrong_token_and_unknown_stream_are_failures_not_crashes() {
+    let addr = start_relay();
+    let mut cfg = fanout(
+        addr,
+        "tok",
+        Framing::Chunked,
+        viewers(3, Duration::from_millis(300)),
+    );
+    cfg.van_token = Some("wrong".into());
+    let s = run_fanout(cfg).unwrap();
+    assert_eq!((s.connected, s.failed), (0, 3));
+    assert_eq!(s.failures.get("HTTP 401 Unauthorized"), Some(&3));
+}
+
+#[test]
+fn a_refused_source_is_a_setup_error() {
+    let addr = start_relay();
+    let cfg = SourceConfig {
+        url: HttpUrl::parse(&format!("http://{addr}/live/x")).unwrap(),
+        user: "source".into(),
+        password: "wrong".into(),
+        method: Method::Put,
+        framing: Framing::Chunked,
+        bitrate: Some(1_000_000),
+        record_size: 1024,
+        duration: Some(Duration::from_secs(1)),
+        start_seq: 0,
+        raw: None,
+        content_type: "application/octet-stream".into(),
+        pace: Duration::from_millis(2),
+    };
+    let err = run_source(&cfg, &AtomicBool::new(false), &SourceProgress::default()).unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+}
+
+/// Kills the child on drop, so a failing assertion never leaves a process behind.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_cli_prints_every_contract_field() {
+    let addr = start_relay();
+    let child = Command::new(env!("CARGO_BIN_EXE_vanbench"))
+        .args([
+            "fanout",
+            "--relay",
+            &format!("http://{addr}"),
+            "--stream",
+            "cli",
+        ])
+        .args([
+            "-n",
+            "5",
+            "--bitrate",
+            "2M",
+            "--duration",
+            "1s",
+            "--password",
+            "pw",
+        ])
+        .args(["--json", "-"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = ChildGuard(child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = guard.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "vanbench did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut out = String::new();
+    std::io::Read::read_to_string(guard.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert!(status.success());
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for field in [
+        "viewers",
+        "connected",
+        "connect_ms",
+        "all_connected_ms",
+        "bytes",
+        "delivered_bps",
+        "expected_bps",
+        "delivered_ratio",
+        "records",
+        "lost",
+        "duplicated",
+        "out_of_order",
+        "corrupt",
+        "frames",
+        "seq_gaps",
+        "latency_us",
+        "self_cpu_s",
+        "relay_cpu_s",
+        "relay_cpu_s_per_gb",
+        "relay_rss_kib",
+        "stalled",
+    ] {
+        assert!(v.get(field).is_some(), "missing {field}");
+    }
+    for q in ["p50", "p99", "max"] {
+        assert!(v["connect_ms"].get(q).is_some());
+    }
+    for q in ["p50", "p99", "p999", "max"] {
+        assert!(v["latency_us"].get(q).is_some());
+    }
+    assert_eq!(v["connected"], 5);
+    assert_eq!(v["lost"], 0);
+}

@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# The whole fan-out comparison of BENCHMARKS.md, in one run on this machine: the VAN relay
+# (`dataplane`), Debian's icecast2 with the same load, and iperf3 -P 8 on loopback as the ceiling.
+#
+#   scripts/bench-compare.sh [--duration 10s] [--only relay|icecast] [--scenarios "n10 n100 …"]
+#                            [--out DIR] [--no-zerocopy]
+#
+# Scenarios (each against a fresh relay process, one PUT source, plain GET viewers, 1 KiB records):
+#   n10, n100, n1000  N viewers at 4 Mbit/s
+#   n10000            10,000 viewers at 1 Mbit/s joining at once
+#   unl100            an unlimited source, 100 viewers
+#   stall100          100 viewers at 4 Mbit/s, one of them stops reading (compare p99 with n100)
+#   zc-on-*, zc-off-* the relay with --zerocopy on / off for n1000 and unl100 (plain send vs send_zc)
+# Results: one vanbench JSON per run in DIR (default target/bench-compare/TIMESTAMP), then a table.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration=10s only="" out="" zerocopy=1
+scenarios="n10 n100 n1000 n10000 unl100 stall100"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --duration) duration="$2"; shift 2 ;;
+    --only) only="$2"; shift 2 ;;
+    --scenarios) scenarios="$2"; shift 2 ;;
+    --out) out="$2"; shift 2 ;;
+    --no-zerocopy) zerocopy=0; shift ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) echo "bench-compare.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
+  esac
+done
+out="${out:-target/bench-compare/$(date -u +%Y%m%dT%H%M%SZ)}"
+mkdir -p "$out"
+
+cargo build --release -q -p dataplane -p vanbench --bins
+vanbench=target/release/vanbench
+ulimit -n "$(ulimit -Hn)"
+
+# The load of each scenario, as vanbench fanout flags.
+load() {
+  case "$1" in
+    n10) echo "-n 10 --bitrate 4M" ;;
+    n100) echo "-n 100 --bitrate 4M" ;;
+    n1000) echo "-n 1000 --bitrate 4M" ;;
+    n10000) echo "-n 10000 --bitrate 1M" ;;
+    unl100) echo "-n 100 --unlimited" ;;
+    stall100) echo "-n 100 --bitrate 4M --stall 1" ;;
+    *) echo "bench-compare.sh: unknown scenario $1" >&2; exit 2 ;;
+  esac
+}
+
+pids=()
+stop_pid() {
+  local pid="$1"
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+cleanup() { for p in "${pids[@]}"; do stop_pid "$p"; done; }
+trap cleanup EXIT
+
+# Runs one scenario against a fresh dataplane with extra relay flags; JSON to $out/relay$tag-$s.json.
+relay_run() {
+  local s="$1" tag="$2"; shift 2
+  target/release/dataplane --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 "$@" \
+    >"$out/dataplane$tag-$s.out" 2>"$out/dataplane$tag-$s.err" &
+  local pid=$! line=""
+  pids+=("$pid")
+  for _ in $(seq 1 100); do
+    line="$(grep -m1 '^listening ' "$out/dataplane$tag-$s.out" 2>/dev/null || true)"
+    [ -n "$line" ] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ -z "$line" ]; then
+    echo "relay$tag $s: dataplane did not start: $(tail -n 3 "$out/dataplane$tag-$s.err")" >&2
+    stop_pid "$pid"
+    return 0
+  fi
+  local data
+  data="$(sed -n 's/.*data=\([^ ]*\).*/\1/p' <<<"$line")"
+  echo "== relay$tag $s ($(load "$s"))" >&2
+  # shellcheck disable=SC2046
+  $vanbench fanout --relay "http://$data" --stream "$s" $(load "$s") --duration "$duration" \
+    --relay-pid "$pid" --json "$out/relay$tag-$s.json" 2>"$out/relay$tag-$s.log" ||
+    echo "relay$tag $s: vanbench failed: $(tail -n 2 "$out/relay$tag-$s.log")" >&2
+  stop_pid "$pid"
+  sleep 1
+}
+
+icecast_run() {
+  local s="$1" vars
+  vars="$(scripts/icecast.sh start --port 18000 --password hackme)" || { echo "icecast did not start" >&2; return 0; }
+  local ICECAST_PID ICECAST_URL ICECAST_DIR
+  eval "$vars"
+  pids+=("$ICECAST_PID")
+  echo "== icecast $s ($(load "$s"))" >&2
+  # Like ffmpeg's icecast:// output: PUT, Expect: 100-continue, close-delimited body.
+  # shellcheck disable=SC2046
+  $vanbench fanout --relay "$ICECAST_URL" --stream "$s" $(load "$s") --duration "$duration" \
+    --method put --framing close --password hackme \
+    --relay-pid "$ICECAST_PID" --json "$out/icecast-$s.json" 2>"$out/icecast-$s.log" ||
+    echo "icecast $s: vanbench failed: $(tail -n 2 "$out/icecast-$s.log")" >&2
+  scripts/icecast.sh stop "$ICECAST_PID" "$ICECAST_DIR"
+  sleep 1
+}
+
+# The ceiling: loopback TCP with 8 parallel streams.
+if command -v iperf3 >/dev/null; then
+  echo "== iperf3 -P 8" >&2
+  iperf3 -s -1 -p 15201 >/dev/null 2>&1 &
+  ipid=$!
+  pids+=("$ipid")
+  sleep 0.5
+  iperf3 -c 127.0.0.1 -p 15201 -P 8 -t 5 -J >"$out/iperf3.json" 2>/dev/null || true
+  stop_pid "$ipid"
+fi
+
+for s in $scenarios; do
+  [ "$only" = icecast ] || relay_run "$s" ""
+  [ "$only" = relay ] || icecast_run "$s"
+done
+if [ "$zerocopy" = 1 ] && [ "$only" != icecast ]; then
+  for s in n1000 unl100; do
+    relay_run "$s" "-zc-off" --zerocopy off
+    relay_run "$s" "-zc-on" --zerocopy on
+  done
+fi
+
+python3 - "$out" <<'EOF'
+import json, os, sys
+out = sys.argv[1]
+rows = []
+ceiling = None
+try:
+    j = json.load(open(os.path.join(out, "iperf3.json")))
+    ceiling = j["end"]["sum_received"]["bits_per_second"]
+except Exception:
+    pass
+def f(x, fmt):
+    return "-" if x is None else fmt.format(x)
+print(f"results in {out}")
+if ceiling:
+    print(f"iperf3 -P 8 loopback: {ceiling/1e9:.2f} Gbit/s")
+hdr = ("run", "conn/n", "all-200 ms", "Gbit/s", "ratio", "lost", "corrupt", "p50 ms", "p99 ms",
+       "CPU-s/GB", "KiB/viewer", "vanbench CPU-s", "of iperf3")
+print("| " + " | ".join(hdr) + " |")
+print("|" + "---|" * len(hdr))
+for name in sorted(os.listdir(out)):
+    if not name.endswith(".json") or name == "iperf3.json":
+        continue
+    try:
+        s = json.load(open(os.path.join(out, name)))
+    except Exception:
+        continue
+    lat = s["latency_us"]
+    row = (name[:-5], f"{s['connected']}/{s['viewers']}", f(s["all_connected_ms"], "{:.0f}"),
+           f(s["delivered_bps"] / 1e9, "{:.3f}"), f(s["delivered_ratio"], "{:.3f}"),
+           str(s["lost"]), str(s["corrupt"]), f(lat["p50"] / 1e3, "{:.2f}"),
+           f(lat["p99"] / 1e3, "{:.2f}"), f(s["relay_cpu_s_per_gb"], "{:.3f}"),
+           f(s.get("relay_kib_per_viewer"), "{:.1f}"), f(s["self_cpu_s"], "{:.2f}"),
+           f(s["delivered_bps"] / ceiling if ceiling else None, "{:.0%}"))
+    print("| " + " | ".join(row) + " |")
+EOF
