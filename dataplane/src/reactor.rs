@@ -236,7 +236,7 @@ struct LocalStream {
 pub struct Core {
     id: usize,
     ring: IoUring,
-    shared: Arc<Shared>,
+    shared: &'static Shared,
     listener: RawFd,
     conns: Vec<Conn>,
     free: Vec<u32>,
@@ -260,7 +260,7 @@ impl Core {
     /// refuses the clone (older than 6.12) they register it themselves.
     pub fn new(
         id: usize,
-        shared: Arc<Shared>,
+        shared: &'static Shared,
         listener: RawFd,
         clone_from: Option<RawFd>,
     ) -> Result<Self, SetupError> {
@@ -269,8 +269,8 @@ impl Core {
         let cloned =
             clone_from.is_some_and(|src| ring.submitter().register_buffers_clone(src).is_ok());
         if !cloned {
-            // SAFETY: the pool's mapping lives in `Shared`, which outlives every ring (the
-            // reactor threads are joined before `Shared` is dropped).
+            // SAFETY: the pool's mapping lives in `Shared`, which is never dropped (leaked for
+            // the life of the process), so it outlives every ring.
             unsafe { ring.submitter().register_buffers(&iovecs) }.map_err(SetupError::Register)?;
         }
         shared.ring_fds[id].store(ring.as_raw_fd(), Ordering::Release);
@@ -868,7 +868,7 @@ impl Core {
 
     /// Queues the next read of a source into its block's free tail.
     fn source_read(&mut self, slot: u32) {
-        let shared = self.shared.clone();
+        let shared = self.shared;
         let c = &self.conns[slot as usize];
         let fd = c.fd;
         let generation = c.generation;
@@ -962,7 +962,7 @@ impl Core {
     /// finds keyframes, publishes one frame per read (split at keyframes) and wakes the cores
     /// that have subscribers. Returns false if the connection was closed.
     fn ingest(&mut self, slot: u32, n: usize) -> bool {
-        let shared = self.shared.clone();
+        let shared = self.shared;
         let core = self.id;
         let c = &mut self.conns[slot as usize];
         let State::Source(sc) = &mut c.state else {
@@ -1115,23 +1115,33 @@ impl Core {
     /// Queues one send per idle local subscriber of the stream, then republishes this core's
     /// reclamation mark.
     fn pump(&mut self, stream_id: u64) {
-        let Some(local) = self.locals.get(&stream_id) else {
+        // The list is taken out while sends are queued: nothing below adds or removes
+        // subscribers (releases are deferred to `drain_releases`).
+        let Some(subs) = self
+            .locals
+            .get_mut(&stream_id)
+            .map(|l| std::mem::take(&mut l.subs))
+        else {
             return;
         };
-        let n = local.subs.len();
-        for i in 0..n {
-            let Some(&slot) = self.locals.get(&stream_id).and_then(|l| l.subs.get(i)) else {
-                break;
-            };
-            let idle = matches!(
-                &self.conns[slot as usize].state,
-                State::Viewer(v) if matches!(v.inflight, Inflight::None)
-            ) && !self.conns[slot as usize].closing;
+        let mut mark = NO_MARK;
+        for &slot in &subs {
+            let c = &self.conns[slot as usize];
+            let idle = !c.closing
+                && matches!(&c.state, State::Viewer(v) if matches!(v.inflight, Inflight::None));
             if idle {
                 self.try_send(slot);
             }
+            if let State::Viewer(v) = &self.conns[slot as usize].state {
+                mark = mark.min(v.pin);
+            }
         }
-        self.republish_mark(stream_id);
+        let local = self
+            .locals
+            .get_mut(&stream_id)
+            .expect("only release removes a local stream");
+        local.subs = subs;
+        local.stream.window.set_mark(self.id, mark);
     }
 
     fn republish_mark(&mut self, stream_id: u64) {
@@ -1149,7 +1159,7 @@ impl Core {
 
     /// Starts the next send of an idle viewer, if there is anything to send.
     fn try_send(&mut self, slot: u32) {
-        let shared = self.shared.clone();
+        let shared = self.shared;
         let now = shared.now_us();
         let core = self.id;
         let c = &mut self.conns[slot as usize];
@@ -1567,7 +1577,7 @@ impl Core {
             }
         }
         // Window ageing and reclamation for the streams this core ingests; paused ingest retries.
-        let shared = self.shared.clone();
+        let shared = self.shared;
         for i in 0..self.sources.len() {
             let slot = self.sources[i];
             let c = &mut self.conns[slot as usize];
