@@ -1653,10 +1653,12 @@ impl Core {
         let van = v.van.is_some();
         match cursor::lag_decision(van, v.cursor, first, Some(v.since_us), now, timeout) {
             Lag::Keep => {}
+            // A send_zc whose bytes still sit in the socket's queue cannot be taken back: the
+            // kernel holds the block until they leave. While its block is still in the window
+            // the viewer may just be slow, so it keeps its place; once the window has moved past
+            // it, it holds memory nobody else needs and only closing the socket frees it.
+            Lag::SkipToLive if v.zc_result.is_some() && v.cursor.seq >= first => {}
             Lag::SkipToLive if v.zc_result.is_some() => {
-                // A send_zc whose bytes still sit in the socket's queue: the kernel holds the
-                // block until they leave, which a stalled reader never lets happen. Only closing
-                // the socket frees it.
                 info!(core = self.id, stream = %v.stream.name, "stalled viewer dropped: its zero-copy send cannot be taken back");
                 let m = &self.shared.metrics[self.id];
                 m.add(&m.viewers_dropped, 1);
