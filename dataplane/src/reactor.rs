@@ -43,7 +43,7 @@ use crate::metrics::{CoreMetrics, Reject};
 use crate::mpegts::{self, TsScanner};
 use crate::pool::BlockPool;
 use crate::stream::{AttachError, Registry, Stream};
-use crate::window::{NO_MARK, Tail, Writer};
+use crate::window::{Cut, NO_MARK, Tail, Writer, cut_at_raps};
 
 const K_ACCEPT: u64 = 1;
 const K_RECV: u64 = 2;
@@ -250,6 +250,7 @@ pub struct Core {
     timespec: Box<types::Timespec>,
     cqes: Vec<(u64, i32, u32)>,
     raps: Vec<u64>,
+    cuts: Vec<Cut>,
     stopping: Option<u64>,
     accept_armed: bool,
 }
@@ -301,6 +302,7 @@ impl Core {
             timespec: Box::new(types::Timespec::new().nsec(TICK_NS)),
             cqes: Vec::with_capacity(4096),
             raps: Vec::new(),
+            cuts: Vec::new(),
             stopping: None,
             accept_armed: false,
         })
@@ -1019,46 +1021,28 @@ impl Core {
         {
             sc.stream.set_psi(psi);
         }
-        // Cut points inside this read, so that a keyframe starts a frame (VAN flag) and a
-        // new viewer starts exactly there.
+        // Cut at keyframes, so that a keyframe starts a frame (VAN flag) and a new viewer
+        // starts exactly there.
         let base = sc.offset;
         let win = &sc.stream.window;
         let ts = wall_us();
-        let mut start = 0usize;
-        let mut start_is_rap = false;
-        let mut frames = 0u64;
-        for &r in &self.raps {
-            if r < base {
-                // The keyframe's packet began in the previous read.
-                if let Some((pseq, pstart)) = sc.prev
-                    && r >= pstart
-                {
-                    sc.writer.set_rap(win, pseq, (r - pstart) as u32);
-                }
-                continue;
-            }
-            let k = (r - base) as usize;
-            if k > start && k < m {
-                let flags = if start_is_rap { FLAG_RANDOM_ACCESS } else { 0 };
-                let seq = sc.writer.publish(win, k - start, ts, flags);
-                if start_is_rap {
-                    sc.writer.set_rap(win, seq, 0);
-                }
-                sc.prev = Some((seq, base + start as u64));
-                frames += 1;
-                start = k;
-            }
-            if k == start {
-                start_is_rap = true;
-            }
+        let earlier = cut_at_raps(base, m, &self.raps, &mut self.cuts);
+        if let Some(r) = earlier
+            && let Some((pseq, pstart)) = sc.prev
+            && r >= pstart
+        {
+            // The keyframe's packet began in the previous read.
+            sc.writer.set_rap(win, pseq, (r - pstart) as u32);
         }
-        let flags = if start_is_rap { FLAG_RANDOM_ACCESS } else { 0 };
-        let seq = sc.writer.publish(win, m - start, ts, flags);
-        if start_is_rap {
-            sc.writer.set_rap(win, seq, 0);
+        for cut in &self.cuts {
+            let flags = if cut.rap { FLAG_RANDOM_ACCESS } else { 0 };
+            let seq = sc.writer.publish(win, cut.len, ts, flags);
+            if cut.rap {
+                sc.writer.set_rap(win, seq, 0);
+            }
+            sc.prev = Some((seq, base + cut.start as u64));
         }
-        sc.prev = Some((seq, base + start as u64));
-        frames += 1;
+        let frames = self.cuts.len() as u64;
         sc.offset += m as u64;
         metrics.add(&metrics.frames_published, frames);
         if tail.offset == 0 {
