@@ -20,7 +20,7 @@ use dataplane::auth::{SourceCredentials, VanTokens};
 use dataplane::config::{Args, Config};
 use dataplane::metrics;
 use dataplane::pool::BlockPool;
-use dataplane::reactor::{Core, SetupError, Shared};
+use dataplane::reactor::{self, Core, SetupError, Shared};
 use dataplane::stream::Registry;
 use dataplane::window::WindowConfig;
 use mimalloc::MiMalloc;
@@ -229,13 +229,14 @@ fn run(args: Args) -> Result<(), Fatal> {
         creds,
         tokens,
     )));
+    let registration =
+        reactor::register_pool(shared).map_err(|e| Fatal(setup_error_line(&e, pool_mib)))?;
     let mut threads = Vec::new();
-    let mut ring0: Option<RawFd> = None;
     for (id, listener) in listeners.into_iter().enumerate() {
         let (tx, rx) = mpsc::channel::<Result<RawFd, SetupError>>();
         let shared2 = shared;
         let cpu = cpus.get(id % cpus.len().max(1)).copied();
-        let clone_from = ring0;
+        let clone_from = Some(registration.as_raw_fd());
         let t = thread::Builder::new()
             .name(format!("van-core-{id}"))
             .spawn(move || {
@@ -255,14 +256,14 @@ fn run(args: Args) -> Result<(), Fatal> {
                 drop(listener);
             })?;
         match rx.recv() {
-            Ok(Ok(fd)) => {
-                ring0.get_or_insert(fd);
-            }
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(Fatal(setup_error_line(&e, pool_mib))),
             Err(_) => return Err(Fatal("a reactor thread died during start-up".into())),
         }
         threads.push(t);
     }
+    // Every core has its clone now.
+    drop(registration);
     let shared_admin = shared;
     thread::Builder::new()
         .name("van-control".into())

@@ -131,6 +131,18 @@ impl Shared {
     }
 }
 
+/// Registers the pool once, on a ring of its own made by the calling thread, for the cores to
+/// clone. It has no SINGLE_ISSUER: the kernel refuses to clone from a single-issuer ring owned
+/// by another thread (EEXIST). Keep it until every core has cloned; dropping it then leaves
+/// the clones intact.
+pub fn register_pool(shared: &'static Shared) -> Result<IoUring, SetupError> {
+    let ring = IoUring::new(8).map_err(SetupError::Ring)?;
+    // SAFETY: the pool's mapping lives in `Shared`, which is never dropped.
+    unsafe { ring.submitter().register_buffers(&shared.pool.iovecs()) }
+        .map_err(SetupError::Register)?;
+    Ok(ring)
+}
+
 /// Why a ring could not be made ready; main turns it into the one-line start-up error.
 #[derive(Debug)]
 pub enum SetupError {
@@ -256,9 +268,10 @@ pub struct Core {
 }
 
 impl Core {
-    /// Sets up the ring of core `id` and registers the pool: core 0 registers it, the others
-    /// clone core 0's table (`register_buffers_clone`, one pinning charged once); if the kernel
-    /// refuses the clone (older than 6.12) they register it themselves.
+    /// Sets up the ring of core `id` and gives it the pool as fixed buffers: cloned from the
+    /// registration ring ([`register_pool`]; `register_buffers_clone`, so the pages are pinned
+    /// and charged to locked memory once); if the kernel refuses the clone (older than 6.12) the
+    /// core registers the pool itself.
     pub fn new(
         id: usize,
         shared: &'static Shared,
@@ -267,8 +280,17 @@ impl Core {
     ) -> Result<Self, SetupError> {
         let (ring, single_issuer) = build_ring().map_err(SetupError::Ring)?;
         let iovecs = shared.pool.iovecs();
-        let cloned =
-            clone_from.is_some_and(|src| ring.submitter().register_buffers_clone(src).is_ok());
+        let cloned = match clone_from.map(|src| ring.submitter().register_buffers_clone(src)) {
+            Some(Ok(())) => true,
+            Some(Err(e)) => {
+                debug!(
+                    core = id,
+                    "cannot clone the pool registration ({e}): registering it"
+                );
+                false
+            }
+            None => false,
+        };
         if !cloned {
             // SAFETY: the pool's mapping lives in `Shared`, which is never dropped (leaked for
             // the life of the process), so it outlives every ring.
@@ -278,11 +300,7 @@ impl Core {
         debug!(
             core = id,
             single_issuer_defer_taskrun = single_issuer,
-            pool = if cloned {
-                "cloned from core 0"
-            } else {
-                "registered"
-            },
+            pool = if cloned { "cloned" } else { "registered" },
             "ring ready"
         );
         Ok(Self {
