@@ -94,7 +94,8 @@ struct ShardState {
     stats: CheckStats,
     frames: FrameStats,
     latency: Histogram<u64>,
-    interval: Histogram<u64>,
+    /// Latency of the current progress interval, kept only when progress lines are printed.
+    interval: Option<Histogram<u64>>,
     connect: Histogram<u64>,
     window_bytes: u64,
     /// Microseconds from the run's start to the last `200`.
@@ -108,13 +109,13 @@ fn histogram() -> Histogram<u64> {
 }
 
 impl ShardState {
-    fn new() -> Self {
+    fn new(progress: bool) -> Self {
         Self {
             buf: vec![0u8; READ_BUF].into_boxed_slice(),
             stats: CheckStats::default(),
             frames: FrameStats::default(),
             latency: histogram(),
-            interval: histogram(),
+            interval: progress.then(histogram),
             connect: histogram(),
             window_bytes: 0,
             last_connected_us: 0,
@@ -180,7 +181,9 @@ fn consume(
     let mut on_record = |_seq: u64, sent_us: u64| {
         let l = now.saturating_sub(sent_us).max(1);
         latency.saturating_record(l);
-        interval.saturating_record(l);
+        if let Some(h) = interval.as_mut() {
+            h.saturating_record(l);
+        }
     };
     match check.frames.as_mut() {
         None => {
@@ -377,7 +380,7 @@ fn run_shard(
         .build()
         .context("starting a viewer runtime")?;
     let local = tokio::task::LocalSet::new();
-    let st = Rc::new(RefCell::new(ShardState::new()));
+    let st = Rc::new(RefCell::new(ShardState::new(cfg.progress.is_some())));
     let head = Rc::new(request_head(&cfg));
     let van = matches!(cfg.mode, ViewerMode::Van { .. });
     local.block_on(&rt, async {
@@ -417,10 +420,11 @@ fn run_shard(
             if cfg
                 .progress
                 .is_some_and(|p| last_interval.elapsed() >= p / 2)
+                && let Some(h) = s.interval.as_mut()
             {
                 live.interval_p99_us
-                    .store(s.interval.value_at_quantile(0.99), Ordering::Relaxed);
-                s.interval.reset();
+                    .store(h.value_at_quantile(0.99), Ordering::Relaxed);
+                h.reset();
                 last_interval = Instant::now();
             }
         }
