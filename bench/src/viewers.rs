@@ -21,11 +21,13 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use tokio::io::Interest;
 
 #[derive(Clone, Debug)]
 pub enum ViewerMode {
@@ -339,24 +341,45 @@ async fn viewer(
             break;
         }
         for _ in 0..READS_PER_TURN {
-            let mut s = st.borrow_mut();
-            match stream.try_read(&mut s.buf) {
-                Ok(0) => {
+            let mut got = None;
+            let r = stream.try_io(Interest::READABLE, || {
+                let mut s = st.borrow_mut();
+                let n = (&*socket2::SockRef::from(&stream)).read(&mut s.buf)?;
+                got = Some(n);
+                if n == 0 {
+                    return Ok(());
+                }
+                let m = shared.measuring.load(Ordering::Relaxed);
+                outcome = consume(&mut s, &mut check, None, n, m);
+                if n < s.buf.len() {
+                    // A short read emptied the socket: report WouldBlock so tokio clears the
+                    // readiness now, instead of after one more recv that would only say
+                    // EAGAIN (half of all recv calls otherwise). Data arriving meanwhile is a
+                    // new epoll event, so nothing is missed.
+                    return Err(std::io::ErrorKind::WouldBlock.into());
+                }
+                Ok(())
+            });
+            match (got, r) {
+                (Some(0), _) => {
                     outcome = Outcome::Ended;
                     break 'read;
                 }
-                Ok(n) => {
-                    let m = shared.measuring.load(Ordering::Relaxed);
-                    outcome = consume(&mut s, &mut check, None, n, m);
+                (Some(_), r) => {
                     if !matches!(outcome, Outcome::More) {
                         break 'read;
                     }
+                    if r.is_err() {
+                        break; // drained
+                    }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
+                (None, Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                (None, Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                (None, Err(e)) => {
                     outcome = Outcome::Broken(format!("read: {e}"));
                     break 'read;
                 }
+                (None, Ok(())) => break,
             }
         }
     }
@@ -527,6 +550,9 @@ pub fn run_viewers(
         std::thread::sleep(Duration::from_millis(5));
         progress.tick(&shared, None);
     }
+    // Memory per viewer: the relay's growth while the viewers connected (the window after it
+    // would add the pool pages the stream touches, which no viewer causes).
+    let rss_connected = cfg.relay_pid.and_then(|p| sys::process_rss_kib(p).ok());
     let start = edge(&cfg, source);
     shared.measuring.store(true, Ordering::Relaxed);
     let reading_at_start = reading(&shared);
@@ -626,7 +652,7 @@ pub fn run_viewers(
         window_s,
         window_bytes,
         relay_rss_before_kib: rss_before,
-        relay_kib_per_viewer: match (rss_before, rss_after) {
+        relay_kib_per_viewer: match (rss_before, rss_connected) {
             (Some(b), Some(a)) if connected > 0 => Some((a as f64 - b as f64) / connected as f64),
             _ => None,
         },
