@@ -33,6 +33,8 @@ mkdir -p "$out"
 
 cargo build --release -q -p dataplane -p vanbench --bins
 vanbench=target/release/vanbench
+# Figures on a shared machine are only comparable within one run: record how busy it was.
+{ echo "start: $(date -u +%FT%TZ) $(nproc) CPUs, $(uptime | sed 's/.*load/load/')"; uname -r; } >"$out/machine.txt"
 ulimit -n "$(ulimit -Hn)"
 
 # The load of each scenario, as vanbench fanout flags.
@@ -127,6 +129,8 @@ if [ "$zerocopy" = 1 ] && [ "$only" != icecast ]; then
   done
 fi
 
+echo "end: $(date -u +%FT%TZ) $(uptime | sed 's/.*load/load/')" >>"$out/machine.txt"
+cat "$out/machine.txt"
 python3 - "$out" <<'EOF'
 import json, os, sys
 out = sys.argv[1]
@@ -142,23 +146,30 @@ def f(x, fmt):
 print(f"results in {out}")
 if ceiling:
     print(f"iperf3 -P 8 loopback: {ceiling/1e9:.2f} Gbit/s")
-hdr = ("run", "conn/n", "all-200 ms", "Gbit/s", "ratio", "lost", "corrupt", "p50 ms", "p99 ms",
-       "CPU-s/GB", "KiB/viewer", "vanbench CPU-s", "of iperf3")
+hdr = ("scenario", "target", "conn/n", "all-200 ms", "dropped", "Gbit/s", "ratio", "lost",
+       "corrupt", "p50 ms", "p99 ms", "relay CPU-s/GB", "relay KiB/viewer", "vanbench CPU-s",
+       "of iperf3")
 print("| " + " | ".join(hdr) + " |")
 print("|" + "---|" * len(hdr))
-for name in sorted(os.listdir(out)):
+order = {"n10": 0, "n100": 1, "stall100": 2, "n1000": 3, "n10000": 4, "unl100": 5}
+runs = []
+for name in os.listdir(out):
     if not name.endswith(".json") or name == "iperf3.json":
         continue
     try:
         s = json.load(open(os.path.join(out, name)))
     except Exception:
         continue
+    target, _, scenario = name[:-5].rpartition("-")
+    runs.append(((order.get(scenario, 9), scenario, target), s))
+for (_, scenario, target), s in sorted(runs, key=lambda r: r[0]):
     lat = s["latency_us"]
-    row = (name[:-5], f"{s['connected']}/{s['viewers']}", f(s["all_connected_ms"], "{:.0f}"),
-           f(s["delivered_bps"] / 1e9, "{:.3f}"), f(s["delivered_ratio"], "{:.3f}"),
-           str(s["lost"]), str(s["corrupt"]), f(lat["p50"] / 1e3, "{:.2f}"),
-           f(lat["p99"] / 1e3, "{:.2f}"), f(s["relay_cpu_s_per_gb"], "{:.3f}"),
-           f(s.get("relay_kib_per_viewer"), "{:.1f}"), f(s["self_cpu_s"], "{:.2f}"),
+    row = (scenario, target, f"{s['connected']}/{s['viewers']}", f(s["all_connected_ms"], "{:.0f}"),
+           str(s.get("ended", "-")), f(s["delivered_bps"] / 1e9, "{:.3f}"),
+           f(s["delivered_ratio"], "{:.3f}"), str(s["lost"]), str(s["corrupt"]),
+           f(lat["p50"] / 1e3, "{:.2f}"), f(lat["p99"] / 1e3, "{:.2f}"),
+           f(s["relay_cpu_s_per_gb"], "{:.3f}"), f(s.get("relay_kib_per_viewer"), "{:.1f}"),
+           f(s["self_cpu_s"], "{:.2f}"),
            f(s["delivered_bps"] / ceiling if ceiling else None, "{:.0%}"))
     print("| " + " | ".join(row) + " |")
 EOF
