@@ -406,3 +406,51 @@ fn the_cli_prints_every_contract_field() {
     assert_eq!(v["connected"], 5);
     assert_eq!(v["lost"], 0);
 }
+
+#[test]
+fn raw_bytes_from_a_file_are_paced_and_pass_through_unchanged() {
+    let addr = start_relay();
+    // A file of records, sent as raw bytes: the viewers must find them intact.
+    let mut data = Vec::new();
+    for seq in 0..400u64 {
+        vanbench::record::encode_record(seq, vanbench::sys::now_us(), 1024, &mut data);
+    }
+    let path = std::env::temp_dir().join(format!("vanbench-raw-{}.bin", std::process::id()));
+    std::fs::write(&path, &data).unwrap();
+    let cfg = SourceConfig {
+        url: HttpUrl::parse(&format!("http://{addr}/live/raw")).unwrap(),
+        user: "source".into(),
+        password: "pw".into(),
+        method: Method::Put,
+        framing: Framing::Chunked,
+        bitrate: Some(1_000_000),
+        record_size: 1024,
+        duration: Some(Duration::from_secs(20)),
+        start_seq: 0,
+        raw: Some(vanbench::source::RawInput::File(path.clone())),
+        content_type: "application/octet-stream".into(),
+        pace: Duration::from_millis(2),
+    };
+    let progress = Arc::new(SourceProgress::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let source = {
+        let (progress, stop) = (progress.clone(), stop.clone());
+        std::thread::spawn(move || run_source(&cfg, &stop, &progress))
+    };
+    while !progress.started.load(std::sync::atomic::Ordering::Relaxed) {
+        assert!(!source.is_finished(), "the source stopped early");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut v = viewers(3, Duration::from_millis(1500));
+    v.url = HttpUrl::parse(&format!("http://{addr}/live/raw")).unwrap();
+    let s = vanbench::viewers::run_viewers(v, None, &AtomicBool::new(false)).unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let report = source.join().unwrap().unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(s.connected, 3);
+    assert!(s.records > 3 * 50, "records {}", s.records);
+    assert_eq!((s.lost, s.corrupt, s.duplicated), (0, 0, 0));
+    // Paced at 1 Mbit/s: 400 KiB takes over 3 s, so the source was still sending when stopped.
+    assert_eq!(report.ended_by, "stopped");
+    assert!(report.rate_bps < 1_500_000.0, "rate {}", report.rate_bps);
+}
