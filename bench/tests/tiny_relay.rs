@@ -454,3 +454,17 @@ fn raw_bytes_from_a_file_are_paced_and_pass_through_unchanged() {
     assert_eq!(report.ended_by, "stopped");
     assert!(report.rate_bps < 1_500_000.0, "rate {}", report.rate_bps);
 }
+
+#[test]
+fn viewers_join_at_the_connect_rate() {
+    let addr = start_relay();
+    let mut v = viewers(6, Duration::from_millis(300));
+    v.connect_rate = Some(20.0); // the last of 6 starts 250 ms after the first
+    let s = run_fanout(fanout(addr, "rate", Framing::Chunked, v)).unwrap();
+    assert_eq!(s.connected, 6);
+    assert!(
+        s.all_connected_ms >= 250.0,
+        "all connected after {} ms",
+        s.all_connected_ms
+    );
+}
