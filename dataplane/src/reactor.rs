@@ -778,7 +778,7 @@ impl Core {
         let sub_index = local.subs.len();
         local.subs.push(slot);
         let zc = !van && self.shared.cfg.zerocopy != ZeroCopy::Off;
-        info!(core, stream = %s.name, van, start = cur.seq, gap = ?gap, "viewer joined");
+        debug!(core, stream = %s.name, van, start = cur.seq, gap = ?gap, "viewer joined");
         if van {
             s.van_viewers.fetch_add(1, Ordering::Relaxed);
             self.m().van_viewers.fetch_add(1, Ordering::Relaxed);
@@ -1089,6 +1089,9 @@ impl Core {
     // ---- fan-out --------------------------------------------------------------------------
 
     fn flush_dirty(&mut self) {
+        // Several reads in one batch of completions make one fan-out pass.
+        self.dirty.sort_unstable();
+        self.dirty.dedup();
         while let Some(id) = self.dirty.pop() {
             self.pump(id);
         }
