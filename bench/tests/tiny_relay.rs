@@ -78,14 +78,17 @@ async fn serve(mut sock: TcpStream, streams: Streams) {
     let body = buf.split_off(head_len);
     let stream = path.rsplit('/').next().unwrap_or("").to_string();
     match method.as_str() {
-        "PUT" => {
+        "PUT" | "SOURCE" => {
             if headers.get("authorization").map(String::as_str)
                 != Some(&vanbench::http::basic_auth("source", "pw"))
             {
                 let _ = sock.write_all(b"HTTP/1.1 401 Unauthorized\r\n\r\n").await;
                 return;
             }
-            if headers.contains_key("expect") {
+            if method == "SOURCE" {
+                // Icecast answers a SOURCE with a final status before the body.
+                let _ = sock.write_all(b"HTTP/1.0 200 OK\r\n\r\n").await;
+            } else if headers.contains_key("expect") {
                 let _ = sock.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
             }
             let tx = broadcast::channel(4096).0;
@@ -271,6 +274,22 @@ fn van_viewers_check_frames_and_records_through_a_close_delimited_put() {
     assert_eq!(s.seq_gaps, 0);
     assert_eq!((s.lost, s.corrupt), (0, 0));
     assert!(s.records > 10 * 300);
+}
+
+#[test]
+fn an_icecast_source_request_is_answered_and_streams() {
+    let addr = start_relay();
+    let mut cfg = fanout(
+        addr,
+        "icy",
+        Framing::Close,
+        viewers(4, Duration::from_secs(1)),
+    );
+    cfg.method = Method::Source;
+    let s = run_fanout(cfg).unwrap();
+    assert_eq!(s.connected, 4);
+    assert_eq!((s.lost, s.corrupt), (0, 0));
+    assert!(s.records > 4 * 100, "records {}", s.records);
 }
 
 #[test]
