@@ -284,19 +284,30 @@ async fn open(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn viewer(
+/// What every viewer of a shard shares.
+struct ShardContext {
     addr: SocketAddr,
-    head: Rc<String>,
+    head: String,
     van: bool,
-    stalled: bool,
     connect_timeout: Duration,
+    /// The run's start, for `all_connected_ms`.
     t0: Instant,
-    st: Rc<RefCell<ShardState>>,
+    st: RefCell<ShardState>,
     shared: Arc<Shared>,
-) {
+}
+
+async fn viewer(ctx: Rc<ShardContext>, stalled: bool) {
+    let ShardContext {
+        addr,
+        ref head,
+        van,
+        connect_timeout,
+        t0,
+        ref st,
+        ref shared,
+    } = *ctx;
     let began = Instant::now();
-    let opened = tokio::time::timeout(connect_timeout, open(addr, &head, &st)).await;
+    let opened = tokio::time::timeout(connect_timeout, open(addr, head, st)).await;
     let (stream, rest) = match opened {
         Ok(Ok(x)) => x,
         Ok(Err(reason)) => {
@@ -403,12 +414,18 @@ fn run_shard(
         .build()
         .context("starting a viewer runtime")?;
     let local = tokio::task::LocalSet::new();
-    let st = Rc::new(RefCell::new(ShardState::new(cfg.progress.is_some())));
-    let head = Rc::new(request_head(&cfg));
-    let van = matches!(cfg.mode, ViewerMode::Van { .. });
+    let ctx = Rc::new(ShardContext {
+        addr,
+        head: request_head(&cfg),
+        van: matches!(cfg.mode, ViewerMode::Van { .. }),
+        connect_timeout: cfg.connect_timeout,
+        t0,
+        st: RefCell::new(ShardState::new(cfg.progress.is_some())),
+        shared: shared.clone(),
+    });
     local.block_on(&rt, async {
         let spawner = {
-            let (cfg, st, shared) = (cfg.clone(), st.clone(), shared.clone());
+            let (cfg, ctx, shared) = (cfg.clone(), ctx.clone(), shared.clone());
             tokio::task::spawn_local(async move {
                 let mut g = shard;
                 while g < cfg.n && !shared.stop.load(Ordering::Relaxed) {
@@ -416,16 +433,7 @@ fn run_shard(
                         let at = t0 + Duration::from_secs_f64(g as f64 / rate);
                         tokio::time::sleep_until(at.into()).await;
                     }
-                    tokio::task::spawn_local(viewer(
-                        addr,
-                        head.clone(),
-                        van,
-                        g < cfg.stall,
-                        cfg.connect_timeout,
-                        t0,
-                        st.clone(),
-                        shared.clone(),
-                    ));
+                    tokio::task::spawn_local(viewer(ctx.clone(), g < cfg.stall));
                     g += cfg.threads;
                 }
             })
@@ -434,7 +442,7 @@ fn run_shard(
         let mut last_interval = Instant::now();
         while !shared.stop.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_millis(10)).await;
-            let mut s = st.borrow_mut();
+            let mut s = ctx.st.borrow_mut();
             live.bytes.store(s.stats.bytes, Ordering::Relaxed);
             live.records.store(s.stats.records, Ordering::Relaxed);
             live.lost.store(s.stats.lost, Ordering::Relaxed);
@@ -453,7 +461,7 @@ fn run_shard(
         }
         spawner.abort();
     });
-    let mut s = st.borrow_mut();
+    let mut s = ctx.st.borrow_mut();
     let result = ShardResult {
         stats: s.stats,
         frames: s.frames,
