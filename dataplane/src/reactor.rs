@@ -140,18 +140,20 @@ pub enum SetupError {
 
 /// Builds a ring: SINGLE_ISSUER | DEFER_TASKRUN where the kernel has them (6.1+), plain
 /// otherwise. Never SQPOLL (it would eat a core).
-pub fn build_ring() -> io::Result<IoUring> {
-    let entries = 4096;
+pub fn build_ring() -> io::Result<(IoUring, bool)> {
+    // Room for one send per viewer of a big fan-out in one submission.
+    let entries = 16384;
     let mut b = IoUring::builder();
     b.setup_single_issuer()
         .setup_defer_taskrun()
         .setup_cqsize(65536)
         .setup_submit_all();
     match b.build(entries) {
-        Ok(r) => Ok(r),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            IoUring::builder().setup_cqsize(65536).build(entries)
-        }
+        Ok(r) => Ok((r, true)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => IoUring::builder()
+            .setup_cqsize(65536)
+            .build(entries)
+            .map(|r| (r, false)),
         Err(e) => Err(e),
     }
 }
@@ -262,7 +264,7 @@ impl Core {
         listener: RawFd,
         clone_from: Option<RawFd>,
     ) -> Result<Self, SetupError> {
-        let ring = build_ring().map_err(SetupError::Ring)?;
+        let (ring, single_issuer) = build_ring().map_err(SetupError::Ring)?;
         let iovecs = shared.pool.iovecs();
         let cloned =
             clone_from.is_some_and(|src| ring.submitter().register_buffers_clone(src).is_ok());
@@ -272,6 +274,16 @@ impl Core {
             unsafe { ring.submitter().register_buffers(&iovecs) }.map_err(SetupError::Register)?;
         }
         shared.ring_fds[id].store(ring.as_raw_fd(), Ordering::Release);
+        debug!(
+            core = id,
+            single_issuer_defer_taskrun = single_issuer,
+            pool = if cloned {
+                "cloned from core 0"
+            } else {
+                "registered"
+            },
+            "ring ready"
+        );
         Ok(Self {
             id,
             ring,
@@ -355,6 +367,8 @@ impl Core {
                 break;
             }
         }
+        // No other core may message this ring once it is gone (its fd number could be reused).
+        self.shared.ring_fds[self.id].store(-1, Ordering::Release);
         self.shared.cores_done.fetch_add(1, Ordering::AcqRel);
         debug!(core = self.id, "reactor stopped");
     }
@@ -441,7 +455,8 @@ impl Core {
     fn on_accept(&mut self, res: i32, flags: u32) {
         if !cqueue::more(flags) {
             self.accept_armed = false;
-            if self.stopping.is_none() {
+            // After an error (EMFILE, ENFILE...) wait for the next tick rather than spin.
+            if self.stopping.is_none() && res >= 0 {
                 self.arm_accept();
             }
         }
@@ -1532,6 +1547,9 @@ impl Core {
     fn on_tick(&mut self) {
         let now = self.shared.now_us();
         let wall = wall_us();
+        if !self.accept_armed && self.stopping.is_none() {
+            self.arm_accept();
+        }
         // Header timeout (slowloris).
         while let Some(&(deadline, slot, generation)) = self.head_deadlines.front() {
             if deadline > now {
