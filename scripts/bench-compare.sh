@@ -149,7 +149,7 @@ def f(x, fmt):
 print(f"results in {out}")
 if ceiling:
     print(f"iperf3 -P 8 loopback: {ceiling/1e9:.2f} Gbit/s")
-hdr = ("scenario", "target", "conn/n", "all-200 ms", "dropped", "Gbit/s", "ratio", "lost",
+hdr = ("scenario", "target", "conn/n", "connect p50/p99 ms", "all-200 ms", "dropped", "Gbit/s", "ratio", "lost",
        "corrupt", "p50 ms", "p99 ms", "relay CPU-s/GB", "relay KiB/viewer", "vanbench CPU-s",
        "of iperf3")
 print("| " + " | ".join(hdr) + " |")
@@ -167,7 +167,9 @@ for name in os.listdir(out):
     runs.append(((order.get(scenario, 9), scenario, target), s))
 for (_, scenario, target), s in sorted(runs, key=lambda r: r[0]):
     lat = s["latency_us"]
-    row = (scenario, target, f"{s['connected']}/{s['viewers']}", f(s["all_connected_ms"], "{:.0f}"),
+    c = s["connect_ms"]
+    row = (scenario, target, f"{s['connected']}/{s['viewers']}", f"{c['p50']:.1f} / {c['p99']:.1f}",
+           f(s["all_connected_ms"], "{:.0f}"),
            str(s.get("ended", "-")), f(s["delivered_bps"] / 1e9, "{:.3f}"),
            f(s["delivered_ratio"], "{:.3f}"), str(s["lost"]), str(s["corrupt"]),
            f(lat["p50"] / 1e3, "{:.2f}"), f(lat["p99"] / 1e3, "{:.2f}"),
