@@ -245,7 +245,7 @@ mod tests {
     #[test]
     fn unknown_file_keys_and_bad_values_are_refused() {
         assert!(toml::from_str::<FileConfig>("no-such-key = 1").is_err());
-        let args = Args::parse_from(["dataplane", "--grace", "-1"]);
+        let args = Args::parse_from(["dataplane", "--grace=0"]);
         assert!(Config::load(args, 1).is_err());
     }
 }

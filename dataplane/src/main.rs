@@ -10,7 +10,6 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::thread;
@@ -220,7 +219,8 @@ fn run(args: Args) -> Result<(), Fatal> {
     let admin_addr = admin.local_addr()?;
     admin.set_nonblocking(true)?;
     let block_size = cfg.block_size;
-    let shared = Arc::new(Shared::new(
+    // Lives as long as the process: the rings and the admin thread borrow it without counting.
+    let shared: &'static Shared = Box::leak(Box::new(Shared::new(
         cfg,
         pool,
         Registry::new(window, cores, block_size),
@@ -228,12 +228,12 @@ fn run(args: Args) -> Result<(), Fatal> {
         max_connections,
         creds,
         tokens,
-    ));
+    )));
     let mut threads = Vec::new();
     let mut ring0: Option<RawFd> = None;
     for (id, listener) in listeners.into_iter().enumerate() {
         let (tx, rx) = mpsc::channel::<Result<RawFd, SetupError>>();
-        let shared2 = shared.clone();
+        let shared2 = shared;
         let cpu = cpus.get(id % cpus.len().max(1)).copied();
         let clone_from = ring0;
         let t = thread::Builder::new()
@@ -263,7 +263,7 @@ fn run(args: Args) -> Result<(), Fatal> {
         }
         threads.push(t);
     }
-    let shared_admin = shared.clone();
+    let shared_admin = shared;
     thread::Builder::new()
         .name("van-control".into())
         .spawn(move || control_thread(shared_admin, admin))?;
@@ -297,7 +297,7 @@ fn run(args: Args) -> Result<(), Fatal> {
 }
 
 /// Control thread: ordinary tokio for the admin port and the signals.
-fn control_thread(shared: Arc<Shared>, admin: std::net::TcpListener) {
+fn control_thread(shared: &'static Shared, admin: std::net::TcpListener) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -309,7 +309,7 @@ fn control_thread(shared: Arc<Shared>, admin: std::net::TcpListener) {
         }
     };
     rt.block_on(async move {
-        let sig = shared.clone();
+        let sig = shared;
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
             let (Ok(mut int), Ok(mut term)) = (
@@ -329,7 +329,7 @@ fn control_thread(shared: Arc<Shared>, admin: std::net::TcpListener) {
             .route(
                 "/metrics",
                 axum::routing::get({
-                    let s = shared.clone();
+                    let s = shared;
                     move || async move {
                         let body = metrics::render_prometheus(
                             &s.metrics,
@@ -350,7 +350,7 @@ fn control_thread(shared: Arc<Shared>, admin: std::net::TcpListener) {
             .route(
                 "/status",
                 axum::routing::get({
-                    let s = shared.clone();
+                    let s = shared;
                     move || async move {
                         let body = metrics::render_status(
                             &s.streams,

@@ -140,18 +140,20 @@ pub enum SetupError {
 
 /// Builds a ring: SINGLE_ISSUER | DEFER_TASKRUN where the kernel has them (6.1+), plain
 /// otherwise. Never SQPOLL (it would eat a core).
-pub fn build_ring() -> io::Result<IoUring> {
-    let entries = 4096;
+pub fn build_ring() -> io::Result<(IoUring, bool)> {
+    // Room for one send per viewer of a big fan-out in one submission.
+    let entries = 16384;
     let mut b = IoUring::builder();
     b.setup_single_issuer()
         .setup_defer_taskrun()
         .setup_cqsize(65536)
         .setup_submit_all();
     match b.build(entries) {
-        Ok(r) => Ok(r),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            IoUring::builder().setup_cqsize(65536).build(entries)
-        }
+        Ok(r) => Ok((r, true)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => IoUring::builder()
+            .setup_cqsize(65536)
+            .build(entries)
+            .map(|r| (r, false)),
         Err(e) => Err(e),
     }
 }
@@ -234,7 +236,7 @@ struct LocalStream {
 pub struct Core {
     id: usize,
     ring: IoUring,
-    shared: Arc<Shared>,
+    shared: &'static Shared,
     listener: RawFd,
     conns: Vec<Conn>,
     free: Vec<u32>,
@@ -258,20 +260,30 @@ impl Core {
     /// refuses the clone (older than 6.12) they register it themselves.
     pub fn new(
         id: usize,
-        shared: Arc<Shared>,
+        shared: &'static Shared,
         listener: RawFd,
         clone_from: Option<RawFd>,
     ) -> Result<Self, SetupError> {
-        let ring = build_ring().map_err(SetupError::Ring)?;
+        let (ring, single_issuer) = build_ring().map_err(SetupError::Ring)?;
         let iovecs = shared.pool.iovecs();
         let cloned =
             clone_from.is_some_and(|src| ring.submitter().register_buffers_clone(src).is_ok());
         if !cloned {
-            // SAFETY: the pool's mapping lives in `Shared`, which outlives every ring (the
-            // reactor threads are joined before `Shared` is dropped).
+            // SAFETY: the pool's mapping lives in `Shared`, which is never dropped (leaked for
+            // the life of the process), so it outlives every ring.
             unsafe { ring.submitter().register_buffers(&iovecs) }.map_err(SetupError::Register)?;
         }
         shared.ring_fds[id].store(ring.as_raw_fd(), Ordering::Release);
+        debug!(
+            core = id,
+            single_issuer_defer_taskrun = single_issuer,
+            pool = if cloned {
+                "cloned from core 0"
+            } else {
+                "registered"
+            },
+            "ring ready"
+        );
         Ok(Self {
             id,
             ring,
@@ -355,6 +367,8 @@ impl Core {
                 break;
             }
         }
+        // No other core may message this ring once it is gone (its fd number could be reused).
+        self.shared.ring_fds[self.id].store(-1, Ordering::Release);
         self.shared.cores_done.fetch_add(1, Ordering::AcqRel);
         debug!(core = self.id, "reactor stopped");
     }
@@ -441,7 +455,8 @@ impl Core {
     fn on_accept(&mut self, res: i32, flags: u32) {
         if !cqueue::more(flags) {
             self.accept_armed = false;
-            if self.stopping.is_none() {
+            // After an error (EMFILE, ENFILE...) wait for the next tick rather than spin.
+            if self.stopping.is_none() && res >= 0 {
                 self.arm_accept();
             }
         }
@@ -853,7 +868,7 @@ impl Core {
 
     /// Queues the next read of a source into its block's free tail.
     fn source_read(&mut self, slot: u32) {
-        let shared = self.shared.clone();
+        let shared = self.shared;
         let c = &self.conns[slot as usize];
         let fd = c.fd;
         let generation = c.generation;
@@ -947,7 +962,7 @@ impl Core {
     /// finds keyframes, publishes one frame per read (split at keyframes) and wakes the cores
     /// that have subscribers. Returns false if the connection was closed.
     fn ingest(&mut self, slot: u32, n: usize) -> bool {
-        let shared = self.shared.clone();
+        let shared = self.shared;
         let core = self.id;
         let c = &mut self.conns[slot as usize];
         let State::Source(sc) = &mut c.state else {
@@ -1100,23 +1115,33 @@ impl Core {
     /// Queues one send per idle local subscriber of the stream, then republishes this core's
     /// reclamation mark.
     fn pump(&mut self, stream_id: u64) {
-        let Some(local) = self.locals.get(&stream_id) else {
+        // The list is taken out while sends are queued: nothing below adds or removes
+        // subscribers (releases are deferred to `drain_releases`).
+        let Some(subs) = self
+            .locals
+            .get_mut(&stream_id)
+            .map(|l| std::mem::take(&mut l.subs))
+        else {
             return;
         };
-        let n = local.subs.len();
-        for i in 0..n {
-            let Some(&slot) = self.locals.get(&stream_id).and_then(|l| l.subs.get(i)) else {
-                break;
-            };
-            let idle = matches!(
-                &self.conns[slot as usize].state,
-                State::Viewer(v) if matches!(v.inflight, Inflight::None)
-            ) && !self.conns[slot as usize].closing;
+        let mut mark = NO_MARK;
+        for &slot in &subs {
+            let c = &self.conns[slot as usize];
+            let idle = !c.closing
+                && matches!(&c.state, State::Viewer(v) if matches!(v.inflight, Inflight::None));
             if idle {
                 self.try_send(slot);
             }
+            if let State::Viewer(v) = &self.conns[slot as usize].state {
+                mark = mark.min(v.pin);
+            }
         }
-        self.republish_mark(stream_id);
+        let local = self
+            .locals
+            .get_mut(&stream_id)
+            .expect("only release removes a local stream");
+        local.subs = subs;
+        local.stream.window.set_mark(self.id, mark);
     }
 
     fn republish_mark(&mut self, stream_id: u64) {
@@ -1134,7 +1159,7 @@ impl Core {
 
     /// Starts the next send of an idle viewer, if there is anything to send.
     fn try_send(&mut self, slot: u32) {
-        let shared = self.shared.clone();
+        let shared = self.shared;
         let now = shared.now_us();
         let core = self.id;
         let c = &mut self.conns[slot as usize];
@@ -1532,6 +1557,9 @@ impl Core {
     fn on_tick(&mut self) {
         let now = self.shared.now_us();
         let wall = wall_us();
+        if !self.accept_armed && self.stopping.is_none() {
+            self.arm_accept();
+        }
         // Header timeout (slowloris).
         while let Some(&(deadline, slot, generation)) = self.head_deadlines.front() {
             if deadline > now {
@@ -1549,7 +1577,7 @@ impl Core {
             }
         }
         // Window ageing and reclamation for the streams this core ingests; paused ingest retries.
-        let shared = self.shared.clone();
+        let shared = self.shared;
         for i in 0..self.sources.len() {
             let slot = self.sources[i];
             let c = &mut self.conns[slot as usize];
@@ -1625,10 +1653,12 @@ impl Core {
         let van = v.van.is_some();
         match cursor::lag_decision(van, v.cursor, first, Some(v.since_us), now, timeout) {
             Lag::Keep => {}
+            // A send_zc whose bytes still sit in the socket's queue cannot be taken back: the
+            // kernel holds the block until they leave. While its block is still in the window
+            // the viewer may just be slow, so it keeps its place; once the window has moved past
+            // it, it holds memory nobody else needs and only closing the socket frees it.
+            Lag::SkipToLive if v.zc_result.is_some() && v.cursor.seq >= first => {}
             Lag::SkipToLive if v.zc_result.is_some() => {
-                // A send_zc whose bytes still sit in the socket's queue: the kernel holds the
-                // block until they leave, which a stalled reader never lets happen. Only closing
-                // the socket frees it.
                 info!(core = self.id, stream = %v.stream.name, "stalled viewer dropped: its zero-copy send cannot be taken back");
                 let m = &self.shared.metrics[self.id];
                 m.add(&m.viewers_dropped, 1);
