@@ -3,7 +3,7 @@
 # (`dataplane`), Debian's icecast2 with the same load, and iperf3 -P 8 on loopback as the ceiling.
 #
 #   scripts/bench-compare.sh [--duration 10s] [--only relay|icecast] [--scenarios "n10 n100 …"]
-#                            [--out DIR] [--no-zerocopy]
+#                            [--out DIR] [--no-zerocopy] [--nice N]
 #
 # Scenarios (each against a fresh relay process, one PUT source, plain GET viewers, 1 KiB records):
 #   n10, n100, n1000  N viewers at 4 Mbit/s
@@ -12,10 +12,12 @@
 #   stall100          100 viewers at 4 Mbit/s, one of them stops reading (compare p99 with n100)
 #   zc-on-*, zc-off-* the relay with --zerocopy on / off for n1000 and unl100 (plain send vs send_zc)
 # Results: one vanbench JSON per run in DIR (default target/bench-compare/TIMESTAMP), then a table.
+# --nice N runs every measured process (relays, vanbench, iperf3) at that priority, e.g. -5 on a
+# machine busy with other work, so all targets wait less for a CPU alike.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-duration=10s only="" out="" zerocopy=1
+duration=10s only="" out="" zerocopy=1 prio=()
 scenarios="n10 n100 n1000 n10000 unl100 stall100"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -24,7 +26,8 @@ while [ $# -gt 0 ]; do
     --scenarios) scenarios="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --no-zerocopy) zerocopy=0; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    --nice) prio=(nice -n "$2"); shift 2 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "bench-compare.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -33,6 +36,8 @@ mkdir -p "$out"
 
 cargo build --release -q -p dataplane -p vanbench --bins
 vanbench=target/release/vanbench
+# Figures on a shared machine are only comparable within one run: record how busy it was.
+{ echo "start: $(date -u +%FT%TZ) $(nproc) CPUs, $(uptime | sed 's/.*load/load/'), priority: ${prio[*]:-default}"; uname -r; } >"$out/machine.txt"
 ulimit -n "$(ulimit -Hn)"
 
 # The load of each scenario, as vanbench fanout flags.
@@ -62,7 +67,7 @@ trap cleanup EXIT
 # Runs one scenario against a fresh dataplane with extra relay flags; JSON to $out/relay$tag-$s.json.
 relay_run() {
   local s="$1" tag="$2"; shift 2
-  target/release/dataplane --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 "$@" \
+  "${prio[@]}" target/release/dataplane --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 "$@" \
     >"$out/dataplane$tag-$s.out" 2>"$out/dataplane$tag-$s.err" &
   local pid=$! line=""
   pids+=("$pid")
@@ -81,7 +86,7 @@ relay_run() {
   data="$(sed -n 's/.*data=\([^ ]*\).*/\1/p' <<<"$line")"
   echo "== relay$tag $s ($(load "$s"))" >&2
   # shellcheck disable=SC2046
-  $vanbench fanout --relay "http://$data" --stream "$s" $(load "$s") --duration "$duration" \
+  "${prio[@]}" $vanbench fanout --relay "http://$data" --stream "$s" $(load "$s") --duration "$duration" \
     --relay-pid "$pid" --json "$out/relay$tag-$s.json" 2>"$out/relay$tag-$s.log" ||
     echo "relay$tag $s: vanbench failed: $(tail -n 2 "$out/relay$tag-$s.log")" >&2
   stop_pid "$pid"
@@ -90,14 +95,14 @@ relay_run() {
 
 icecast_run() {
   local s="$1" vars
-  vars="$(scripts/icecast.sh start --port 18000 --password hackme)" || { echo "icecast did not start" >&2; return 0; }
+  vars="$("${prio[@]}" scripts/icecast.sh start --port 18000 --password hackme)" || { echo "icecast did not start" >&2; return 0; }
   local ICECAST_PID ICECAST_URL ICECAST_DIR
   eval "$vars"
   pids+=("$ICECAST_PID")
   echo "== icecast $s ($(load "$s"))" >&2
   # Like ffmpeg's icecast:// output: PUT, Expect: 100-continue, close-delimited body.
   # shellcheck disable=SC2046
-  $vanbench fanout --relay "$ICECAST_URL" --stream "$s" $(load "$s") --duration "$duration" \
+  "${prio[@]}" $vanbench fanout --relay "$ICECAST_URL" --stream "$s" $(load "$s") --duration "$duration" \
     --method put --framing close --password hackme \
     --relay-pid "$ICECAST_PID" --json "$out/icecast-$s.json" 2>"$out/icecast-$s.log" ||
     echo "icecast $s: vanbench failed: $(tail -n 2 "$out/icecast-$s.log")" >&2
@@ -108,11 +113,11 @@ icecast_run() {
 # The ceiling: loopback TCP with 8 parallel streams.
 if command -v iperf3 >/dev/null; then
   echo "== iperf3 -P 8" >&2
-  iperf3 -s -1 -p 15201 >/dev/null 2>&1 &
+  "${prio[@]}" iperf3 -s -1 -p 15201 >/dev/null 2>&1 &
   ipid=$!
   pids+=("$ipid")
   sleep 0.5
-  iperf3 -c 127.0.0.1 -p 15201 -P 8 -t 5 -J >"$out/iperf3.json" 2>/dev/null || true
+  "${prio[@]}" iperf3 -c 127.0.0.1 -p 15201 -P 8 -t 5 -J >"$out/iperf3.json" 2>/dev/null || true
   stop_pid "$ipid"
 fi
 
@@ -127,6 +132,8 @@ if [ "$zerocopy" = 1 ] && [ "$only" != icecast ]; then
   done
 fi
 
+echo "end: $(date -u +%FT%TZ) $(uptime | sed 's/.*load/load/')" >>"$out/machine.txt"
+cat "$out/machine.txt"
 python3 - "$out" <<'EOF'
 import json, os, sys
 out = sys.argv[1]
@@ -142,23 +149,32 @@ def f(x, fmt):
 print(f"results in {out}")
 if ceiling:
     print(f"iperf3 -P 8 loopback: {ceiling/1e9:.2f} Gbit/s")
-hdr = ("run", "conn/n", "all-200 ms", "Gbit/s", "ratio", "lost", "corrupt", "p50 ms", "p99 ms",
-       "CPU-s/GB", "KiB/viewer", "vanbench CPU-s", "of iperf3")
+hdr = ("scenario", "target", "conn/n", "connect p50/p99 ms", "all-200 ms", "dropped", "Gbit/s", "ratio", "lost",
+       "corrupt", "p50 ms", "p99 ms", "relay CPU-s/GB", "relay KiB/viewer", "vanbench CPU-s",
+       "of iperf3")
 print("| " + " | ".join(hdr) + " |")
 print("|" + "---|" * len(hdr))
-for name in sorted(os.listdir(out)):
+order = {"n10": 0, "n100": 1, "stall100": 2, "n1000": 3, "n10000": 4, "unl100": 5}
+runs = []
+for name in os.listdir(out):
     if not name.endswith(".json") or name == "iperf3.json":
         continue
     try:
         s = json.load(open(os.path.join(out, name)))
     except Exception:
         continue
+    target, _, scenario = name[:-5].rpartition("-")
+    runs.append(((order.get(scenario, 9), scenario, target), s))
+for (_, scenario, target), s in sorted(runs, key=lambda r: r[0]):
     lat = s["latency_us"]
-    row = (name[:-5], f"{s['connected']}/{s['viewers']}", f(s["all_connected_ms"], "{:.0f}"),
-           f(s["delivered_bps"] / 1e9, "{:.3f}"), f(s["delivered_ratio"], "{:.3f}"),
-           str(s["lost"]), str(s["corrupt"]), f(lat["p50"] / 1e3, "{:.2f}"),
-           f(lat["p99"] / 1e3, "{:.2f}"), f(s["relay_cpu_s_per_gb"], "{:.3f}"),
-           f(s.get("relay_kib_per_viewer"), "{:.1f}"), f(s["self_cpu_s"], "{:.2f}"),
+    c = s["connect_ms"]
+    row = (scenario, target, f"{s['connected']}/{s['viewers']}", f"{c['p50']:.1f} / {c['p99']:.1f}",
+           f(s["all_connected_ms"], "{:.0f}"),
+           str(s.get("ended", "-")), f(s["delivered_bps"] / 1e9, "{:.3f}"),
+           f(s["delivered_ratio"], "{:.3f}"), str(s["lost"]), str(s["corrupt"]),
+           f(lat["p50"] / 1e3, "{:.2f}"), f(lat["p99"] / 1e3, "{:.2f}"),
+           f(s["relay_cpu_s_per_gb"], "{:.3f}"), f(s.get("relay_kib_per_viewer"), "{:.1f}"),
+           f(s["self_cpu_s"], "{:.2f}"),
            f(s["delivered_bps"] / ceiling if ceiling else None, "{:.0%}"))
     print("| " + " | ".join(row) + " |")
 EOF

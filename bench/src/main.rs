@@ -204,7 +204,8 @@ struct FanoutArgs {
 }
 
 fn write_json(target: &str, value: &impl serde::Serialize) -> anyhow::Result<()> {
-    let text = serde_json::to_string_pretty(value)?;
+    // One line: callers take the last line that starts with `{` as the summary.
+    let text = serde_json::to_string(value)?;
     if target == "-" {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{text}")?;

@@ -286,10 +286,13 @@ impl RecordChecker {
         let off = self.cur_pos - HEADER_LEN;
         if data[..take] != want[off..off + take] {
             if self.locked {
-                // The header was valid: the record arrived, damaged. Account its seq so the
-                // next record is not also counted lost.
                 stats.corrupt += 1;
-                self.account(self.cur_seq, stats);
+                // The record we expected arrived, damaged: account its seq so the next record is
+                // not also counted lost. Any other seq may itself be damaged bytes (a filler
+                // mismatch proves nothing about the header), so it is not trusted.
+                if Some(self.cur_seq) == self.expected {
+                    self.account(self.cur_seq, stats);
+                }
                 self.locked = false;
             }
             // Resync from this piece: bytes before it matched the filler, so no record starts
@@ -326,7 +329,7 @@ impl RecordChecker {
             return true;
         }
         if seq > expected {
-            stats.lost += seq - expected;
+            stats.lost = stats.lost.saturating_add(seq - expected);
             // Remember the most recent missing seqs, to recognise them if they come late.
             let first = expected.max(seq.saturating_sub(LOST_MEMORY as u64));
             for s in first..seq {
@@ -340,7 +343,7 @@ impl RecordChecker {
         }
         if let Some(i) = self.recent_lost.iter().position(|&s| s == seq) {
             self.recent_lost.remove(i);
-            stats.lost -= 1;
+            stats.lost = stats.lost.saturating_sub(1);
             stats.out_of_order += 1;
             return true;
         }
@@ -434,6 +437,16 @@ mod tests {
         assert_eq!(stats.corrupt, 1);
         assert_eq!(stats.lost, 1);
         assert_eq!(seqs, vec![0, 1, 2, 4, 5, 6, 7, 8, 9]);
+    }
+
+    #[test]
+    fn a_damaged_seq_field_is_corrupt_and_never_a_huge_loss() {
+        let (mut s, st) = stream(0, 10, 100);
+        s[st[4] + 15] ^= 0xFF; // the top byte of record 4's seq
+        let (stats, seqs) = check(&[&s]);
+        assert_eq!(stats.corrupt, 1);
+        assert_eq!(stats.lost, 1, "record 4 never arrived intact");
+        assert_eq!(seqs, vec![0, 1, 2, 3, 5, 6, 7, 8, 9]);
     }
 
     #[test]

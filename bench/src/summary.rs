@@ -66,7 +66,8 @@ pub struct Summary {
     pub window_bytes: u64,
     /// The relay's VmRSS before any viewer connected.
     pub relay_rss_before_kib: Option<u64>,
-    /// (VmRSS after − before) / connected viewers: user-space memory per viewer.
+    /// (VmRSS once all viewers connected − before any connected) / connected viewers: the
+    /// relay's user-space memory per viewer.
     pub relay_kib_per_viewer: Option<f64>,
     pub self_cpu_s_per_gb: Option<f64>,
     pub threads: usize,

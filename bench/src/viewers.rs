@@ -21,11 +21,13 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use tokio::io::Interest;
 
 #[derive(Clone, Debug)]
 pub enum ViewerMode {
@@ -94,7 +96,8 @@ struct ShardState {
     stats: CheckStats,
     frames: FrameStats,
     latency: Histogram<u64>,
-    interval: Histogram<u64>,
+    /// Latency of the current progress interval, kept only when progress lines are printed.
+    interval: Option<Histogram<u64>>,
     connect: Histogram<u64>,
     window_bytes: u64,
     /// Microseconds from the run's start to the last `200`.
@@ -108,13 +111,13 @@ fn histogram() -> Histogram<u64> {
 }
 
 impl ShardState {
-    fn new() -> Self {
+    fn new(progress: bool) -> Self {
         Self {
             buf: vec![0u8; READ_BUF].into_boxed_slice(),
             stats: CheckStats::default(),
             frames: FrameStats::default(),
             latency: histogram(),
-            interval: histogram(),
+            interval: progress.then(histogram),
             connect: histogram(),
             window_bytes: 0,
             last_connected_us: 0,
@@ -180,7 +183,9 @@ fn consume(
     let mut on_record = |_seq: u64, sent_us: u64| {
         let l = now.saturating_sub(sent_us).max(1);
         latency.saturating_record(l);
-        interval.saturating_record(l);
+        if let Some(h) = interval.as_mut() {
+            h.saturating_record(l);
+        }
     };
     match check.frames.as_mut() {
         None => {
@@ -279,19 +284,30 @@ async fn open(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn viewer(
+/// What every viewer of a shard shares.
+struct ShardContext {
     addr: SocketAddr,
-    head: Rc<String>,
+    head: String,
     van: bool,
-    stalled: bool,
     connect_timeout: Duration,
+    /// The run's start, for `all_connected_ms`.
     t0: Instant,
-    st: Rc<RefCell<ShardState>>,
+    st: RefCell<ShardState>,
     shared: Arc<Shared>,
-) {
+}
+
+async fn viewer(ctx: Rc<ShardContext>, stalled: bool) {
+    let ShardContext {
+        addr,
+        ref head,
+        van,
+        connect_timeout,
+        t0,
+        ref st,
+        ref shared,
+    } = *ctx;
     let began = Instant::now();
-    let opened = tokio::time::timeout(connect_timeout, open(addr, &head, &st)).await;
+    let opened = tokio::time::timeout(connect_timeout, open(addr, head, st)).await;
     let (stream, rest) = match opened {
         Ok(Ok(x)) => x,
         Ok(Err(reason)) => {
@@ -336,24 +352,45 @@ async fn viewer(
             break;
         }
         for _ in 0..READS_PER_TURN {
-            let mut s = st.borrow_mut();
-            match stream.try_read(&mut s.buf) {
-                Ok(0) => {
+            let mut got = None;
+            let r = stream.try_io(Interest::READABLE, || {
+                let mut s = st.borrow_mut();
+                let n = (&*socket2::SockRef::from(&stream)).read(&mut s.buf)?;
+                got = Some(n);
+                if n == 0 {
+                    return Ok(());
+                }
+                let m = shared.measuring.load(Ordering::Relaxed);
+                outcome = consume(&mut s, &mut check, None, n, m);
+                if n < s.buf.len() {
+                    // A short read emptied the socket: report WouldBlock so tokio clears the
+                    // readiness now, instead of after one more recv that would only say
+                    // EAGAIN (half of all recv calls otherwise). Data arriving meanwhile is a
+                    // new epoll event, so nothing is missed.
+                    return Err(std::io::ErrorKind::WouldBlock.into());
+                }
+                Ok(())
+            });
+            match (got, r) {
+                (Some(0), _) => {
                     outcome = Outcome::Ended;
                     break 'read;
                 }
-                Ok(n) => {
-                    let m = shared.measuring.load(Ordering::Relaxed);
-                    outcome = consume(&mut s, &mut check, None, n, m);
+                (Some(_), r) => {
                     if !matches!(outcome, Outcome::More) {
                         break 'read;
                     }
+                    if r.is_err() {
+                        break; // drained
+                    }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
+                (None, Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                (None, Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                (None, Err(e)) => {
                     outcome = Outcome::Broken(format!("read: {e}"));
                     break 'read;
                 }
+                (None, Ok(())) => break,
             }
         }
     }
@@ -377,12 +414,18 @@ fn run_shard(
         .build()
         .context("starting a viewer runtime")?;
     let local = tokio::task::LocalSet::new();
-    let st = Rc::new(RefCell::new(ShardState::new()));
-    let head = Rc::new(request_head(&cfg));
-    let van = matches!(cfg.mode, ViewerMode::Van { .. });
+    let ctx = Rc::new(ShardContext {
+        addr,
+        head: request_head(&cfg),
+        van: matches!(cfg.mode, ViewerMode::Van { .. }),
+        connect_timeout: cfg.connect_timeout,
+        t0,
+        st: RefCell::new(ShardState::new(cfg.progress.is_some())),
+        shared: shared.clone(),
+    });
     local.block_on(&rt, async {
         let spawner = {
-            let (cfg, st, shared) = (cfg.clone(), st.clone(), shared.clone());
+            let (cfg, ctx, shared) = (cfg.clone(), ctx.clone(), shared.clone());
             tokio::task::spawn_local(async move {
                 let mut g = shard;
                 while g < cfg.n && !shared.stop.load(Ordering::Relaxed) {
@@ -390,16 +433,7 @@ fn run_shard(
                         let at = t0 + Duration::from_secs_f64(g as f64 / rate);
                         tokio::time::sleep_until(at.into()).await;
                     }
-                    tokio::task::spawn_local(viewer(
-                        addr,
-                        head.clone(),
-                        van,
-                        g < cfg.stall,
-                        cfg.connect_timeout,
-                        t0,
-                        st.clone(),
-                        shared.clone(),
-                    ));
+                    tokio::task::spawn_local(viewer(ctx.clone(), g < cfg.stall));
                     g += cfg.threads;
                 }
             })
@@ -408,7 +442,7 @@ fn run_shard(
         let mut last_interval = Instant::now();
         while !shared.stop.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_millis(10)).await;
-            let mut s = st.borrow_mut();
+            let mut s = ctx.st.borrow_mut();
             live.bytes.store(s.stats.bytes, Ordering::Relaxed);
             live.records.store(s.stats.records, Ordering::Relaxed);
             live.lost.store(s.stats.lost, Ordering::Relaxed);
@@ -417,16 +451,17 @@ fn run_shard(
             if cfg
                 .progress
                 .is_some_and(|p| last_interval.elapsed() >= p / 2)
+                && let Some(h) = s.interval.as_mut()
             {
                 live.interval_p99_us
-                    .store(s.interval.value_at_quantile(0.99), Ordering::Relaxed);
-                s.interval.reset();
+                    .store(h.value_at_quantile(0.99), Ordering::Relaxed);
+                h.reset();
                 last_interval = Instant::now();
             }
         }
         spawner.abort();
     });
-    let mut s = st.borrow_mut();
+    let mut s = ctx.st.borrow_mut();
     let result = ShardResult {
         stats: s.stats,
         frames: s.frames,
@@ -523,6 +558,9 @@ pub fn run_viewers(
         std::thread::sleep(Duration::from_millis(5));
         progress.tick(&shared, None);
     }
+    // Memory per viewer: the relay's growth while the viewers connected (the window after it
+    // would add the pool pages the stream touches, which no viewer causes).
+    let rss_connected = cfg.relay_pid.and_then(|p| sys::process_rss_kib(p).ok());
     let start = edge(&cfg, source);
     shared.measuring.store(true, Ordering::Relaxed);
     let reading_at_start = reading(&shared);
@@ -622,7 +660,7 @@ pub fn run_viewers(
         window_s,
         window_bytes,
         relay_rss_before_kib: rss_before,
-        relay_kib_per_viewer: match (rss_before, rss_after) {
+        relay_kib_per_viewer: match (rss_before, rss_connected) {
             (Some(b), Some(a)) if connected > 0 => Some((a as f64 - b as f64) / connected as f64),
             _ => None,
         },

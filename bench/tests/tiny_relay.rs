@@ -78,14 +78,17 @@ async fn serve(mut sock: TcpStream, streams: Streams) {
     let body = buf.split_off(head_len);
     let stream = path.rsplit('/').next().unwrap_or("").to_string();
     match method.as_str() {
-        "PUT" => {
+        "PUT" | "SOURCE" => {
             if headers.get("authorization").map(String::as_str)
                 != Some(&vanbench::http::basic_auth("source", "pw"))
             {
                 let _ = sock.write_all(b"HTTP/1.1 401 Unauthorized\r\n\r\n").await;
                 return;
             }
-            if headers.contains_key("expect") {
+            if method == "SOURCE" {
+                // Icecast answers a SOURCE with a final status before the body.
+                let _ = sock.write_all(b"HTTP/1.0 200 OK\r\n\r\n").await;
+            } else if headers.contains_key("expect") {
                 let _ = sock.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
             }
             let tx = broadcast::channel(4096).0;
@@ -274,6 +277,22 @@ fn van_viewers_check_frames_and_records_through_a_close_delimited_put() {
 }
 
 #[test]
+fn an_icecast_source_request_is_answered_and_streams() {
+    let addr = start_relay();
+    let mut cfg = fanout(
+        addr,
+        "icy",
+        Framing::Close,
+        viewers(4, Duration::from_secs(1)),
+    );
+    cfg.method = Method::Source;
+    let s = run_fanout(cfg).unwrap();
+    assert_eq!(s.connected, 4);
+    assert_eq!((s.lost, s.corrupt), (0, 0));
+    assert!(s.records > 4 * 100, "records {}", s.records);
+}
+
+#[test]
 fn a_stalled_viewer_is_counted_and_others_are_checked() {
     let addr = start_relay();
     let mut v = viewers(6, Duration::from_secs(1));
@@ -405,4 +424,66 @@ fn the_cli_prints_every_contract_field() {
     }
     assert_eq!(v["connected"], 5);
     assert_eq!(v["lost"], 0);
+}
+
+#[test]
+fn raw_bytes_from_a_file_are_paced_and_pass_through_unchanged() {
+    let addr = start_relay();
+    // A file of records, sent as raw bytes: the viewers must find them intact.
+    let mut data = Vec::new();
+    for seq in 0..400u64 {
+        vanbench::record::encode_record(seq, vanbench::sys::now_us(), 1024, &mut data);
+    }
+    let path = std::env::temp_dir().join(format!("vanbench-raw-{}.bin", std::process::id()));
+    std::fs::write(&path, &data).unwrap();
+    let cfg = SourceConfig {
+        url: HttpUrl::parse(&format!("http://{addr}/live/raw")).unwrap(),
+        user: "source".into(),
+        password: "pw".into(),
+        method: Method::Put,
+        framing: Framing::Chunked,
+        bitrate: Some(1_000_000),
+        record_size: 1024,
+        duration: Some(Duration::from_secs(20)),
+        start_seq: 0,
+        raw: Some(vanbench::source::RawInput::File(path.clone())),
+        content_type: "application/octet-stream".into(),
+        pace: Duration::from_millis(2),
+    };
+    let progress = Arc::new(SourceProgress::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let source = {
+        let (progress, stop) = (progress.clone(), stop.clone());
+        std::thread::spawn(move || run_source(&cfg, &stop, &progress))
+    };
+    while !progress.started.load(std::sync::atomic::Ordering::Relaxed) {
+        assert!(!source.is_finished(), "the source stopped early");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut v = viewers(3, Duration::from_millis(1500));
+    v.url = HttpUrl::parse(&format!("http://{addr}/live/raw")).unwrap();
+    let s = vanbench::viewers::run_viewers(v, None, &AtomicBool::new(false)).unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let report = source.join().unwrap().unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(s.connected, 3);
+    assert!(s.records > 3 * 50, "records {}", s.records);
+    assert_eq!((s.lost, s.corrupt, s.duplicated), (0, 0, 0));
+    // Paced at 1 Mbit/s: 400 KiB takes over 3 s, so the source was still sending when stopped.
+    assert_eq!(report.ended_by, "stopped");
+    assert!(report.rate_bps < 1_500_000.0, "rate {}", report.rate_bps);
+}
+
+#[test]
+fn viewers_join_at_the_connect_rate() {
+    let addr = start_relay();
+    let mut v = viewers(6, Duration::from_millis(300));
+    v.connect_rate = Some(20.0); // the last of 6 starts 250 ms after the first
+    let s = run_fanout(fanout(addr, "rate", Framing::Chunked, v)).unwrap();
+    assert_eq!(s.connected, 6);
+    assert!(
+        s.all_connected_ms >= 250.0,
+        "all connected after {} ms",
+        s.all_connected_ms
+    );
 }

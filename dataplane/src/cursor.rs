@@ -54,8 +54,16 @@ pub fn van_start(win: &StreamWindow, from: Option<u64>) -> (Cursor, Option<u64>)
     let next = win.next_seq();
     match from {
         None => (Cursor::at(next), None),
-        // Asking for the future means "from the live edge on"; frames are never invented.
-        Some(n) if n >= next => (Cursor::at(next), (n > next).then_some(next)),
+        // A child that is ahead of us (it had another parent) waits here for frame n: what it
+        // already has is not sent again. A request absurdly far ahead (another incarnation of the
+        // stream) starts at the live edge instead.
+        Some(n) if n >= next => {
+            if n - next <= win.capacity() as u64 {
+                (Cursor::at(n), None)
+            } else {
+                (Cursor::at(next), None)
+            }
+        }
         Some(n) => {
             let first = win.first_seq();
             if n >= first {
@@ -283,6 +291,8 @@ mod tests {
         );
         assert_eq!(van_start(&win, Some(0)), (Cursor::at(first), Some(first)));
         assert_eq!(van_start(&win, None), (Cursor::at(12), None));
+        assert_eq!(van_start(&win, Some(15)), (Cursor::at(15), None));
+        assert_eq!(van_start(&win, Some(1 << 30)), (Cursor::at(12), None));
     }
 
     #[test]

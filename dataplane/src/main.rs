@@ -10,7 +10,6 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::thread;
@@ -21,7 +20,7 @@ use dataplane::auth::{SourceCredentials, VanTokens};
 use dataplane::config::{Args, Config};
 use dataplane::metrics;
 use dataplane::pool::BlockPool;
-use dataplane::reactor::{Core, SetupError, Shared};
+use dataplane::reactor::{self, Core, SetupError, Shared};
 use dataplane::stream::Registry;
 use dataplane::window::WindowConfig;
 use mimalloc::MiMalloc;
@@ -220,7 +219,8 @@ fn run(args: Args) -> Result<(), Fatal> {
     let admin_addr = admin.local_addr()?;
     admin.set_nonblocking(true)?;
     let block_size = cfg.block_size;
-    let shared = Arc::new(Shared::new(
+    // Lives as long as the process: the rings and the admin thread borrow it without counting.
+    let shared: &'static Shared = Box::leak(Box::new(Shared::new(
         cfg,
         pool,
         Registry::new(window, cores, block_size),
@@ -228,14 +228,15 @@ fn run(args: Args) -> Result<(), Fatal> {
         max_connections,
         creds,
         tokens,
-    ));
+    )));
+    let registration =
+        reactor::register_pool(shared).map_err(|e| Fatal(setup_error_line(&e, pool_mib)))?;
     let mut threads = Vec::new();
-    let mut ring0: Option<RawFd> = None;
     for (id, listener) in listeners.into_iter().enumerate() {
         let (tx, rx) = mpsc::channel::<Result<RawFd, SetupError>>();
-        let shared2 = shared.clone();
+        let shared2 = shared;
         let cpu = cpus.get(id % cpus.len().max(1)).copied();
-        let clone_from = ring0;
+        let clone_from = Some(registration.as_raw_fd());
         let t = thread::Builder::new()
             .name(format!("van-core-{id}"))
             .spawn(move || {
@@ -255,15 +256,15 @@ fn run(args: Args) -> Result<(), Fatal> {
                 drop(listener);
             })?;
         match rx.recv() {
-            Ok(Ok(fd)) => {
-                ring0.get_or_insert(fd);
-            }
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(Fatal(setup_error_line(&e, pool_mib))),
             Err(_) => return Err(Fatal("a reactor thread died during start-up".into())),
         }
         threads.push(t);
     }
-    let shared_admin = shared.clone();
+    // Every core has its clone now.
+    drop(registration);
+    let shared_admin = shared;
     thread::Builder::new()
         .name("van-control".into())
         .spawn(move || control_thread(shared_admin, admin))?;
@@ -297,7 +298,7 @@ fn run(args: Args) -> Result<(), Fatal> {
 }
 
 /// Control thread: ordinary tokio for the admin port and the signals.
-fn control_thread(shared: Arc<Shared>, admin: std::net::TcpListener) {
+fn control_thread(shared: &'static Shared, admin: std::net::TcpListener) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -309,7 +310,7 @@ fn control_thread(shared: Arc<Shared>, admin: std::net::TcpListener) {
         }
     };
     rt.block_on(async move {
-        let sig = shared.clone();
+        let sig = shared;
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
             let (Ok(mut int), Ok(mut term)) = (
@@ -329,7 +330,7 @@ fn control_thread(shared: Arc<Shared>, admin: std::net::TcpListener) {
             .route(
                 "/metrics",
                 axum::routing::get({
-                    let s = shared.clone();
+                    let s = shared;
                     move || async move {
                         let body = metrics::render_prometheus(
                             &s.metrics,
@@ -350,7 +351,7 @@ fn control_thread(shared: Arc<Shared>, admin: std::net::TcpListener) {
             .route(
                 "/status",
                 axum::routing::get({
-                    let s = shared.clone();
+                    let s = shared;
                     move || async move {
                         let body = metrics::render_status(
                             &s.streams,

@@ -43,7 +43,7 @@ use crate::metrics::{CoreMetrics, Reject};
 use crate::mpegts::{self, TsScanner};
 use crate::pool::BlockPool;
 use crate::stream::{AttachError, Registry, Stream};
-use crate::window::{NO_MARK, Tail, Writer};
+use crate::window::{Cut, NO_MARK, Tail, Writer, cut_at_raps};
 
 const K_ACCEPT: u64 = 1;
 const K_RECV: u64 = 2;
@@ -131,6 +131,18 @@ impl Shared {
     }
 }
 
+/// Registers the pool once, on a ring of its own made by the calling thread, for the cores to
+/// clone. It has no SINGLE_ISSUER: the kernel refuses to clone from a single-issuer ring owned
+/// by another thread (EEXIST). Keep it until every core has cloned; dropping it then leaves
+/// the clones intact.
+pub fn register_pool(shared: &'static Shared) -> Result<IoUring, SetupError> {
+    let ring = IoUring::new(8).map_err(SetupError::Ring)?;
+    // SAFETY: the pool's mapping lives in `Shared`, which is never dropped.
+    unsafe { ring.submitter().register_buffers(&shared.pool.iovecs()) }
+        .map_err(SetupError::Register)?;
+    Ok(ring)
+}
+
 /// Why a ring could not be made ready; main turns it into the one-line start-up error.
 #[derive(Debug)]
 pub enum SetupError {
@@ -140,18 +152,20 @@ pub enum SetupError {
 
 /// Builds a ring: SINGLE_ISSUER | DEFER_TASKRUN where the kernel has them (6.1+), plain
 /// otherwise. Never SQPOLL (it would eat a core).
-pub fn build_ring() -> io::Result<IoUring> {
-    let entries = 4096;
+pub fn build_ring() -> io::Result<(IoUring, bool)> {
+    // Room for one send per viewer of a big fan-out in one submission.
+    let entries = 16384;
     let mut b = IoUring::builder();
     b.setup_single_issuer()
         .setup_defer_taskrun()
         .setup_cqsize(65536)
         .setup_submit_all();
     match b.build(entries) {
-        Ok(r) => Ok(r),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            IoUring::builder().setup_cqsize(65536).build(entries)
-        }
+        Ok(r) => Ok((r, true)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => IoUring::builder()
+            .setup_cqsize(65536)
+            .build(entries)
+            .map(|r| (r, false)),
         Err(e) => Err(e),
     }
 }
@@ -234,7 +248,7 @@ struct LocalStream {
 pub struct Core {
     id: usize,
     ring: IoUring,
-    shared: Arc<Shared>,
+    shared: &'static Shared,
     listener: RawFd,
     conns: Vec<Conn>,
     free: Vec<u32>,
@@ -248,30 +262,47 @@ pub struct Core {
     timespec: Box<types::Timespec>,
     cqes: Vec<(u64, i32, u32)>,
     raps: Vec<u64>,
+    cuts: Vec<Cut>,
     stopping: Option<u64>,
     accept_armed: bool,
 }
 
 impl Core {
-    /// Sets up the ring of core `id` and registers the pool: core 0 registers it, the others
-    /// clone core 0's table (`register_buffers_clone`, one pinning charged once); if the kernel
-    /// refuses the clone (older than 6.12) they register it themselves.
+    /// Sets up the ring of core `id` and gives it the pool as fixed buffers: cloned from the
+    /// registration ring ([`register_pool`]; `register_buffers_clone`, so the pages are pinned
+    /// and charged to locked memory once); if the kernel refuses the clone (older than 6.12) the
+    /// core registers the pool itself.
     pub fn new(
         id: usize,
-        shared: Arc<Shared>,
+        shared: &'static Shared,
         listener: RawFd,
         clone_from: Option<RawFd>,
     ) -> Result<Self, SetupError> {
-        let ring = build_ring().map_err(SetupError::Ring)?;
+        let (ring, single_issuer) = build_ring().map_err(SetupError::Ring)?;
         let iovecs = shared.pool.iovecs();
-        let cloned =
-            clone_from.is_some_and(|src| ring.submitter().register_buffers_clone(src).is_ok());
+        let cloned = match clone_from.map(|src| ring.submitter().register_buffers_clone(src)) {
+            Some(Ok(())) => true,
+            Some(Err(e)) => {
+                debug!(
+                    core = id,
+                    "cannot clone the pool registration ({e}): registering it"
+                );
+                false
+            }
+            None => false,
+        };
         if !cloned {
-            // SAFETY: the pool's mapping lives in `Shared`, which outlives every ring (the
-            // reactor threads are joined before `Shared` is dropped).
+            // SAFETY: the pool's mapping lives in `Shared`, which is never dropped (leaked for
+            // the life of the process), so it outlives every ring.
             unsafe { ring.submitter().register_buffers(&iovecs) }.map_err(SetupError::Register)?;
         }
         shared.ring_fds[id].store(ring.as_raw_fd(), Ordering::Release);
+        debug!(
+            core = id,
+            single_issuer_defer_taskrun = single_issuer,
+            pool = if cloned { "cloned" } else { "registered" },
+            "ring ready"
+        );
         Ok(Self {
             id,
             ring,
@@ -289,6 +320,7 @@ impl Core {
             timespec: Box::new(types::Timespec::new().nsec(TICK_NS)),
             cqes: Vec::with_capacity(4096),
             raps: Vec::new(),
+            cuts: Vec::new(),
             stopping: None,
             accept_armed: false,
         })
@@ -355,6 +387,8 @@ impl Core {
                 break;
             }
         }
+        // No other core may message this ring once it is gone (its fd number could be reused).
+        self.shared.ring_fds[self.id].store(-1, Ordering::Release);
         self.shared.cores_done.fetch_add(1, Ordering::AcqRel);
         debug!(core = self.id, "reactor stopped");
     }
@@ -441,7 +475,8 @@ impl Core {
     fn on_accept(&mut self, res: i32, flags: u32) {
         if !cqueue::more(flags) {
             self.accept_armed = false;
-            if self.stopping.is_none() {
+            // After an error (EMFILE, ENFILE...) wait for the next tick rather than spin.
+            if self.stopping.is_none() && res >= 0 {
                 self.arm_accept();
             }
         }
@@ -853,7 +888,7 @@ impl Core {
 
     /// Queues the next read of a source into its block's free tail.
     fn source_read(&mut self, slot: u32) {
-        let shared = self.shared.clone();
+        let shared = self.shared;
         let c = &self.conns[slot as usize];
         let fd = c.fd;
         let generation = c.generation;
@@ -947,7 +982,7 @@ impl Core {
     /// finds keyframes, publishes one frame per read (split at keyframes) and wakes the cores
     /// that have subscribers. Returns false if the connection was closed.
     fn ingest(&mut self, slot: u32, n: usize) -> bool {
-        let shared = self.shared.clone();
+        let shared = self.shared;
         let core = self.id;
         let c = &mut self.conns[slot as usize];
         let State::Source(sc) = &mut c.state else {
@@ -1004,46 +1039,28 @@ impl Core {
         {
             sc.stream.set_psi(psi);
         }
-        // Cut points inside this read, so that a keyframe starts a frame (VAN flag) and a
-        // new viewer starts exactly there.
+        // Cut at keyframes, so that a keyframe starts a frame (VAN flag) and a new viewer
+        // starts exactly there.
         let base = sc.offset;
         let win = &sc.stream.window;
         let ts = wall_us();
-        let mut start = 0usize;
-        let mut start_is_rap = false;
-        let mut frames = 0u64;
-        for &r in &self.raps {
-            if r < base {
-                // The keyframe's packet began in the previous read.
-                if let Some((pseq, pstart)) = sc.prev
-                    && r >= pstart
-                {
-                    sc.writer.set_rap(win, pseq, (r - pstart) as u32);
-                }
-                continue;
-            }
-            let k = (r - base) as usize;
-            if k > start && k < m {
-                let flags = if start_is_rap { FLAG_RANDOM_ACCESS } else { 0 };
-                let seq = sc.writer.publish(win, k - start, ts, flags);
-                if start_is_rap {
-                    sc.writer.set_rap(win, seq, 0);
-                }
-                sc.prev = Some((seq, base + start as u64));
-                frames += 1;
-                start = k;
-            }
-            if k == start {
-                start_is_rap = true;
-            }
+        let earlier = cut_at_raps(base, m, &self.raps, &mut self.cuts);
+        if let Some(r) = earlier
+            && let Some((pseq, pstart)) = sc.prev
+            && r >= pstart
+        {
+            // The keyframe's packet began in the previous read.
+            sc.writer.set_rap(win, pseq, (r - pstart) as u32);
         }
-        let flags = if start_is_rap { FLAG_RANDOM_ACCESS } else { 0 };
-        let seq = sc.writer.publish(win, m - start, ts, flags);
-        if start_is_rap {
-            sc.writer.set_rap(win, seq, 0);
+        for cut in &self.cuts {
+            let flags = if cut.rap { FLAG_RANDOM_ACCESS } else { 0 };
+            let seq = sc.writer.publish(win, cut.len, ts, flags);
+            if cut.rap {
+                sc.writer.set_rap(win, seq, 0);
+            }
+            sc.prev = Some((seq, base + cut.start as u64));
         }
-        sc.prev = Some((seq, base + start as u64));
-        frames += 1;
+        let frames = self.cuts.len() as u64;
         sc.offset += m as u64;
         metrics.add(&metrics.frames_published, frames);
         if tail.offset == 0 {
@@ -1100,23 +1117,33 @@ impl Core {
     /// Queues one send per idle local subscriber of the stream, then republishes this core's
     /// reclamation mark.
     fn pump(&mut self, stream_id: u64) {
-        let Some(local) = self.locals.get(&stream_id) else {
+        // The list is taken out while sends are queued: nothing below adds or removes
+        // subscribers (releases are deferred to `drain_releases`).
+        let Some(subs) = self
+            .locals
+            .get_mut(&stream_id)
+            .map(|l| std::mem::take(&mut l.subs))
+        else {
             return;
         };
-        let n = local.subs.len();
-        for i in 0..n {
-            let Some(&slot) = self.locals.get(&stream_id).and_then(|l| l.subs.get(i)) else {
-                break;
-            };
-            let idle = matches!(
-                &self.conns[slot as usize].state,
-                State::Viewer(v) if matches!(v.inflight, Inflight::None)
-            ) && !self.conns[slot as usize].closing;
+        let mut mark = NO_MARK;
+        for &slot in &subs {
+            let c = &self.conns[slot as usize];
+            let idle = !c.closing
+                && matches!(&c.state, State::Viewer(v) if matches!(v.inflight, Inflight::None));
             if idle {
                 self.try_send(slot);
             }
+            if let State::Viewer(v) = &self.conns[slot as usize].state {
+                mark = mark.min(v.pin);
+            }
         }
-        self.republish_mark(stream_id);
+        let local = self
+            .locals
+            .get_mut(&stream_id)
+            .expect("only release removes a local stream");
+        local.subs = subs;
+        local.stream.window.set_mark(self.id, mark);
     }
 
     fn republish_mark(&mut self, stream_id: u64) {
@@ -1134,7 +1161,7 @@ impl Core {
 
     /// Starts the next send of an idle viewer, if there is anything to send.
     fn try_send(&mut self, slot: u32) {
-        let shared = self.shared.clone();
+        let shared = self.shared;
         let now = shared.now_us();
         let core = self.id;
         let c = &mut self.conns[slot as usize];
@@ -1532,6 +1559,9 @@ impl Core {
     fn on_tick(&mut self) {
         let now = self.shared.now_us();
         let wall = wall_us();
+        if !self.accept_armed && self.stopping.is_none() {
+            self.arm_accept();
+        }
         // Header timeout (slowloris).
         while let Some(&(deadline, slot, generation)) = self.head_deadlines.front() {
             if deadline > now {
@@ -1549,7 +1579,7 @@ impl Core {
             }
         }
         // Window ageing and reclamation for the streams this core ingests; paused ingest retries.
-        let shared = self.shared.clone();
+        let shared = self.shared;
         for i in 0..self.sources.len() {
             let slot = self.sources[i];
             let c = &mut self.conns[slot as usize];
@@ -1625,10 +1655,12 @@ impl Core {
         let van = v.van.is_some();
         match cursor::lag_decision(van, v.cursor, first, Some(v.since_us), now, timeout) {
             Lag::Keep => {}
+            // A send_zc whose bytes still sit in the socket's queue cannot be taken back: the
+            // kernel holds the block until they leave. While its block is still in the window
+            // the viewer may just be slow, so it keeps its place; once the window has moved past
+            // it, it holds memory nobody else needs and only closing the socket frees it.
+            Lag::SkipToLive if v.zc_result.is_some() && v.cursor.seq >= first => {}
             Lag::SkipToLive if v.zc_result.is_some() => {
-                // A send_zc whose bytes still sit in the socket's queue: the kernel holds the
-                // block until they leave, which a stalled reader never lets happen. Only closing
-                // the socket frees it.
                 info!(core = self.id, stream = %v.stream.name, "stalled viewer dropped: its zero-copy send cannot be taken back");
                 let m = &self.shared.metrics[self.id];
                 m.add(&m.viewers_dropped, 1);

@@ -228,6 +228,52 @@ impl StreamWindow {
     }
 }
 
+/// One frame to publish out of a read cut at random-access points.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cut {
+    pub start: usize,
+    pub len: usize,
+    /// The frame begins at a random-access point (FLAG_RANDOM_ACCESS, and where new MPEG-TS
+    /// viewers start).
+    pub rap: bool,
+}
+
+/// Cuts a read of `len` (> 0) payload bytes that starts at absolute stream offset `base` so that
+/// each random-access point in `raps` (ascending absolute offsets) begins a frame. Returns the
+/// newest random-access point that lies before `base` (its packet began in an earlier read), if
+/// any.
+pub fn cut_at_raps(base: u64, len: usize, raps: &[u64], out: &mut Vec<Cut>) -> Option<u64> {
+    out.clear();
+    let mut earlier = None;
+    let mut start = 0usize;
+    let mut rap = false;
+    for &r in raps {
+        if r < base {
+            earlier = Some(r);
+            continue;
+        }
+        let k = (r - base) as usize;
+        if k >= len || k < start {
+            continue;
+        }
+        if k > start {
+            out.push(Cut {
+                start,
+                len: k - start,
+                rap,
+            });
+            start = k;
+        }
+        rap = true;
+    }
+    out.push(Cut {
+        start,
+        len: len - start,
+        rap,
+    });
+    earlier
+}
+
 #[derive(Clone, Copy, Debug)]
 struct BlockEntry {
     block: u32,
@@ -600,6 +646,68 @@ mod tests {
         let checked = reader.join().unwrap();
         assert_eq!(seq, FRAMES);
         assert!(checked > 0);
+    }
+
+    #[test]
+    fn reads_are_cut_at_keyframes() {
+        let mut cuts = Vec::new();
+        assert_eq!(
+            cut_at_raps(1000, 500, &[900, 1000, 1188], &mut cuts),
+            Some(900)
+        );
+        assert_eq!(
+            cuts,
+            vec![
+                Cut {
+                    start: 0,
+                    len: 188,
+                    rap: true
+                },
+                Cut {
+                    start: 188,
+                    len: 312,
+                    rap: true
+                },
+            ]
+        );
+        assert_eq!(cut_at_raps(0, 10, &[], &mut cuts), None);
+        assert_eq!(
+            cuts,
+            vec![Cut {
+                start: 0,
+                len: 10,
+                rap: false
+            }]
+        );
+    }
+
+    proptest! {
+        /// The cuts cover the read exactly, in order, and a frame starts at every keyframe.
+        #[test]
+        fn cuts_cover_the_read_and_start_at_every_rap(
+            base in 0u64..10_000,
+            len in 1usize..5000,
+            mut raps in proptest::collection::vec(0u64..16_000, 0..20),
+        ) {
+            raps.sort_unstable();
+            let mut cuts = Vec::new();
+            let earlier = cut_at_raps(base, len, &raps, &mut cuts);
+            let mut at = 0;
+            for c in &cuts {
+                prop_assert_eq!(c.start, at);
+                prop_assert!(c.len > 0);
+                at += c.len;
+                let starts_at_rap = raps.contains(&(base + c.start as u64));
+                prop_assert_eq!(c.rap, starts_at_rap);
+            }
+            prop_assert_eq!(at, len);
+            for &r in &raps {
+                if r >= base && r < base + len as u64 {
+                    prop_assert!(cuts.iter().any(|c| base + c.start as u64 == r));
+                }
+            }
+            prop_assert_eq!(earlier, raps.iter().copied().filter(|&r| r < base).max());
+        }
     }
 
     proptest! {

@@ -588,11 +588,14 @@ pub fn vanbench_json(args: &[String], limit: Duration) -> Result<serde_json::Val
     if !status.success() {
         bail!("vanbench {args:?} failed with {status}; stdout: {out}");
     }
-    let json = out
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .ok_or_else(|| anyhow!("no JSON summary in vanbench output: {out}"))?;
+    // The summary is one JSON object, possibly pretty-printed over several lines, after any
+    // other output.
+    let json = if out.starts_with('{') {
+        Some(out.as_str())
+    } else {
+        out.find("\n{").map(|i| &out[i + 1..])
+    }
+    .ok_or_else(|| anyhow!("no JSON summary in vanbench output: {out}"))?;
     serde_json::from_str(json).with_context(|| format!("parsing {json}"))
 }
 

@@ -182,6 +182,7 @@ fn bad_inputs_get_clear_answers_while_another_stream_flows() {
     check_connection_limit(&relay);
 
     let summary = viewers.join().unwrap().unwrap();
+    eprintln!("vanbench summary: {summary}");
     assert_eq!(field(&summary, "connected"), 2.0, "{summary}");
     for counter in ["lost", "corrupt", "duplicated", "out_of_order"] {
         assert_eq!(field(&summary, counter), 0.0, "{counter}: {summary}");

@@ -27,6 +27,7 @@ fn hundred_plain_viewers_get_the_source_bytes_unchanged() {
     .map(|s| s.to_string())
     .collect();
     let summary = vanbench_json(&args, Duration::from_secs(90)).unwrap();
+    eprintln!("vanbench summary: {summary}");
 
     assert_eq!(field(&summary, "connected"), 100.0, "{summary}");
     assert!(field(&summary, "records") > 0.0, "no records: {summary}");

@@ -62,6 +62,7 @@ fn reconnect_within_grace_continues_and_past_grace_ends_the_stream() {
 
     let plain = plain.join().unwrap().unwrap();
     let van = van.join().unwrap().unwrap();
+    eprintln!("plain viewers: {plain}\nVAN viewers: {van}");
     assert_eq!(field(&plain, "connected"), 5.0, "{plain}");
     for counter in ["lost", "corrupt", "duplicated", "out_of_order"] {
         assert_eq!(field(&plain, counter), 0.0, "plain {counter}: {plain}");

@@ -35,6 +35,7 @@ fn a_stalled_viewer_slows_no_one_and_costs_no_memory() {
     std::thread::sleep(Duration::from_secs(3));
     let rss_before = relay.rss_kib();
     let summary = viewers.join().unwrap().unwrap();
+    eprintln!("vanbench summary: {summary}");
     let rss_after = relay.rss_kib();
 
     assert_eq!(field(&summary, "connected"), 20.0, "{summary}");

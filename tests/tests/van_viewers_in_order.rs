@@ -29,6 +29,7 @@ fn two_hundred_van_viewers_get_every_sequence_number_once_in_order() {
     .map(|s| s.to_string())
     .collect();
     let summary = vanbench_json(&args, Duration::from_secs(90)).unwrap();
+    eprintln!("vanbench summary: {summary}");
 
     assert_eq!(field(&summary, "connected"), 200.0, "{summary}");
     assert!(field(&summary, "frames") > 0.0, "no frames: {summary}");
