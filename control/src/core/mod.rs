@@ -37,6 +37,12 @@ use crate::protocol::{
 };
 use predict::{Predictor, Smoothing};
 
+/// `[P11, P21]`: proxy ids for decision reasons.
+fn id_list(ids: impl Iterator<Item = ProxyId>) -> String {
+    let v: Vec<String> = ids.map(|i| i.to_string()).collect();
+    format!("[{}]", v.join(", "))
+}
+
 /// Index of a proxy in `Coordinator::proxies` (never reused).
 type Px = usize;
 /// Index of a stream (never reused).
@@ -1056,8 +1062,10 @@ impl Coordinator {
             Some(&name),
             Some(id),
             format!(
-                "rebuilt from re-registration: tier {tier} in {region}, {} viewers, parents {:?}, children {:?}",
-                st.viewers, st.parents, st.children
+                "rebuilt from re-registration: tier {tier} in {region}, {} viewers, parents {}, children {}",
+                st.viewers,
+                id_list(st.parents.iter().copied()),
+                id_list(st.children.iter().copied())
             ),
         );
     }
@@ -1185,13 +1193,13 @@ impl Coordinator {
                 );
             }
         }
-        let ids: Vec<ProxyId> = active.iter().map(|&px| self.pid(px)).collect();
+        let ids = id_list(active.iter().map(|&px| self.pid(px)));
         let o = self.pid(origin);
         self.log(
             Rule::Teardown,
             Some(&s.name),
             Some(o),
-            format!("{why}: tree torn down, deactivated {ids:?}"),
+            format!("{why}: tree torn down, deactivated {ids}"),
         );
     }
 
@@ -1269,12 +1277,12 @@ impl Coordinator {
         let parents = p.parents.clone();
         let name = self.sname(sx);
         let id = self.pid(px);
-        let ids: Vec<ProxyId> = parents.iter().map(|&q| self.pid(q)).collect();
+        let ids = id_list(parents.iter().map(|&q| self.pid(q)));
         self.log(
             Rule::Standby,
             Some(&name),
             Some(id),
-            format!("first LOGIN: standby joins its parents {ids:?} [0054]"),
+            format!("first LOGIN: standby joins its parents {ids} [0054]"),
         );
         let (w, sm) = (self.window, self.smoothing);
         for q in parents {
@@ -1537,13 +1545,13 @@ impl Coordinator {
             },
         );
         let id = self.pid(px);
-        let pids: Vec<ProxyId> = parent_peers.iter().map(|p| p.id).collect();
+        let pids = id_list(parent_peers.iter().map(|p| p.id));
         self.log(
             Rule::Distribute,
             Some(&name),
             Some(id),
             format!(
-                "activated in {region} tier {tier} as a standby, parents {pids:?}{} ({why}) [0054]",
+                "activated in {region} tier {tier} as a standby, parents {pids}{} ({why}) [0054]",
                 if accepting { ", accepting viewers" } else { "" }
             ),
         );
@@ -1589,6 +1597,20 @@ impl Coordinator {
             cands.push(q);
         }
         let k = self.config.redundant_parents.max(1) as usize;
+        // [0029] [0044] k parents in the tier above: activate more there if fewer have room.
+        while k > 1 && cands.len() < k {
+            let farm = self.next_farm_id();
+            match self.activate(
+                sx,
+                region,
+                tier - 1,
+                farm,
+                "another parent for redundant retrieval [0029] [0044]",
+            ) {
+                Some(q) => cands.push(q),
+                None => break,
+            }
+        }
         if k > 1 && cands.len() < k {
             self.log(
                 Rule::Redundancy,
@@ -1789,12 +1811,12 @@ impl Coordinator {
                 }
             }
         }
-        let gids: Vec<ProxyId> = group.iter().map(|&q| self.pid(q)).collect();
+        let gids = id_list(group.iter().map(|&q| self.pid(q)));
         self.log(
             Rule::Distribute,
             Some(&name),
             Some(id),
-            format!("DISTRIBUTE from farm {gids:?} in {region} tier {tier}: {why}"),
+            format!("DISTRIBUTE from farm {gids} in {region} tier {tier}: {why}"),
         );
         // [0059] capacity check over sp.
         let (lin, loff) = self.tier_rates(sx, &region, tier);
@@ -1834,13 +1856,13 @@ impl Coordinator {
                         new_accepting.push(q);
                     }
                 }
-                let mids: Vec<ProxyId> = members.iter().map(|&q| self.pid(q)).collect();
+                let mids = id_list(members.iter().map(|&q| self.pid(q)));
                 self.log(
                     Rule::Regroup,
                     Some(&name),
                     Some(id),
                     format!(
-                        "capacity over sp suffices (room {available} ≥ demand {demand:.1}); group of l = {} by MIN_s: {mids:?} [0060] [0061]",
+                        "capacity over sp suffices (room {available} ≥ demand {demand:.1}); group of l = {} by MIN_s: {mids} [0060] [0061]",
                         members.len()
                     ),
                 );
@@ -2244,12 +2266,8 @@ impl Coordinator {
         let mut sibs: Vec<Px> = self
             .tier_members(sx, &region, tier)
             .into_iter()
-            .filter(|&q| {
-                q != s
-                    && self.proxies[q].alive
-                    && self.room(sx, q) >= need.max(1)
-                    && self.pair(sx, q).is_none_or(|x| x.parents != [p])
-            })
+            // S′ pulls through its own link (to P or another parent), which still works.
+            .filter(|&q| q != s && self.proxies[q].alive && self.room(sx, q) >= need.max(1))
             .collect();
         sibs.sort_by_key(|&q| std::cmp::Reverse(self.pair(sx, q).map_or(0, |x| x.seq)));
         if let Some(&sib) = sibs.first() {
