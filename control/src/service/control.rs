@@ -154,8 +154,7 @@ struct CoordinatorTask {
     start: Instant,
     routes: HashMap<ProxyId, Route>,
     next_request: u64,
-    /// Streams with a source, refreshed from the topology on a failed lookup (at most every
-    /// `KNOWN_REFRESH`): unknown names are the rare, cheap-to-refuse case.
+    /// Streams with a source, as of `known_at` (see `stream_known`).
     known: BTreeSet<String>,
     known_at: Option<Instant>,
     stats: Arc<ServiceStats>,
@@ -213,10 +212,11 @@ impl CoordinatorTask {
         }
     }
 
+    /// Whether a source publishes `stream`. Asked only when no proxy was found for it (the
+    /// rare case), from the topology cached for at most [`KNOWN_REFRESH`], so that a flood of
+    /// unknown names costs at most one topology walk per period.
+    // The core has no cheaper "does this stream exist" yet (asked for in the report).
     fn stream_known(&mut self, stream: &str) -> bool {
-        if self.known.contains(stream) {
-            return true;
-        }
         if self.known_at.is_none_or(|t| t.elapsed() >= KNOWN_REFRESH) {
             self.known = self
                 .core
@@ -237,10 +237,18 @@ impl CoordinatorTask {
                 if let Some(old) = self.routes.insert(proxy, Route { conn, tx }) {
                     warn!(%proxy, old_conn = old.conn, conn, "proxy connected again; the older connection is closed");
                 }
+                // A re-registration may bring streams back (PNC restart).
+                self.known_at = None;
                 self.handle(Event::Register(Registration::from(*hello)));
             }
             Input::Message { conn, proxy, msg } => {
                 if self.routes.get(&proxy).is_some_and(|r| r.conn == conn) {
+                    if matches!(
+                        msg,
+                        ProxyMsg::StreamAnnounce { .. } | ProxyMsg::StreamEnd { .. }
+                    ) {
+                        self.known_at = None;
+                    }
                     self.handle(Event::Message { from: proxy, msg });
                 }
             }
