@@ -25,7 +25,7 @@ fn a_records(m: &Message) -> Vec<(Ipv4Addr, u32)> {
 fn dns_answers_with_the_accepting_proxies() {
     let pnc = Pnc::start("", "[dns]\nzone = \"live.van.\"\nttl_secs = 5\n");
     let mut script = figure_2_hellos();
-    script += "P1 announce other source=www.ccrl.com\n";
+    script += "P1 announce other source=www.ccrl.com\nwait-stream other 20000\n";
     // u1–u4: P31 fills and stops accepting, P32 takes u4 (figure 2(b), (c)).
     for _ in 1..=4 {
         script += "viewer demo sleep=300\n";

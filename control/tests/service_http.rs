@@ -16,7 +16,7 @@ fn resolve_redirects_by_region() {
     let pnc = Pnc::start("", REGIONS);
     // Only the origin: the stream exists but no proxy can take a viewer (503).
     let run = pnc.script(
-        "hello P1\nP1 expect Welcome 20000\nP1 announce solo sleep=200\n",
+        "hello P1\nP1 expect Welcome 20000\nP1 announce solo\nwait-stream solo 20000\n",
         Duration::from_secs(60),
     );
     run.assert_ok();

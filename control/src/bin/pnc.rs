@@ -59,7 +59,9 @@ enum Cmd {
     ///   P31 login|logoff STREAM [viewer | proxy=P21]              P31 distribute|consolidate STREAM
     ///   P31 link-down STREAM parent=P21    P31 heartbeat    P31 mute|unmute    P31 close
     ///   P31 expect KIND [MS]   (Welcome, Refused, Activate, SwitchToParent, StopAccepting, ...)
-    ///   viewer STREAM [region=R]   (GET /resolve on --public, then LOGIN at the proxy named)
+    ///   viewer STREAM [region=R]   (GET /resolve on --public, LOGIN at the proxy named; with
+    ///                               --admin, wait until /api/topology shows it)
+    ///   wait-stream STREAM [MS]   (with --admin: until /api/topology lists it)
     ///   sleep MS
     /// Output: `recv P31 {json}`, `sent P31 {json}`, `viewer S -> P31 302 URL`, `closed P31`.
     #[command(verbatim_doc_comment)]
@@ -72,6 +74,10 @@ enum Cmd {
         /// The pnc's public HTTP address, for `viewer` steps.
         #[arg(long)]
         public: Option<SocketAddr>,
+        /// The pnc's admin HTTP address: `viewer` steps then wait until the LOGIN shows in
+        /// /api/topology, so that steps are seen by the pnc in script order.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
         /// File holding the token the proxies present.
         #[arg(long, env = "PNC_TOKEN_FILE")]
         token_file: PathBuf,
@@ -107,6 +113,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         file,
         connect,
         public,
+        admin,
         token_file,
     }) = cli.command
     {
@@ -123,6 +130,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ScriptOptions {
                 control: connect,
                 public,
+                admin,
                 token,
             },
         )

@@ -20,7 +20,8 @@
 //! | `P31 mute` / `P31 unmute` | stop / resume the automatic heartbeats (the connection stays open) |
 //! | `P31 close` | close the control connection |
 //! | `P31 expect KIND [MS]` | wait (default 5000 ms) until P31 receives a `KIND` message (`Welcome`, `Refused`, `Activate`, `SwitchToParent`, `StopAccepting`, `StartAccepting`, `RedirectChildren`, `Deactivate`, `MonitorList`) not matched by an earlier `expect`; fails the script otherwise |
-//! | `viewer STREAM [region=R]` | `GET /resolve/STREAM` on `--public`, then `Login` of a viewer at the proxy the 302 names |
+//! | `viewer STREAM [region=R]` | `GET /resolve/STREAM` on `--public`, then `Login` of a viewer at the proxy the 302 names; with `--admin`, waits until `/api/topology` shows it there |
+//! | `wait-stream STREAM [MS]` | wait (default 5000 ms) until `/api/topology` on `--admin` lists the stream (a source announced it) |
 //! | `sleep MS` | pause |
 //!
 //! # Output (stdout, one line per event)
@@ -29,7 +30,8 @@
 //! - `sent P31 {JSON of the ProxyMsg}` for every message sent but heartbeats (`hello P31` for a
 //!   hello: the token is not printed);
 //! - `viewer STREAM -> P31 302 LOCATION`, or `viewer STREAM -> STATUS BODY` when not redirected;
-//! - `closed P31` when the pnc closes a connection.
+//! - `closed P31` when the pnc closes a connection;
+//! - `stream STREAM listed` after a `wait-stream`.
 //!
 //! The script fails (exit status 1, the line number on stderr) on a syntax error, an `expect`
 //! that times out or a connection that cannot be made.
@@ -81,6 +83,11 @@ pub enum Action {
     Viewer {
         stream: String,
         region: Option<String>,
+    },
+    /// Wait until `/api/topology` (on `--admin`) lists the stream.
+    WaitStream {
+        stream: String,
+        timeout: Duration,
     },
     Sleep(Duration),
 }
@@ -228,6 +235,14 @@ fn parse_line(words: &[&str]) -> Result<(Action, Option<Duration>), String> {
                 region: get("region").map(str::to_string),
             }
         }
+        "wait-stream" => {
+            allow(&[])?;
+            let ms = plain.get(2).map_or(Ok(5000), |v| parse_num("timeout", v))?;
+            Action::WaitStream {
+                stream: stream_arg(1)?,
+                timeout: Duration::from_millis(ms),
+            }
+        }
         "sleep" => {
             allow(&[])?;
             let ms = plain.get(1).ok_or("sleep: expected milliseconds")?;
@@ -352,6 +367,9 @@ pub fn parse_script(text: &str) -> Result<Vec<Step>, String> {
 pub struct ScriptOptions {
     pub control: SocketAddr,
     pub public: Option<SocketAddr>,
+    /// The pnc's admin address: when given, a `viewer` step waits until `/api/topology` shows
+    /// the viewer at its proxy, so that the next step sees the coordinator after that LOGIN.
+    pub admin: Option<SocketAddr>,
     pub token: String,
 }
 
@@ -579,6 +597,10 @@ impl Runner {
             .get(&addr)
             .with_context(|| format!("{location}: not a proxy of this script"))?;
         say(&format!("viewer {stream} -> {proxy} 302 {location}"));
+        let before = match self.opts.admin {
+            Some(admin) => Some(viewers_at(admin, proxy, stream).await?),
+            None => None,
+        };
         self.send(
             proxy,
             ProxyMsg::Login {
@@ -586,7 +608,17 @@ impl Runner {
                 child: Child::Viewer,
             },
             false,
-        )
+        )?;
+        if let (Some(admin), Some(before)) = (self.opts.admin, before) {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while viewers_at(admin, proxy, stream).await? <= before {
+                if tokio::time::Instant::now() > deadline {
+                    bail!("the LOGIN at {proxy} did not show in {admin}/api/topology within 10 s");
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        Ok(())
     }
 
     async fn step(&mut self, step: &Step) -> anyhow::Result<()> {
@@ -612,6 +644,20 @@ impl Runner {
                 timeout,
             } => self.expect(*proxy, kind, *timeout).await?,
             Action::Viewer { stream, region } => self.viewer(stream, region.as_deref()).await?,
+            Action::WaitStream { stream, timeout } => {
+                let admin = self
+                    .opts
+                    .admin
+                    .context("a `wait-stream` step needs --admin ADDR")?;
+                let deadline = tokio::time::Instant::now() + *timeout;
+                while !stream_listed(admin, stream).await? {
+                    if tokio::time::Instant::now() > deadline {
+                        bail!("{stream} not in {admin}/api/topology within {timeout:?}");
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                say(&format!("stream {stream} listed"));
+            }
             Action::Sleep(d) => tokio::time::sleep(*d).await,
         }
         if let Some(d) = step.sleep_after {
@@ -619,6 +665,37 @@ impl Runner {
         }
         Ok(())
     }
+}
+
+async fn topology(admin: SocketAddr) -> anyhow::Result<crate::core::Topology> {
+    let (status, _, body) = http_get(admin, "/api/topology").await?;
+    if status != 200 {
+        bail!("{admin}/api/topology answered {status}");
+    }
+    serde_json::from_str(&body).context("cannot parse /api/topology")
+}
+
+async fn stream_listed(admin: SocketAddr, stream: &str) -> anyhow::Result<bool> {
+    Ok(topology(admin)
+        .await?
+        .streams
+        .iter()
+        .any(|s| s.stream == stream))
+}
+
+/// Viewers of `stream` at `proxy` per the admin topology (0 if it is not active).
+async fn viewers_at(admin: SocketAddr, proxy: ProxyId, stream: &str) -> anyhow::Result<u32> {
+    Ok(topology(admin)
+        .await?
+        .streams
+        .iter()
+        .filter(|s| s.stream == stream)
+        .flat_map(|s| &s.regions)
+        .flat_map(|r| &r.tiers)
+        .flat_map(|t| &t.active)
+        .filter(|a| a.proxy == proxy)
+        .map(|a| a.viewers)
+        .sum())
 }
 
 fn empty_heartbeat() -> ProxyMsg {
@@ -637,7 +714,7 @@ async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Option<S
         let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
         s.write_all(req.as_bytes()).await?;
         let mut raw = Vec::new();
-        s.take(1 << 20).read_to_end(&mut raw).await?;
+        s.take(64 << 20).read_to_end(&mut raw).await?;
         anyhow::Ok(raw)
     };
     let raw = tokio::time::timeout(Duration::from_secs(5), fetch)
@@ -697,11 +774,12 @@ P31 logoff demo viewer
 P21 link-down demo parent=P11
 P31 expect Activate 200
 viewer demo region=R2
+wait-stream demo 100
 sleep 5
 P31 mute
 ";
         let steps = parse_script(text).unwrap();
-        assert_eq!(steps.len(), 10);
+        assert_eq!(steps.len(), 11);
         match &steps[0].action {
             Action::Hello(h) => {
                 assert_eq!(h.proxy, ProxyId(31));

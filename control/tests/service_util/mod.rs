@@ -166,6 +166,8 @@ impl Pnc {
             .arg(self.control.to_string())
             .arg("--public")
             .arg(self.public.to_string())
+            .arg("--admin")
+            .arg(self.admin.to_string())
             .arg("--token-file")
             .arg(&self.token_file)
             .stdin(Stdio::null())
@@ -334,6 +336,6 @@ pub fn figure_2_hellos() -> String {
     for id in [1, 11, 12, 13, 21, 22, 23, 31, 32, 33] {
         s += &format!("P{id} expect Welcome 20000\n");
     }
-    s += "P1 announce demo source=www.ccrl.com\n";
+    s += "P1 announce demo source=www.ccrl.com\nwait-stream demo 20000\n";
     s
 }
