@@ -64,6 +64,9 @@ fn wrong_token_is_refused_and_logged() {
             .any(|(p, m)| *p == 11 && matches!(m, PncMsg::Welcome { .. }))
     );
     assert!(pnc.log_has(&["hello refused", "wrong token"]));
+    // The good proxy's connection closed with the script: reported to the core, which keeps
+    // it alive until its heartbeat times out ([0066]).
+    assert!(pnc.log_has(&["pnc::decision", "control connection closed", "proxy=P12"]));
     // The refused proxy was never registered; the good one was.
     let ids: Vec<u32> = pnc.topology().proxies.iter().map(|p| p.proxy.0).collect();
     assert_eq!(ids, vec![12]);
@@ -199,4 +202,25 @@ fn heartbeat_timeout_migrates_the_children() {
         .expect("the heartbeat timeout counter");
     assert!(timeouts >= 1, "{metrics}");
     assert!(metrics.contains("pnc_migrations_total"), "{metrics}");
+}
+
+#[test]
+fn control_connections_are_capped() {
+    let pnc = Pnc::start_with("max_control_connections = 2", "", "");
+    let _a = TcpStream::connect(pnc.control).unwrap();
+    let _b = TcpStream::connect(pnc.control).unwrap();
+    // Both are accepted (waiting for their hello); the third is closed at once.
+    // The first two hold their slots: the metrics show them open.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, _, metrics) = http_get(pnc.admin, "/metrics");
+        if metrics.contains("pnc_control_connections_open 2") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{metrics}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut c = TcpStream::connect(pnc.control).unwrap();
+    assert!(closes(&mut c));
+    assert!(pnc.log_has(&["too many control connections"]));
 }

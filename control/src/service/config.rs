@@ -43,6 +43,8 @@ pub struct Listen {
     pub public: SocketAddr,
     /// DNS (UDP and TCP) for `{stream}.{zone}`.
     pub dns: SocketAddr,
+    /// Control connections open at once; more are closed at accept, with a log line.
+    pub max_control_connections: usize,
 }
 
 impl Default for Listen {
@@ -52,6 +54,7 @@ impl Default for Listen {
             admin: ([127, 0, 0, 1], 7701).into(),
             public: ([0, 0, 0, 0], 8080).into(),
             dns: ([0, 0, 0, 0], 5353).into(),
+            max_control_connections: 10_000,
         }
     }
 }
@@ -169,6 +172,9 @@ impl ServiceConfig {
         positive("heartbeat_interval_ms", u64::from(c.heartbeat_interval_ms))?;
         positive("redundant_parents", u64::from(c.redundant_parents))?;
         positive("max_tiers", u64::from(c.max_tiers))?;
+        if self.listen.max_control_connections == 0 {
+            return Err("listen.max_control_connections = 0: expected a positive number".into());
+        }
         if u64::from(c.heartbeat_interval_ms) >= c.heartbeat_timeout_ms {
             return Err(format!(
                 "coordinator.heartbeat_interval_ms = {} must be below heartbeat_timeout_ms = {}",

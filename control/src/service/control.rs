@@ -330,8 +330,14 @@ async fn run_coordinator(mut task: CoordinatorTask, mut rx: mpsc::Receiver<Input
     }
 }
 
-/// Accept proxies on `listener` forever.
-pub async fn serve_control(listener: TcpListener, handle: CoordinatorHandle, token: Arc<str>) {
+/// Accept proxies on `listener` forever, at most `max_connections` open at once.
+pub async fn serve_control(
+    listener: TcpListener,
+    handle: CoordinatorHandle,
+    token: Arc<str>,
+    max_connections: usize,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let mut next_conn = 0u64;
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -343,11 +349,19 @@ pub async fn serve_control(listener: TcpListener, handle: CoordinatorHandle, tok
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Closing at once (rather than not accepting) keeps the backlog from hiding it.
+            warn!(%peer, max_connections, "too many control connections; closed");
+            handle.stats.hellos_refused.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        };
         next_conn += 1;
         let conn = next_conn;
         let handle = handle.clone();
         let token = token.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             handle
                 .stats
                 .connections_open

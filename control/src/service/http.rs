@@ -219,6 +219,13 @@ fn registry(s: &Snapshot, h: &CoordinatorHandle) -> Registry {
         .get_or_create(&vec![("state".into(), "down".into())])
         .set(down as i64);
     r.register("proxies", "Registered proxies by state", proxies);
+    let open = Gauge::<i64>::default();
+    open.set(i64::try_from(st.connections_open.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
+    r.register(
+        "control_connections_open",
+        "Control connections open now (registered or not)",
+        open,
+    );
     let connected = Gauge::<i64>::default();
     connected.set(s.connected as i64);
     r.register(

@@ -75,6 +75,7 @@ pub async fn start(
         control,
         handle.clone(),
         Arc::from(token.as_str()),
+        l.max_control_connections,
     ));
     let admin_app = http::admin_router(handle.clone());
     tokio::spawn(async move {

@@ -83,10 +83,15 @@ pub struct Pnc {
 
 /// The configuration every test starts from: loopback ephemeral ports, short ΔT. `extra` is
 /// appended (TOML keys for `[coordinator]`, then any other tables).
-pub fn config_text(token_file: &std::path::Path, coordinator: &str, extra: &str) -> String {
+pub fn config_text(
+    token_file: &std::path::Path,
+    listen: &str,
+    coordinator: &str,
+    extra: &str,
+) -> String {
     format!(
         "token_file = {:?}\n\
-         [listen]\ncontrol = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\npublic = \"127.0.0.1:0\"\ndns = \"127.0.0.1:0\"\n\
+         [listen]\ncontrol = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\npublic = \"127.0.0.1:0\"\ndns = \"127.0.0.1:0\"\n{listen}\n\
          [coordinator]\ndelta_t_ms = 200\n{coordinator}\n{extra}\n",
         token_file.display().to_string()
     )
@@ -95,9 +100,17 @@ pub fn config_text(token_file: &std::path::Path, coordinator: &str, extra: &str)
 impl Pnc {
     /// Start pnc with [`config_text`]; waits (at most 60 s) for its `listening` line.
     pub fn start(coordinator: &str, extra: &str) -> Pnc {
+        Self::start_with("", coordinator, extra)
+    }
+
+    /// Like [`Pnc::start`], with keys added to `[listen]`.
+    pub fn start_with(listen: &str, coordinator: &str, extra: &str) -> Pnc {
         let dir = TempDir::new("pnc");
         let token_file = dir.write("token", &format!("{TOKEN}\n"));
-        let config = dir.write("pnc.toml", &config_text(&token_file, coordinator, extra));
+        let config = dir.write(
+            "pnc.toml",
+            &config_text(&token_file, listen, coordinator, extra),
+        );
         let mut child = Command::new(PNC)
             .arg("--config")
             .arg(&config)
