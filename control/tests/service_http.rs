@@ -8,8 +8,10 @@ use std::time::Duration;
 use service_util::*;
 
 /// Two regions: loopback clients are in R1 through the CIDR table.
+/// P22's physical capacity comes from the configuration, not its hello.
 const REGIONS: &str = "[[regions]]\ncidr = \"127.0.0.0/8\"\nregion = \"R1\"\n\
-                       [[regions]]\ncidr = \"10.9.0.0/16\"\nregion = \"R2\"\n";
+                       [[regions]]\ncidr = \"10.9.0.0/16\"\nregion = \"R2\"\n\
+                       [[proxies]]\nid = 22\nconnections = 7\n";
 
 #[test]
 fn resolve_redirects_by_region() {
@@ -57,6 +59,15 @@ fn resolve_redirects_by_region() {
 
     // The topology shows both regions' first paths.
     let topo = pnc.topology();
+    let caps: Vec<(u32, u32)> = topo
+        .proxies
+        .iter()
+        .map(|p| (p.proxy.0, p.capacity.connections))
+        .collect();
+    assert_eq!(
+        caps,
+        vec![(1, 100), (11, 100), (12, 100), (21, 100), (22, 7)]
+    );
     let s = topo.streams.iter().find(|s| s.stream == "solo").unwrap();
     let mut active: Vec<(String, u32, u32)> = s
         .regions

@@ -339,6 +339,7 @@ h2{margin:1.2em 0 .3em}.tier{display:flex;gap:.6em;margin:.3em 0;align-items:fle
 <script>
 function esc(s){return String(s).replace(/[&<>"]/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]))}
 function name(id){return 'P'+id}
+function names(ids){return ids.length?ids.map(name).join(' '):'none'}
 async function refresh(){
   try{
     const t=await (await fetch('api/topology')).json();
@@ -357,9 +358,9 @@ async function refresh(){
             h+='<div class="p '+esc(a.phase)+(a.standby?' standby':'')+'"><b>'+esc(name(a.proxy))+'</b> '+
                esc(a.phase)+(a.standby?' standby':'')+(a.accepting?' accepting':'')+
                '<div class="small">load '+a.load+'/'+a.capacity+', viewers '+a.viewers+
-               '<br>parents '+a.parents.map(name).join(' ')+'<br>children '+a.children.map(name).join(' ')+'</div></div>';
+               '<br>parents '+names(a.parents)+'<br>children '+names(a.children)+'</div></div>';
           }
-          h+='<div class="small">overlay '+tier.overlay.map(name).join(' ')+'</div></div>';
+          h+='<div class="small">overlay '+names(tier.overlay)+'</div></div>';
         }
       }
     }

@@ -70,7 +70,11 @@ pub async fn start(
         dns: dns_addr,
     };
     let stats = Arc::new(ServiceStats::default());
-    let handle = control::spawn_coordinator(Coordinator::new(config.core_config()), stats);
+    let handle = control::spawn_coordinator(
+        Coordinator::new(config.core_config()),
+        config.capacity_overrides(),
+        stats,
+    );
     tokio::spawn(control::serve_control(
         control,
         handle.clone(),
