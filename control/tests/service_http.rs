@@ -145,3 +145,23 @@ fn admin_endpoints() {
     assert_eq!(topo.proxies.len(), 10);
     assert_eq!(topo.streams[0].viewers, 4);
 }
+
+#[test]
+fn a_silent_http_client_is_cut_off() {
+    use std::io::Read;
+    let pnc = Pnc::start_with("http_connection_secs = 1", "", "");
+    let started = std::time::Instant::now();
+    // Connects and never sends a request: closed once its lifetime is over.
+    let mut idle = std::net::TcpStream::connect(pnc.public).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = idle.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "closed without an answer");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    // The ports still answer.
+    let (status, _, _) = http_get(pnc.public, "/resolve/none");
+    assert_eq!(status, 404);
+    let (status, _, _) = http_get(pnc.admin, "/status");
+    assert_eq!(status, 200);
+}

@@ -98,6 +98,11 @@ pub struct Listen {
     pub dns: SocketAddr,
     /// Control connections open at once; more are closed at accept, with a log line.
     pub max_control_connections: usize,
+    /// HTTP connections open at once on each of the admin and public ports; more wait.
+    pub max_http_connections: usize,
+    /// An HTTP connection is closed this many seconds after it was accepted, whatever it is
+    /// doing (a slow or silent client cannot hold it).
+    pub http_connection_secs: u64,
 }
 
 impl Default for Listen {
@@ -108,6 +113,8 @@ impl Default for Listen {
             public: ([0, 0, 0, 0], 8080).into(),
             dns: ([0, 0, 0, 0], 5353).into(),
             max_control_connections: 10_000,
+            max_http_connections: 10_000,
+            http_connection_secs: 30,
         }
     }
 }
@@ -225,8 +232,20 @@ impl ServiceConfig {
         positive("heartbeat_interval_ms", u64::from(c.heartbeat_interval_ms))?;
         positive("redundant_parents", u64::from(c.redundant_parents))?;
         positive("max_tiers", u64::from(c.max_tiers))?;
-        if self.listen.max_control_connections == 0 {
-            return Err("listen.max_control_connections = 0: expected a positive number".into());
+        for (key, v) in [
+            (
+                "max_control_connections",
+                self.listen.max_control_connections as u64,
+            ),
+            (
+                "max_http_connections",
+                self.listen.max_http_connections as u64,
+            ),
+            ("http_connection_secs", self.listen.http_connection_secs),
+        ] {
+            if v == 0 {
+                return Err(format!("listen.{key} = 0: expected a positive number"));
+            }
         }
         if u64::from(c.heartbeat_interval_ms) >= c.heartbeat_timeout_ms {
             return Err(format!(

@@ -81,14 +81,17 @@ pub async fn start(
         Arc::from(token.as_str()),
         l.max_control_connections,
     ));
+    let lifetime = std::time::Duration::from_secs(l.http_connection_secs);
+    let admin = http::BoundedListener::new(admin, l.max_http_connections, lifetime);
+    let public = http::BoundedListener::new(public, l.max_http_connections, lifetime);
     let admin_app = http::admin_router(handle.clone());
     tokio::spawn(async move {
         if let Err(e) = axum::serve(admin, admin_app).await {
             tracing::error!(error = %e, "admin HTTP server stopped");
         }
     });
-    let public_app =
-        http::public_router(handle.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let public_app = http::public_router(handle.clone())
+        .into_make_service_with_connect_info::<http::ClientAddr>();
     tokio::spawn(async move {
         if let Err(e) = axum::serve(public, public_app).await {
             tracing::error!(error = %e, "public HTTP server stopped");
