@@ -45,6 +45,9 @@ struct Cli {
     /// Check the configuration, print it and exit.
     #[arg(long)]
     check: bool,
+    /// Log as JSON lines (one object per event) instead of text; RUST_LOG filters either way.
+    #[arg(long)]
+    log_json: bool,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -86,14 +89,17 @@ enum Cmd {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+        .with_env_filter(filter);
+    if cli.log_json {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -165,9 +171,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         out.flush()?;
     }
     tracing::info!("{bound}");
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot wait for a signal")?;
-    tracing::info!("interrupted; exiting");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot wait for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot wait for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    // Proxies keep relaying without the PNC and re-register with the next one.
+    tracing::info!("signalled; exiting");
     Ok(())
 }
