@@ -58,6 +58,7 @@ enum Cmd {
     ///
     /// One step per line, `#` comments, proxies as P31 or 31, any step may end with sleep=MS:
     ///   hello P31 [name=N] [addr=IP:PORT] [region=R] [capacity=N] [bps=N] [rtt=P1:MS,..] [token=T] [version=N]
+    ///             [stream=NAME[,tier=N][,parents=P21+P22][,children=P31+P32][,viewers=N][,accepting][,source=S]]...
     ///   P31 announce STREAM [source=S] [type=CT] [bitrate=N]     P31 end STREAM
     ///   P31 login|logoff STREAM [viewer | proxy=P21]              P31 distribute|consolidate STREAM
     ///   P31 link-down STREAM parent=P21    P31 heartbeat    P31 mute|unmute    P31 close

@@ -9,7 +9,7 @@
 //!
 //! | step | what it does |
 //! | --- | --- |
-//! | `hello P31 [name=N] [addr=IP:PORT] [region=R] [capacity=N] [bps=N] [rtt=P1:MS,…] [token=T] [version=N]` | connect and send `Hello` (default addr `127.0.X.Y:8000` from the id, capacity 100, the script's token); heartbeats then go out automatically at the interval `Welcome` gives |
+//! | `hello P31 [name=N] [addr=IP:PORT] [region=R] [capacity=N] [bps=N] [rtt=P1:MS,…] [token=T] [version=N] [stream=…]…` | connect and send `Hello` (default addr `127.0.X.Y:8000` from the id, capacity 100, the script's token); heartbeats then go out automatically at the interval `Welcome` gives. Each `stream=NAME[,tier=N][,parents=P21+P22][,children=P31+P32][,viewers=N][,accepting][,source=S]` adds a stream the proxy carries, as after a PNC restart (`source` marks its origin) |
 //! | `P31 announce STREAM [source=S] [type=CT] [bitrate=N]` | `StreamAnnounce` |
 //! | `P31 end STREAM` | `StreamEnd` |
 //! | `P31 login STREAM [viewer \| proxy=P21]` | `Login` (a viewer by default) |
@@ -50,7 +50,7 @@ use tokio::sync::mpsc;
 
 use crate::protocol::{
     Capacity, Child, FrameReader, Hello, PROTOCOL_VERSION, PncMsg, ProxyId, ProxyMsg, Rtt,
-    SourceInfo, encode_frame,
+    SourceInfo, StreamState, encode_frame,
 };
 
 /// What a `hello` step sets.
@@ -65,6 +65,8 @@ pub struct HelloStep {
     pub rtts: Vec<Rtt>,
     pub token: Option<String>,
     pub version: u32,
+    /// Streams it carries, for a re-registration after a PNC restart.
+    pub streams: Vec<StreamState>,
 }
 
 /// One step of a script.
@@ -141,6 +143,53 @@ fn parse_proxy(s: &str) -> Result<ProxyId, String> {
         .map_err(|_| format!("expected a proxy like P31 or 31, found {s:?}"))
 }
 
+/// `NAME[,tier=N][,parents=P21+P22][,children=P31+P32][,viewers=N][,accepting][,source=S]`:
+/// one stream of a re-registration (`source` marks the proxy as the stream's origin).
+fn parse_stream_state(v: &str) -> Result<StreamState, String> {
+    let mut parts = v.split(',');
+    let name = parts
+        .next()
+        .filter(|n| !n.is_empty())
+        .ok_or("stream=: expected a name")?;
+    let ids = |list: &str| -> Result<Vec<ProxyId>, String> {
+        list.split('+')
+            .filter(|x| !x.is_empty())
+            .map(parse_proxy)
+            .collect()
+    };
+    let mut st = StreamState {
+        stream: name.to_string(),
+        source: None,
+        tier: 0,
+        parents: Vec::new(),
+        children: Vec::new(),
+        viewers: 0,
+        accepting: false,
+    };
+    for part in parts {
+        match part.split_once('=') {
+            Some(("tier", n)) => st.tier = parse_num("tier", n)?,
+            Some(("parents", l)) => st.parents = ids(l)?,
+            Some(("children", l)) => st.children = ids(l)?,
+            Some(("viewers", n)) => st.viewers = parse_num("viewers", n)?,
+            Some(("source", src)) => {
+                st.source = Some(SourceInfo {
+                    source: src.to_string(),
+                    content_type: "video/mp2t".into(),
+                    bitrate_bps: 0,
+                })
+            }
+            None if part == "accepting" => st.accepting = true,
+            _ => {
+                return Err(format!(
+                    "stream=: unknown part {part:?} (tier=, parents=, children=, viewers=, accepting, source=)"
+                ));
+            }
+        }
+    }
+    Ok(st)
+}
+
 fn parse_num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, String> {
     v.parse()
         .map_err(|_| format!("{key}={v:?}: expected a number"))
@@ -192,8 +241,13 @@ fn parse_line(words: &[&str]) -> Result<(Action, Option<Duration>), String> {
     let action = match first {
         "hello" => {
             allow(&[
-                "name", "addr", "region", "capacity", "bps", "rtt", "token", "version",
+                "name", "addr", "region", "capacity", "bps", "rtt", "token", "version", "stream",
             ])?;
+            let streams = kv
+                .iter()
+                .filter(|(k, _)| *k == "stream")
+                .map(|(_, v)| parse_stream_state(v))
+                .collect::<Result<Vec<_>, String>>()?;
             let proxy = parse_proxy(plain.get(1).ok_or("hello: expected a proxy")?)?;
             let rtts = match get("rtt") {
                 None => Vec::new(),
@@ -226,6 +280,7 @@ fn parse_line(words: &[&str]) -> Result<(Action, Option<Duration>), String> {
                 token: get("token").map(str::to_string),
                 version: get("version")
                     .map_or(Ok(PROTOCOL_VERSION), |v| parse_num("version", v))?,
+                streams,
             }))
         }
         "viewer" => {
@@ -444,7 +499,7 @@ impl Runner {
                 connections: h.capacity,
                 bits_per_sec: h.bps,
             },
-            streams: Vec::new(),
+            streams: h.streams.clone(),
             rtts: h.rtts.clone(),
         };
         let stream = TcpStream::connect(self.opts.control)
@@ -801,6 +856,28 @@ P31 mute
             )
         );
         assert_eq!(steps[2].line, 4);
+    }
+
+    #[test]
+    fn hello_with_streams() {
+        let steps = parse_script(
+            "hello P1 stream=demo,source=www.ccrl.com,children=11\n\
+             hello P21 stream=demo,tier=2,parents=P11,children=31+32,accepting stream=x,tier=1\n",
+        )
+        .unwrap();
+        let Action::Hello(h) = &steps[1].action else {
+            panic!("{:?}", steps[1])
+        };
+        assert_eq!(h.streams.len(), 2);
+        let d = &h.streams[0];
+        assert_eq!((d.stream.as_str(), d.tier, d.accepting), ("demo", 2, true));
+        assert_eq!(d.parents, vec![ProxyId(11)]);
+        assert_eq!(d.children, vec![ProxyId(31), ProxyId(32)]);
+        let Action::Hello(h) = &steps[0].action else {
+            panic!()
+        };
+        assert_eq!(h.streams[0].source.as_ref().unwrap().source, "www.ccrl.com");
+        assert!(parse_script("hello P1 stream=demo,colour=red\n").is_err());
     }
 
     #[test]
