@@ -61,3 +61,34 @@ fn dns_answers_with_the_accepting_proxies() {
     let m = dns_query(pnc.dns, "demo.LIVE.Van.", RecordType::A);
     assert_eq!(a_records(&m), vec![(Ipv4Addr::new(127, 0, 0, 32), 5)]);
 }
+
+#[test]
+fn dns_answers_by_the_client_region() {
+    // Queries from 127.0.0.2 come from R1, from 127.0.0.3 from R2.
+    let pnc = Pnc::start(
+        "",
+        "[[regions]]\ncidr = \"127.0.0.2/32\"\nregion = \"R1\"\n\
+         [[regions]]\ncidr = \"127.0.0.3/32\"\nregion = \"R2\"\n",
+    );
+    let run = pnc.script(
+        "hello P1\nhello P11 region=R1 rtt=P1:11\nhello P21 region=R1 rtt=P1:31\n\
+         hello P12 region=R2 rtt=P1:12\nhello P22 region=R2 rtt=P1:32\n\
+         P1 expect Welcome 20000\nP11 expect Welcome 20000\nP21 expect Welcome 20000\n\
+         P12 expect Welcome 20000\nP22 expect Welcome 20000\n\
+         P1 announce solo\nwait-stream solo 20000\n",
+        Duration::from_secs(60),
+    );
+    run.assert_ok();
+    let r1 = [127, 0, 0, 2];
+    let r2 = [127, 0, 0, 3];
+    // Each region's first query starts that region's path and names its bottom tier.
+    let m = dns_query_from(r1, pnc.dns, "solo.live.van.", RecordType::A);
+    assert_eq!(a_records(&m), vec![(Ipv4Addr::new(127, 0, 0, 21), 5)]);
+    let m = dns_query_from(r2, pnc.dns, "solo.live.van.", RecordType::A);
+    assert_eq!(a_records(&m), vec![(Ipv4Addr::new(127, 0, 0, 22), 5)]);
+    // Then each region sees only its own accepting proxy.
+    let m = dns_query_from(r1, pnc.dns, "solo.live.van.", RecordType::A);
+    assert_eq!(a_records(&m), vec![(Ipv4Addr::new(127, 0, 0, 21), 5)]);
+    let m = dns_query_from(r2, pnc.dns, "solo.live.van.", RecordType::A);
+    assert_eq!(a_records(&m), vec![(Ipv4Addr::new(127, 0, 0, 22), 5)]);
+}

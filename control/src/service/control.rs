@@ -78,9 +78,11 @@ pub enum Input {
         client: Option<IpAddr>,
         reply: oneshot::Sender<Answer>,
     },
-    /// Proxies that take new viewers of a stream (DNS), and whether the stream exists.
+    /// Proxies that take new viewers of a stream in the region of `client` (DNS), and whether
+    /// the stream exists.
     Accepting {
         stream: String,
+        client: IpAddr,
         reply: oneshot::Sender<(bool, Vec<Peer>)>,
     },
     Snapshot {
@@ -134,8 +136,14 @@ impl CoordinatorHandle {
         .await
     }
 
-    pub async fn accepting(&self, stream: String) -> Option<(bool, Vec<Peer>)> {
-        self.ask(|reply| Input::Accepting { stream, reply }).await
+    /// Proxies taking new viewers of `stream` in the region of `client` ([0026], [0049]).
+    pub async fn accepting(&self, stream: String, client: IpAddr) -> Option<(bool, Vec<Peer>)> {
+        self.ask(|reply| Input::Accepting {
+            stream,
+            client,
+            reply,
+        })
+        .await
     }
 
     pub async fn snapshot(&self) -> Option<Snapshot> {
@@ -296,8 +304,13 @@ impl CoordinatorTask {
                     });
                 }
             }
-            Input::Accepting { stream, reply } => {
-                let peers = self.core.accepting(&stream, None);
+            Input::Accepting {
+                stream,
+                client,
+                reply,
+            } => {
+                let region = self.core.region_of(client);
+                let peers = self.core.accepting(&stream, Some(&region));
                 let known = !peers.is_empty() || self.stream_known(&stream);
                 let _ = reply.send((known, peers));
             }

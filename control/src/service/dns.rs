@@ -1,9 +1,10 @@
 //! DNS answers for stream names (hickory-server) ([0026], [0033]).
 //!
 //! `A` queries for `{stream}.{zone}` are answered with the IPv4 addresses of the proxies that
-//! take new viewers of the stream, with a short TTL so viewers follow the tree as it changes.
-//! When none accepts yet, the name is resolved as `/resolve` would (which may start the stream's
-//! first path, [0032]) and the chosen proxy is the answer. `AAAA` is answered the same way with
+//! take new viewers of the stream in the region of the querying address (the CIDR table,
+//! [0049]), with a short TTL so viewers follow the tree as it changes. When none accepts there
+//! yet, the name is resolved as `/resolve` would (which may start the stream's first path in
+//! that region, [0032], or fall back to another region) and the chosen proxy is the answer. `AAAA` is answered the same way with
 //! IPv6 addresses. Other types in the zone get an empty answer; an unknown stream NXDOMAIN; a
 //! name outside the zone REFUSED. A stream name must be one DNS label here (no dots); names are
 //! matched as the client wrote them (case kept, as stream names are case-sensitive).
@@ -49,7 +50,7 @@ impl StreamDns {
 
     /// Addresses for `stream`: `Err(())` if no source publishes it.
     async fn addresses(&self, stream: &str, client: IpAddr) -> Result<Vec<IpAddr>, ()> {
-        match self.handle.accepting(stream.to_string()).await {
+        match self.handle.accepting(stream.to_string(), client).await {
             Some((false, _)) => return Err(()),
             Some((true, peers)) if !peers.is_empty() => {
                 // Proxies sharing a host share an address: DNS carries no port.

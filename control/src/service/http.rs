@@ -181,7 +181,8 @@ fn registry(s: &Snapshot, h: &CoordinatorHandle) -> Registry {
         r.register(name, help, m);
     }
     let st = &h.stats;
-    let service: [(&str, &str, &std::sync::atomic::AtomicU64); 5] = [
+    let service: [(&str, &str, &std::sync::atomic::AtomicU64); 6] = [
+        ("http_resolves", "GET /resolve requests", &st.resolve_http),
         (
             "control_connections",
             "Control connections accepted",

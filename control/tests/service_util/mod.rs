@@ -321,7 +321,17 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
 
 /// One DNS query over UDP (retried a few times: UDP on a loaded machine).
 pub fn dns_query(server: SocketAddr, name: &str, rtype: RecordType) -> Message {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    dns_query_from([127, 0, 0, 1], server, name, rtype)
+}
+
+/// [`dns_query`] from a chosen loopback address (so that the client's region can differ).
+pub fn dns_query_from(
+    client: [u8; 4],
+    server: SocketAddr,
+    name: &str,
+    rtype: RecordType,
+) -> Message {
+    let sock = UdpSocket::bind((std::net::Ipv4Addr::from(client), 0)).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let mut msg = Message::new(4242, MessageType::Query, OpCode::Query);
     msg.metadata.recursion_desired = true;
