@@ -45,6 +45,9 @@ struct Cli {
     /// Check the configuration, print it and exit.
     #[arg(long)]
     check: bool,
+    /// Log as JSON lines (one object per event) instead of text; RUST_LOG filters either way.
+    #[arg(long)]
+    log_json: bool,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -55,11 +58,14 @@ enum Cmd {
     ///
     /// One step per line, `#` comments, proxies as P31 or 31, any step may end with sleep=MS:
     ///   hello P31 [name=N] [addr=IP:PORT] [region=R] [capacity=N] [bps=N] [rtt=P1:MS,..] [token=T] [version=N]
+    ///             [stream=NAME[,tier=N][,parents=P21+P22][,children=P31+P32][,viewers=N][,accepting][,source=S]]...
     ///   P31 announce STREAM [source=S] [type=CT] [bitrate=N]     P31 end STREAM
     ///   P31 login|logoff STREAM [viewer | proxy=P21]              P31 distribute|consolidate STREAM
     ///   P31 link-down STREAM parent=P21    P31 heartbeat    P31 mute|unmute    P31 close
     ///   P31 expect KIND [MS]   (Welcome, Refused, Activate, SwitchToParent, StopAccepting, ...)
-    ///   viewer STREAM [region=R]   (GET /resolve on --public, then LOGIN at the proxy named)
+    ///   viewer STREAM [region=R]   (GET /resolve on --public, LOGIN at the proxy named; with
+    ///                               --admin, wait until /api/topology shows it)
+    ///   wait-stream STREAM [MS]   (with --admin: until /api/topology lists it)
     ///   sleep MS
     /// Output: `recv P31 {json}`, `sent P31 {json}`, `viewer S -> P31 302 URL`, `closed P31`.
     #[command(verbatim_doc_comment)]
@@ -72,6 +78,10 @@ enum Cmd {
         /// The pnc's public HTTP address, for `viewer` steps.
         #[arg(long)]
         public: Option<SocketAddr>,
+        /// The pnc's admin HTTP address: `viewer` steps then wait until the LOGIN shows in
+        /// /api/topology, so that steps are seen by the pnc in script order.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
         /// File holding the token the proxies present.
         #[arg(long, env = "PNC_TOKEN_FILE")]
         token_file: PathBuf,
@@ -80,13 +90,17 @@ enum Cmd {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+        .with_env_filter(filter);
+    if cli.log_json {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -106,6 +120,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         file,
         connect,
         public,
+        admin,
         token_file,
     }) = cli.command
     {
@@ -122,6 +137,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ScriptOptions {
                 control: connect,
                 public,
+                admin,
                 token,
             },
         )
@@ -156,9 +172,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         out.flush()?;
     }
     tracing::info!("{bound}");
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot wait for a signal")?;
-    tracing::info!("interrupted; exiting");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot wait for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot wait for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    // Proxies keep relaying without the PNC and re-register with the next one.
+    tracing::info!("signalled; exiting");
     Ok(())
 }

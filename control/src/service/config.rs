@@ -8,12 +8,14 @@
 //!
 //! Errors name the file, the line and column (from toml's span) and what was expected.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::core::{Config as CoreConfig, ProxySettings, RegionRule};
+use crate::protocol::ProxyId;
 
 /// Everything the service reads from its file.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -27,7 +29,58 @@ pub struct ServiceConfig {
     /// Viewer regions by client address ([0049]); the longest matching prefix wins.
     pub regions: Vec<RegionRule>,
     /// What the operator fixes about each proxy.
-    pub proxies: Vec<ProxySettings>,
+    pub proxies: Vec<ProxyEntry>,
+}
+
+/// One `[[proxies]]` table: the core's [`ProxySettings`] plus a physical capacity that
+/// overrides the one the proxy's hello states.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyEntry {
+    /// The proxy these settings are for (its hello names it).
+    pub id: ProxyId,
+    /// Region, overriding the one in the proxy's hello.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Position in a plane whose unit is a millisecond of RTT ([0024]).
+    #[serde(default)]
+    pub coordinates: Option<[f64; 2]>,
+    /// Tier pin for every source (1 = next to the source).
+    #[serde(default)]
+    pub tier: Option<u32>,
+    /// Tier pins per source name, overriding `tier`.
+    #[serde(default)]
+    pub source_tiers: BTreeMap<String, u32>,
+    /// Logical capacity in connections per stream ([0048]).
+    #[serde(default)]
+    pub logical_connections: Option<u32>,
+    /// Physical capacity in connections, overriding the hello's ([0047]).
+    #[serde(default)]
+    pub connections: Option<u32>,
+    /// Physical capacity in outgoing bits/s, overriding the hello's ([0047]).
+    #[serde(default)]
+    pub bits_per_sec: Option<u64>,
+}
+
+impl ProxyEntry {
+    /// The core's part of the entry.
+    pub fn settings(&self) -> ProxySettings {
+        ProxySettings {
+            id: self.id,
+            region: self.region.clone(),
+            coordinates: self.coordinates,
+            tier: self.tier,
+            source_tiers: self.source_tiers.clone(),
+            logical_connections: self.logical_connections,
+        }
+    }
+}
+
+/// Physical capacity the operator set for a proxy; `None` fields keep the hello's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CapacityOverride {
+    pub connections: Option<u32>,
+    pub bits_per_sec: Option<u64>,
 }
 
 /// Listen addresses. Port 0 picks a free port; the `listening …` line on stdout says which.
@@ -43,6 +96,13 @@ pub struct Listen {
     pub public: SocketAddr,
     /// DNS (UDP and TCP) for `{stream}.{zone}`.
     pub dns: SocketAddr,
+    /// Control connections open at once; more are closed at accept, with a log line.
+    pub max_control_connections: usize,
+    /// HTTP connections open at once on each of the admin and public ports; more wait.
+    pub max_http_connections: usize,
+    /// An HTTP connection is closed this many seconds after it was accepted, whatever it is
+    /// doing (a slow or silent client cannot hold it).
+    pub http_connection_secs: u64,
 }
 
 impl Default for Listen {
@@ -52,6 +112,9 @@ impl Default for Listen {
             admin: ([127, 0, 0, 1], 7701).into(),
             public: ([0, 0, 0, 0], 8080).into(),
             dns: ([0, 0, 0, 0], 5353).into(),
+            max_control_connections: 10_000,
+            max_http_connections: 10_000,
+            http_connection_secs: 30,
         }
     }
 }
@@ -169,6 +232,21 @@ impl ServiceConfig {
         positive("heartbeat_interval_ms", u64::from(c.heartbeat_interval_ms))?;
         positive("redundant_parents", u64::from(c.redundant_parents))?;
         positive("max_tiers", u64::from(c.max_tiers))?;
+        for (key, v) in [
+            (
+                "max_control_connections",
+                self.listen.max_control_connections as u64,
+            ),
+            (
+                "max_http_connections",
+                self.listen.max_http_connections as u64,
+            ),
+            ("http_connection_secs", self.listen.http_connection_secs),
+        ] {
+            if v == 0 {
+                return Err(format!("listen.{key} = 0: expected a positive number"));
+            }
+        }
         if u64::from(c.heartbeat_interval_ms) >= c.heartbeat_timeout_ms {
             return Err(format!(
                 "coordinator.heartbeat_interval_ms = {} must be below heartbeat_timeout_ms = {}",
@@ -182,9 +260,14 @@ impl ServiceConfig {
             ));
         }
         let mut ids = std::collections::BTreeSet::new();
-        for p in self.proxies.iter().chain(&c.proxies) {
-            if !ids.insert(p.id) {
-                return Err(format!("proxy {} is configured twice", p.id.0));
+        for id in self
+            .proxies
+            .iter()
+            .map(|p| p.id)
+            .chain(c.proxies.iter().map(|p| p.id))
+        {
+            if !ids.insert(id) {
+                return Err(format!("proxy {} is configured twice", id.0));
             }
         }
         Ok(())
@@ -194,8 +277,26 @@ impl ServiceConfig {
     pub fn core_config(&self) -> CoreConfig {
         let mut c = self.coordinator.clone();
         c.regions.extend(self.regions.iter().cloned());
-        c.proxies.extend(self.proxies.iter().cloned());
+        c.proxies
+            .extend(self.proxies.iter().map(ProxyEntry::settings));
         c
+    }
+
+    /// Physical capacities set in `[[proxies]]`, by proxy.
+    pub fn capacity_overrides(&self) -> BTreeMap<ProxyId, CapacityOverride> {
+        self.proxies
+            .iter()
+            .filter(|p| p.connections.is_some() || p.bits_per_sec.is_some())
+            .map(|p| {
+                (
+                    p.id,
+                    CapacityOverride {
+                        connections: p.connections,
+                        bits_per_sec: p.bits_per_sec,
+                    },
+                )
+            })
+            .collect()
     }
 }
 

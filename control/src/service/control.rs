@@ -14,7 +14,7 @@
 //! second hello for a proxy id that is connected replaces the older connection (a restarted
 //! proxy must not wait for its old socket to time out); the older one is closed and logged.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use super::config::CapacityOverride;
 use crate::core::{
     Command, Coordinator, Counters, Event, Registration, Resolution, Time, Topology,
 };
@@ -77,9 +78,11 @@ pub enum Input {
         client: Option<IpAddr>,
         reply: oneshot::Sender<Answer>,
     },
-    /// Proxies that take new viewers of a stream (DNS), and whether the stream exists.
+    /// Proxies that take new viewers of a stream in the region of `client` (DNS), and whether
+    /// the stream exists.
     Accepting {
         stream: String,
+        client: IpAddr,
         reply: oneshot::Sender<(bool, Vec<Peer>)>,
     },
     Snapshot {
@@ -133,8 +136,14 @@ impl CoordinatorHandle {
         .await
     }
 
-    pub async fn accepting(&self, stream: String) -> Option<(bool, Vec<Peer>)> {
-        self.ask(|reply| Input::Accepting { stream, reply }).await
+    /// Proxies taking new viewers of `stream` in the region of `client` ([0026], [0049]).
+    pub async fn accepting(&self, stream: String, client: IpAddr) -> Option<(bool, Vec<Peer>)> {
+        self.ask(|reply| Input::Accepting {
+            stream,
+            client,
+            reply,
+        })
+        .await
     }
 
     pub async fn snapshot(&self) -> Option<Snapshot> {
@@ -154,11 +163,12 @@ struct CoordinatorTask {
     start: Instant,
     routes: HashMap<ProxyId, Route>,
     next_request: u64,
-    /// Streams with a source, refreshed from the topology on a failed lookup (at most every
-    /// `KNOWN_REFRESH`): unknown names are the rare, cheap-to-refuse case.
+    /// Streams with a source, as of `known_at` (see `stream_known`).
     known: BTreeSet<String>,
     known_at: Option<Instant>,
     stats: Arc<ServiceStats>,
+    /// Physical capacities the operator set, applied to every hello.
+    capacities: BTreeMap<ProxyId, CapacityOverride>,
 }
 
 const KNOWN_REFRESH: Duration = Duration::from_millis(500);
@@ -213,10 +223,11 @@ impl CoordinatorTask {
         }
     }
 
+    /// Whether a source publishes `stream`. Asked only when no proxy was found for it (the
+    /// rare case), from the topology cached for at most [`KNOWN_REFRESH`], so that a flood of
+    /// unknown names costs at most one topology walk per period.
+    // The core has no cheaper "does this stream exist" yet (asked for in the report).
     fn stream_known(&mut self, stream: &str) -> bool {
-        if self.known.contains(stream) {
-            return true;
-        }
         if self.known_at.is_none_or(|t| t.elapsed() >= KNOWN_REFRESH) {
             self.known = self
                 .core
@@ -232,15 +243,35 @@ impl CoordinatorTask {
 
     fn input(&mut self, input: Input) {
         match input {
-            Input::Registered { conn, hello, tx } => {
+            Input::Registered {
+                conn,
+                mut hello,
+                tx,
+            } => {
                 let proxy = hello.proxy;
+                if let Some(o) = self.capacities.get(&proxy) {
+                    let said = hello.capacity;
+                    hello.capacity.connections = o.connections.unwrap_or(said.connections);
+                    hello.capacity.bits_per_sec = o.bits_per_sec.unwrap_or(said.bits_per_sec);
+                    if hello.capacity != said {
+                        info!(%proxy, hello = ?said, config = ?hello.capacity, "capacity from the configuration");
+                    }
+                }
                 if let Some(old) = self.routes.insert(proxy, Route { conn, tx }) {
                     warn!(%proxy, old_conn = old.conn, conn, "proxy connected again; the older connection is closed");
                 }
+                // A re-registration may bring streams back (PNC restart).
+                self.known_at = None;
                 self.handle(Event::Register(Registration::from(*hello)));
             }
             Input::Message { conn, proxy, msg } => {
                 if self.routes.get(&proxy).is_some_and(|r| r.conn == conn) {
+                    if matches!(
+                        msg,
+                        ProxyMsg::StreamAnnounce { .. } | ProxyMsg::StreamEnd { .. }
+                    ) {
+                        self.known_at = None;
+                    }
                     self.handle(Event::Message { from: proxy, msg });
                 }
             }
@@ -273,8 +304,13 @@ impl CoordinatorTask {
                     });
                 }
             }
-            Input::Accepting { stream, reply } => {
-                let peers = self.core.accepting(&stream, None);
+            Input::Accepting {
+                stream,
+                client,
+                reply,
+            } => {
+                let region = self.core.region_of(client);
+                let peers = self.core.accepting(&stream, Some(&region));
                 let known = !peers.is_empty() || self.stream_known(&stream);
                 let _ = reply.send((known, peers));
             }
@@ -289,8 +325,12 @@ impl CoordinatorTask {
     }
 }
 
-/// Start the coordinator task; returns its handle.
-pub fn spawn_coordinator(core: Coordinator, stats: Arc<ServiceStats>) -> CoordinatorHandle {
+/// Start the coordinator task; returns its handle. `capacities` override what the hellos say.
+pub fn spawn_coordinator(
+    core: Coordinator,
+    capacities: BTreeMap<ProxyId, CapacityOverride>,
+    stats: Arc<ServiceStats>,
+) -> CoordinatorHandle {
     let (tx, rx) = mpsc::channel(INPUT_QUEUE);
     let tick = Duration::from_micros(core.config().tick_micros()).max(Duration::from_millis(1));
     let task = CoordinatorTask {
@@ -301,6 +341,7 @@ pub fn spawn_coordinator(core: Coordinator, stats: Arc<ServiceStats>) -> Coordin
         known: BTreeSet::new(),
         known_at: None,
         stats: stats.clone(),
+        capacities,
     };
     tokio::spawn(run_coordinator(task, rx, tick));
     CoordinatorHandle { tx, stats }
@@ -322,8 +363,14 @@ async fn run_coordinator(mut task: CoordinatorTask, mut rx: mpsc::Receiver<Input
     }
 }
 
-/// Accept proxies on `listener` forever.
-pub async fn serve_control(listener: TcpListener, handle: CoordinatorHandle, token: Arc<str>) {
+/// Accept proxies on `listener` forever, at most `max_connections` open at once.
+pub async fn serve_control(
+    listener: TcpListener,
+    handle: CoordinatorHandle,
+    token: Arc<str>,
+    max_connections: usize,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let mut next_conn = 0u64;
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -335,11 +382,19 @@ pub async fn serve_control(listener: TcpListener, handle: CoordinatorHandle, tok
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Closing at once (rather than not accepting) keeps the backlog from hiding it.
+            warn!(%peer, max_connections, "too many control connections; closed");
+            handle.stats.hellos_refused.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        };
         next_conn += 1;
         let conn = next_conn;
         let handle = handle.clone();
         let token = token.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             handle
                 .stats
                 .connections_open

@@ -1,9 +1,10 @@
 //! DNS answers for stream names (hickory-server) ([0026], [0033]).
 //!
 //! `A` queries for `{stream}.{zone}` are answered with the IPv4 addresses of the proxies that
-//! take new viewers of the stream, with a short TTL so viewers follow the tree as it changes.
-//! When none accepts yet, the name is resolved as `/resolve` would (which may start the stream's
-//! first path, [0032]) and the chosen proxy is the answer. `AAAA` is answered the same way with
+//! take new viewers of the stream in the region of the querying address (the CIDR table,
+//! [0049]), with a short TTL so viewers follow the tree as it changes. When none accepts there
+//! yet, the name is resolved as `/resolve` would (which may start the stream's first path in
+//! that region, [0032], or fall back to another region) and the chosen proxy is the answer. `AAAA` is answered the same way with
 //! IPv6 addresses. Other types in the zone get an empty answer; an unknown stream NXDOMAIN; a
 //! name outside the zone REFUSED. A stream name must be one DNS label here (no dots); names are
 //! matched as the client wrote them (case kept, as stream names are case-sensitive).
@@ -42,29 +43,19 @@ impl StreamDns {
         }
     }
 
-    /// The stream a fully qualified name asks for, if it is in our zone.
-    pub fn stream_of(&self, fqdn: &str) -> Option<String> {
-        let fqdn = if fqdn.ends_with('.') {
-            fqdn.to_string()
-        } else {
-            format!("{fqdn}.")
-        };
-        if fqdn.len() <= self.suffix.len() {
-            return None;
-        }
-        let split = fqdn.len() - self.suffix.len();
-        if !fqdn.is_char_boundary(split) || !fqdn[split..].eq_ignore_ascii_case(&self.suffix) {
-            return None;
-        }
-        Some(fqdn[..split].to_string())
+    /// The stream a name asks for, if it is in our zone.
+    pub fn stream_of(&self, name: &str) -> Option<String> {
+        stream_in_zone(&self.suffix, name)
     }
 
     /// Addresses for `stream`: `Err(())` if no source publishes it.
     async fn addresses(&self, stream: &str, client: IpAddr) -> Result<Vec<IpAddr>, ()> {
-        match self.handle.accepting(stream.to_string()).await {
+        match self.handle.accepting(stream.to_string(), client).await {
             Some((false, _)) => return Err(()),
             Some((true, peers)) if !peers.is_empty() => {
+                // Proxies sharing a host share an address: DNS carries no port.
                 let mut ips: Vec<IpAddr> = peers.iter().map(|p| p.addr.ip()).collect();
+                ips.sort();
                 ips.dedup();
                 return Ok(ips);
             }
@@ -169,6 +160,24 @@ impl RequestHandler for StreamDns {
     }
 }
 
+/// The label before `suffix` (".zone.", lowercase) in `name` (trailing dot optional), the zone
+/// matched without regard to ASCII case; `None` outside the zone or for the zone itself.
+pub fn stream_in_zone(suffix: &str, name: &str) -> Option<String> {
+    let fqdn = if name.ends_with('.') {
+        name.to_string()
+    } else {
+        format!("{name}.")
+    };
+    if fqdn.len() <= suffix.len() {
+        return None;
+    }
+    let split = fqdn.len() - suffix.len();
+    if !fqdn.is_char_boundary(split) || !fqdn[split..].eq_ignore_ascii_case(suffix) {
+        return None;
+    }
+    Some(fqdn[..split].to_string())
+}
+
 /// Serve DNS on `udp` and `tcp` until the process ends.
 pub async fn serve_dns(handler: StreamDns, udp: UdpSocket, tcp: TcpListener) {
     let mut server = hickory_server::Server::new(handler);
@@ -176,5 +185,23 @@ pub async fn serve_dns(handler: StreamDns, udp: UdpSocket, tcp: TcpListener) {
     server.register_listener(tcp, Duration::from_secs(5), 4096);
     if let Err(e) = server.block_until_done().await {
         warn!(error = %e, "DNS server stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stream_in_zone;
+
+    #[test]
+    fn names_in_the_zone() {
+        let z = ".live.van.";
+        assert_eq!(stream_in_zone(z, "demo.live.van."), Some("demo".into()));
+        assert_eq!(stream_in_zone(z, "Demo.LIVE.van"), Some("Demo".into()));
+        assert_eq!(stream_in_zone(z, "a.b.live.van."), Some("a.b".into()));
+        assert_eq!(stream_in_zone(z, "live.van."), None);
+        assert_eq!(stream_in_zone(z, ".live.van."), None);
+        assert_eq!(stream_in_zone(z, "demo.example.com."), None);
+        assert_eq!(stream_in_zone(z, "xlive.van."), None);
+        assert_eq!(stream_in_zone(z, "é.live.van."), Some("é".into()));
     }
 }

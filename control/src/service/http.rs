@@ -181,7 +181,8 @@ fn registry(s: &Snapshot, h: &CoordinatorHandle) -> Registry {
         r.register(name, help, m);
     }
     let st = &h.stats;
-    let service: [(&str, &str, &std::sync::atomic::AtomicU64); 5] = [
+    let service: [(&str, &str, &std::sync::atomic::AtomicU64); 6] = [
+        ("http_resolves", "GET /resolve requests", &st.resolve_http),
         (
             "control_connections",
             "Control connections accepted",
@@ -219,6 +220,13 @@ fn registry(s: &Snapshot, h: &CoordinatorHandle) -> Registry {
         .get_or_create(&vec![("state".into(), "down".into())])
         .set(down as i64);
     r.register("proxies", "Registered proxies by state", proxies);
+    let open = Gauge::<i64>::default();
+    open.set(i64::try_from(st.connections_open.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
+    r.register(
+        "control_connections_open",
+        "Control connections open now (registered or not)",
+        open,
+    );
     let connected = Gauge::<i64>::default();
     connected.set(s.connected as i64);
     r.register(
@@ -265,7 +273,7 @@ struct ResolveQuery {
 
 async fn resolve(
     State(h): State<CoordinatorHandle>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
     Path(stream): Path<String>,
     Query(q): Query<ResolveQuery>,
 ) -> Response {
@@ -332,6 +340,7 @@ h2{margin:1.2em 0 .3em}.tier{display:flex;gap:.6em;margin:.3em 0;align-items:fle
 <script>
 function esc(s){return String(s).replace(/[&<>"]/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]))}
 function name(id){return 'P'+id}
+function names(ids){return ids.length?ids.map(name).join(' '):'none'}
 async function refresh(){
   try{
     const t=await (await fetch('api/topology')).json();
@@ -350,9 +359,9 @@ async function refresh(){
             h+='<div class="p '+esc(a.phase)+(a.standby?' standby':'')+'"><b>'+esc(name(a.proxy))+'</b> '+
                esc(a.phase)+(a.standby?' standby':'')+(a.accepting?' accepting':'')+
                '<div class="small">load '+a.load+'/'+a.capacity+', viewers '+a.viewers+
-               '<br>parents '+a.parents.map(name).join(' ')+'<br>children '+a.children.map(name).join(' ')+'</div></div>';
+               '<br>parents '+names(a.parents)+'<br>children '+names(a.children)+'</div></div>';
           }
-          h+='<div class="small">overlay '+tier.overlay.map(name).join(' ')+'</div></div>';
+          h+='<div class="small">overlay '+names(tier.overlay)+'</div></div>';
         }
       }
     }
@@ -362,6 +371,138 @@ async function refresh(){
 refresh();setInterval(refresh,1000);
 </script></body></html>
 "#;
+
+/// A listener for the HTTP ports that bounds what a client can hold: at most `max`
+/// connections at once (the next waits in the kernel backlog) and each connection closed
+/// `lifetime` after it was accepted, whatever it is doing, so a client that sends its request
+/// slowly (or never) cannot keep a connection forever. Requests here are short (a redirect, a
+/// JSON document); the topology page reconnects on its next poll.
+pub struct BoundedListener {
+    inner: tokio::net::TcpListener,
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
+    lifetime: std::time::Duration,
+}
+
+impl BoundedListener {
+    pub fn new(inner: tokio::net::TcpListener, max: usize, lifetime: std::time::Duration) -> Self {
+        BoundedListener {
+            inner,
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(max)),
+            lifetime,
+        }
+    }
+}
+
+impl axum::serve::Listener for BoundedListener {
+    type Io = BoundedIo;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        // The semaphore is never closed, so acquiring cannot fail; if it ever did, serve
+        // without a slot rather than stop accepting.
+        let slot = self.slots.clone().acquire_owned().await.ok();
+        loop {
+            match self.inner.accept().await {
+                Ok((io, addr)) => {
+                    let _ = io.set_nodelay(true);
+                    let io = BoundedIo {
+                        io,
+                        deadline: Box::pin(tokio::time::sleep(self.lifetime)),
+                        _slot: slot,
+                    };
+                    return (io, addr);
+                }
+                Err(e) => {
+                    // EMFILE and the like: wait a little rather than spin.
+                    warn!(error = %e, "HTTP accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A connection of [`BoundedListener`]: reads and writes fail once its lifetime is over.
+pub struct BoundedIo {
+    io: tokio::net::TcpStream,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl BoundedIo {
+    fn expired(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        std::future::Future::poll(self.deadline.as_mut(), cx).is_ready()
+    }
+}
+
+fn timed_out() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "HTTP connection lifetime over",
+    )
+}
+
+impl tokio::io::AsyncRead for BoundedIo {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.expired(cx) {
+            return std::task::Poll::Ready(Err(timed_out()));
+        }
+        std::pin::Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for BoundedIo {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.expired(cx) {
+            return std::task::Poll::Ready(Err(timed_out()));
+        }
+        std::pin::Pin::new(&mut this.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.expired(cx) {
+            return std::task::Poll::Ready(Err(timed_out()));
+        }
+        std::pin::Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// The client's address on a [`BoundedListener`] (axum's `ConnectInfo`).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, BoundedListener>>
+    for ClientAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, BoundedListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -61,14 +61,8 @@ pub async fn start(
     let public = TcpListener::bind(l.public)
         .await
         .with_context(|| format!("cannot bind the public port on {}", l.public))?;
-    let dns_udp = UdpSocket::bind(l.dns)
-        .await
-        .with_context(|| format!("cannot bind DNS (UDP) on {}", l.dns))?;
+    let (dns_udp, dns_tcp) = bind_dns(l.dns).await?;
     let dns_addr = dns_udp.local_addr()?;
-    // TCP on the same port as UDP (a port 0 request took UDP's choice).
-    let dns_tcp = TcpListener::bind(dns_addr)
-        .await
-        .with_context(|| format!("cannot bind DNS (TCP) on {dns_addr}"))?;
     let bound = Bound {
         control: control.local_addr()?,
         admin: admin.local_addr()?,
@@ -76,20 +70,28 @@ pub async fn start(
         dns: dns_addr,
     };
     let stats = Arc::new(ServiceStats::default());
-    let handle = control::spawn_coordinator(Coordinator::new(config.core_config()), stats);
+    let handle = control::spawn_coordinator(
+        Coordinator::new(config.core_config()),
+        config.capacity_overrides(),
+        stats,
+    );
     tokio::spawn(control::serve_control(
         control,
         handle.clone(),
         Arc::from(token.as_str()),
+        l.max_control_connections,
     ));
+    let lifetime = std::time::Duration::from_secs(l.http_connection_secs);
+    let admin = http::BoundedListener::new(admin, l.max_http_connections, lifetime);
+    let public = http::BoundedListener::new(public, l.max_http_connections, lifetime);
     let admin_app = http::admin_router(handle.clone());
     tokio::spawn(async move {
         if let Err(e) = axum::serve(admin, admin_app).await {
             tracing::error!(error = %e, "admin HTTP server stopped");
         }
     });
-    let public_app =
-        http::public_router(handle.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let public_app = http::public_router(handle.clone())
+        .into_make_service_with_connect_info::<http::ClientAddr>();
     tokio::spawn(async move {
         if let Err(e) = axum::serve(public, public_app).await {
             tracing::error!(error = %e, "public HTTP server stopped");
@@ -98,4 +100,23 @@ pub async fn start(
     let dns = dns::StreamDns::new(handle.clone(), &config.dns.zone, config.dns.ttl_secs);
     tokio::spawn(dns::serve_dns(dns, dns_udp, dns_tcp));
     Ok((bound, handle))
+}
+
+/// Bind DNS on UDP and TCP at the same port. With port 0 the UDP socket picks the port and TCP
+/// may find it taken by someone else: try again with another port, a few times.
+async fn bind_dns(addr: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)> {
+    let tries = if addr.port() == 0 { 20 } else { 1 };
+    let mut last = None;
+    for _ in 0..tries {
+        let udp = UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("cannot bind DNS (UDP) on {addr}"))?;
+        let at = udp.local_addr()?;
+        match TcpListener::bind(at).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) => last = Some((at, e)),
+        }
+    }
+    let (at, e) = last.expect("at least one try");
+    Err(e).with_context(|| format!("cannot bind DNS (TCP) on {at}"))
 }

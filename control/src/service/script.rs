@@ -9,7 +9,7 @@
 //!
 //! | step | what it does |
 //! | --- | --- |
-//! | `hello P31 [name=N] [addr=IP:PORT] [region=R] [capacity=N] [bps=N] [rtt=P1:MS,…] [token=T] [version=N]` | connect and send `Hello` (default addr `127.0.X.Y:8000` from the id, capacity 100, the script's token); heartbeats then go out automatically at the interval `Welcome` gives |
+//! | `hello P31 [name=N] [addr=IP:PORT] [region=R] [capacity=N] [bps=N] [rtt=P1:MS,…] [token=T] [version=N] [stream=…]…` | connect and send `Hello` (default addr `127.0.X.Y:8000` from the id, capacity 100, the script's token); heartbeats then go out automatically at the interval `Welcome` gives. Each `stream=NAME[,tier=N][,parents=P21+P22][,children=P31+P32][,viewers=N][,accepting][,source=S]` adds a stream the proxy carries, as after a PNC restart (`source` marks its origin) |
 //! | `P31 announce STREAM [source=S] [type=CT] [bitrate=N]` | `StreamAnnounce` |
 //! | `P31 end STREAM` | `StreamEnd` |
 //! | `P31 login STREAM [viewer \| proxy=P21]` | `Login` (a viewer by default) |
@@ -20,7 +20,8 @@
 //! | `P31 mute` / `P31 unmute` | stop / resume the automatic heartbeats (the connection stays open) |
 //! | `P31 close` | close the control connection |
 //! | `P31 expect KIND [MS]` | wait (default 5000 ms) until P31 receives a `KIND` message (`Welcome`, `Refused`, `Activate`, `SwitchToParent`, `StopAccepting`, `StartAccepting`, `RedirectChildren`, `Deactivate`, `MonitorList`) not matched by an earlier `expect`; fails the script otherwise |
-//! | `viewer STREAM [region=R]` | `GET /resolve/STREAM` on `--public`, then `Login` of a viewer at the proxy the 302 names |
+//! | `viewer STREAM [region=R]` | `GET /resolve/STREAM` on `--public`, then `Login` of a viewer at the proxy the 302 names; with `--admin`, waits until `/api/topology` shows it there |
+//! | `wait-stream STREAM [MS]` | wait (default 5000 ms) until `/api/topology` on `--admin` lists the stream (a source announced it) |
 //! | `sleep MS` | pause |
 //!
 //! # Output (stdout, one line per event)
@@ -29,7 +30,8 @@
 //! - `sent P31 {JSON of the ProxyMsg}` for every message sent but heartbeats (`hello P31` for a
 //!   hello: the token is not printed);
 //! - `viewer STREAM -> P31 302 LOCATION`, or `viewer STREAM -> STATUS BODY` when not redirected;
-//! - `closed P31` when the pnc closes a connection.
+//! - `closed P31` when the pnc closes a connection;
+//! - `stream STREAM listed` after a `wait-stream`.
 //!
 //! The script fails (exit status 1, the line number on stderr) on a syntax error, an `expect`
 //! that times out or a connection that cannot be made.
@@ -48,7 +50,7 @@ use tokio::sync::mpsc;
 
 use crate::protocol::{
     Capacity, Child, FrameReader, Hello, PROTOCOL_VERSION, PncMsg, ProxyId, ProxyMsg, Rtt,
-    SourceInfo, encode_frame,
+    SourceInfo, StreamState, encode_frame,
 };
 
 /// What a `hello` step sets.
@@ -63,6 +65,8 @@ pub struct HelloStep {
     pub rtts: Vec<Rtt>,
     pub token: Option<String>,
     pub version: u32,
+    /// Streams it carries, for a re-registration after a PNC restart.
+    pub streams: Vec<StreamState>,
 }
 
 /// One step of a script.
@@ -81,6 +85,11 @@ pub enum Action {
     Viewer {
         stream: String,
         region: Option<String>,
+    },
+    /// Wait until `/api/topology` (on `--admin`) lists the stream.
+    WaitStream {
+        stream: String,
+        timeout: Duration,
     },
     Sleep(Duration),
 }
@@ -134,6 +143,53 @@ fn parse_proxy(s: &str) -> Result<ProxyId, String> {
         .map_err(|_| format!("expected a proxy like P31 or 31, found {s:?}"))
 }
 
+/// `NAME[,tier=N][,parents=P21+P22][,children=P31+P32][,viewers=N][,accepting][,source=S]`:
+/// one stream of a re-registration (`source` marks the proxy as the stream's origin).
+fn parse_stream_state(v: &str) -> Result<StreamState, String> {
+    let mut parts = v.split(',');
+    let name = parts
+        .next()
+        .filter(|n| !n.is_empty())
+        .ok_or("stream=: expected a name")?;
+    let ids = |list: &str| -> Result<Vec<ProxyId>, String> {
+        list.split('+')
+            .filter(|x| !x.is_empty())
+            .map(parse_proxy)
+            .collect()
+    };
+    let mut st = StreamState {
+        stream: name.to_string(),
+        source: None,
+        tier: 0,
+        parents: Vec::new(),
+        children: Vec::new(),
+        viewers: 0,
+        accepting: false,
+    };
+    for part in parts {
+        match part.split_once('=') {
+            Some(("tier", n)) => st.tier = parse_num("tier", n)?,
+            Some(("parents", l)) => st.parents = ids(l)?,
+            Some(("children", l)) => st.children = ids(l)?,
+            Some(("viewers", n)) => st.viewers = parse_num("viewers", n)?,
+            Some(("source", src)) => {
+                st.source = Some(SourceInfo {
+                    source: src.to_string(),
+                    content_type: "video/mp2t".into(),
+                    bitrate_bps: 0,
+                })
+            }
+            None if part == "accepting" => st.accepting = true,
+            _ => {
+                return Err(format!(
+                    "stream=: unknown part {part:?} (tier=, parents=, children=, viewers=, accepting, source=)"
+                ));
+            }
+        }
+    }
+    Ok(st)
+}
+
 fn parse_num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, String> {
     v.parse()
         .map_err(|_| format!("{key}={v:?}: expected a number"))
@@ -185,8 +241,13 @@ fn parse_line(words: &[&str]) -> Result<(Action, Option<Duration>), String> {
     let action = match first {
         "hello" => {
             allow(&[
-                "name", "addr", "region", "capacity", "bps", "rtt", "token", "version",
+                "name", "addr", "region", "capacity", "bps", "rtt", "token", "version", "stream",
             ])?;
+            let streams = kv
+                .iter()
+                .filter(|(k, _)| *k == "stream")
+                .map(|(_, v)| parse_stream_state(v))
+                .collect::<Result<Vec<_>, String>>()?;
             let proxy = parse_proxy(plain.get(1).ok_or("hello: expected a proxy")?)?;
             let rtts = match get("rtt") {
                 None => Vec::new(),
@@ -219,6 +280,7 @@ fn parse_line(words: &[&str]) -> Result<(Action, Option<Duration>), String> {
                 token: get("token").map(str::to_string),
                 version: get("version")
                     .map_or(Ok(PROTOCOL_VERSION), |v| parse_num("version", v))?,
+                streams,
             }))
         }
         "viewer" => {
@@ -226,6 +288,14 @@ fn parse_line(words: &[&str]) -> Result<(Action, Option<Duration>), String> {
             Action::Viewer {
                 stream: stream_arg(1)?,
                 region: get("region").map(str::to_string),
+            }
+        }
+        "wait-stream" => {
+            allow(&[])?;
+            let ms = plain.get(2).map_or(Ok(5000), |v| parse_num("timeout", v))?;
+            Action::WaitStream {
+                stream: stream_arg(1)?,
+                timeout: Duration::from_millis(ms),
             }
         }
         "sleep" => {
@@ -352,6 +422,9 @@ pub fn parse_script(text: &str) -> Result<Vec<Step>, String> {
 pub struct ScriptOptions {
     pub control: SocketAddr,
     pub public: Option<SocketAddr>,
+    /// The pnc's admin address: when given, a `viewer` step waits until `/api/topology` shows
+    /// the viewer at its proxy, so that the next step sees the coordinator after that LOGIN.
+    pub admin: Option<SocketAddr>,
     pub token: String,
 }
 
@@ -426,7 +499,7 @@ impl Runner {
                 connections: h.capacity,
                 bits_per_sec: h.bps,
             },
-            streams: Vec::new(),
+            streams: h.streams.clone(),
             rtts: h.rtts.clone(),
         };
         let stream = TcpStream::connect(self.opts.control)
@@ -579,6 +652,10 @@ impl Runner {
             .get(&addr)
             .with_context(|| format!("{location}: not a proxy of this script"))?;
         say(&format!("viewer {stream} -> {proxy} 302 {location}"));
+        let before = match self.opts.admin {
+            Some(admin) => Some(viewers_at(admin, proxy, stream).await?),
+            None => None,
+        };
         self.send(
             proxy,
             ProxyMsg::Login {
@@ -586,7 +663,17 @@ impl Runner {
                 child: Child::Viewer,
             },
             false,
-        )
+        )?;
+        if let (Some(admin), Some(before)) = (self.opts.admin, before) {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while viewers_at(admin, proxy, stream).await? <= before {
+                if tokio::time::Instant::now() > deadline {
+                    bail!("the LOGIN at {proxy} did not show in {admin}/api/topology within 10 s");
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        Ok(())
     }
 
     async fn step(&mut self, step: &Step) -> anyhow::Result<()> {
@@ -612,6 +699,20 @@ impl Runner {
                 timeout,
             } => self.expect(*proxy, kind, *timeout).await?,
             Action::Viewer { stream, region } => self.viewer(stream, region.as_deref()).await?,
+            Action::WaitStream { stream, timeout } => {
+                let admin = self
+                    .opts
+                    .admin
+                    .context("a `wait-stream` step needs --admin ADDR")?;
+                let deadline = tokio::time::Instant::now() + *timeout;
+                while !stream_listed(admin, stream).await? {
+                    if tokio::time::Instant::now() > deadline {
+                        bail!("{stream} not in {admin}/api/topology within {timeout:?}");
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                say(&format!("stream {stream} listed"));
+            }
             Action::Sleep(d) => tokio::time::sleep(*d).await,
         }
         if let Some(d) = step.sleep_after {
@@ -619,6 +720,37 @@ impl Runner {
         }
         Ok(())
     }
+}
+
+async fn topology(admin: SocketAddr) -> anyhow::Result<crate::core::Topology> {
+    let (status, _, body) = http_get(admin, "/api/topology").await?;
+    if status != 200 {
+        bail!("{admin}/api/topology answered {status}");
+    }
+    serde_json::from_str(&body).context("cannot parse /api/topology")
+}
+
+async fn stream_listed(admin: SocketAddr, stream: &str) -> anyhow::Result<bool> {
+    Ok(topology(admin)
+        .await?
+        .streams
+        .iter()
+        .any(|s| s.stream == stream))
+}
+
+/// Viewers of `stream` at `proxy` per the admin topology (0 if it is not active).
+async fn viewers_at(admin: SocketAddr, proxy: ProxyId, stream: &str) -> anyhow::Result<u32> {
+    Ok(topology(admin)
+        .await?
+        .streams
+        .iter()
+        .filter(|s| s.stream == stream)
+        .flat_map(|s| &s.regions)
+        .flat_map(|r| &r.tiers)
+        .flat_map(|t| &t.active)
+        .filter(|a| a.proxy == proxy)
+        .map(|a| a.viewers)
+        .sum())
 }
 
 fn empty_heartbeat() -> ProxyMsg {
@@ -637,7 +769,7 @@ async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Option<S
         let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
         s.write_all(req.as_bytes()).await?;
         let mut raw = Vec::new();
-        s.take(1 << 20).read_to_end(&mut raw).await?;
+        s.take(64 << 20).read_to_end(&mut raw).await?;
         anyhow::Ok(raw)
     };
     let raw = tokio::time::timeout(Duration::from_secs(5), fetch)
@@ -697,11 +829,12 @@ P31 logoff demo viewer
 P21 link-down demo parent=P11
 P31 expect Activate 200
 viewer demo region=R2
+wait-stream demo 100
 sleep 5
 P31 mute
 ";
         let steps = parse_script(text).unwrap();
-        assert_eq!(steps.len(), 10);
+        assert_eq!(steps.len(), 11);
         match &steps[0].action {
             Action::Hello(h) => {
                 assert_eq!(h.proxy, ProxyId(31));
@@ -723,6 +856,28 @@ P31 mute
             )
         );
         assert_eq!(steps[2].line, 4);
+    }
+
+    #[test]
+    fn hello_with_streams() {
+        let steps = parse_script(
+            "hello P1 stream=demo,source=www.ccrl.com,children=11\n\
+             hello P21 stream=demo,tier=2,parents=P11,children=31+32,accepting stream=x,tier=1\n",
+        )
+        .unwrap();
+        let Action::Hello(h) = &steps[1].action else {
+            panic!("{:?}", steps[1])
+        };
+        assert_eq!(h.streams.len(), 2);
+        let d = &h.streams[0];
+        assert_eq!((d.stream.as_str(), d.tier, d.accepting), ("demo", 2, true));
+        assert_eq!(d.parents, vec![ProxyId(11)]);
+        assert_eq!(d.children, vec![ProxyId(31), ProxyId(32)]);
+        let Action::Hello(h) = &steps[0].action else {
+            panic!()
+        };
+        assert_eq!(h.streams[0].source.as_ref().unwrap().source, "www.ccrl.com");
+        assert!(parse_script("hello P1 stream=demo,colour=red\n").is_err());
     }
 
     #[test]
