@@ -110,16 +110,19 @@ icecast_run() {
   sleep 1
 }
 
-# The ceiling: loopback TCP with 8 parallel streams.
-if command -v iperf3 >/dev/null; then
-  echo "== iperf3 -P 8" >&2
+# The ceiling: loopback TCP with 8 parallel streams, measured before and after the scenarios
+# (the table takes the higher: on a busy machine one 5 s sample can land in a bad moment).
+ceiling() {
+  command -v iperf3 >/dev/null || return 0
+  echo "== iperf3 -P 8 ($1)" >&2
   "${prio[@]}" iperf3 -s -1 -p 15201 >/dev/null 2>&1 &
-  ipid=$!
+  local ipid=$!
   pids+=("$ipid")
   sleep 0.5
-  "${prio[@]}" iperf3 -c 127.0.0.1 -p 15201 -P 8 -t 5 -J >"$out/iperf3.json" 2>/dev/null || true
+  "${prio[@]}" iperf3 -c 127.0.0.1 -p 15201 -P 8 -t 5 -J >"$out/iperf3-$1.json" 2>/dev/null || true
   stop_pid "$ipid"
-fi
+}
+ceiling before
 
 for s in $scenarios; do
   [ "$only" = icecast ] || relay_run "$s" ""
@@ -132,6 +135,7 @@ if [ "$zerocopy" = 1 ] && [ "$only" != icecast ]; then
   done
 fi
 
+ceiling after
 echo "end: $(date -u +%FT%TZ) $(uptime | sed 's/.*load/load/')" >>"$out/machine.txt"
 cat "$out/machine.txt"
 python3 - "$out" <<'EOF'
@@ -139,16 +143,20 @@ import json, os, sys
 out = sys.argv[1]
 rows = []
 ceiling = None
-try:
-    j = json.load(open(os.path.join(out, "iperf3.json")))
-    ceiling = j["end"]["sum_received"]["bits_per_second"]
-except Exception:
-    pass
+samples = []
+for name in ("iperf3.json", "iperf3-before.json", "iperf3-after.json"):
+    try:
+        j = json.load(open(os.path.join(out, name)))
+        samples.append((name[:-5], j["end"]["sum_received"]["bits_per_second"]))
+    except Exception:
+        pass
+if samples:
+    ceiling = max(v for _, v in samples)
 def f(x, fmt):
     return "-" if x is None else fmt.format(x)
 print(f"results in {out}")
-if ceiling:
-    print(f"iperf3 -P 8 loopback: {ceiling/1e9:.2f} Gbit/s")
+for name, v in samples:
+    print(f"{name} -P 8 loopback: {v/1e9:.2f} Gbit/s")
 hdr = ("scenario", "target", "conn/n", "connect p50/p99 ms", "all-200 ms", "dropped", "Gbit/s", "ratio", "lost",
        "corrupt", "p50 ms", "p99 ms", "relay CPU-s/GB", "relay KiB/viewer", "vanbench CPU-s",
        "of iperf3")
@@ -157,7 +165,7 @@ print("|" + "---|" * len(hdr))
 order = {"n10": 0, "n100": 1, "stall100": 2, "n1000": 3, "n10000": 4, "unl100": 5}
 runs = []
 for name in os.listdir(out):
-    if not name.endswith(".json") or name == "iperf3.json":
+    if not name.endswith(".json") or name.startswith("iperf3"):
         continue
     try:
         s = json.load(open(os.path.join(out, name)))
