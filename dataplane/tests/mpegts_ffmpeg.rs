@@ -1,8 +1,8 @@
 //! The MPEG-TS scanner against real encoder output: ffmpeg makes a few seconds of H.264 (also
-//! HEVC and MPEG-2) with AAC in
-//! MPEG-TS; the random-access points found must be ffprobe's keyframes, whatever the read sizes,
-//! and the stream cut at any of them with the PSI in front must decode without one error.
-//! Skipped (with a message) only where ffmpeg is not installed; CI installs it.
+//! HEVC and MPEG-2) with AAC in MPEG-TS; the random-access points found must be ffprobe's
+//! keyframes, whatever the read sizes, and the stream cut at any of them with the PSI in front
+//! must decode without one error. Skipped (with a message) only where ffmpeg or the encoder is
+//! not installed; CI installs ffmpeg.
 
 use dataplane::mpegts::{TS_PACKET, TsScanner, looks_like_ts};
 use std::path::{Path, PathBuf};
