@@ -529,6 +529,13 @@ Authorization: Basic c291cmNlOnB3\r\n\r\n";
 User-Agent: Lavf/59.27.100\r\nAccept: */*\r\nConnection: close\r\nHost: 127.0.0.1:18002\r\n\
 Icy-MetaData: 1\r\n\r\n";
 
+    /// ffmpeg `-method PUT -auth_type basic -f mpegts http://source:pw@…/live/x`: without
+    /// `-auth_type basic` ffmpeg sends no credentials until challenged, and a chunked live body
+    /// cannot be replayed after a 401.
+    const FFMPEG_PUT_AUTH: &[u8] = b"PUT /live/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\
+User-Agent: Lavf/59.27.100\r\nAccept: */*\r\nConnection: close\r\nHost: 127.0.0.1:18010\r\n\
+Icy-MetaData: 1\r\nAuthorization: Basic c291cmNlOnB3\r\n\r\n";
+
     /// `curl -u src:pw -T file http://…/live/y`.
     const CURL_FILE: &[u8] = b"PUT /live/y HTTP/1.1\r\nHost: 127.0.0.1:18003\r\n\
 Authorization: Basic c3JjOnB3\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n\
@@ -592,6 +599,14 @@ content-type: video/mp2t\r\n\r\n";
         assert_eq!(req.basic_auth, None);
         assert!(!req.expect_continue);
         assert_eq!(req.content_type, None);
+    }
+
+    #[test]
+    fn ffmpeg_put_with_basic_auth_parses() {
+        let req = parse(FFMPEG_PUT_AUTH);
+        assert_eq!(req.body, BodyFraming::Chunked);
+        assert_eq!(req.basic_auth, creds("source", "pw"));
+        assert_eq!(req.route.stream(), "x");
     }
 
     #[test]
@@ -836,6 +851,7 @@ Content-Length: 13\r\nConnection: close\r\nWWW-Authenticate: Basic realm=\"van\"
             Just(FFMPEG_ICECAST.to_vec()),
             Just(FFMPEG_LEGACY_ICECAST.to_vec()),
             Just(FFMPEG_PUT.to_vec()),
+            Just(FFMPEG_PUT_AUTH.to_vec()),
             Just(CURL_FILE.to_vec()),
             Just(CURL_STDIN.to_vec()),
             Just(b"GET /van/s?from=7 HTTP/1.1\r\nAuthorization: Bearer tok\r\n\r\n".to_vec()),

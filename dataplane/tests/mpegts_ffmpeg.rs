@@ -1,7 +1,8 @@
-//! The MPEG-TS scanner against real encoder output: ffmpeg makes a few seconds of H.264/AAC
-//! MPEG-TS; the random-access points found must be ffprobe's keyframes, whatever the read sizes,
-//! and the stream cut at any of them with the PSI in front must decode without one error.
-//! Skipped (with a message) only where ffmpeg is not installed; CI installs it.
+//! The MPEG-TS scanner against real encoder output: ffmpeg makes a few seconds of H.264 (also
+//! HEVC and MPEG-2) with AAC in MPEG-TS; the random-access points found must be ffprobe's
+//! keyframes, whatever the read sizes, and the stream cut at any of them with the PSI in front
+//! must decode without one error. Skipped (with a message) only where ffmpeg or the encoder is
+//! not installed; CI installs ffmpeg.
 
 use dataplane::mpegts::{TS_PACKET, TsScanner, looks_like_ts};
 use std::path::{Path, PathBuf};
@@ -52,11 +53,9 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let dir = std::env::temp_dir().join(format!("van-mpegts-{}-{nanos}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("van-mpegts-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         Self(dir)
     }
@@ -68,18 +67,12 @@ impl Drop for TempDir {
     }
 }
 
-fn encode(dir: &Path) -> Vec<u8> {
+fn encode(dir: &Path, video: &[&str]) -> Vec<u8> {
     let out = dir.join("out.ts");
     let res = run(
         Command::new("ffmpeg")
+            .args(["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i"])
             .args([
-                "-nostdin",
-                "-v",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
                 "testsrc=size=320x240:rate=25",
                 "-f",
                 "lavfi",
@@ -87,15 +80,9 @@ fn encode(dir: &Path) -> Vec<u8> {
                 "sine",
                 "-t",
                 "4",
-                "-c:v",
-                "libx264",
-                "-g",
-                "25",
-                "-c:a",
-                "aac",
-                "-f",
-                "mpegts",
             ])
+            .args(video)
+            .args(["-c:a", "aac", "-f", "mpegts"])
             .arg(&out),
         Duration::from_secs(120),
     );
@@ -105,6 +92,17 @@ fn encode(dir: &Path) -> Vec<u8> {
         String::from_utf8_lossy(&res.stderr)
     );
     std::fs::read(&out).unwrap()
+}
+
+/// True if this ffmpeg has the encoder.
+fn have_encoder(name: &str) -> bool {
+    let res = run(
+        Command::new("ffmpeg").args(["-hide_banner", "-encoders"]),
+        Duration::from_secs(30),
+    );
+    String::from_utf8_lossy(&res.stdout)
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(name))
 }
 
 /// Byte positions of the video keyframes, as ffprobe reports them.
@@ -158,14 +156,18 @@ fn scan_in_pieces(ts: &[u8], mut seed: u64, max_piece: u64) -> (Vec<u64>, TsScan
     (raps, scanner)
 }
 
-#[test]
-fn keyframes_of_real_ffmpeg_output() {
+/// Encodes with `video` options, then checks the scanner against ffprobe and the decoder.
+fn check_keyframes(encoder: &str, video: &[&str]) {
     if !have("ffmpeg") || !have("ffprobe") {
-        eprintln!("SKIPPED keyframes_of_real_ffmpeg_output: ffmpeg/ffprobe not installed");
+        eprintln!("SKIPPED {encoder}: ffmpeg/ffprobe not installed");
+        return;
+    }
+    if !have_encoder(encoder) {
+        eprintln!("SKIPPED {encoder}: this ffmpeg lacks the encoder");
         return;
     }
     let dir = TempDir::new();
-    let ts = encode(&dir.0);
+    let ts = encode(&dir.0, video);
     assert!(looks_like_ts(&ts));
     let keyframes = ffprobe_keyframes(&dir.0.join("out.ts"));
     assert!(
@@ -206,4 +208,29 @@ fn keyframes_of_real_ffmpeg_output() {
             "cut at {rap}: {errors}"
         );
     }
+}
+
+#[test]
+fn h264_keyframes_of_real_ffmpeg_output() {
+    check_keyframes("libx264", &["-c:v", "libx264", "-g", "25"]);
+}
+
+#[test]
+fn hevc_keyframes_of_real_ffmpeg_output() {
+    check_keyframes(
+        "libx265",
+        &[
+            "-c:v",
+            "libx265",
+            "-g",
+            "25",
+            "-x265-params",
+            "log-level=error",
+        ],
+    );
+}
+
+#[test]
+fn mpeg2_keyframes_of_real_ffmpeg_output() {
+    check_keyframes("mpeg2video", &["-c:v", "mpeg2video", "-g", "25"]);
 }

@@ -37,6 +37,7 @@ fn a_stalled_viewer_slows_no_one_and_costs_no_memory() {
     let summary = viewers.join().unwrap().unwrap();
     eprintln!("vanbench summary: {summary}");
     let rss_after = relay.rss_kib();
+    eprintln!("relay RSS: {rss_before} KiB 3 s in, {rss_after} KiB at the end");
 
     assert_eq!(field(&summary, "connected"), 20.0, "{summary}");
     assert_eq!(field(&summary, "stalled"), 1.0, "{summary}");
