@@ -358,23 +358,23 @@ fn distribute_regroups_existing_proxies_when_capacity_suffices() {
 fn bits_per_second_capacity_binds_first_and_is_machine_wide() {
     let mut net = Net::new(Config::default());
     net.register(S, None, 1000, &[]);
-    for id in [11, 12] {
-        net.handle(Event::Register(Registration {
-            proxy: ProxyId(id),
-            name: format!("p{id}"),
-            data_addr: common::addr(id),
-            region: None,
-            capacity: Capacity {
-                connections: 100,
-                bits_per_sec: 3_000_000,
-            },
-            streams: vec![],
-            rtts: vec![Rtt {
-                peer: ProxyId(S),
-                micros: 10_000,
-            }],
-        }));
-    }
+    // One relay: both streams must share it.
+    let id = 11;
+    net.handle(Event::Register(Registration {
+        proxy: ProxyId(id),
+        name: format!("p{id}"),
+        data_addr: common::addr(id),
+        region: None,
+        capacity: Capacity {
+            connections: 100,
+            bits_per_sec: 3_000_000,
+        },
+        streams: vec![],
+        rtts: vec![Rtt {
+            peer: ProxyId(S),
+            micros: 10_000,
+        }],
+    }));
     for (stream, src) in [("one", "A"), ("two", "A")] {
         net.msg(
             S,
@@ -535,6 +535,8 @@ fn proxies_joining_recompute_the_tiers() {
         vec![ProxyId(21), ProxyId(24)]
     );
     net.handle(Event::Remove { proxy: ProxyId(24) });
+    // Tiers are recomputed at most once per Δt/10 window.
+    net.at(6);
     net.viewer_joins("demo", None);
     let view = net.stream_view("demo").unwrap();
     assert_eq!(view.regions[0].tiers[1].overlay, vec![ProxyId(21)]);

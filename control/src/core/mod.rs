@@ -19,6 +19,26 @@
 //!   phase), round-robin ([0042]); upper tiers serve child proxies only;
 //! - viewers moved by CONSOLIDATE or LinkDowngrade are reserved at their new proxy until they log
 //!   off the old one (the dataplane moves them, the core sees LOGOFF there and LOGIN here).
+//! - the core triggers DISTRIBUTE itself when it sees a proxy reach Max_s or predicts it within
+//!   ΔT; a `Distribute` message from the proxy is handled the same way, and a second one for a
+//!   proxy (or farm) already served is logged and ignored.
+//! - a re-registered upper-tier proxy is in the contraction phase iff it is full (its phase is
+//!   not on the wire; it left expansion only by filling, [0035]).
+//! - tiers are recomputed when proxies join or leave, at most once per Δt/10 window.
+//!
+//! # Driving it (the `pnc` service)
+//! - On a new control connection, read the first frame; it must be `ProxyMsg::Hello`. Check it
+//!   with [`crate::protocol::check_hello`]; on `Err(reason)` answer `PncMsg::Refused(reason)`,
+//!   log and close. On `Ok`, feed `Event::Register(hello.into())`: the core answers
+//!   `PncMsg::Welcome` through `Command::Send`.
+//! - Every later frame: `Event::Message { from, msg }`. A closed connection:
+//!   `Event::Disconnected`. `Event::Tick` at least every [`Config::tick_micros`] (heartbeat
+//!   timeouts). `Event::Resolve` for `GET /resolve/{stream}` (and, if wanted, DNS queries that
+//!   find no accepting proxy), answered by one `Command::Resolved` with the same `request`.
+//! - Carry out `Command::Send` (drop it if the proxy is not connected), log `Command::Log`.
+//! - Read-only views: [`Coordinator::topology`] (`/api/topology`), [`Coordinator::accepting`]
+//!   (DNS answers), [`Coordinator::counters`] (`/metrics`), [`Coordinator::region_of`].
+//! - `Time` is microseconds since any fixed origin (e.g. the service's start), never decreasing.
 
 pub mod api;
 pub mod config;
@@ -152,6 +172,9 @@ struct Overlay {
     tiers: tiering::Tiers,
     tier_of: HashMap<ProxyId, (String, u32)>,
     dirty: bool,
+    /// Predictor window of the last computation: at most one per window, so that thousands of
+    /// proxies registering at once do not recompute the tiers thousands of times.
+    computed_in: Option<u64>,
 }
 
 /// The coordinator. See the module docs.
@@ -338,6 +361,8 @@ impl Coordinator {
                 source: s.info.clone(),
                 origin: self.proxies[s.origin].id,
                 viewers,
+                login_rate: s.sys_login.peek(self.window, &self.smoothing),
+                logoff_rate: s.sys_logoff.peek(self.window, &self.smoothing),
                 regions: regions
                     .into_iter()
                     .map(|(region, tiers)| RegionView {
@@ -597,7 +622,10 @@ impl Coordinator {
 
     /// Recompute the tiers of an overlay if proxies joined or left since ([0024], [0049]).
     fn ensure_overlay(&mut self, key: &OverlayKey) {
-        let needs = self.overlays.get(key).is_none_or(|o| o.dirty);
+        let needs = self
+            .overlays
+            .get(key)
+            .is_none_or(|o| o.dirty && o.computed_in != Some(self.window));
         if !needs {
             return;
         }
@@ -635,6 +663,7 @@ impl Coordinator {
                 tiers,
                 tier_of,
                 dirty: false,
+                computed_in: Some(self.window),
             },
         );
         if changed {
@@ -1379,8 +1408,29 @@ impl Coordinator {
     /// A proxy whose load falls to zero becomes idle and logs off its parent ([0030], [0055]).
     fn after_load_decrease(&mut self, sx: Sx, px: Px) {
         let Some(p) = self.pair(sx, px) else { return };
-        if p.tier == 0 || p.standby || p.load() > 0 || p.reserved() > 0 {
+        if p.tier == 0 || p.standby || p.load() > 0 || p.incoming > 0 {
             return;
+        }
+        // Standbys waiting under it that never got a child go with it: with no load left here
+        // the stream has no viewer below, and the tree unwinds to the source ([0030], [0055]).
+        let pending: Vec<Px> = p.pending.iter().copied().collect();
+        let idle_standbys = pending.iter().all(|&c| {
+            self.pair(sx, c)
+                .is_none_or(|c| c.standby && c.load() == 0 && c.reserved() == 0)
+        });
+        if !idle_standbys {
+            return;
+        }
+        for c in pending {
+            let id = self.pid(c);
+            let name = self.sname(sx);
+            self.log(
+                Rule::Idle,
+                Some(&name),
+                Some(id),
+                "standby whose parent became idle: deactivated with it [0030]".into(),
+            );
+            self.evict(sx, c);
         }
         self.go_idle(sx, px, "load fell to zero [0030] [0055]");
     }
@@ -1446,15 +1496,48 @@ impl Coordinator {
             .and_then(|t| t.get(tier.checked_sub(1)? as usize))
             .cloned()
             .unwrap_or_default();
-        // [0032] one idle proxy, lowest id first (deterministic).
-        let chosen = members.iter().find_map(|id| {
-            let px = *self.by_id.get(id)?;
-            let ok = px != origin
-                && self.proxies[px].alive
-                && self.pair(sx, px).is_none()
-                && self.max_s(sx, px) >= 1;
-            ok.then_some(px)
-        });
+        // [0032] one idle proxy: the one with the most free connections on its machine (other
+        // streams share it, [0047]), then the lowest id (deterministic; in the figures all are
+        // free, so the lowest id).
+        let bitrate = self.streams.get(&sx)?.info.bitrate_bps;
+        let mut best: Option<(u64, std::cmp::Reverse<ProxyId>, Px)> = None;
+        {
+            let pairs = &self.streams.get(&sx)?.pairs;
+            for id in &members {
+                let Some(&px) = self.by_id.get(id) else {
+                    continue;
+                };
+                let rec = &self.proxies[px];
+                if px == origin || !rec.alive || pairs.contains_key(&px) {
+                    continue;
+                }
+                let mut free = u64::from(rec.capacity.connections.saturating_sub(rec.connections));
+                if let Some(by_bps) = rec
+                    .capacity
+                    .bits_per_sec
+                    .saturating_sub(rec.bps)
+                    .checked_div(bitrate)
+                {
+                    free = free.min(by_bps);
+                }
+                let key = (free, std::cmp::Reverse(*id), px);
+                if free > 0 && best.is_none_or(|b| (key.0, key.1) > (b.0, b.1)) {
+                    best = Some(key);
+                }
+            }
+        }
+        let chosen = match best {
+            Some((_, _, px)) if self.max_s(sx, px) >= 1 => Some(px),
+            // Reservations or a logical capacity make the ranking wrong: check each exactly.
+            _ => members.iter().find_map(|id| {
+                let px = *self.by_id.get(id)?;
+                let ok = px != origin
+                    && self.proxies[px].alive
+                    && self.pair(sx, px).is_none()
+                    && self.max_s(sx, px) >= 1;
+                ok.then_some(px)
+            }),
+        };
         let Some(px) = chosen else {
             self.log(
                 Rule::Distribute,
@@ -1577,21 +1660,20 @@ impl Coordinator {
             );
             return Vec::new();
         }
-        let mut cands: Vec<Px> = self
-            .tier_members(sx, region, tier - 1)
+        let above = self.tier_members(sx, region, tier - 1);
+        let why = if above.is_empty() {
+            "no active proxy in the tier above yet: the path grows up to the source [0032]"
+        } else {
+            "every proxy of the tier above is full: its own DISTRIBUTE [0035]"
+        };
+        let mut cands: Vec<Px> = above
             .into_iter()
             .filter(|&q| self.proxies[q].alive && self.room(sx, q) >= 1)
             .collect();
         cands.sort_by_key(|&q| std::cmp::Reverse(self.pair(sx, q).map_or(0, |p| p.seq)));
         if cands.is_empty() {
             let farm = self.next_farm_id();
-            let Some(q) = self.activate(
-                sx,
-                region,
-                tier - 1,
-                farm,
-                "every proxy of the tier above is full: its own DISTRIBUTE [0035]",
-            ) else {
+            let Some(q) = self.activate(sx, region, tier - 1, farm, why) else {
                 return Vec::new();
             };
             cands.push(q);
@@ -2208,6 +2290,10 @@ impl Coordinator {
             },
         );
         if joined {
+            // A standby receiving a joined child joins its own parents now ([0054]).
+            if self.pair(sx, to).is_some_and(|p| p.standby) {
+                self.join_parents(sx, to);
+            }
             self.after_load_increase(sx, to);
         }
     }
