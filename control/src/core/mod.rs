@@ -111,6 +111,41 @@ struct TierRec {
     sizing: FarmSizing,
 }
 
+/// A sorted set of proxies in a vector: children of one proxy are few, and a `BTreeSet` node
+/// would cost more than 100 bytes per (proxy, stream) pair.
+#[derive(Debug, Default, Clone)]
+struct SmallSet(Vec<Px>);
+
+impl SmallSet {
+    fn insert(&mut self, x: Px) -> bool {
+        match self.0.binary_search(&x) {
+            Ok(_) => false,
+            Err(i) => {
+                self.0.insert(i, x);
+                true
+            }
+        }
+    }
+    fn remove(&mut self, x: &Px) -> bool {
+        match self.0.binary_search(x) {
+            Ok(i) => {
+                self.0.remove(i);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+    fn contains(&self, x: &Px) -> bool {
+        self.0.binary_search(x).is_ok()
+    }
+    fn iter(&self) -> std::slice::Iter<'_, Px> {
+        self.0.iter()
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 /// One proxy's state for one stream.
 #[derive(Debug)]
 struct Pair {
@@ -123,9 +158,9 @@ struct Pair {
     standby: bool,
     viewers: u32,
     /// Child proxies that joined.
-    children: BTreeSet<Px>,
+    children: SmallSet,
     /// Child proxies assigned but still standby: reserved, not load.
-    pending: BTreeSet<Px>,
+    pending: SmallSet,
     /// Viewers on their way here from a drained proxy: reserved.
     incoming: u32,
     parents: Vec<Px>,
@@ -956,8 +991,8 @@ impl Coordinator {
                 accepting: false,
                 standby: false,
                 viewers: 0,
-                children: BTreeSet::new(),
-                pending: BTreeSet::new(),
+                children: SmallSet::default(),
+                pending: SmallSet::default(),
                 incoming: 0,
                 parents: Vec::new(),
                 farm: 0,
@@ -1062,8 +1097,8 @@ impl Coordinator {
                 accepting: st.accepting,
                 standby,
                 viewers: st.viewers,
-                children: BTreeSet::new(),
-                pending: BTreeSet::new(),
+                children: SmallSet::default(),
+                pending: SmallSet::default(),
                 incoming: 0,
                 parents: Vec::new(),
                 farm,
@@ -1574,8 +1609,8 @@ impl Coordinator {
                 accepting,
                 standby: true,
                 viewers: 0,
-                children: BTreeSet::new(),
-                pending: BTreeSet::new(),
+                children: SmallSet::default(),
+                pending: SmallSet::default(),
                 incoming: 0,
                 parents: Vec::new(),
                 farm,
