@@ -280,6 +280,11 @@ fn main() {
             .count();
         black_box(out);
     }
+    let (slowest_at, _) = times
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, t)| **t)
+        .unwrap_or((0, &0));
     times.sort();
     let pct = |q: f64| times[((times.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
 
@@ -300,5 +305,8 @@ fn main() {
         pct(0.5),
         pct(0.99),
         pct(1.0)
+    );
+    println!(
+        "  (slowest was decision #{slowest_at}; on a shared machine single outliers are preemption)"
     );
 }

@@ -57,6 +57,23 @@ use crate::protocol::{
 };
 use predict::{Predictor, Smoothing};
 
+/// RTTs kept per proxy at most: a proxy cannot grow the PNC's memory without bound by reporting
+/// made-up peers.
+const MAX_RTTS_PER_PROXY: usize = 16_384;
+
+/// Record an RTT; true if the peer is new.
+fn record_rtt(rtts: &mut BTreeMap<ProxyId, u32>, peer: ProxyId, micros: u32) -> bool {
+    if let Some(v) = rtts.get_mut(&peer) {
+        *v = micros;
+        return false;
+    }
+    if rtts.len() >= MAX_RTTS_PER_PROXY {
+        return false;
+    }
+    rtts.insert(peer, micros);
+    true
+}
+
 /// `[P11, P21]`: proxy ids for decision reasons.
 fn id_list(ids: impl Iterator<Item = ProxyId>) -> String {
     let v: Vec<String> = ids.map(|i| i.to_string()).collect();
@@ -177,10 +194,10 @@ struct Pair {
 
 impl Pair {
     fn load(&self) -> u32 {
-        self.viewers + self.children.len() as u32
+        self.viewers.saturating_add(self.children.len() as u32)
     }
     fn reserved(&self) -> u32 {
-        self.pending.len() as u32 + self.incoming
+        (self.pending.len() as u32).saturating_add(self.incoming)
     }
 }
 
@@ -553,7 +570,10 @@ impl Coordinator {
             .filter(|&&o| o != sx)
             .filter_map(|o| self.streams.get(o)?.pairs.get(&px).map(Pair::reserved))
             .sum();
-        let other = rec.connections.saturating_sub(own) + other_reserved;
+        let other = rec
+            .connections
+            .saturating_sub(own)
+            .saturating_add(other_reserved);
         let logical = self
             .settings
             .get(&rec.id)
@@ -561,7 +581,9 @@ impl Coordinator {
             .unwrap_or(rec.capacity.connections);
         let mut m = logical.min(rec.capacity.connections.saturating_sub(other));
         if bitrate > 0 {
-            let other_bps = rec.bps.saturating_sub(u64::from(own) * bitrate);
+            let other_bps = rec
+                .bps
+                .saturating_sub(u64::from(own).saturating_mul(bitrate));
             let by_bps = rec.capacity.bits_per_sec.saturating_sub(other_bps) / bitrate;
             m = m.min(by_bps.min(u64::from(u32::MAX)) as u32);
         }
@@ -571,7 +593,9 @@ impl Coordinator {
     /// Free connections of an active pair, reservations included.
     fn room(&self, sx: Sx, px: Px) -> u32 {
         match self.pair(sx, px) {
-            Some(p) => self.max_s(sx, px).saturating_sub(p.load() + p.reserved()),
+            Some(p) => self
+                .max_s(sx, px)
+                .saturating_sub(p.load().saturating_add(p.reserved())),
             None => self.max_s(sx, px),
         }
     }
@@ -774,7 +798,7 @@ impl Coordinator {
             rec.capacity = r.capacity;
             rec.alive = true;
             for rtt in &r.rtts {
-                rec.rtts.insert(rtt.peer, rtt.micros);
+                record_rtt(&mut rec.rtts, rtt.peer, rtt.micros);
             }
         }
         self.heard(px);
@@ -809,6 +833,11 @@ impl Coordinator {
             );
             return;
         }
+        // A proxy's earlier re-registration that still waits for its origin is replaced.
+        for v in self.pending_rebuild.values_mut() {
+            v.retain(|(q, _)| *q != px);
+        }
+        self.pending_rebuild.retain(|_, v| !v.is_empty());
         // Origins first, so that the others find their stream.
         let (origins, others): (Vec<StreamState>, Vec<StreamState>) =
             r.streams.into_iter().partition(|s| s.source.is_some());
@@ -852,7 +881,7 @@ impl Coordinator {
             ProxyMsg::Heartbeat { streams, rtts, .. } => {
                 let mut new_peer = false;
                 for rtt in &rtts {
-                    new_peer |= self.proxies[px].rtts.insert(rtt.peer, rtt.micros).is_none();
+                    new_peer |= record_rtt(&mut self.proxies[px].rtts, rtt.peer, rtt.micros);
                 }
                 if new_peer {
                     self.mark_overlays_dirty();
@@ -1241,7 +1270,9 @@ impl Coordinator {
             let load = p.load();
             let rec = &mut self.proxies[px];
             rec.connections = rec.connections.saturating_sub(load);
-            rec.bps = rec.bps.saturating_sub(u64::from(load) * bitrate);
+            rec.bps = rec
+                .bps
+                .saturating_sub(u64::from(load).saturating_mul(bitrate));
             rec.streams.remove(&sx);
         }
         let origin = s.origin;
@@ -1277,7 +1308,7 @@ impl Coordinator {
                 let Some(p) = self.pair_mut(sx, px) else {
                     return;
                 };
-                p.viewers += 1;
+                p.viewers = p.viewers.saturating_add(1);
                 p.login.observe(w, &sm);
                 self.account(sx, px, 1);
             }
@@ -2231,7 +2262,7 @@ impl Coordinator {
         let mut plan = Vec::new();
         for &g in &group {
             let gp = self.pair(sx, g).expect("group member active");
-            let need = gp.load() + gp.pending.len() as u32;
+            let need = gp.load().saturating_add(gp.pending.len() as u32);
             if need == 0 {
                 plan.push((g, None));
                 continue;
@@ -2286,7 +2317,7 @@ impl Coordinator {
         }
         if viewers > 0 {
             if let Some(tp) = self.pair_mut(sx, to) {
-                tp.incoming += viewers;
+                tp.incoming = tp.incoming.saturating_add(viewers);
             }
             let peer = self.peer(to);
             self.send(
@@ -2383,7 +2414,7 @@ impl Coordinator {
         // S′: a sibling takes the children of S.
         let need = self
             .pair(sx, s)
-            .map_or(0, |x| x.load() + x.pending.len() as u32);
+            .map_or(0, |x| x.load().saturating_add(x.pending.len() as u32));
         let mut sibs: Vec<Px> = self
             .tier_members(sx, &region, tier)
             .into_iter()
