@@ -1562,48 +1562,22 @@ impl Coordinator {
             .and_then(|t| t.get(tier.checked_sub(1)? as usize))
             .cloned()
             .unwrap_or_default();
-        // [0032] one idle proxy: the one with the most free connections on its machine (other
-        // streams share it, [0047]), then the lowest id (deterministic; in the figures all are
-        // free, so the lowest id).
+        // [0032] one idle proxy with room on its machine, lowest id first (deterministic,
+        // DESIGN "Start of a stream"). A cheap machine-wide test (connections and bits/s held)
+        // skips full machines before the exact Max_s, which also counts reservations ([0047]).
         let bitrate = self.streams.get(&sx)?.info.bitrate_bps;
-        let mut best: Option<(u64, std::cmp::Reverse<ProxyId>, Px)> = None;
-        {
-            let pairs = &self.streams.get(&sx)?.pairs;
-            for id in &members {
-                let Some(&px) = self.by_id.get(id) else {
-                    continue;
-                };
-                let rec = &self.proxies[px];
-                if px == origin || !rec.alive || pairs.contains_key(&px) {
-                    continue;
-                }
-                let mut free = u64::from(rec.capacity.connections.saturating_sub(rec.connections));
-                if let Some(by_bps) = rec
-                    .capacity
-                    .bits_per_sec
-                    .saturating_sub(rec.bps)
-                    .checked_div(bitrate)
-                {
-                    free = free.min(by_bps);
-                }
-                let key = (free, std::cmp::Reverse(*id), px);
-                if free > 0 && best.is_none_or(|b| (key.0, key.1) > (b.0, b.1)) {
-                    best = Some(key);
-                }
+        let chosen = members.iter().find_map(|id| {
+            let px = *self.by_id.get(id)?;
+            let rec = &self.proxies[px];
+            if px == origin || !rec.alive || rec.connections >= rec.capacity.connections {
+                return None;
             }
-        }
-        let chosen = match best {
-            Some((_, _, px)) if self.max_s(sx, px) >= 1 => Some(px),
-            // Reservations or a logical capacity make the ranking wrong: check each exactly.
-            _ => members.iter().find_map(|id| {
-                let px = *self.by_id.get(id)?;
-                let ok = px != origin
-                    && self.proxies[px].alive
-                    && self.pair(sx, px).is_none()
-                    && self.max_s(sx, px) >= 1;
-                ok.then_some(px)
-            }),
-        };
+            if bitrate > 0 && rec.capacity.bits_per_sec.saturating_sub(rec.bps) < bitrate {
+                return None;
+            }
+            let ok = self.pair(sx, px).is_none() && self.max_s(sx, px) >= 1;
+            ok.then_some(px)
+        });
         let Some(px) = chosen else {
             self.log(
                 Rule::Distribute,
