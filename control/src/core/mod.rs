@@ -1562,22 +1562,44 @@ impl Coordinator {
             .and_then(|t| t.get(tier.checked_sub(1)? as usize))
             .cloned()
             .unwrap_or_default();
-        // [0032] one idle proxy with room on its machine, lowest id first (deterministic,
-        // DESIGN "Start of a stream"). A cheap machine-wide test (connections and bits/s held)
-        // skips full machines before the exact Max_s, which also counts reservations ([0047]).
+        // [0032] one idle proxy, lowest id first (deterministic, DESIGN "Start of a stream"),
+        // among the machines with at least the minimum threshold free: a proxy born with no
+        // more room than the CONSOLIDATE threshold ([0033]) would fill at once, and machines
+        // shared by many streams ([0047]) would cascade DISTRIBUTEs. Failing that, any room.
+        // A cheap machine-wide test (connections and bits/s held) skips full machines before
+        // the exact Max_s, which also counts reservations.
         let bitrate = self.streams.get(&sx)?.info.bitrate_bps;
-        let chosen = members.iter().find_map(|id| {
-            let px = *self.by_id.get(id)?;
-            let rec = &self.proxies[px];
-            if px == origin || !rec.alive || rec.connections >= rec.capacity.connections {
-                return None;
+        let min_threshold = self.config.min_threshold;
+        let mut chosen = None;
+        for pass in [true, false] {
+            chosen = members.iter().find_map(|id| {
+                let px = *self.by_id.get(id)?;
+                let rec = &self.proxies[px];
+                let want = if pass {
+                    min_threshold
+                        .unwrap_or(rec.capacity.connections.div_ceil(3))
+                        .max(1)
+                } else {
+                    1
+                };
+                if px == origin
+                    || !rec.alive
+                    || rec.capacity.connections.saturating_sub(rec.connections) < want
+                {
+                    return None;
+                }
+                if bitrate > 0
+                    && rec.capacity.bits_per_sec.saturating_sub(rec.bps) / bitrate < u64::from(want)
+                {
+                    return None;
+                }
+                let ok = self.pair(sx, px).is_none() && self.max_s(sx, px) >= want;
+                ok.then_some(px)
+            });
+            if chosen.is_some() {
+                break;
             }
-            if bitrate > 0 && rec.capacity.bits_per_sec.saturating_sub(rec.bps) < bitrate {
-                return None;
-            }
-            let ok = self.pair(sx, px).is_none() && self.max_s(sx, px) >= 1;
-            ok.then_some(px)
-        });
+        }
         let Some(px) = chosen else {
             self.log(
                 Rule::Distribute,
