@@ -76,6 +76,15 @@ fn main() {
     // them by region, at three distance bands (tiers).
     let mut config = Config {
         tier_spread_ms: 15.0,
+        placement: std::env::var("VAN_BENCH_PLACEMENT")
+            .map(|v| {
+                if v == "lowest_id" {
+                    Placement::LowestId
+                } else {
+                    Placement::MostFree
+                }
+            })
+            .unwrap_or(Placement::MostFree),
         heartbeat_timeout_ms: u64::MAX / 4_000,
         ..Config::default()
     };
@@ -294,7 +303,10 @@ fn main() {
     println!(
         "coordinator bench: {proxies_n} proxies, {streams_n} streams, {SOURCES} sources, {REGIONS} regions"
     );
-    println!("active (proxy, stream) pairs: {pairs}");
+    println!(
+        "placement: {:?}; active (proxy, stream) pairs: {pairs}",
+        core.config().placement
+    );
     println!(
         "memory: {:.0} bytes per active pair ({} KiB held for the trees; target < 1024)",
         per_pair,

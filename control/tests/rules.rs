@@ -541,3 +541,24 @@ fn proxies_joining_recompute_the_tiers() {
     let view = net.stream_view("demo").unwrap();
     assert_eq!(view.regions[0].tiers[1].overlay, vec![ProxyId(21)]);
 }
+
+/// `Placement::MostFree` spreads streams over machines; the default packs by lowest id.
+#[test]
+fn placement_most_free_spreads_streams_over_machines() {
+    for (placement, expected) in [(Placement::LowestId, 11), (Placement::MostFree, 12)] {
+        let config = Config {
+            placement,
+            ..Config::default()
+        };
+        let mut net = Net::new(config);
+        net.register(S, None, 1000, &[]);
+        for id in [11, 12] {
+            net.register(id, None, 12, &[(S, 10)]);
+        }
+        net.announce(S, "one", "A");
+        net.announce(S, "two", "A");
+        net.at(10);
+        assert_eq!(net.viewer_joins("one", None), 11);
+        assert_eq!(net.viewer_joins("two", None), expected, "{placement:?}");
+    }
+}

@@ -1571,7 +1571,13 @@ impl Coordinator {
         let bitrate = self.streams.get(&sx)?.info.bitrate_bps;
         let min_threshold = self.config.min_threshold;
         let mut chosen = None;
+        if self.config.placement == Placement::MostFree {
+            chosen = self.most_free_idle(sx, &members, origin, bitrate);
+        }
         for pass in [true, false] {
+            if chosen.is_some() {
+                break;
+            }
             chosen = members.iter().find_map(|id| {
                 let px = *self.by_id.get(id)?;
                 let rec = &self.proxies[px];
@@ -1701,6 +1707,37 @@ impl Coordinator {
             ),
         );
         Some(px)
+    }
+
+    /// `Placement::MostFree`: the idle member whose machine has the most free connections
+    /// (bits/s included), ties to the lowest id; exact Max_s checked on the winner.
+    fn most_free_idle(&self, sx: Sx, members: &[ProxyId], origin: Px, bitrate: u64) -> Option<Px> {
+        let pairs = &self.streams.get(&sx)?.pairs;
+        let mut best: Option<(u64, std::cmp::Reverse<ProxyId>, Px)> = None;
+        for id in members {
+            let Some(&px) = self.by_id.get(id) else {
+                continue;
+            };
+            let rec = &self.proxies[px];
+            if px == origin || !rec.alive || pairs.contains_key(&px) {
+                continue;
+            }
+            let mut free = u64::from(rec.capacity.connections.saturating_sub(rec.connections));
+            if let Some(by_bps) = rec
+                .capacity
+                .bits_per_sec
+                .saturating_sub(rec.bps)
+                .checked_div(bitrate)
+            {
+                free = free.min(by_bps);
+            }
+            let key = (free, std::cmp::Reverse(*id), px);
+            if free > 0 && best.is_none_or(|b| (key.0, key.1) > (b.0, b.1)) {
+                best = Some(key);
+            }
+        }
+        let (_, _, px) = best?;
+        (self.max_s(sx, px) >= 1).then_some(px)
     }
 
     /// Parents for a new proxy of (`region`, `tier`): the most recently activated proxies of the
