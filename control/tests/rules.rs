@@ -358,23 +358,23 @@ fn distribute_regroups_existing_proxies_when_capacity_suffices() {
 fn bits_per_second_capacity_binds_first_and_is_machine_wide() {
     let mut net = Net::new(Config::default());
     net.register(S, None, 1000, &[]);
-    for id in [11, 12] {
-        net.handle(Event::Register(Registration {
-            proxy: ProxyId(id),
-            name: format!("p{id}"),
-            data_addr: common::addr(id),
-            region: None,
-            capacity: Capacity {
-                connections: 100,
-                bits_per_sec: 3_000_000,
-            },
-            streams: vec![],
-            rtts: vec![Rtt {
-                peer: ProxyId(S),
-                micros: 10_000,
-            }],
-        }));
-    }
+    // One relay: both streams must share it.
+    let id = 11;
+    net.handle(Event::Register(Registration {
+        proxy: ProxyId(id),
+        name: format!("p{id}"),
+        data_addr: common::addr(id),
+        region: None,
+        capacity: Capacity {
+            connections: 100,
+            bits_per_sec: 3_000_000,
+        },
+        streams: vec![],
+        rtts: vec![Rtt {
+            peer: ProxyId(S),
+            micros: 10_000,
+        }],
+    }));
     for (stream, src) in [("one", "A"), ("two", "A")] {
         net.msg(
             S,
@@ -535,7 +535,30 @@ fn proxies_joining_recompute_the_tiers() {
         vec![ProxyId(21), ProxyId(24)]
     );
     net.handle(Event::Remove { proxy: ProxyId(24) });
+    // Tiers are recomputed at most once per Δt/10 window.
+    net.at(6);
     net.viewer_joins("demo", None);
     let view = net.stream_view("demo").unwrap();
     assert_eq!(view.regions[0].tiers[1].overlay, vec![ProxyId(21)]);
+}
+
+/// `Placement::MostFree` spreads streams over machines; the default packs by lowest id.
+#[test]
+fn placement_most_free_spreads_streams_over_machines() {
+    for (placement, expected) in [(Placement::LowestId, 11), (Placement::MostFree, 12)] {
+        let config = Config {
+            placement,
+            ..Config::default()
+        };
+        let mut net = Net::new(config);
+        net.register(S, None, 1000, &[]);
+        for id in [11, 12] {
+            net.register(id, None, 12, &[(S, 10)]);
+        }
+        net.announce(S, "one", "A");
+        net.announce(S, "two", "A");
+        net.at(10);
+        assert_eq!(net.viewer_joins("one", None), 11);
+        assert_eq!(net.viewer_joins("two", None), expected, "{placement:?}");
+    }
 }

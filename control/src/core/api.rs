@@ -229,6 +229,9 @@ pub struct StreamView {
     pub origin: ProxyId,
     /// Viewers over all its proxies.
     pub viewers: u32,
+    /// System-wide predicted logins and logoffs per second ([0064]).
+    pub login_rate: f64,
+    pub logoff_rate: f64,
     pub regions: Vec<RegionView>,
 }
 

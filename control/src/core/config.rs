@@ -41,6 +41,8 @@ pub struct Config {
     pub tier_spread_ms: f64,
     /// Upper bound of tiers per region; farther proxies join the last tier.
     pub max_tiers: u32,
+    /// Which idle proxy of a tier is activated ([0032]).
+    pub placement: Placement,
     /// Region of a proxy that neither its hello nor `proxies` names.
     pub default_region: String,
     /// Per-proxy settings set by the operator (`[[proxies]]` tables, each with its `id`).
@@ -63,11 +65,27 @@ impl Default for Config {
             redundant_parents: 1,
             tier_spread_ms: 10.0,
             max_tiers: 8,
+            placement: Placement::LowestId,
             default_region: "default".to_string(),
             proxies: Vec::new(),
             regions: Vec::new(),
         }
     }
+}
+
+/// How the idle proxy to activate in a tier is chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// The lowest id among machines with at least the minimum threshold free, else the lowest
+    /// id with any room (DESIGN "Start of a stream": deterministic and easy to follow).
+    #[default]
+    LowestId,
+    /// The machine with the most free connections (ties: lowest id). With many streams sharing
+    /// machines, lowest-id packing fills the same machines with every stream and each stream's
+    /// share there stays small, so DISTRIBUTEs cascade; spreading avoids that. Recommended
+    /// beyond a few streams per machine (the bench uses it).
+    MostFree,
 }
 
 /// What the operator fixes about one proxy.

@@ -19,6 +19,26 @@
 //!   phase), round-robin ([0042]); upper tiers serve child proxies only;
 //! - viewers moved by CONSOLIDATE or LinkDowngrade are reserved at their new proxy until they log
 //!   off the old one (the dataplane moves them, the core sees LOGOFF there and LOGIN here).
+//! - the core triggers DISTRIBUTE itself when it sees a proxy reach Max_s or predicts it within
+//!   ΔT; a `Distribute` message from the proxy is handled the same way, and a second one for a
+//!   proxy (or farm) already served is logged and ignored.
+//! - a re-registered upper-tier proxy is in the contraction phase iff it is full (its phase is
+//!   not on the wire; it left expansion only by filling, [0035]).
+//! - tiers are recomputed when proxies join or leave, at most once per Δt/10 window.
+//!
+//! # Driving it (the `pnc` service)
+//! - On a new control connection, read the first frame; it must be `ProxyMsg::Hello`. Check it
+//!   with [`crate::protocol::check_hello`]; on `Err(reason)` answer `PncMsg::Refused(reason)`,
+//!   log and close. On `Ok`, feed `Event::Register(hello.into())`: the core answers
+//!   `PncMsg::Welcome` through `Command::Send`.
+//! - Every later frame: `Event::Message { from, msg }`. A closed connection:
+//!   `Event::Disconnected`. `Event::Tick` at least every [`Config::tick_micros`] (heartbeat
+//!   timeouts). `Event::Resolve` for `GET /resolve/{stream}` (and, if wanted, DNS queries that
+//!   find no accepting proxy), answered by one `Command::Resolved` with the same `request`.
+//! - Carry out `Command::Send` (drop it if the proxy is not connected), log `Command::Log`.
+//! - Read-only views: [`Coordinator::topology`] (`/api/topology`), [`Coordinator::accepting`]
+//!   (DNS answers), [`Coordinator::counters`] (`/metrics`), [`Coordinator::region_of`].
+//! - `Time` is microseconds since any fixed origin (e.g. the service's start), never decreasing.
 
 pub mod api;
 pub mod config;
@@ -36,6 +56,23 @@ use crate::protocol::{
     StreamState,
 };
 use predict::{Predictor, Smoothing};
+
+/// RTTs kept per proxy at most: a proxy cannot grow the PNC's memory without bound by reporting
+/// made-up peers.
+const MAX_RTTS_PER_PROXY: usize = 16_384;
+
+/// Record an RTT; true if the peer is new.
+fn record_rtt(rtts: &mut BTreeMap<ProxyId, u32>, peer: ProxyId, micros: u32) -> bool {
+    if let Some(v) = rtts.get_mut(&peer) {
+        *v = micros;
+        return false;
+    }
+    if rtts.len() >= MAX_RTTS_PER_PROXY {
+        return false;
+    }
+    rtts.insert(peer, micros);
+    true
+}
 
 /// `[P11, P21]`: proxy ids for decision reasons.
 fn id_list(ids: impl Iterator<Item = ProxyId>) -> String {
@@ -91,6 +128,41 @@ struct TierRec {
     sizing: FarmSizing,
 }
 
+/// A sorted set of proxies in a vector: children of one proxy are few, and a `BTreeSet` node
+/// would cost more than 100 bytes per (proxy, stream) pair.
+#[derive(Debug, Default, Clone)]
+struct SmallSet(Vec<Px>);
+
+impl SmallSet {
+    fn insert(&mut self, x: Px) -> bool {
+        match self.0.binary_search(&x) {
+            Ok(_) => false,
+            Err(i) => {
+                self.0.insert(i, x);
+                true
+            }
+        }
+    }
+    fn remove(&mut self, x: &Px) -> bool {
+        match self.0.binary_search(x) {
+            Ok(i) => {
+                self.0.remove(i);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+    fn contains(&self, x: &Px) -> bool {
+        self.0.binary_search(x).is_ok()
+    }
+    fn iter(&self) -> std::slice::Iter<'_, Px> {
+        self.0.iter()
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 /// One proxy's state for one stream.
 #[derive(Debug)]
 struct Pair {
@@ -103,9 +175,9 @@ struct Pair {
     standby: bool,
     viewers: u32,
     /// Child proxies that joined.
-    children: BTreeSet<Px>,
+    children: SmallSet,
     /// Child proxies assigned but still standby: reserved, not load.
-    pending: BTreeSet<Px>,
+    pending: SmallSet,
     /// Viewers on their way here from a drained proxy: reserved.
     incoming: u32,
     parents: Vec<Px>,
@@ -122,10 +194,10 @@ struct Pair {
 
 impl Pair {
     fn load(&self) -> u32 {
-        self.viewers + self.children.len() as u32
+        self.viewers.saturating_add(self.children.len() as u32)
     }
     fn reserved(&self) -> u32 {
-        self.pending.len() as u32 + self.incoming
+        (self.pending.len() as u32).saturating_add(self.incoming)
     }
 }
 
@@ -152,6 +224,9 @@ struct Overlay {
     tiers: tiering::Tiers,
     tier_of: HashMap<ProxyId, (String, u32)>,
     dirty: bool,
+    /// Predictor window of the last computation: at most one per window, so that thousands of
+    /// proxies registering at once do not recompute the tiers thousands of times.
+    computed_in: Option<u64>,
 }
 
 /// The coordinator. See the module docs.
@@ -338,6 +413,8 @@ impl Coordinator {
                 source: s.info.clone(),
                 origin: self.proxies[s.origin].id,
                 viewers,
+                login_rate: s.sys_login.peek(self.window, &self.smoothing),
+                logoff_rate: s.sys_logoff.peek(self.window, &self.smoothing),
                 regions: regions
                     .into_iter()
                     .map(|(region, tiers)| RegionView {
@@ -493,7 +570,10 @@ impl Coordinator {
             .filter(|&&o| o != sx)
             .filter_map(|o| self.streams.get(o)?.pairs.get(&px).map(Pair::reserved))
             .sum();
-        let other = rec.connections.saturating_sub(own) + other_reserved;
+        let other = rec
+            .connections
+            .saturating_sub(own)
+            .saturating_add(other_reserved);
         let logical = self
             .settings
             .get(&rec.id)
@@ -501,7 +581,9 @@ impl Coordinator {
             .unwrap_or(rec.capacity.connections);
         let mut m = logical.min(rec.capacity.connections.saturating_sub(other));
         if bitrate > 0 {
-            let other_bps = rec.bps.saturating_sub(u64::from(own) * bitrate);
+            let other_bps = rec
+                .bps
+                .saturating_sub(u64::from(own).saturating_mul(bitrate));
             let by_bps = rec.capacity.bits_per_sec.saturating_sub(other_bps) / bitrate;
             m = m.min(by_bps.min(u64::from(u32::MAX)) as u32);
         }
@@ -511,7 +593,9 @@ impl Coordinator {
     /// Free connections of an active pair, reservations included.
     fn room(&self, sx: Sx, px: Px) -> u32 {
         match self.pair(sx, px) {
-            Some(p) => self.max_s(sx, px).saturating_sub(p.load() + p.reserved()),
+            Some(p) => self
+                .max_s(sx, px)
+                .saturating_sub(p.load().saturating_add(p.reserved())),
             None => self.max_s(sx, px),
         }
     }
@@ -597,7 +681,10 @@ impl Coordinator {
 
     /// Recompute the tiers of an overlay if proxies joined or left since ([0024], [0049]).
     fn ensure_overlay(&mut self, key: &OverlayKey) {
-        let needs = self.overlays.get(key).is_none_or(|o| o.dirty);
+        let needs = self
+            .overlays
+            .get(key)
+            .is_none_or(|o| o.dirty && o.computed_in != Some(self.window));
         if !needs {
             return;
         }
@@ -635,6 +722,7 @@ impl Coordinator {
                 tiers,
                 tier_of,
                 dirty: false,
+                computed_in: Some(self.window),
             },
         );
         if changed {
@@ -710,7 +798,7 @@ impl Coordinator {
             rec.capacity = r.capacity;
             rec.alive = true;
             for rtt in &r.rtts {
-                rec.rtts.insert(rtt.peer, rtt.micros);
+                record_rtt(&mut rec.rtts, rtt.peer, rtt.micros);
             }
         }
         self.heard(px);
@@ -745,6 +833,11 @@ impl Coordinator {
             );
             return;
         }
+        // A proxy's earlier re-registration that still waits for its origin is replaced.
+        for v in self.pending_rebuild.values_mut() {
+            v.retain(|(q, _)| *q != px);
+        }
+        self.pending_rebuild.retain(|_, v| !v.is_empty());
         // Origins first, so that the others find their stream.
         let (origins, others): (Vec<StreamState>, Vec<StreamState>) =
             r.streams.into_iter().partition(|s| s.source.is_some());
@@ -788,7 +881,7 @@ impl Coordinator {
             ProxyMsg::Heartbeat { streams, rtts, .. } => {
                 let mut new_peer = false;
                 for rtt in &rtts {
-                    new_peer |= self.proxies[px].rtts.insert(rtt.peer, rtt.micros).is_none();
+                    new_peer |= record_rtt(&mut self.proxies[px].rtts, rtt.peer, rtt.micros);
                 }
                 if new_peer {
                     self.mark_overlays_dirty();
@@ -927,8 +1020,8 @@ impl Coordinator {
                 accepting: false,
                 standby: false,
                 viewers: 0,
-                children: BTreeSet::new(),
-                pending: BTreeSet::new(),
+                children: SmallSet::default(),
+                pending: SmallSet::default(),
                 incoming: 0,
                 parents: Vec::new(),
                 farm: 0,
@@ -1033,8 +1126,8 @@ impl Coordinator {
                 accepting: st.accepting,
                 standby,
                 viewers: st.viewers,
-                children: BTreeSet::new(),
-                pending: BTreeSet::new(),
+                children: SmallSet::default(),
+                pending: SmallSet::default(),
                 incoming: 0,
                 parents: Vec::new(),
                 farm,
@@ -1177,7 +1270,9 @@ impl Coordinator {
             let load = p.load();
             let rec = &mut self.proxies[px];
             rec.connections = rec.connections.saturating_sub(load);
-            rec.bps = rec.bps.saturating_sub(u64::from(load) * bitrate);
+            rec.bps = rec
+                .bps
+                .saturating_sub(u64::from(load).saturating_mul(bitrate));
             rec.streams.remove(&sx);
         }
         let origin = s.origin;
@@ -1213,7 +1308,7 @@ impl Coordinator {
                 let Some(p) = self.pair_mut(sx, px) else {
                     return;
                 };
-                p.viewers += 1;
+                p.viewers = p.viewers.saturating_add(1);
                 p.login.observe(w, &sm);
                 self.account(sx, px, 1);
             }
@@ -1379,8 +1474,29 @@ impl Coordinator {
     /// A proxy whose load falls to zero becomes idle and logs off its parent ([0030], [0055]).
     fn after_load_decrease(&mut self, sx: Sx, px: Px) {
         let Some(p) = self.pair(sx, px) else { return };
-        if p.tier == 0 || p.standby || p.load() > 0 || p.reserved() > 0 {
+        if p.tier == 0 || p.standby || p.load() > 0 || p.incoming > 0 {
             return;
+        }
+        // Standbys waiting under it that never got a child go with it: with no load left here
+        // the stream has no viewer below, and the tree unwinds to the source ([0030], [0055]).
+        let pending: Vec<Px> = p.pending.iter().copied().collect();
+        let idle_standbys = pending.iter().all(|&c| {
+            self.pair(sx, c)
+                .is_none_or(|c| c.standby && c.load() == 0 && c.reserved() == 0)
+        });
+        if !idle_standbys {
+            return;
+        }
+        for c in pending {
+            let id = self.pid(c);
+            let name = self.sname(sx);
+            self.log(
+                Rule::Idle,
+                Some(&name),
+                Some(id),
+                "standby whose parent became idle: deactivated with it [0030]".into(),
+            );
+            self.evict(sx, c);
         }
         self.go_idle(sx, px, "load fell to zero [0030] [0055]");
     }
@@ -1446,15 +1562,50 @@ impl Coordinator {
             .and_then(|t| t.get(tier.checked_sub(1)? as usize))
             .cloned()
             .unwrap_or_default();
-        // [0032] one idle proxy, lowest id first (deterministic).
-        let chosen = members.iter().find_map(|id| {
-            let px = *self.by_id.get(id)?;
-            let ok = px != origin
-                && self.proxies[px].alive
-                && self.pair(sx, px).is_none()
-                && self.max_s(sx, px) >= 1;
-            ok.then_some(px)
-        });
+        // [0032] one idle proxy, lowest id first (deterministic, DESIGN "Start of a stream"),
+        // among the machines with at least the minimum threshold free: a proxy born with no
+        // more room than the CONSOLIDATE threshold ([0033]) would fill at once, and machines
+        // shared by many streams ([0047]) would cascade DISTRIBUTEs. Failing that, any room.
+        // A cheap machine-wide test (connections and bits/s held) skips full machines before
+        // the exact Max_s, which also counts reservations.
+        let bitrate = self.streams.get(&sx)?.info.bitrate_bps;
+        let min_threshold = self.config.min_threshold;
+        let mut chosen = None;
+        if self.config.placement == Placement::MostFree {
+            chosen = self.most_free_idle(sx, &members, origin, bitrate);
+        }
+        for pass in [true, false] {
+            if chosen.is_some() {
+                break;
+            }
+            chosen = members.iter().find_map(|id| {
+                let px = *self.by_id.get(id)?;
+                let rec = &self.proxies[px];
+                let want = if pass {
+                    min_threshold
+                        .unwrap_or(rec.capacity.connections.div_ceil(3))
+                        .max(1)
+                } else {
+                    1
+                };
+                if px == origin
+                    || !rec.alive
+                    || rec.capacity.connections.saturating_sub(rec.connections) < want
+                {
+                    return None;
+                }
+                if bitrate > 0
+                    && rec.capacity.bits_per_sec.saturating_sub(rec.bps) / bitrate < u64::from(want)
+                {
+                    return None;
+                }
+                let ok = self.pair(sx, px).is_none() && self.max_s(sx, px) >= want;
+                ok.then_some(px)
+            });
+            if chosen.is_some() {
+                break;
+            }
+        }
         let Some(px) = chosen else {
             self.log(
                 Rule::Distribute,
@@ -1491,8 +1642,8 @@ impl Coordinator {
                 accepting,
                 standby: true,
                 viewers: 0,
-                children: BTreeSet::new(),
-                pending: BTreeSet::new(),
+                children: SmallSet::default(),
+                pending: SmallSet::default(),
                 incoming: 0,
                 parents: Vec::new(),
                 farm,
@@ -1558,6 +1709,37 @@ impl Coordinator {
         Some(px)
     }
 
+    /// `Placement::MostFree`: the idle member whose machine has the most free connections
+    /// (bits/s included), ties to the lowest id; exact Max_s checked on the winner.
+    fn most_free_idle(&self, sx: Sx, members: &[ProxyId], origin: Px, bitrate: u64) -> Option<Px> {
+        let pairs = &self.streams.get(&sx)?.pairs;
+        let mut best: Option<(u64, std::cmp::Reverse<ProxyId>, Px)> = None;
+        for id in members {
+            let Some(&px) = self.by_id.get(id) else {
+                continue;
+            };
+            let rec = &self.proxies[px];
+            if px == origin || !rec.alive || pairs.contains_key(&px) {
+                continue;
+            }
+            let mut free = u64::from(rec.capacity.connections.saturating_sub(rec.connections));
+            if let Some(by_bps) = rec
+                .capacity
+                .bits_per_sec
+                .saturating_sub(rec.bps)
+                .checked_div(bitrate)
+            {
+                free = free.min(by_bps);
+            }
+            let key = (free, std::cmp::Reverse(*id), px);
+            if free > 0 && best.is_none_or(|b| (key.0, key.1) > (b.0, b.1)) {
+                best = Some(key);
+            }
+        }
+        let (_, _, px) = best?;
+        (self.max_s(sx, px) >= 1).then_some(px)
+    }
+
     /// Parents for a new proxy of (`region`, `tier`): the most recently activated proxies of the
     /// tier above that have room ([0035]: P32's parent is P21), k of them when redundant parents
     /// are configured ([0029], [0044]); the origin for tier 1.
@@ -1577,21 +1759,20 @@ impl Coordinator {
             );
             return Vec::new();
         }
-        let mut cands: Vec<Px> = self
-            .tier_members(sx, region, tier - 1)
+        let above = self.tier_members(sx, region, tier - 1);
+        let why = if above.is_empty() {
+            "no active proxy in the tier above yet: the path grows up to the source [0032]"
+        } else {
+            "every proxy of the tier above is full: its own DISTRIBUTE [0035]"
+        };
+        let mut cands: Vec<Px> = above
             .into_iter()
             .filter(|&q| self.proxies[q].alive && self.room(sx, q) >= 1)
             .collect();
         cands.sort_by_key(|&q| std::cmp::Reverse(self.pair(sx, q).map_or(0, |p| p.seq)));
         if cands.is_empty() {
             let farm = self.next_farm_id();
-            let Some(q) = self.activate(
-                sx,
-                region,
-                tier - 1,
-                farm,
-                "every proxy of the tier above is full: its own DISTRIBUTE [0035]",
-            ) else {
+            let Some(q) = self.activate(sx, region, tier - 1, farm, why) else {
                 return Vec::new();
             };
             cands.push(q);
@@ -2114,7 +2295,7 @@ impl Coordinator {
         let mut plan = Vec::new();
         for &g in &group {
             let gp = self.pair(sx, g).expect("group member active");
-            let need = gp.load() + gp.pending.len() as u32;
+            let need = gp.load().saturating_add(gp.pending.len() as u32);
             if need == 0 {
                 plan.push((g, None));
                 continue;
@@ -2169,7 +2350,7 @@ impl Coordinator {
         }
         if viewers > 0 {
             if let Some(tp) = self.pair_mut(sx, to) {
-                tp.incoming += viewers;
+                tp.incoming = tp.incoming.saturating_add(viewers);
             }
             let peer = self.peer(to);
             self.send(
@@ -2208,6 +2389,10 @@ impl Coordinator {
             },
         );
         if joined {
+            // A standby receiving a joined child joins its own parents now ([0054]).
+            if self.pair(sx, to).is_some_and(|p| p.standby) {
+                self.join_parents(sx, to);
+            }
             self.after_load_increase(sx, to);
         }
     }
@@ -2262,7 +2447,7 @@ impl Coordinator {
         // S′: a sibling takes the children of S.
         let need = self
             .pair(sx, s)
-            .map_or(0, |x| x.load() + x.pending.len() as u32);
+            .map_or(0, |x| x.load().saturating_add(x.pending.len() as u32));
         let mut sibs: Vec<Px> = self
             .tier_members(sx, &region, tier)
             .into_iter()

@@ -1,0 +1,328 @@
+//! Coordinator targets (issue 3): one DISTRIBUTE decision with 10,000 proxies and 1,000 streams
+//! in < 1 ms; one heartbeat in < 2 µs; < 1 KiB per active (proxy, stream) pair.
+//!
+//! A program that prints figures (`cargo bench -p control --bench coordinator`), not a timed
+//! test. Memory is measured with a counting global allocator: the heap held by the coordinator
+//! after the trees are built, minus the heap held before any proxy was activated, divided by
+//! the number of active (proxy, stream) pairs.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use control::core::*;
+use control::protocol::*;
+
+struct Counting;
+
+static HELD: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded unchanged to `System`, which upholds the GlobalAlloc
+// contract; the counter only observes sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same layout, forwarded to the system allocator.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            HELD.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        HELD.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: `ptr` was allocated by `System` with this layout (through `alloc`).
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded unchanged; `ptr` came from `System` with `layout`.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            HELD.fetch_sub(layout.size(), Ordering::Relaxed);
+            HELD.fetch_add(new_size, Ordering::Relaxed);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+const SOURCES: u32 = 10;
+const REGIONS: u32 = 10;
+const VIEWERS_PER_STREAM: u32 = 40;
+
+/// Sizes can be lowered for a quick run: `VAN_BENCH_PROXIES=1000 VAN_BENCH_STREAMS=100`.
+fn param(name: &str, default: u32) -> u32 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn addr(id: u32) -> SocketAddr {
+    SocketAddr::new(IpAddr::from(id.to_be_bytes()), 8000)
+}
+
+fn main() {
+    let proxies_n = param("VAN_BENCH_PROXIES", 10_000);
+    let streams_n = param("VAN_BENCH_STREAMS", 1_000);
+    let started = Instant::now();
+    let phase = |what: &str| eprintln!("[{:>7.2} s] {what}", started.elapsed().as_secs_f64());
+    // Proxies on a plane: the sources' origins (ids 1..=SOURCES) at the centre, relays around
+    // them by region, at three distance bands (tiers).
+    let mut config = Config {
+        tier_spread_ms: 15.0,
+        placement: std::env::var("VAN_BENCH_PLACEMENT")
+            .map(|v| {
+                if v == "lowest_id" {
+                    Placement::LowestId
+                } else {
+                    Placement::MostFree
+                }
+            })
+            .unwrap_or(Placement::MostFree),
+        heartbeat_timeout_ms: u64::MAX / 4_000,
+        ..Config::default()
+    };
+    for id in 1..=proxies_n {
+        let (x, y) = if id <= SOURCES {
+            (f64::from(id) * 0.1, 0.0)
+        } else {
+            let band = [10.0, 40.0, 70.0][((id / REGIONS) % 3) as usize];
+            let angle = f64::from(id % REGIONS) / f64::from(REGIONS) * std::f64::consts::TAU;
+            (band * angle.cos(), band * angle.sin())
+        };
+        config.proxies.push(ProxySettings {
+            id: ProxyId(id),
+            region: None,
+            coordinates: Some([x, y]),
+            tier: None,
+            source_tiers: Default::default(),
+            logical_connections: None,
+        });
+    }
+    let mut core = Coordinator::new(config);
+    let mut now = Time::from_secs(1);
+    for id in 1..=proxies_n {
+        let region = if id <= SOURCES {
+            "sources".to_string()
+        } else {
+            format!("r{}", id % REGIONS)
+        };
+        core.handle(
+            Event::Register(Registration {
+                proxy: ProxyId(id),
+                name: format!("p{id}"),
+                data_addr: addr(id),
+                region: Some(region),
+                capacity: Capacity {
+                    connections: if id <= SOURCES { 100_000 } else { 50 },
+                    bits_per_sec: 10_000_000_000,
+                },
+                streams: vec![],
+                rtts: vec![],
+            }),
+            now,
+        );
+    }
+    for s in 0..streams_n {
+        let origin = 1 + s % SOURCES;
+        core.handle(
+            Event::Message {
+                from: ProxyId(origin),
+                msg: ProxyMsg::StreamAnnounce {
+                    stream: format!("s{s}"),
+                    source: SourceInfo {
+                        source: format!("src{origin}"),
+                        content_type: "video/mp2t".into(),
+                        bitrate_bps: 2_000_000,
+                    },
+                },
+            },
+            now,
+        );
+    }
+    phase("registered and announced");
+    let held_before = HELD.load(Ordering::Relaxed);
+    // Build the trees: viewers of every stream in every region, arriving slowly.
+    let mut bottom: Vec<(u32, ProxyId)> = Vec::new();
+    for v in 0..VIEWERS_PER_STREAM {
+        if v % 10 == 0 {
+            phase(&format!("viewer round {v}"));
+        }
+        now = now.plus_micros(1_000_000);
+        for s in 0..streams_n {
+            let stream = format!("s{s}");
+            let out = core.handle(
+                Event::Resolve {
+                    request: 0,
+                    stream: stream.clone(),
+                    region: Some(format!("r{}", (s + v) % REGIONS)),
+                    client: None,
+                },
+                now,
+            );
+            let target = out.iter().find_map(|c| match c {
+                Command::Resolved(r) => r.target,
+                _ => None,
+            });
+            if target.is_none() && std::env::var("VAN_BENCH_DEBUG").is_ok() {
+                for c in &out {
+                    if let Command::Log(d) = c {
+                        eprintln!("{v} {stream}: {:?} {:?} {}", d.rule, d.proxy, d.reason);
+                    }
+                }
+            }
+            if let Some(p) = target {
+                core.handle(
+                    Event::Message {
+                        from: p.id,
+                        msg: ProxyMsg::Login {
+                            stream,
+                            child: Child::Viewer,
+                        },
+                    },
+                    now,
+                );
+                if v == VIEWERS_PER_STREAM - 1 {
+                    bottom.push((s, p.id));
+                }
+            }
+        }
+    }
+    phase("trees built");
+    eprintln!("{:?}", core.counters());
+    let topo = core.topology();
+    let pairs: usize = topo
+        .streams
+        .iter()
+        .flat_map(|s| {
+            s.regions
+                .iter()
+                .flat_map(|r| r.tiers.iter().map(|t| t.active.len()))
+        })
+        .sum();
+    drop(topo);
+    let held_after = HELD.load(Ordering::Relaxed);
+    let per_pair = (held_after - held_before) as f64 / pairs as f64;
+
+    // Heartbeats: one stream's load each, the viewer count unchanged.
+    let hb: Vec<Event> = bottom
+        .iter()
+        .cycle()
+        .take(200_000)
+        .map(|(s, p)| Event::Message {
+            from: *p,
+            msg: ProxyMsg::Heartbeat {
+                streams: vec![StreamLoad {
+                    stream: format!("s{s}"),
+                    viewers: 0,
+                    child_proxies: 0,
+                    bits_per_sec: 0,
+                    login_rate: 0.0,
+                    logoff_rate: 0.0,
+                }],
+                connections: 0,
+                bits_per_sec: 0,
+                rtts: vec![],
+            },
+        })
+        .collect();
+    // Report the viewers the core already counts, so heartbeats change nothing.
+    let hb: Vec<Event> = hb
+        .into_iter()
+        .map(|mut e| {
+            if let Event::Message {
+                from,
+                msg: ProxyMsg::Heartbeat { streams, .. },
+            } = &mut e
+            {
+                let s = &mut streams[0];
+                s.viewers = core
+                    .stream_states(*from)
+                    .into_iter()
+                    .find(|st| st.stream == s.stream)
+                    .map_or(0, |st| st.viewers);
+            }
+            e
+        })
+        .collect();
+    phase("heartbeats prepared");
+    let n_hb = hb.len();
+    now = now.plus_micros(1_000);
+    let t0 = Instant::now();
+    for e in hb {
+        black_box(core.handle(e, now));
+    }
+    let hb_ns = t0.elapsed().as_nanos() as f64 / n_hb as f64;
+
+    phase("heartbeats done");
+    // DISTRIBUTE: one per stream, from the proxy that took its last viewer.
+    let mut times: Vec<u128> = Vec::new();
+    let mut activations = 0;
+    for (s, p) in &bottom {
+        now = now.plus_micros(10);
+        let e = Event::Message {
+            from: *p,
+            msg: ProxyMsg::Distribute {
+                stream: format!("s{s}"),
+            },
+        };
+        let t = Instant::now();
+        let out = core.handle(e, now);
+        times.push(t.elapsed().as_nanos());
+        activations += out
+            .iter()
+            .filter(|c| {
+                matches!(
+                    c,
+                    Command::Send {
+                        msg: PncMsg::Activate { .. },
+                        ..
+                    }
+                )
+            })
+            .count();
+        black_box(out);
+    }
+    // The first decision runs cold (code and data not yet in cache or even paged in): reported
+    // apart, as a warm-up.
+    let first = times.remove(0) as f64 / 1000.0;
+    let (slowest_at, _) = times
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, t)| **t)
+        .unwrap_or((0, &0));
+    times.sort();
+    let pct = |q: f64| times[((times.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
+
+    println!(
+        "coordinator bench: {proxies_n} proxies, {streams_n} streams, {SOURCES} sources, {REGIONS} regions"
+    );
+    println!(
+        "placement: {:?}; active (proxy, stream) pairs: {pairs}",
+        core.config().placement
+    );
+    println!(
+        "memory: {:.0} bytes per active pair ({} KiB held for the trees; target < 1024)",
+        per_pair,
+        (held_after - held_before) / 1024
+    );
+    println!("heartbeat: {hb_ns:.0} ns per heartbeat over {n_hb} (target < 2000 ns)");
+    println!(
+        "DISTRIBUTE: {} warm decisions ({} activations in all): median {:.1} µs, p99 {:.1} µs, max {:.1} µs (target < 1000 µs)",
+        times.len(),
+        activations,
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
+    println!(
+        "  (first, cold decision: {first:.1} µs, not in the figures above; slowest after it: #{})",
+        slowest_at + 1
+    );
+}
