@@ -103,6 +103,8 @@ fn main() {
             tier: None,
             source_tiers: Default::default(),
             logical_connections: None,
+            connections: None,
+            bits_per_sec: None,
         });
     }
     let mut core = Coordinator::new(config);

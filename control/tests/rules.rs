@@ -489,6 +489,8 @@ fn operator_pins_override_distance() {
                 tier: Some(1),
                 source_tiers: Default::default(),
                 logical_connections: None,
+                connections: None,
+                bits_per_sec: None,
             },
             ProxySettings {
                 id: ProxyId(32),
@@ -497,6 +499,8 @@ fn operator_pins_override_distance() {
                 tier: None,
                 source_tiers: Default::default(),
                 logical_connections: Some(2),
+                connections: None,
+                bits_per_sec: None,
             },
         ],
         ..Config::default()

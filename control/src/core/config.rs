@@ -110,6 +110,12 @@ pub struct ProxySettings {
     /// Logical capacity in connections per stream ([0048]); `None`: the physical capacity.
     #[serde(default)]
     pub logical_connections: Option<u32>,
+    /// Physical capacity in connections, overriding the one the proxy's hello states ([0047]).
+    #[serde(default)]
+    pub connections: Option<u32>,
+    /// Physical capacity in outgoing bits/s, overriding the hello's ([0047]).
+    #[serde(default)]
+    pub bits_per_sec: Option<u64>,
 }
 
 /// A CIDR prefix and the region of the viewers in it.

@@ -758,6 +758,17 @@ impl Coordinator {
     fn register(&mut self, r: Registration) {
         self.counters.registrations += 1;
         let settings = self.settings.get(&r.proxy).cloned();
+        // [0047] the operator's physical capacity wins over the one the hello states.
+        let capacity = Capacity {
+            connections: settings
+                .as_ref()
+                .and_then(|s| s.connections)
+                .unwrap_or(r.capacity.connections),
+            bits_per_sec: settings
+                .as_ref()
+                .and_then(|s| s.bits_per_sec)
+                .unwrap_or(r.capacity.bits_per_sec),
+        };
         let region = settings
             .as_ref()
             .and_then(|s| s.region.clone())
@@ -771,7 +782,7 @@ impl Coordinator {
                     name: r.name.clone(),
                     addr: r.data_addr,
                     region: region.clone(),
-                    capacity: r.capacity,
+                    capacity,
                     alive: false,
                     last_heard: self.now,
                     queued_deadline: Time::ZERO,
@@ -795,7 +806,7 @@ impl Coordinator {
             rec.name = r.name.clone();
             rec.addr = r.data_addr;
             rec.region = region.clone();
-            rec.capacity = r.capacity;
+            rec.capacity = capacity;
             rec.alive = true;
             for rtt in &r.rtts {
                 record_rtt(&mut rec.rtts, rtt.peer, rtt.micros);

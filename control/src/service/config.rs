@@ -8,14 +8,12 @@
 //!
 //! Errors name the file, the line and column (from toml's span) and what was expected.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::core::{Config as CoreConfig, ProxySettings, RegionRule};
-use crate::protocol::ProxyId;
 
 /// Everything the service reads from its file.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -29,58 +27,7 @@ pub struct ServiceConfig {
     /// Viewer regions by client address ([0049]); the longest matching prefix wins.
     pub regions: Vec<RegionRule>,
     /// What the operator fixes about each proxy.
-    pub proxies: Vec<ProxyEntry>,
-}
-
-/// One `[[proxies]]` table: the core's [`ProxySettings`] plus a physical capacity that
-/// overrides the one the proxy's hello states.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProxyEntry {
-    /// The proxy these settings are for (its hello names it).
-    pub id: ProxyId,
-    /// Region, overriding the one in the proxy's hello.
-    #[serde(default)]
-    pub region: Option<String>,
-    /// Position in a plane whose unit is a millisecond of RTT ([0024]).
-    #[serde(default)]
-    pub coordinates: Option<[f64; 2]>,
-    /// Tier pin for every source (1 = next to the source).
-    #[serde(default)]
-    pub tier: Option<u32>,
-    /// Tier pins per source name, overriding `tier`.
-    #[serde(default)]
-    pub source_tiers: BTreeMap<String, u32>,
-    /// Logical capacity in connections per stream ([0048]).
-    #[serde(default)]
-    pub logical_connections: Option<u32>,
-    /// Physical capacity in connections, overriding the hello's ([0047]).
-    #[serde(default)]
-    pub connections: Option<u32>,
-    /// Physical capacity in outgoing bits/s, overriding the hello's ([0047]).
-    #[serde(default)]
-    pub bits_per_sec: Option<u64>,
-}
-
-impl ProxyEntry {
-    /// The core's part of the entry.
-    pub fn settings(&self) -> ProxySettings {
-        ProxySettings {
-            id: self.id,
-            region: self.region.clone(),
-            coordinates: self.coordinates,
-            tier: self.tier,
-            source_tiers: self.source_tiers.clone(),
-            logical_connections: self.logical_connections,
-        }
-    }
-}
-
-/// Physical capacity the operator set for a proxy; `None` fields keep the hello's.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CapacityOverride {
-    pub connections: Option<u32>,
-    pub bits_per_sec: Option<u64>,
+    pub proxies: Vec<ProxySettings>,
 }
 
 /// Listen addresses. Port 0 picks a free port; the `listening …` line on stdout says which.
@@ -277,26 +224,8 @@ impl ServiceConfig {
     pub fn core_config(&self) -> CoreConfig {
         let mut c = self.coordinator.clone();
         c.regions.extend(self.regions.iter().cloned());
-        c.proxies
-            .extend(self.proxies.iter().map(ProxyEntry::settings));
+        c.proxies.extend(self.proxies.iter().cloned());
         c
-    }
-
-    /// Physical capacities set in `[[proxies]]`, by proxy.
-    pub fn capacity_overrides(&self) -> BTreeMap<ProxyId, CapacityOverride> {
-        self.proxies
-            .iter()
-            .filter(|p| p.connections.is_some() || p.bits_per_sec.is_some())
-            .map(|p| {
-                (
-                    p.id,
-                    CapacityOverride {
-                        connections: p.connections,
-                        bits_per_sec: p.bits_per_sec,
-                    },
-                )
-            })
-            .collect()
     }
 }
 

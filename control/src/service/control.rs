@@ -14,7 +14,7 @@
 //! second hello for a proxy id that is connected replaces the older connection (a restarted
 //! proxy must not wait for its old socket to time out); the older one is closed and logged.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +25,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use super::config::CapacityOverride;
 use crate::core::{
     Command, Coordinator, Counters, Event, Registration, Resolution, Time, Topology,
 };
@@ -167,8 +166,6 @@ struct CoordinatorTask {
     known: BTreeSet<String>,
     known_at: Option<Instant>,
     stats: Arc<ServiceStats>,
-    /// Physical capacities the operator set, applied to every hello.
-    capacities: BTreeMap<ProxyId, CapacityOverride>,
 }
 
 const KNOWN_REFRESH: Duration = Duration::from_millis(500);
@@ -243,20 +240,8 @@ impl CoordinatorTask {
 
     fn input(&mut self, input: Input) {
         match input {
-            Input::Registered {
-                conn,
-                mut hello,
-                tx,
-            } => {
+            Input::Registered { conn, hello, tx } => {
                 let proxy = hello.proxy;
-                if let Some(o) = self.capacities.get(&proxy) {
-                    let said = hello.capacity;
-                    hello.capacity.connections = o.connections.unwrap_or(said.connections);
-                    hello.capacity.bits_per_sec = o.bits_per_sec.unwrap_or(said.bits_per_sec);
-                    if hello.capacity != said {
-                        info!(%proxy, hello = ?said, config = ?hello.capacity, "capacity from the configuration");
-                    }
-                }
                 if let Some(old) = self.routes.insert(proxy, Route { conn, tx }) {
                     warn!(%proxy, old_conn = old.conn, conn, "proxy connected again; the older connection is closed");
                 }
@@ -325,12 +310,8 @@ impl CoordinatorTask {
     }
 }
 
-/// Start the coordinator task; returns its handle. `capacities` override what the hellos say.
-pub fn spawn_coordinator(
-    core: Coordinator,
-    capacities: BTreeMap<ProxyId, CapacityOverride>,
-    stats: Arc<ServiceStats>,
-) -> CoordinatorHandle {
+/// Start the coordinator task; returns its handle.
+pub fn spawn_coordinator(core: Coordinator, stats: Arc<ServiceStats>) -> CoordinatorHandle {
     let (tx, rx) = mpsc::channel(INPUT_QUEUE);
     let tick = Duration::from_micros(core.config().tick_micros()).max(Duration::from_millis(1));
     let task = CoordinatorTask {
@@ -341,7 +322,6 @@ pub fn spawn_coordinator(
         known: BTreeSet::new(),
         known_at: None,
         stats: stats.clone(),
-        capacities,
     };
     tokio::spawn(run_coordinator(task, rx, tick));
     CoordinatorHandle { tx, stats }

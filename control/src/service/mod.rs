@@ -70,11 +70,7 @@ pub async fn start(
         dns: dns_addr,
     };
     let stats = Arc::new(ServiceStats::default());
-    let handle = control::spawn_coordinator(
-        Coordinator::new(config.core_config()),
-        config.capacity_overrides(),
-        stats,
-    );
+    let handle = control::spawn_coordinator(Coordinator::new(config.core_config()), stats);
     tokio::spawn(control::serve_control(
         control,
         handle.clone(),
