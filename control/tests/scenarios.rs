@@ -262,7 +262,12 @@ fn consolidate_of_the_last_proxy_of_a_tier_is_ignored() {
 /// decisions are independent per stream and capacity is machine-wide.
 #[test]
 fn figure_3_two_vans_share_proxies() {
-    let mut net = Net::new(Config::default());
+    // The figure draws both VANs' paths through the same physical proxy (P11 = Q31): the
+    // lowest-id placement that packs streams together, not the default that spreads them.
+    let mut net = Net::new(Config {
+        placement: Placement::LowestId,
+        ..Config::default()
+    });
     let (s1, s2) = (1, 2);
     // The sources' own hosts sit in a region of their own, so they are not relays here.
     net.register(s1, Some("sources"), 100, &[]);

@@ -41,10 +41,11 @@ fn dns_answers_with_the_accepting_proxies() {
 
     // A stream with a source and no viewer yet: the query starts its first path ([0032]) and
     // names the proxy a first viewer would get: not P31, whose machine is full with demo's
-    // three viewers (capacity is per machine across streams, [0047]), but P32.
+    // three viewers (capacity is per machine across streams, [0047]), nor P32, which carries
+    // demo's u4, but P33, the machine with the most free room (default placement).
     let m = dns_query(pnc.dns, "other.live.van.", RecordType::A);
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
-    assert_eq!(a_records(&m), vec![(Ipv4Addr::new(127, 0, 0, 32), 5)]);
+    assert_eq!(a_records(&m), vec![(Ipv4Addr::new(127, 0, 0, 33), 5)]);
 
     // No IPv6 addresses: an empty answer for AAAA.
     let m = dns_query(pnc.dns, "demo.live.van.", RecordType::AAAA);

@@ -65,7 +65,7 @@ impl Default for Config {
             redundant_parents: 1,
             tier_spread_ms: 10.0,
             max_tiers: 8,
-            placement: Placement::LowestId,
+            placement: Placement::MostFree,
             default_region: "default".to_string(),
             proxies: Vec::new(),
             regions: Vec::new(),
@@ -78,13 +78,19 @@ impl Default for Config {
 #[serde(rename_all = "snake_case")]
 pub enum Placement {
     /// The lowest id among machines with at least the minimum threshold free, else the lowest
-    /// id with any room (DESIGN "Start of a stream": deterministic and easy to follow).
-    #[default]
+    /// id with any room (DESIGN "Start of a stream": deterministic and easy to follow). Packs
+    /// every stream onto the same machines, as the seed's figure 3 draws it.
     LowestId,
     /// The machine with the most free connections (ties: lowest id). With many streams sharing
     /// machines, lowest-id packing fills the same machines with every stream and each stream's
     /// share there stays small, so DISTRIBUTEs cascade; spreading avoids that. Recommended
-    /// beyond a few streams per machine (the bench uses it).
+    /// beyond a few streams per machine.
+    ///
+    /// The default, departing from DESIGN's "lowest id first": it still reproduces figures 2
+    /// and 4 (there every idle proxy is equally free, so ties fall to the lowest id), and with
+    /// many streams per machine it keeps one DISTRIBUTE well under 1 ms where lowest-id packing
+    /// cascades into milliseconds (BENCHMARKS.md, "Coordinator core").
+    #[default]
     MostFree,
 }
 
