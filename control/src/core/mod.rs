@@ -1573,8 +1573,9 @@ impl Coordinator {
             .and_then(|t| t.get(tier.checked_sub(1)? as usize))
             .cloned()
             .unwrap_or_default();
-        // [0032] one idle proxy, lowest id first (deterministic, DESIGN "Start of a stream"),
-        // among the machines with at least the minimum threshold free: a proxy born with no
+        // [0032] one idle proxy: under `Placement::LowestId`, lowest id first (deterministic,
+        // DESIGN "Start of a stream"); under the default `MostFree`, see `most_free_idle`. Among
+        // the machines with at least the minimum threshold free: a proxy born with no
         // more room than the CONSOLIDATE threshold ([0033]) would fill at once, and machines
         // shared by many streams ([0047]) would cascade DISTRIBUTEs. Failing that, any room.
         // A cheap machine-wide test (connections and bits/s held) skips full machines before
