@@ -424,7 +424,10 @@ impl Core {
                 self.on_tick();
             }
             K_WAKE => {
-                self.shared.wake_pending[self.id].store(false, Ordering::SeqCst);
+                // A swap, not a store: reading the waker's `true` makes every frame it
+                // published before waking us visible to the pump below (acquire), on any
+                // architecture; a waker that saw `true` relies on exactly that.
+                self.shared.wake_pending[self.id].swap(false, Ordering::AcqRel);
                 self.m().add(&self.m().wakeups, 1);
                 self.dirty.extend(self.locals.keys().copied());
             }
