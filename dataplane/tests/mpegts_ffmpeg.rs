@@ -40,13 +40,19 @@ fn run(cmd: &mut Command, limit: Duration) -> Output {
     }
 }
 
+/// Under CI (`CI` set) a missing ffmpeg fails the test instead of skipping it.
 fn have(tool: &str) -> bool {
-    Command::new(tool)
+    let found = Command::new(tool)
         .arg("-version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success())
+        .is_ok_and(|s| s.success());
+    assert!(
+        found || std::env::var_os("CI").is_none(),
+        "{tool} is not installed, and CI must run every test (.ci/run installs it)"
+    );
+    found
 }
 
 struct TempDir(PathBuf);

@@ -43,15 +43,23 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// True if an outside tool answers `-version` (ffmpeg, ffprobe).
+/// True if an outside tool (ffmpeg, prlimit, ...) is an executable on the PATH.
+/// Under CI (`CI` set) a missing tool fails the test instead of skipping it: `.ci/run`
+/// installs every tool, so a skip there would hide a broken install step.
 pub fn have_tool(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("-version")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    let found = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(tool)).is_ok_and(|m| {
+                m.is_file()
+                    && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+            })
+        })
+    });
+    assert!(
+        found || std::env::var_os("CI").is_none(),
+        "{tool} is not installed, and CI must run every test (.ci/run installs it)"
+    );
+    found
 }
 
 /// A directory removed on drop.

@@ -8,19 +8,12 @@ use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 use van_e2e::{
     RawSource, RawViewer, Relay, RelayOptions, SOURCE_PASSWORD, SOURCE_USER, VAN_TOKEN, VanViewer,
-    bin,
+    bin, have_tool,
 };
-
-fn tool_exists(tool: &str) -> bool {
-    std::process::Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 #[test]
 fn memlock_too_small_for_the_pool_exits_2_naming_rlimit_memlock() {
-    if !tool_exists("prlimit") || !tool_exists("setpriv") {
+    if !have_tool("prlimit") || !have_tool("setpriv") {
         eprintln!("SKIPPED: prlimit/setpriv (util-linux) not installed");
         return;
     }
