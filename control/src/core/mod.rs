@@ -2379,11 +2379,24 @@ impl Coordinator {
     /// Child proxy `c` of `from` now pulls from `to` instead (make-before-break, [0029]).
     fn move_child(&mut self, sx: Sx, c: Px, from: Px, to: Px) {
         let joined = self.pair(sx, from).is_some_and(|p| p.children.contains(&c));
+        self.repoint(sx, c, from, to, joined);
+        if joined {
+            self.after_load_increase(sx, to);
+        }
+    }
+
+    /// Moves `c`'s parent link from `from` to `to` and sends it `SwitchToParent`. A standby
+    /// `to` receiving a joined child joins its own parents first ([0054]), so the new path
+    /// carries data before the child switches ([0029]).
+    fn repoint(&mut self, sx: Sx, c: Px, from: Px, to: Px, joined: bool) {
         self.unlink_at_parent(sx, from, c);
         if let Some(cp) = self.pair_mut(sx, c) {
             cp.parents.retain(|&q| q != from);
         }
         self.link(sx, to, c, joined);
+        if joined && self.pair(sx, to).is_some_and(|p| p.standby) {
+            self.join_parents(sx, to);
+        }
         self.counters.parent_switches += 1;
         let parents: Vec<Peer> = self
             .pair(sx, c)
@@ -2400,13 +2413,6 @@ impl Coordinator {
                 parents,
             },
         );
-        if joined {
-            // A standby receiving a joined child joins its own parents now ([0054]).
-            if self.pair(sx, to).is_some_and(|p| p.standby) {
-                self.join_parents(sx, to);
-            }
-            self.after_load_increase(sx, to);
-        }
     }
 
     // ----------------------------------------------------------------------------------------
@@ -2507,30 +2513,7 @@ impl Coordinator {
     /// `s` pulls from `new` instead of `old`.
     fn switch_parent(&mut self, sx: Sx, s: Px, old: Px, new: Px) {
         let joined = !self.pair(sx, s).is_some_and(|x| x.standby);
-        self.unlink_at_parent(sx, old, s);
-        if let Some(x) = self.pair_mut(sx, s) {
-            x.parents.retain(|&q| q != old);
-        }
-        self.link(sx, new, s, joined);
-        if joined && self.pair(sx, new).is_some_and(|x| x.standby) {
-            self.join_parents(sx, new);
-        }
-        self.counters.parent_switches += 1;
-        let parents: Vec<Peer> = self
-            .pair(sx, s)
-            .map(|x| x.parents.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|q| self.peer(q))
-            .collect();
-        let name = self.sname(sx);
-        self.send(
-            s,
-            PncMsg::SwitchToParent {
-                stream: name,
-                parents,
-            },
-        );
+        self.repoint(sx, s, old, new, joined);
         self.after_load_decrease(sx, old);
         self.after_load_increase(sx, new);
     }
