@@ -625,6 +625,22 @@ impl Coordinator {
             .map_or(0, |t| t.len() as u32)
     }
 
+    /// The members of `px`'s farm still in its (region, tier); `px` alone when it has no farm
+    /// ([0042]: a farm's DISTRIBUTE is one, and a farm is deactivated together).
+    fn farm_group(&self, sx: Sx, px: Px, farm: FarmId, tier: u32, region: &str) -> Vec<Px> {
+        self.streams
+            .get(&sx)
+            .and_then(|s| s.farms.get(&farm))
+            .cloned()
+            .unwrap_or_else(|| vec![px])
+            .into_iter()
+            .filter(|q| {
+                self.pair(sx, *q)
+                    .is_some_and(|p| p.tier == tier && p.region == region)
+            })
+            .collect()
+    }
+
     fn tier_members(&self, sx: Sx, region: &str, tier: u32) -> Vec<Px> {
         self.streams
             .get(&sx)
@@ -1980,18 +1996,7 @@ impl Coordinator {
         }
         self.counters.distributes += 1;
         // [0042] a DISTRIBUTE from any farm member is the farm's.
-        let group: Vec<Px> = self
-            .streams
-            .get(&sx)
-            .and_then(|s| s.farms.get(&farm))
-            .cloned()
-            .unwrap_or_else(|| vec![px])
-            .into_iter()
-            .filter(|q| {
-                self.pair(sx, *q)
-                    .is_some_and(|p| p.tier == tier && p.region == region)
-            })
-            .collect();
+        let group = self.farm_group(sx, px, farm, tier, &region);
         let mut stopped = Vec::new();
         for &q in &group {
             if let Some(gp) = self.pair_mut(sx, q) {
@@ -2261,18 +2266,7 @@ impl Coordinator {
             return;
         }
         // [0042] a farm is deactivated together.
-        let group: Vec<Px> = self
-            .streams
-            .get(&sx)
-            .and_then(|s| s.farms.get(&farm))
-            .cloned()
-            .unwrap_or_else(|| vec![px])
-            .into_iter()
-            .filter(|q| {
-                self.pair(sx, *q)
-                    .is_some_and(|p| p.tier == tier && p.region == region)
-            })
-            .collect();
+        let group = self.farm_group(sx, px, farm, tier, &region);
         let others: Vec<Px> = self
             .tier_members(sx, &region, tier)
             .into_iter()
