@@ -599,12 +599,17 @@ mod tests {
         };
         let win = Arc::new(StreamWindow::new(&cfg, 1, 0));
         let done = Arc::new(AtomicBool::new(false));
+        // The writer starts only once the reader holds its mark, so they truly race even when
+        // the scheduler starts the reader thread late (a loaded CI machine did).
+        let pinned = Arc::new(std::sync::Barrier::new(2));
         const FRAMES: u64 = 20_000;
         let reader = {
-            let (pool, win, done) = (pool.clone(), win.clone(), done.clone());
+            let (pool, win, done, pinned) =
+                (pool.clone(), win.clone(), done.clone(), pinned.clone());
             std::thread::spawn(move || {
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
                 let (mut seq, _) = win.pin(0, 0);
+                pinned.wait();
                 let mut checked = 0u64;
                 while !done.load(Ordering::Acquire) && std::time::Instant::now() < deadline {
                     match win.frame(seq) {
@@ -628,6 +633,7 @@ mod tests {
                 checked
             })
         };
+        pinned.wait();
         let mut w = Writer::new(cfg, 4096, &win);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         let mut seq = 0u64;
