@@ -23,6 +23,18 @@ pub enum ZeroCopy {
     On,
 }
 
+/// Which core serves a new viewer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Placement {
+    /// The core that accepted it hands it to the core serving the fewest viewers, if that is
+    /// another core (DESIGN.md, "Placing connections").
+    #[default]
+    LeastLoaded,
+    /// The core whose SO_REUSEPORT listener the kernel chose (a hash of the addresses) keeps it.
+    Reuseport,
+}
+
 /// VAN relay: ingest live streams over HTTP PUT / Icecast SOURCE and fan them out to plain HTTP
 /// viewers (GET /live/{stream}) and VAN-aware children (GET /van/{stream}?from=N).
 ///
@@ -91,6 +103,9 @@ pub struct Args {
     /// Sends at least this large use send_zc (when --zerocopy allows) [default: 16384].
     #[arg(long, value_name = "BYTES")]
     pub zerocopy_min: Option<u32>,
+    /// Which core serves a new viewer: least-loaded or reuseport [default: least-loaded].
+    #[arg(long, value_enum)]
+    pub placement: Option<Placement>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -113,6 +128,7 @@ struct FileConfig {
     burst_bytes: Option<u64>,
     zerocopy: Option<ZeroCopy>,
     zerocopy_min: Option<u32>,
+    placement: Option<Placement>,
 }
 
 /// The effective configuration.
@@ -136,6 +152,7 @@ pub struct Config {
     pub burst_bytes: u64,
     pub zerocopy: ZeroCopy,
     pub zerocopy_min: u32,
+    pub placement: Placement,
 }
 
 fn secs(name: &str, v: f64) -> anyhow::Result<u64> {
@@ -185,6 +202,7 @@ impl Config {
             burst_bytes: args.burst_bytes.or(file.burst_bytes).unwrap_or(0),
             zerocopy: args.zerocopy.or(file.zerocopy).unwrap_or_default(),
             zerocopy_min: args.zerocopy_min.or(file.zerocopy_min).unwrap_or(16384),
+            placement: args.placement.or(file.placement).unwrap_or_default(),
         };
         if cfg.cores == 0 || cfg.cores > 64 {
             bail!("--cores must be between 1 and 64, got {}", cfg.cores);
@@ -222,7 +240,8 @@ mod tests {
         let path = dir.join("d.toml");
         std::fs::write(
             &path,
-            "listen = \"127.0.0.1:9000\"\npool-blocks = 32\ngrace = 1.5\nzerocopy = \"off\"\n",
+            "listen = \"127.0.0.1:9000\"\npool-blocks = 32\ngrace = 1.5\nzerocopy = \"off\"\n\
+             placement = \"reuseport\"\n",
         )
         .unwrap();
         let args = Args::parse_from([
@@ -238,6 +257,7 @@ mod tests {
         assert_eq!(cfg.pool_blocks, 64);
         assert_eq!(cfg.grace_us, 1_500_000);
         assert_eq!(cfg.zerocopy, ZeroCopy::Off);
+        assert_eq!(cfg.placement, Placement::Reuseport);
         assert_eq!(cfg.block_size, 65536);
         assert_eq!(cfg.cores, 2);
     }

@@ -72,6 +72,7 @@ pub struct CoreMetrics {
     pub sends_plain: AtomicU64,
     pub zc_fallbacks: AtomicU64,
     pub wakeups: AtomicU64,
+    pub viewers_handed_off: AtomicU64,
     pub ingest_paused: AtomicU64,
     pub rejected: [AtomicU64; 9],
 }
@@ -180,6 +181,12 @@ pub fn render_prometheus(
     counter(&mut reg, "wakeups", "Cross-core wake-ups received", &|c| {
         r(&c.wakeups)
     });
+    counter(
+        &mut reg,
+        "viewers_handed_off",
+        "Viewers this core accepted and handed to a less loaded core",
+        &|c| r(&c.viewers_handed_off),
+    );
     counter(
         &mut reg,
         "ingest_paused",

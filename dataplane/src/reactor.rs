@@ -29,13 +29,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering, fence};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use crossbeam::queue::SegQueue;
 use crossbeam::utils::CachePadded;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use tracing::{debug, info, warn};
 
 use crate::auth::{SourceCredentials, VanTokens};
 use crate::chunked::ChunkedDecoder;
-use crate::config::{Config, ZeroCopy};
+use crate::config::{Config, Placement, ZeroCopy};
 use crate::cursor::{self, Cursor, Lag, PlainRange, VanPiece};
 use crate::frame::{self, FLAG_RANDOM_ACCESS, FrameKind, HEADER_LEN};
 use crate::http::{self, BodyFraming, Request, Route};
@@ -53,6 +54,7 @@ const K_POLL: u64 = 5;
 const K_TIMER: u64 = 6;
 const K_WAKE: u64 = 7;
 const K_IGNORE: u64 = 8;
+const K_HANDOFF: u64 = 9;
 
 /// Frames per VAN batch (one sendmsg).
 const VAN_BATCH: usize = 32;
@@ -86,6 +88,12 @@ pub struct Shared {
     pub metrics: Vec<CoreMetrics>,
     pub ring_fds: Vec<AtomicI32>,
     pub wake_pending: Vec<CachePadded<AtomicBool>>,
+    /// Viewers each core serves or has been handed and not yet started: the load that
+    /// `--placement least-loaded` balances. Counted when placed, so a burst of joins on one
+    /// core does not send them all to the same other core.
+    pub placed: Vec<CachePadded<AtomicUsize>>,
+    /// Viewers handed to each core, taken when its `K_HANDOFF` message arrives.
+    handoffs: Vec<SegQueue<Handoff>>,
     pub shutdown: AtomicBool,
     pub connections: AtomicUsize,
     pub max_connections: usize,
@@ -115,6 +123,10 @@ impl Shared {
             wake_pending: (0..cores)
                 .map(|_| CachePadded::new(AtomicBool::new(false)))
                 .collect(),
+            placed: (0..cores)
+                .map(|_| CachePadded::new(AtomicUsize::new(0)))
+                .collect(),
+            handoffs: (0..cores).map(|_| SegQueue::new()).collect(),
             shutdown: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
             max_connections,
@@ -184,6 +196,16 @@ struct SourceConn {
     leftover: Vec<u8>,
     done: bool,
     paused: bool,
+}
+
+/// A viewer whose request one core parsed, for another core to serve. The socket is an
+/// ordinary descriptor (the rings register no files), so its number is all that moves;
+/// `MsgRingSendFd`, which moves registered descriptors, has nothing to carry here.
+struct Handoff {
+    fd: RawFd,
+    stream: Arc<Stream>,
+    van: bool,
+    from: Option<Option<u64>>,
 }
 
 enum Inflight {
@@ -431,6 +453,7 @@ impl Core {
                 self.m().add(&self.m().wakeups, 1);
                 self.dirty.extend(self.locals.keys().copied());
             }
+            K_HANDOFF => self.on_handoff(slot as usize, generation == 1 && res < 0),
             K_IGNORE => {}
             _ => {
                 let Some(c) = self.conns.get(slot as usize) else {
@@ -647,7 +670,7 @@ impl Core {
                 if req.head_only {
                     return self.reply(slot, http::viewer_ok_response(&s.content_type()), None);
                 }
-                self.start_viewer(slot, s, false, None);
+                self.place_viewer(slot, s, false, None);
             }
             Route::PlayVan { stream, from } => {
                 let ok = self
@@ -673,7 +696,7 @@ impl Core {
                     return self.reply(slot, http::viewer_ok_response(frame::CONTENT_TYPE), None);
                 }
                 let from = *from;
-                self.start_viewer(slot, s, true, Some(from));
+                self.place_viewer(slot, s, true, Some(from));
             }
         }
     }
@@ -762,6 +785,92 @@ impl Core {
         }
         out.extend_from_slice(&http::source_ok_response());
         self.reply(slot, out, Some(sc));
+    }
+
+    /// The core serving the fewest viewers, this one on a tie (`--placement least-loaded`).
+    fn least_loaded_core(&self) -> usize {
+        let shared = self.shared;
+        if shared.cfg.placement == Placement::Reuseport {
+            return self.id;
+        }
+        let load = |c: usize| shared.placed[c].load(Ordering::Relaxed);
+        let mut best = (load(self.id), self.id);
+        for c in 0..shared.placed.len() {
+            // A core whose ring is gone (stopped) takes no one.
+            if c != self.id && shared.ring_fds[c].load(Ordering::Acquire) >= 0 {
+                best = best.min((load(c), c));
+            }
+        }
+        best.1
+    }
+
+    /// Serves a viewer here or hands it to the least-loaded core. A connection is moved at most
+    /// once, before its first byte of response, and then lives on that core.
+    fn place_viewer(&mut self, slot: u32, s: Arc<Stream>, van: bool, from: Option<Option<u64>>) {
+        let target = self.least_loaded_core();
+        self.shared.placed[target].fetch_add(1, Ordering::Relaxed);
+        if target == self.id {
+            return self.start_viewer(slot, s, van, from);
+        }
+        let c = &mut self.conns[slot as usize];
+        debug_assert_eq!(c.ops, 0, "a parsed request has no operation in flight");
+        let fd = std::mem::replace(&mut c.fd, -1);
+        c.state = State::Free;
+        self.free.push(slot);
+        self.m().connections.fetch_sub(1, Ordering::Relaxed);
+        self.m().add(&self.m().viewers_handed_off, 1);
+        self.shared.handoffs[target].push(Handoff {
+            fd,
+            stream: s,
+            van,
+            from,
+        });
+        let ring = self.shared.ring_fds[target].load(Ordering::Acquire);
+        // Generation 0: the message the target receives; 1: our own completion, posted only
+        // if the message could not be delivered.
+        let e = opcode::MsgRingData::new(types::Fd(ring), 0, ud(K_HANDOFF, target as u32, 0), None)
+            .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
+            .user_data(ud(K_HANDOFF, target as u32, 1));
+        self.push(e);
+    }
+
+    /// Starts the viewers other cores handed to this one; or, when this core's own message to
+    /// `target` could not be delivered (its ring is gone: shutdown), ends what is queued there.
+    fn on_handoff(&mut self, target: usize, undelivered: bool) {
+        if undelivered {
+            while let Some(h) = self.shared.handoffs[target].pop() {
+                self.shared.placed[target].fetch_sub(1, Ordering::Relaxed);
+                self.end_handoff(h);
+            }
+            return;
+        }
+        while let Some(h) = self.shared.handoffs[self.id].pop() {
+            if self.stopping.is_some() {
+                self.shared.placed[self.id].fetch_sub(1, Ordering::Relaxed);
+                self.end_handoff(h);
+                continue;
+            }
+            self.m().connections.fetch_add(1, Ordering::Relaxed);
+            let slot = self.alloc_conn(h.fd, State::Free);
+            self.start_viewer(slot, h.stream, h.van, h.from);
+        }
+    }
+
+    /// A handed-over viewer that no core will serve (shutdown): it gets a 503 and is closed.
+    fn end_handoff(&mut self, h: Handoff) {
+        let resp = http::error_response(503, "Service Unavailable", &[("Retry-After", "5")]);
+        // SAFETY: the fd is ours alone; best effort and non-blocking, as for the connection limit.
+        unsafe {
+            libc::send(
+                h.fd,
+                resp.as_ptr().cast(),
+                resp.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            );
+            libc::close(h.fd);
+        }
+        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
     }
 
     fn start_viewer(&mut self, slot: u32, s: Arc<Stream>, van: bool, from: Option<Option<u64>>) {
@@ -1511,6 +1620,7 @@ impl Core {
     }
 
     fn remove_viewer(&mut self, v: &Viewer) {
+        self.shared.placed[self.id].fetch_sub(1, Ordering::Relaxed);
         if v.van.is_some() {
             v.stream.van_viewers.fetch_sub(1, Ordering::Relaxed);
             self.m().van_viewers.fetch_sub(1, Ordering::Relaxed);

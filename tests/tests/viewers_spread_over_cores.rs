@@ -1,0 +1,91 @@
+//! `--placement least-loaded` (the default): whichever core's listener accepts a viewer, the
+//! viewers end up spread evenly over the cores, every one of them is served, and a core's load
+//! goes back to zero when its viewers leave.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use van_e2e::{Relay, connect, read_head, request, source_args, vanbench};
+
+/// Per-core values of one `van_dataplane_*` family from the relay's /metrics.
+fn per_core(relay: &Relay, family: &str) -> Vec<f64> {
+    let metrics = request(
+        relay.admin,
+        b"GET /metrics HTTP/1.0\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .expect("GET /metrics");
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    let mut values = vec![0.0; 2];
+    let prefix = format!("van_dataplane_{family}{{core=\"");
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix(&prefix) {
+            let (core, value) = rest.split_once("\"} ").expect("a labelled sample");
+            values[core.parse::<usize>().expect("core number")] = value.parse().expect("number");
+        }
+    }
+    values
+}
+
+/// Opens `n` plain viewers and reads their response heads (200 each).
+fn join(relay: &Relay, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|_| {
+            let mut s = connect(relay.data, Duration::from_secs(10)).expect("connect");
+            s.write_all(b"GET /live/spread HTTP/1.1\r\nHost: x\r\n\r\n")
+                .expect("request");
+            let head = read_head(&mut s).expect("response head");
+            assert_eq!(head.status, 200);
+            s
+        })
+        .collect()
+}
+
+/// Polls /metrics until the per-core viewer counts satisfy `ok`, up to 10 s.
+fn wait_viewers(relay: &Relay, ok: impl Fn(&[f64]) -> bool) -> Vec<f64> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = per_core(relay, "viewers");
+        if ok(&v) || Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn viewers_are_spread_evenly_and_every_one_is_served() {
+    let relay = Relay::start();
+    let _source = vanbench(&source_args(&relay, "spread", "2M", "60s"), Stdio::null()).unwrap();
+    relay.wait_live("spread", Duration::from_secs(20)).unwrap();
+
+    let mut viewers = join(&relay, 41);
+    let counts = wait_viewers(&relay, |v| v.iter().sum::<f64>() == 41.0);
+    assert_eq!(counts.iter().sum::<f64>(), 41.0, "{counts:?}");
+    assert!(
+        (counts[0] - counts[1]).abs() <= 1.0,
+        "viewers per core {counts:?}, handed off {:?}",
+        per_core(&relay, "viewers_handed_off")
+    );
+    // Every viewer, handed over or not, gets the stream.
+    for (i, v) in viewers.iter_mut().enumerate() {
+        let mut buf = [0u8; 4096];
+        let mut got = 0;
+        while got < 4096 {
+            let n = v
+                .read(&mut buf)
+                .unwrap_or_else(|e| panic!("viewer {i}: {e}"));
+            assert!(n > 0, "viewer {i}: closed after {got} bytes");
+            got += n;
+        }
+    }
+
+    // Leaving brings each core's load back to zero, and new viewers are spread again.
+    drop(viewers);
+    let counts = wait_viewers(&relay, |v| v.iter().sum::<f64>() == 0.0);
+    assert_eq!(counts, vec![0.0, 0.0]);
+    let _again = join(&relay, 10);
+    let counts = wait_viewers(&relay, |v| v.iter().sum::<f64>() == 10.0);
+    assert_eq!(counts, vec![5.0, 5.0]);
+}
