@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # The whole fan-out comparison of BENCHMARKS.md, in one run on this machine: the VAN relay
-# (`dataplane`), Debian's icecast2 with the same load, and iperf3 -P 8 on loopback as the ceiling.
+# (`dataplane`), Debian's icecast2 and the issue's naive relay (scripts/naive_relay.py: asyncio,
+# one thread, one write() per viewer per read, unbounded buffers) with the same load, and
+# iperf3 -P 8 on loopback as the ceiling.
 #
-#   scripts/bench-compare.sh [--duration 10s] [--only relay|icecast] [--scenarios "n10 n100 …"]
-#                            [--out DIR] [--no-zerocopy] [--nice N]
+#   scripts/bench-compare.sh [--duration 10s] [--only relay|icecast|naive]
+#                            [--scenarios "n10 n100 …"] [--out DIR] [--no-zerocopy] [--nice N]
 #
-# Scenarios (each against a fresh relay process, one PUT source, plain GET viewers, 1 KiB records):
+# Scenarios (each on fresh processes, one PUT source, plain GET viewers, 1 KiB records):
 #   n10, n100, n1000  N viewers at 4 Mbit/s
 #   n10000            10,000 viewers at 1 Mbit/s joining at once
 #   unl100            an unlimited source, 100 viewers
 #   stall100          100 viewers at 4 Mbit/s, one of them stops reading (compare p99 with n100)
 #   zc-on-*, zc-off-* the relay with --zerocopy on / off for n1000 and unl100 (plain send vs send_zc)
+# Targets: relay, icecast, naive, all three by default; --only runs one.
 # Results: one vanbench JSON per run in DIR (default target/bench-compare/TIMESTAMP), then a table.
 # --nice N runs every measured process (relays, vanbench, iperf3) at that priority, e.g. -5 on a
 # machine busy with other work, so all targets wait less for a CPU alike.
@@ -27,10 +30,16 @@ while [ $# -gt 0 ]; do
     --out) out="$2"; shift 2 ;;
     --no-zerocopy) zerocopy=0; shift ;;
     --nice) prio=(nice -n "$2"); shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "bench-compare.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
 done
+case "$only" in
+  ""|relay|icecast|naive) ;;
+  *) echo "bench-compare.sh: --only takes relay, icecast or naive, not $only" >&2; exit 2 ;;
+esac
+# Whether target $1 runs.
+want() { [ -z "$only" ] || [ "$only" = "$1" ]; }
 out="${out:-target/bench-compare/$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$out"
 
@@ -110,6 +119,34 @@ icecast_run() {
   sleep 1
 }
 
+# The issue's naive relay (scripts/naive_relay.py), started and driven like the relay (chunked PUT).
+naive_run() {
+  local s="$1"
+  "${prio[@]}" python3 scripts/naive_relay.py --listen 127.0.0.1:0 >"$out/naive-$s.out" 2>"$out/naive-$s.err" &
+  local pid=$! line=""
+  pids+=("$pid")
+  for _ in $(seq 1 100); do
+    line="$(grep -m1 '^listening ' "$out/naive-$s.out" 2>/dev/null || true)"
+    [ -n "$line" ] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ -z "$line" ]; then
+    echo "naive $s: naive_relay.py did not start: $(tail -n 3 "$out/naive-$s.err")" >&2
+    stop_pid "$pid"
+    return 0
+  fi
+  local data
+  data="$(sed -n 's/.*data=\([^ ]*\).*/\1/p' <<<"$line")"
+  echo "== naive $s ($(load "$s"))" >&2
+  # shellcheck disable=SC2046
+  "${prio[@]}" $vanbench fanout --relay "http://$data" --stream "$s" $(load "$s") --duration "$duration" \
+    --relay-pid "$pid" --json "$out/naive-$s.json" 2>"$out/naive-$s.log" ||
+    echo "naive $s: vanbench failed: $(tail -n 2 "$out/naive-$s.log")" >&2
+  stop_pid "$pid"
+  sleep 1
+}
+
 # The ceiling: loopback TCP with 8 parallel streams, measured before and after the scenarios
 # (the table takes the higher: on a busy machine one 5 s sample can land in a bad moment).
 ceiling() {
@@ -125,10 +162,11 @@ ceiling() {
 ceiling before
 
 for s in $scenarios; do
-  [ "$only" = icecast ] || relay_run "$s" ""
-  [ "$only" = relay ] || icecast_run "$s"
+  if want relay; then relay_run "$s" ""; fi
+  if want icecast; then icecast_run "$s"; fi
+  if want naive; then naive_run "$s"; fi
 done
-if [ "$zerocopy" = 1 ] && [ "$only" != icecast ]; then
+if [ "$zerocopy" = 1 ] && want relay; then
   for s in n1000 unl100; do
     relay_run "$s" "-zc-off" --zerocopy off
     relay_run "$s" "-zc-on" --zerocopy on
