@@ -787,21 +787,30 @@ impl Core {
         self.reply(slot, out, Some(sc));
     }
 
-    /// The core serving the fewest viewers, this one on a tie (`--placement least-loaded`).
+    /// The core serving the fewest viewers (`--placement least-loaded`), unless this core is
+    /// within a small slack of it: SO_REUSEPORT already spreads a crowd about evenly, and
+    /// without the slack every second arrival on the same core would be moved for a
+    /// difference of one.
     fn least_loaded_core(&self) -> usize {
         let shared = self.shared;
         if shared.cfg.placement == Placement::Reuseport {
             return self.id;
         }
         let load = |c: usize| shared.placed[c].load(Ordering::Relaxed);
-        let mut best = (load(self.id), self.id);
+        let mine = load(self.id);
+        let mut best = (mine, self.id);
         for c in 0..shared.placed.len() {
             // A core whose ring is gone (stopped) takes no one.
             if c != self.id && shared.ring_fds[c].load(Ordering::Acquire) >= 0 {
                 best = best.min((load(c), c));
             }
         }
-        best.1
+        let slack = 1 + mine / 64;
+        if best.0 + slack < mine {
+            best.1
+        } else {
+            self.id
+        }
     }
 
     /// Serves a viewer here or hands it to the least-loaded core. A connection is moved at most

@@ -1,6 +1,7 @@
 //! `--placement least-loaded` (the default): whichever core's listener accepts a viewer, the
-//! viewers end up spread evenly over the cores, every one of them is served, and a core's load
-//! goes back to zero when its viewers leave.
+//! viewers end up spread evenly over the cores (within the placement's slack of 1 + 1/64 of a
+//! core's load), every one of them is served, and a core's load goes back to zero when its
+//! viewers leave.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -64,7 +65,7 @@ fn viewers_are_spread_evenly_and_every_one_is_served() {
     let counts = wait_viewers(&relay, |v| v.iter().sum::<f64>() == 41.0);
     assert_eq!(counts.iter().sum::<f64>(), 41.0, "{counts:?}");
     assert!(
-        (counts[0] - counts[1]).abs() <= 1.0,
+        (counts[0] - counts[1]).abs() <= 2.0,
         "viewers per core {counts:?}, handed off {:?}",
         per_core(&relay, "viewers_handed_off")
     );
@@ -87,5 +88,5 @@ fn viewers_are_spread_evenly_and_every_one_is_served() {
     assert_eq!(counts, vec![0.0, 0.0]);
     let _again = join(&relay, 10);
     let counts = wait_viewers(&relay, |v| v.iter().sum::<f64>() == 10.0);
-    assert_eq!(counts, vec![5.0, 5.0]);
+    assert!((counts[0] - counts[1]).abs() <= 2.0, "{counts:?}");
 }
