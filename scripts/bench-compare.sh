@@ -5,14 +5,18 @@
 # iperf3 -P 8 on loopback as the ceiling.
 #
 #   scripts/bench-compare.sh [--duration 10s] [--only relay|icecast|naive]
-#                            [--scenarios "n10 n100 …"] [--out DIR] [--no-zerocopy] [--nice N]
+#                            [--scenarios "n10 n100 …"] [--out DIR] [--no-variants] [--nice N]
 #
 # Scenarios (each on fresh processes, one PUT source, plain GET viewers, 1 KiB records):
 #   n10, n100, n1000  N viewers at 4 Mbit/s
 #   n10000            10,000 viewers at 1 Mbit/s joining at once
 #   unl100            an unlimited source, 100 viewers
 #   stall100          100 viewers at 4 Mbit/s, one of them stops reading (compare p99 with n100)
-#   zc-on-*, zc-off-* the relay with --zerocopy on / off for n1000 and unl100 (plain send vs send_zc)
+# Relay variants (--no-variants skips them):
+#   relay-zc-on, -zc-off   --zerocopy on / off for n1000 and unl100 (plain send vs send_zc)
+#   relay-nocoalesce       --coalesce-ms 0 for n100 and n1000 (a send on every publish)
+#   relay-budget25k        --send-budget 25000 for n100 and n1000 (leaning to CPU over latency)
+#   relay-reuseport        --placement reuseport for n1000 (the kernel's hash places viewers)
 # Targets: relay, icecast, naive, all three by default; --only runs one.
 # Results: one vanbench JSON per run in DIR (default target/bench-compare/TIMESTAMP), then a table.
 # --nice N runs every measured process (relays, vanbench, iperf3) at that priority, e.g. -5 on a
@@ -20,7 +24,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-duration=10s only="" out="" zerocopy=1 prio=()
+duration=10s only="" out="" variants=1 prio=()
 scenarios="n10 n100 n1000 n10000 unl100 stall100"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -28,9 +32,9 @@ while [ $# -gt 0 ]; do
     --only) only="$2"; shift 2 ;;
     --scenarios) scenarios="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    --no-zerocopy) zerocopy=0; shift ;;
+    --no-variants) variants=0; shift ;;
     --nice) prio=(nice -n "$2"); shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set /{/^set /d;p}' "$0"; exit 0 ;;
     *) echo "bench-compare.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -166,11 +170,17 @@ for s in $scenarios; do
   if want icecast; then icecast_run "$s"; fi
   if want naive; then naive_run "$s"; fi
 done
-if [ "$zerocopy" = 1 ] && want relay; then
+if [ "$variants" = 1 ] && want relay; then
   for s in n1000 unl100; do
     relay_run "$s" "-zc-off" --zerocopy off
     relay_run "$s" "-zc-on" --zerocopy on
   done
+  # Send coalescing (--send-budget, --coalesce-ms) against none, and a budget leaning to CPU.
+  for s in n100 n1000; do
+    relay_run "$s" "-nocoalesce" --coalesce-ms 0
+    relay_run "$s" "-budget25k" --send-budget 25000
+  done
+  relay_run n1000 "-reuseport" --placement reuseport
 fi
 
 ceiling after
