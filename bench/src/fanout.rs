@@ -1,7 +1,6 @@
 //! `fanout`: one source and N viewers against a relay for a set time, in one process.
 
-use crate::http::HttpUrl;
-use crate::source::{Framing, Method, SourceConfig, SourceProgress, run_source};
+use crate::source::{SourceConfig, SourceProgress, run_source};
 use crate::summary::Summary;
 use crate::viewers::{ViewerMode, ViewersConfig, run_viewers};
 use anyhow::{Context, bail};
@@ -11,18 +10,13 @@ use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug)]
 pub struct FanoutConfig {
-    /// `http://HOST:PORT` of the relay (any path is ignored).
-    pub relay: HttpUrl,
     pub stream: String,
-    pub user: String,
-    pub password: String,
-    pub method: Method,
-    pub framing: Framing,
-    pub bitrate: Option<u64>,
-    pub record_size: usize,
+    /// The source's settings; its `url` is the relay's (`http://HOST:PORT`), whose path is
+    /// replaced by `/live/{stream}`.
+    pub source: SourceConfig,
     /// VAN viewers with this token instead of plain ones.
     pub van_token: Option<String>,
-    /// The viewers' settings; its `url`, `mode` and `bitrate` are filled in from the above.
+    /// The viewers' settings; their `url`, `mode` and `bitrate` are filled in from the above.
     pub viewers: ViewersConfig,
     /// How long the stream runs before viewers join, so the relay has it.
     pub warmup: Duration,
@@ -30,19 +24,10 @@ pub struct FanoutConfig {
 
 /// Starts the source, waits until it is publishing, runs the viewers, stops the source.
 pub fn run_fanout(cfg: FanoutConfig) -> anyhow::Result<Summary> {
+    let relay = cfg.source.url.clone();
     let source_cfg = SourceConfig {
-        url: cfg.relay.with_path(&format!("/live/{}", cfg.stream)),
-        user: cfg.user.clone(),
-        password: cfg.password.clone(),
-        method: cfg.method,
-        framing: cfg.framing,
-        bitrate: cfg.bitrate,
-        record_size: cfg.record_size,
-        duration: None,
-        start_seq: 0,
-        raw: None,
-        content_type: "application/octet-stream".into(),
-        pace: Duration::from_millis(2),
+        url: relay.with_path(&format!("/live/{}", cfg.stream)),
+        ..cfg.source.clone()
     };
     let stop = Arc::new(AtomicBool::new(false));
     let progress = Arc::new(SourceProgress::default());
@@ -74,9 +59,9 @@ pub fn run_fanout(cfg: FanoutConfig) -> anyhow::Result<Summary> {
         ),
     };
     let viewers = ViewersConfig {
-        url: cfg.relay.with_path(&path),
+        url: relay.with_path(&path),
         mode,
-        bitrate: cfg.bitrate,
+        bitrate: cfg.source.bitrate,
         ..cfg.viewers
     };
     let viewer_stop = AtomicBool::new(false);

@@ -71,6 +71,24 @@ struct Publish {
 }
 
 impl Publish {
+    /// A generated-records source to `url` at `rate`, sending until stopped.
+    fn source(&self, url: HttpUrl, rate: &Rate) -> SourceConfig {
+        SourceConfig {
+            url,
+            user: self.user.clone(),
+            password: self.password.clone(),
+            method: self.method,
+            framing: self.framing(),
+            bitrate: rate.bitrate,
+            record_size: self.record_size as usize,
+            duration: None,
+            start_seq: 0,
+            raw: None,
+            content_type: "application/octet-stream".into(),
+            pace: Duration::from_millis(2),
+        }
+    }
+
     fn framing(&self) -> Framing {
         match (self.method, self.framing) {
             (Method::Source, _) => Framing::Close,
@@ -240,18 +258,12 @@ fn main() -> anyhow::Result<()> {
                 bail!("give --bitrate RATE or --unlimited");
             }
             let cfg = SourceConfig {
-                url: HttpUrl::parse(&a.url)?,
-                user: a.publish.user.clone(),
-                password: a.publish.password.clone(),
-                method: a.publish.method,
-                framing: a.publish.framing(),
-                bitrate: a.rate.bitrate,
-                record_size: a.publish.record_size as usize,
                 duration: a.duration,
                 start_seq: a.start_seq,
                 raw,
                 content_type: a.content_type,
                 pace: Duration::from_millis(a.pace_ms.max(1)),
+                ..a.publish.source(HttpUrl::parse(&a.url)?, &a.rate)
             };
             let r = run_source(&cfg, &AtomicBool::new(false), &SourceProgress::default())?;
             eprintln!(
@@ -285,17 +297,12 @@ fn main() -> anyhow::Result<()> {
             if a.rate.bitrate.is_none() && !a.rate.unlimited {
                 bail!("give --bitrate RATE or --unlimited");
             }
+            let relay = HttpUrl::parse(&a.relay)?;
             let cfg = FanoutConfig {
-                relay: HttpUrl::parse(&a.relay)?,
                 stream: a.stream.clone(),
-                user: a.publish.user.clone(),
-                password: a.publish.password.clone(),
-                method: a.publish.method,
-                framing: a.publish.framing(),
-                bitrate: a.rate.bitrate,
-                record_size: a.publish.record_size as usize,
+                source: a.publish.source(relay.clone(), &a.rate),
                 van_token: if a.van { a.token.clone() } else { None },
-                viewers: a.crowd.config(HttpUrl::parse(&a.relay)?, Some(a.duration)),
+                viewers: a.crowd.config(relay, Some(a.duration)),
                 warmup: a.warmup,
             };
             let summary = run_fanout(cfg)?;

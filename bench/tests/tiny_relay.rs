@@ -220,14 +220,21 @@ fn viewers(n: usize, duration: Duration) -> ViewersConfig {
 
 fn fanout(addr: SocketAddr, stream: &str, framing: Framing, v: ViewersConfig) -> FanoutConfig {
     FanoutConfig {
-        relay: HttpUrl::parse(&format!("http://{addr}")).unwrap(),
         stream: stream.into(),
-        user: "source".into(),
-        password: "pw".into(),
-        method: Method::Put,
-        framing,
-        bitrate: Some(4_000_000),
-        record_size: 1024,
+        source: SourceConfig {
+            url: HttpUrl::parse(&format!("http://{addr}")).unwrap(),
+            user: "source".into(),
+            password: "pw".into(),
+            method: Method::Put,
+            framing,
+            bitrate: Some(4_000_000),
+            record_size: 1024,
+            duration: None,
+            start_seq: 0,
+            raw: None,
+            content_type: "application/octet-stream".into(),
+            pace: Duration::from_millis(2),
+        },
         van_token: None,
         viewers: v,
         warmup: Duration::from_millis(200),
@@ -285,7 +292,7 @@ fn an_icecast_source_request_is_answered_and_streams() {
         Framing::Close,
         viewers(4, Duration::from_secs(1)),
     );
-    cfg.method = Method::Source;
+    cfg.source.method = Method::Source;
     let s = run_fanout(cfg).unwrap();
     assert_eq!(s.connected, 4);
     assert_eq!((s.lost, s.corrupt), (0, 0));

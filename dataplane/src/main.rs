@@ -172,7 +172,8 @@ fn bind_listener(addr: SocketAddr) -> anyhow::Result<Socket> {
     s.set_tcp_nodelay(true)?;
     s.bind(&addr.into())
         .with_context(|| format!("cannot listen on {addr}"))?;
-    s.listen(4096)?;
+    // The kernel caps this at net.core.somaxconn; a host tuned for flash crowds gets its full value.
+    s.listen(65535)?;
     Ok(s)
 }
 
