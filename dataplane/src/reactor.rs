@@ -80,14 +80,17 @@ fn ud_parts(ud: u64) -> (u64, u32, u32) {
 /// stay near `--send-budget` sends per second, holding none longer than `--coalesce-ms`.
 /// Light load sends at once (latency first); under fan-out the per-send cost, which on Linux
 /// is most of the CPU per byte, is paid less often, and the saved CPU is latency saved too.
+/// Only a send that reaches the live edge waits: one cut short (a block's end, a batch's
+/// length) has more behind it, and holding it would slow a viewer that is catching up.
 fn coalesce_until(
     cfg: &Config,
     viewers: usize,
     last_send_us: u64,
     len: u64,
+    reaches_live_edge: bool,
     now: u64,
 ) -> Option<u64> {
-    if len >= cfg.coalesce_bytes as u64 {
+    if len >= cfg.coalesce_bytes as u64 || !reaches_live_edge {
         return None;
     }
     let spacing = (viewers as u64 * 1_000_000 / cfg.send_budget as u64).min(cfg.coalesce_us);
@@ -1352,7 +1355,10 @@ impl Core {
             if let Some((total, pin, end)) =
                 cursor::van_batch(win, v.cursor, VAN_BATCH, &mut vb.headers, &mut vb.pieces)
             {
-                if let Some(due) = coalesce_until(&shared.cfg, viewers, v.since_us, total, now) {
+                let at_edge = end.off == 0 && end.seq >= win.next_seq();
+                if let Some(due) =
+                    coalesce_until(&shared.cfg, viewers, v.since_us, total, at_edge, now)
+                {
                     let id = v.stream.id;
                     return self.hold_back(id, due, now);
                 }
@@ -1387,7 +1393,10 @@ impl Core {
             }
         } else if let Some(r) = cursor::plain_range(win, v.cursor, shared.pool.block_size() as u32)
         {
-            if let Some(due) = coalesce_until(&shared.cfg, viewers, v.since_us, r.len as u64, now) {
+            let at_edge = r.end.off == 0 && r.end.seq >= win.next_seq();
+            if let Some(due) =
+                coalesce_until(&shared.cfg, viewers, v.since_us, r.len as u64, at_edge, now)
+            {
                 let id = v.stream.id;
                 return self.hold_back(id, due, now);
             }
@@ -1959,19 +1968,24 @@ mod tests {
     fn small_sends_are_spaced_by_the_core_send_budget() {
         let c = cfg("20", "50000");
         // 500 viewers at 50,000 sends/s: each viewer's small sends 10 ms apart.
-        assert_eq!(coalesce_until(&c, 500, 1_000, 4_000, 5_000), Some(11_000));
-        assert_eq!(coalesce_until(&c, 500, 1_000, 4_000, 11_000), None);
+        assert_eq!(
+            coalesce_until(&c, 500, 1_000, 4_000, true, 5_000),
+            Some(11_000)
+        );
+        assert_eq!(coalesce_until(&c, 500, 1_000, 4_000, true, 11_000), None);
         // A few viewers: no wait worth holding a send for.
-        assert_eq!(coalesce_until(&c, 10, 1_000, 4_000, 1_300), None);
+        assert_eq!(coalesce_until(&c, 10, 1_000, 4_000, true, 1_300), None);
         // Many viewers: never longer than --coalesce-ms.
-        assert_eq!(coalesce_until(&c, 100_000, 0, 4_000, 1), Some(20_000));
-        // A large send (catching up, a fast stream) goes at once.
-        assert_eq!(coalesce_until(&c, 500, 1_000, 16_384, 1_001), None);
+        assert_eq!(coalesce_until(&c, 100_000, 0, 4_000, true, 1), Some(20_000));
+        // A large send (a fast stream) goes at once, and so does one with more behind it
+        // (cut at a block's end: the viewer is catching up).
+        assert_eq!(coalesce_until(&c, 500, 1_000, 16_384, true, 1_001), None);
+        assert_eq!(coalesce_until(&c, 500, 1_000, 4_000, false, 1_001), None);
     }
 
     #[test]
     fn coalescing_can_be_turned_off() {
         let c = cfg("0", "50000");
-        assert_eq!(coalesce_until(&c, 100_000, 1_000, 1, 1_001), None);
+        assert_eq!(coalesce_until(&c, 100_000, 1_000, 1, true, 1_001), None);
     }
 }
