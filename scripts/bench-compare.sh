@@ -77,33 +77,44 @@ stop_pid() {
 cleanup() { for p in "${pids[@]}"; do stop_pid "$p"; done; }
 trap cleanup EXIT
 
-# Runs one scenario against a fresh dataplane with extra relay flags; JSON to $out/relay$tag-$s.json.
-relay_run() {
-  local s="$1" tag="$2"; shift 2
-  "${prio[@]}" target/release/dataplane --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 "$@" \
-    >"$out/dataplane$tag-$s.out" 2>"$out/dataplane$tag-$s.err" &
+# Runs scenario $s against a relay started by the command given after the first two arguments,
+# which prints `listening data=IP:PORT …` once ready; results in $out/$target-$s.json.
+served_run() {
+  local target="$1" s="$2"; shift 2
+  "${prio[@]}" "$@" >"$out/$target-$s.out" 2>"$out/$target-$s.err" &
   local pid=$! line=""
   pids+=("$pid")
   for _ in $(seq 1 100); do
-    line="$(grep -m1 '^listening ' "$out/dataplane$tag-$s.out" 2>/dev/null || true)"
+    line="$(grep -m1 '^listening ' "$out/$target-$s.out" 2>/dev/null || true)"
     [ -n "$line" ] && break
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
   if [ -z "$line" ]; then
-    echo "relay$tag $s: dataplane did not start: $(tail -n 3 "$out/dataplane$tag-$s.err")" >&2
+    echo "$target $s: $1 did not start: $(tail -n 3 "$out/$target-$s.err")" >&2
     stop_pid "$pid"
     return 0
   fi
   local data
   data="$(sed -n 's/.*data=\([^ ]*\).*/\1/p' <<<"$line")"
-  echo "== relay$tag $s ($(load "$s"))" >&2
+  echo "== $target $s ($(load "$s"))" >&2
   # shellcheck disable=SC2046
   "${prio[@]}" $vanbench fanout --relay "http://$data" --stream "$s" $(load "$s") --duration "$duration" \
-    --relay-pid "$pid" --json "$out/relay$tag-$s.json" 2>"$out/relay$tag-$s.log" ||
-    echo "relay$tag $s: vanbench failed: $(tail -n 2 "$out/relay$tag-$s.log")" >&2
+    --relay-pid "$pid" --json "$out/$target-$s.json" 2>"$out/$target-$s.log" ||
+    echo "$target $s: vanbench failed: $(tail -n 2 "$out/$target-$s.log")" >&2
   stop_pid "$pid"
   sleep 1
+}
+
+# The VAN relay with extra flags; its results are tagged relay$tag.
+relay_run() {
+  local s="$1" tag="$2"; shift 2
+  served_run "relay$tag" "$s" target/release/dataplane --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 "$@"
+}
+
+# The issue's naive relay (scripts/naive_relay.py), driven like the relay (chunked PUT).
+naive_run() {
+  served_run naive "$1" python3 scripts/naive_relay.py --listen 127.0.0.1:0
 }
 
 icecast_run() {
@@ -120,34 +131,6 @@ icecast_run() {
     --relay-pid "$ICECAST_PID" --json "$out/icecast-$s.json" 2>"$out/icecast-$s.log" ||
     echo "icecast $s: vanbench failed: $(tail -n 2 "$out/icecast-$s.log")" >&2
   scripts/icecast.sh stop "$ICECAST_PID" "$ICECAST_DIR"
-  sleep 1
-}
-
-# The issue's naive relay (scripts/naive_relay.py), started and driven like the relay (chunked PUT).
-naive_run() {
-  local s="$1"
-  "${prio[@]}" python3 scripts/naive_relay.py --listen 127.0.0.1:0 >"$out/naive-$s.out" 2>"$out/naive-$s.err" &
-  local pid=$! line=""
-  pids+=("$pid")
-  for _ in $(seq 1 100); do
-    line="$(grep -m1 '^listening ' "$out/naive-$s.out" 2>/dev/null || true)"
-    [ -n "$line" ] && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if [ -z "$line" ]; then
-    echo "naive $s: naive_relay.py did not start: $(tail -n 3 "$out/naive-$s.err")" >&2
-    stop_pid "$pid"
-    return 0
-  fi
-  local data
-  data="$(sed -n 's/.*data=\([^ ]*\).*/\1/p' <<<"$line")"
-  echo "== naive $s ($(load "$s"))" >&2
-  # shellcheck disable=SC2046
-  "${prio[@]}" $vanbench fanout --relay "http://$data" --stream "$s" $(load "$s") --duration "$duration" \
-    --relay-pid "$pid" --json "$out/naive-$s.json" 2>"$out/naive-$s.log" ||
-    echo "naive $s: vanbench failed: $(tail -n 2 "$out/naive-$s.log")" >&2
-  stop_pid "$pid"
   sleep 1
 }
 
