@@ -107,7 +107,7 @@ pub struct Args {
     #[arg(long, value_enum)]
     pub placement: Option<Placement>,
     /// Longest a small send to a viewer may wait for more data (see --send-budget); 0 sends on
-    /// every publish [default: 20].
+    /// every publish [default: 100].
     #[arg(long, value_name = "MS")]
     pub coalesce_ms: Option<f64>,
     /// Sends per second a core aims at: a send smaller than --coalesce-bytes waits until
@@ -224,7 +224,7 @@ impl Config {
             zerocopy: args.zerocopy.or(file.zerocopy).unwrap_or_default(),
             zerocopy_min: args.zerocopy_min.or(file.zerocopy_min).unwrap_or(16384),
             placement: args.placement.or(file.placement).unwrap_or_default(),
-            coalesce_us: match args.coalesce_ms.or(file.coalesce_ms).unwrap_or(20.0) {
+            coalesce_us: match args.coalesce_ms.or(file.coalesce_ms).unwrap_or(100.0) {
                 0.0 => 0,
                 ms => secs("coalesce-ms", ms / 1e3)?,
             },
