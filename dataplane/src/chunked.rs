@@ -274,35 +274,37 @@ fn hex(byte: u8) -> Option<u8> {
     }
 }
 
+/// Decodes `wire` delivered in reads ending at `ends` (clamped, sorted, and a last read to the
+/// end added), as a relay would read it: the payload passed out, the outcome, and whether the
+/// body ended. For tests and the fuzz target, which check that the reads never matter.
+pub fn decode_in_reads(wire: &[u8], ends: &[usize]) -> (Vec<u8>, Result<(), ChunkedError>, bool) {
+    let mut decoder = ChunkedDecoder::new();
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut ends: Vec<usize> = ends.iter().map(|&e| e.min(wire.len())).collect();
+    ends.push(wire.len());
+    ends.sort_unstable();
+    for end in ends {
+        let mut piece = wire[start..end].to_vec();
+        start = end;
+        match decoder.decode_in_place(&mut piece) {
+            Ok(n) => {
+                assert!(n <= piece.len());
+                out.extend_from_slice(&piece[..n]);
+            }
+            Err(e) => return (out, Err(e), decoder.is_finished()),
+        }
+    }
+    (out, Ok(()), decoder.is_finished())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// Decodes `wire` delivered in pieces ending at `ends`, as a relay would read it.
-    fn decode_pieces(wire: &[u8], ends: &[usize]) -> (Vec<u8>, Result<(), ChunkedError>, bool) {
-        let mut decoder = ChunkedDecoder::new();
-        let mut out = Vec::new();
-        let mut start = 0;
-        let mut ends: Vec<usize> = ends.iter().map(|&e| e.min(wire.len())).collect();
-        ends.push(wire.len());
-        ends.sort_unstable();
-        for end in ends {
-            let mut piece = wire[start..end].to_vec();
-            start = end;
-            match decoder.decode_in_place(&mut piece) {
-                Ok(n) => {
-                    assert!(n <= piece.len());
-                    out.extend_from_slice(&piece[..n]);
-                }
-                Err(e) => return (out, Err(e), decoder.is_finished()),
-            }
-        }
-        (out, Ok(()), decoder.is_finished())
-    }
-
     fn decode_all(wire: &[u8]) -> (Vec<u8>, Result<(), ChunkedError>, bool) {
-        decode_pieces(wire, &[])
+        decode_in_reads(wire, &[])
     }
 
     #[test]
@@ -421,7 +423,7 @@ mod tests {
         ) {
             let wire = encode(&payload, &sizes, style);
             let ends: Vec<usize> = reads.iter().map(|i| i.index(wire.len() + 1)).collect();
-            let (out, res, done) = decode_pieces(&wire, &ends);
+            let (out, res, done) = decode_in_reads(&wire, &ends);
             prop_assert_eq!(res, Ok(()));
             prop_assert!(done);
             prop_assert_eq!(out, payload);
@@ -438,9 +440,9 @@ mod tests {
             reads in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
         ) {
             let every_byte: Vec<usize> = (1..wire.len()).collect();
-            let reference = decode_pieces(&wire, &every_byte);
+            let reference = decode_in_reads(&wire, &every_byte);
             for ends in [vec![], reads.iter().map(|i| i.index(wire.len() + 1)).collect()] {
-                let got = decode_pieces(&wire, &ends);
+                let got = decode_in_reads(&wire, &ends);
                 prop_assert_eq!(got.1, reference.1);
                 prop_assert_eq!(got.2, reference.2);
                 prop_assert!(reference.0.starts_with(&got.0));

@@ -3,36 +3,18 @@
 //! payload passed out is a prefix of (or, without error, equal to) what one-byte reads pass out.
 #![no_main]
 
-use dataplane::chunked::{ChunkedDecoder, ChunkedError};
+use dataplane::chunked::decode_in_reads;
 use libfuzzer_sys::fuzz_target;
 use van_fuzz::read_ends;
-
-fn decode(wire: &[u8], ends: &[usize]) -> (Vec<u8>, Result<(), ChunkedError>, bool) {
-    let mut decoder = ChunkedDecoder::new();
-    let mut out = Vec::new();
-    let mut start = 0;
-    for &end in ends {
-        let mut piece = wire[start..end].to_vec();
-        start = end;
-        match decoder.decode_in_place(&mut piece) {
-            Ok(n) => {
-                assert!(n <= piece.len());
-                out.extend_from_slice(&piece[..n]);
-            }
-            Err(e) => return (out, Err(e), decoder.is_finished()),
-        }
-    }
-    (out, Ok(()), decoder.is_finished())
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&seed, wire)) = data.split_first() else {
         return;
     };
     let one_byte_reads: Vec<usize> = (1..=wire.len()).collect();
-    let reference = decode(wire, &one_byte_reads);
+    let reference = decode_in_reads(wire, &one_byte_reads);
     for ends in [vec![wire.len()], read_ends(seed, wire.len())] {
-        let got = decode(wire, &ends);
+        let got = decode_in_reads(wire, &ends);
         assert_eq!(got.1, reference.1);
         assert_eq!(got.2, reference.2);
         assert!(reference.0.starts_with(&got.0));
