@@ -1,5 +1,6 @@
-//! The small part of HTTP/1.x a load generator speaks: `http://` URLs, request heads, and
-//! response heads parsed with `httparse`.
+//! The small part of HTTP/1.x a load generator speaks: `http://` URLs and request heads.
+//! Response heads are the dataplane's own parser (`dataplane::response_head`), the one a child
+//! proxy uses on its parent.
 
 use base64::Engine;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -11,10 +12,6 @@ pub enum HttpError {
     BadUrl(String),
     #[error("cannot resolve {0}: {1}")]
     Resolve(String, std::io::Error),
-    #[error("malformed response head: {0}")]
-    BadResponse(String),
-    #[error("response head larger than {0} bytes")]
-    HeadTooLarge(usize),
 }
 
 /// An `http://host[:port]/path` URL.
@@ -85,49 +82,10 @@ pub fn basic_auth(user: &str, password: &str) -> String {
     format!("Basic {token}")
 }
 
-/// A parsed response head.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ResponseHead {
-    pub status: u16,
-    pub reason: String,
-    pub chunked: bool,
-    /// Length of the head in bytes, including the blank line: body bytes start there.
-    pub len: usize,
-}
-
-/// The longest response head accepted.
-pub const MAX_HEAD: usize = 16 * 1024;
-
-/// Parses a response head from the start of `buf`: `Ok(None)` while it is incomplete.
-pub fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, HttpError> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut resp = httparse::Response::new(&mut headers);
-    match resp.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => {
-            let chunked = resp.headers.iter().any(|h| {
-                h.name.eq_ignore_ascii_case("transfer-encoding")
-                    && String::from_utf8_lossy(h.value)
-                        .to_ascii_lowercase()
-                        .contains("chunked")
-            });
-            Ok(Some(ResponseHead {
-                status: resp.code.unwrap_or(0),
-                reason: resp.reason.unwrap_or("").to_string(),
-                chunked,
-                len,
-            }))
-        }
-        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
-            Err(HttpError::HeadTooLarge(MAX_HEAD))
-        }
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(e) => Err(HttpError::BadResponse(e.to_string())),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dataplane::response_head::parse_response_head;
 
     #[test]
     fn urls() {
@@ -149,7 +107,7 @@ mod tests {
         let h = parse_response_head(b"HTTP/1.0 200 OK\r\nContent-Type: a/b\r\n\r\nbody")
             .unwrap()
             .unwrap();
-        assert_eq!((h.status, h.len, h.chunked), (200, 38, false));
+        assert_eq!((h.status, h.len, h.is_chunked()), (200, 38, false));
         let h = parse_response_head(b"HTTP/1.1 100 Continue\r\n\r\n")
             .unwrap()
             .unwrap();

@@ -2,7 +2,7 @@
 //! takes a PUT or Icecast SOURCE and serves GET, such as Icecast itself).
 //!
 //! - [`record`]: the record format generated sources send and the streaming checker viewers run.
-//! - [`van`]: reading VAN frames in place, on top of `dataplane::frame`.
+//! - [`van`]: checking VAN frames as they arrive, on top of `dataplane::frame_reader`.
 //! - [`source`]: the publishing client (PUT chunked/close, SOURCE; paced or unlimited; raw input).
 //! - [`viewers`]: thousands of checking viewers on one or two threads.
 //! - [`fanout`]: a source and viewers together for a set time.

@@ -7,10 +7,11 @@
 //! before its write. Raw bytes from a file or stdin are sent as read, paced the same way if a
 //! bit rate is given. Blocking I/O on one thread: one connection needs nothing more.
 
-use crate::http::{HttpUrl, basic_auth, parse_response_head};
+use crate::http::{HttpUrl, basic_auth};
 use crate::record::{encode_record, stamp_send_time};
 use crate::sys::{now_us, thread_cpu_s};
 use anyhow::{Context, bail};
+use dataplane::response_head::parse_response_head;
 use serde::Serialize;
 use std::io::{Read, Write};
 use std::net::TcpStream;

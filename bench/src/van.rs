@@ -1,12 +1,13 @@
-//! Reading a VAN frame stream in place, on top of the one frame codec
-//! (`dataplane::frame::FrameHeader`).
+//! Checking a VAN frame stream: sequence order, heartbeats and how it ended, on top of the one
+//! streaming reader (`dataplane::frame_reader::FrameReader`).
 //!
-//! `dataplane::frame::FrameDecoder` buffers each whole frame before handing it out, which costs
-//! one frame of memory per connection; a load generator with 10,000 viewers instead keeps only
-//! the 24-byte header and passes payload bytes straight through to the record checker as they
-//! arrive. Header decoding and validation are the codec's own. No I/O here.
+//! The reader keeps only the 24-byte header being assembled and hands payload bytes out in
+//! place, so a load generator with 10,000 viewers passes them straight through to the record
+//! checker as they arrive, without a frame of memory per connection. What is counted here (gaps,
+//! heartbeats) is the load generator's business, not the reader's. No I/O here.
 
-use dataplane::frame::{FrameError, FrameHeader, FrameKind, HEADER_LEN};
+use dataplane::frame::{FrameError, FrameKind};
+use dataplane::frame_reader::{FrameEvent, FrameReader};
 
 /// Counters over the frames of one or many VAN viewers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -37,19 +38,15 @@ pub enum StreamEnd {
     Redirect,
 }
 
-/// Streaming VAN frame reader: feed it received bytes in any pieces.
+/// A VAN viewer's frame checking: feed it received bytes in any pieces.
 #[derive(Debug, Default)]
-pub struct FrameReader {
-    hdr: [u8; HEADER_LEN],
-    hdr_fill: usize,
-    /// The frame whose payload is being read, and how much of it is left.
-    cur: Option<FrameHeader>,
-    remaining: usize,
+pub struct FrameChecker {
+    reader: FrameReader,
     last_seq: Option<u64>,
     ended: Option<StreamEnd>,
 }
 
-impl FrameReader {
+impl FrameChecker {
     pub fn new() -> Self {
         Self::default()
     }
@@ -63,55 +60,32 @@ impl FrameReader {
         stats: &mut FrameStats,
         on_payload: &mut impl FnMut(&[u8]),
     ) -> Result<Option<StreamEnd>, FrameError> {
-        while !data.is_empty() && self.ended.is_none() {
-            match self.cur {
-                None => {
-                    let take = (HEADER_LEN - self.hdr_fill).min(data.len());
-                    self.hdr[self.hdr_fill..self.hdr_fill + take].copy_from_slice(&data[..take]);
-                    self.hdr_fill += take;
-                    data = &data[take..];
-                    if self.hdr_fill == HEADER_LEN {
-                        let h = FrameHeader::decode(&self.hdr)?.expect("whole header");
-                        self.hdr_fill = 0;
-                        self.remaining = h.len as usize;
-                        if h.kind == FrameKind::Data {
-                            if let Some(last) = self.last_seq
-                                && h.seq != last.wrapping_add(1)
-                            {
-                                stats.seq_gaps += 1;
-                            }
-                            self.last_seq = Some(h.seq);
-                        }
-                        self.cur = Some(h);
-                        if self.remaining == 0 {
-                            self.finish(stats);
-                        }
+        while self.ended.is_none() {
+            match self.reader.next_event(&mut data)? {
+                None => break,
+                Some(FrameEvent::Header(h)) if h.kind == FrameKind::Data => {
+                    if let Some(last) = self.last_seq
+                        && h.seq != last.wrapping_add(1)
+                    {
+                        stats.seq_gaps += 1;
+                    }
+                    self.last_seq = Some(h.seq);
+                }
+                Some(FrameEvent::Header(_)) => {}
+                Some(FrameEvent::Payload { header, bytes, .. }) => {
+                    if header.kind == FrameKind::Data {
+                        on_payload(bytes);
                     }
                 }
-                Some(h) => {
-                    let take = self.remaining.min(data.len());
-                    if h.kind == FrameKind::Data {
-                        on_payload(&data[..take]);
-                    }
-                    self.remaining -= take;
-                    data = &data[take..];
-                    if self.remaining == 0 {
-                        self.finish(stats);
-                    }
-                }
+                Some(FrameEvent::Done(h)) => match h.kind {
+                    FrameKind::Data => stats.frames += 1,
+                    FrameKind::Heartbeat => stats.heartbeats += 1,
+                    FrameKind::End => self.ended = Some(StreamEnd::End),
+                    FrameKind::Redirect => self.ended = Some(StreamEnd::Redirect),
+                },
             }
         }
         Ok(self.ended)
-    }
-
-    fn finish(&mut self, stats: &mut FrameStats) {
-        match self.cur.take().map(|h| h.kind) {
-            Some(FrameKind::Data) => stats.frames += 1,
-            Some(FrameKind::Heartbeat) => stats.heartbeats += 1,
-            Some(FrameKind::End) => self.ended = Some(StreamEnd::End),
-            Some(FrameKind::Redirect) => self.ended = Some(StreamEnd::Redirect),
-            None => {}
-        }
     }
 }
 
@@ -146,7 +120,7 @@ mod tests {
                 at = end;
             }
             wire.extend(encode_frame(FrameKind::End, fseq, 0, b"source gone"));
-            let mut reader = FrameReader::new();
+            let mut reader = FrameChecker::new();
             let mut fstats = FrameStats::default();
             let mut checker = RecordChecker::new();
             let mut rstats = CheckStats::default();
@@ -170,7 +144,7 @@ mod tests {
         for seq in [5u64, 6, 8, 8, 9] {
             wire.extend(encode_frame(FrameKind::Data, seq, 0, b"x"));
         }
-        let mut r = FrameReader::new();
+        let mut r = FrameChecker::new();
         let mut s = FrameStats::default();
         assert_eq!(r.push(&wire, &mut s, &mut |_| {}), Ok(None));
         assert_eq!(s.frames, 5);
@@ -179,7 +153,7 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error() {
-        let mut r = FrameReader::new();
+        let mut r = FrameChecker::new();
         let mut s = FrameStats::default();
         assert!(r.push(&[0xEE; 30], &mut s, &mut |_| {}).is_err());
     }

@@ -11,13 +11,14 @@
 //! and lasts `duration`. Relay CPU, delivered bytes and self CPU are taken over the window only;
 //! records, loss and latency over the whole run.
 
-use crate::http::{HttpUrl, parse_response_head};
+use crate::http::HttpUrl;
 use crate::record::{CheckStats, RecordChecker};
 use crate::source::SourceProgress;
 use crate::summary::{ConnectMs, LatencyUs, Summary};
 use crate::sys;
-use crate::van::{FrameReader, FrameStats};
+use crate::van::{FrameChecker, FrameStats};
 use anyhow::Context;
+use dataplane::response_head::parse_response_head;
 use hdrhistogram::Histogram;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -149,7 +150,7 @@ struct ShardResult {
 /// A viewer's own checking state: all it keeps between reads.
 struct ViewerCheck {
     records: RecordChecker,
-    frames: Option<FrameReader>,
+    frames: Option<FrameChecker>,
 }
 
 enum Outcome {
@@ -271,7 +272,7 @@ async fn open(
         debug_assert!(n > 0);
         match parse_response_head(&got) {
             Ok(None) => {}
-            Ok(Some(h)) if h.status == 200 && h.chunked => {
+            Ok(Some(h)) if h.status == 200 && h.is_chunked() => {
                 return Err("chunked response bodies are not supported".into());
             }
             Ok(Some(h)) if h.status == 200 => {
@@ -338,7 +339,7 @@ async fn viewer(ctx: Rc<ShardContext>, stalled: bool) {
     }
     let mut check = ViewerCheck {
         records: RecordChecker::new(),
-        frames: van.then(FrameReader::new),
+        frames: van.then(FrameChecker::new),
     };
     let mut outcome = Outcome::More;
     if !rest.is_empty() {

@@ -68,7 +68,7 @@ pub struct FrameHeader {
     pub timestamp_us: u64,
 }
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum FrameError {
     #[error("unknown frame kind {0}")]
     UnknownKind(u8),
@@ -141,7 +141,9 @@ pub fn encode_frame(kind: FrameKind, seq: u64, timestamp_us: u64, payload: &[u8]
 
 /// Incremental decoder for a byte stream of frames, as they arrive from a socket in arbitrary
 /// pieces. Feed bytes with [`FrameDecoder::push`], take whole frames with
-/// [`FrameDecoder::next_frame`].
+/// [`FrameDecoder::next_frame`]. It buffers each frame whole (up to [`MAX_PAYLOAD`]): handy for
+/// tests and small clients; a receiver that keeps payloads in place (a child proxy's blocks, a
+/// load generator's checker) uses [`crate::frame_reader::FrameReader`] instead.
 #[derive(Debug, Default)]
 pub struct FrameDecoder {
     buf: Vec<u8>,

@@ -201,12 +201,14 @@ fn parse_http(buf: &[u8]) -> Result<Option<Request>, HttpError> {
     let mut bearer = None;
     let mut content_type = None;
     let mut user_agent = None;
-    let mut content_length: Option<u64> = None;
-    let mut chunked = false;
+    let mut length = LengthHeaders::default();
     let mut expect_continue = false;
     for h in req.headers.iter() {
         let name = h.name;
         let value = trim(h.value);
+        if length.read(name, value)? {
+            continue;
+        }
         if name.eq_ignore_ascii_case("authorization") {
             if basic_auth.is_some() || bearer.is_some() {
                 return Err(malformed("more than one Authorization header"));
@@ -216,22 +218,6 @@ fn parse_http(buf: &[u8]) -> Result<Option<Request>, HttpError> {
             content_type = Some(String::from_utf8_lossy(value).into_owned());
         } else if name.eq_ignore_ascii_case("user-agent") {
             user_agent = Some(String::from_utf8_lossy(value).into_owned());
-        } else if name.eq_ignore_ascii_case("content-length") {
-            let n = parse_content_length(value)?;
-            // Repeated lengths must agree (RFC 9112, 6.3), or the body's end is ambiguous.
-            if content_length.is_some_and(|m| m != n) {
-                return Err(malformed("conflicting Content-Length headers"));
-            }
-            content_length = Some(n);
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            if chunked {
-                return Err(HttpError::UnsupportedTransferCoding);
-            }
-            // Only a lone `chunked` is understood; `gzip, chunked` and the like are not.
-            if !value.eq_ignore_ascii_case(b"chunked") {
-                return Err(HttpError::UnsupportedTransferCoding);
-            }
-            chunked = true;
         } else if name.eq_ignore_ascii_case("expect") {
             if !value.eq_ignore_ascii_case(b"100-continue") {
                 return Err(HttpError::ExpectationFailed);
@@ -240,14 +226,9 @@ fn parse_http(buf: &[u8]) -> Result<Option<Request>, HttpError> {
         }
     }
 
-    let body = match (content_length, chunked) {
-        (Some(_), true) => {
-            return Err(malformed("both Content-Length and Transfer-Encoding"));
-        }
-        (Some(n), false) => BodyFraming::Length(n),
-        (None, true) => BodyFraming::Chunked,
-        (None, false) if matches!(route, Route::Publish { .. }) => BodyFraming::UntilClose,
-        (None, false) => BodyFraming::None,
+    let body = match length.finish()? {
+        BodyFraming::UntilClose if !matches!(route, Route::Publish { .. }) => BodyFraming::None,
+        framing => framing,
     };
 
     Ok(Some(Request {
@@ -382,6 +363,50 @@ fn van_from(query: &str) -> Result<Option<u64>, HttpError> {
     Ok(from)
 }
 
+/// The `Content-Length` and `Transfer-Encoding` lines of one head, a request's or a response's
+/// ([`crate::response_head`]), read the strict way: a relay that guesses where a body ends is
+/// open to request smuggling.
+#[derive(Debug, Default)]
+pub(crate) struct LengthHeaders {
+    content_length: Option<u64>,
+    chunked: bool,
+}
+
+impl LengthHeaders {
+    /// Takes one header line (`value` trimmed); false if it is neither of the two.
+    pub(crate) fn read(&mut self, name: &str, value: &[u8]) -> Result<bool, HttpError> {
+        if name.eq_ignore_ascii_case("content-length") {
+            let n = parse_content_length(value)?;
+            // Repeated lengths must agree (RFC 9112, 6.3), or the body's end is ambiguous.
+            if self.content_length.is_some_and(|m| m != n) {
+                return Err(malformed("conflicting Content-Length headers"));
+            }
+            self.content_length = Some(n);
+            Ok(true)
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            // Only a lone `chunked` is understood; `gzip, chunked` and the like are not.
+            if self.chunked || !value.eq_ignore_ascii_case(b"chunked") {
+                return Err(HttpError::UnsupportedTransferCoding);
+            }
+            self.chunked = true;
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
+    /// How the body is delimited: a length, chunks, or (with neither) until the connection
+    /// closes. Both at once are refused.
+    pub(crate) fn finish(&self) -> Result<BodyFraming, HttpError> {
+        match (self.content_length, self.chunked) {
+            (Some(_), true) => Err(malformed("both Content-Length and Transfer-Encoding")),
+            (Some(n), false) => Ok(BodyFraming::Length(n)),
+            (None, true) => Ok(BodyFraming::Chunked),
+            (None, false) => Ok(BodyFraming::UntilClose),
+        }
+    }
+}
+
 fn parse_content_length(value: &[u8]) -> Result<u64, HttpError> {
     // Digits only: "+5", "0x10" or "5, 5" must not be read leniently.
     if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
@@ -426,7 +451,7 @@ fn parse_authorization(
     Ok(())
 }
 
-fn trim(mut v: &[u8]) -> &[u8] {
+pub(crate) fn trim(mut v: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = v {
         v = rest;
     }
