@@ -1,8 +1,15 @@
-//! The directory of streams: which names are live, in grace, or free.
+//! The directory of streams: which names are live, in grace, or free, and what feeds each.
 //!
 //! A [`Stream`] is shared by every core (its [`StreamWindow`] is what they read). The directory
-//! lock is taken only when a connection's request is routed (a source attaching or leaving, a
+//! lock is taken only when a connection's request is routed (a feed attaching or leaving, a
 //! viewer joining, a grace period running out), never per byte or per frame.
+//!
+//! Life cycle, the same for both kinds of [`Feed`]: a feed attaches and the stream is live; the
+//! feed leaves and the stream is in grace, its writer parked, until the deadline; a feed of the
+//! same kind that attaches meanwhile continues it (same window, sequence numbers go on);
+//! otherwise the stream ends and the name is free. A stream in grace is not continued by a feed
+//! of the other kind (refused as busy until the grace ends): a source's numbers and the parents'
+//! are unrelated, and mixing them would make every parent frame look stale or a jump.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -17,17 +24,29 @@ const ENDED: u8 = 2;
 /// Where a stream is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StreamState {
-    /// A source is connected.
+    /// A feed is attached (a source connected, or parents delivering).
     Live,
-    /// The source left; it may come back until the deadline.
+    /// The feed left; one of the same kind may take the stream on until the deadline.
     Grace,
     /// Over: viewers finish what is queued and are let go; the name is free.
     Ended,
 }
 
+/// What feeds a stream. Fixed for the stream's life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Feed {
+    /// An HTTP source (`PUT`/`SOURCE /live/{stream}`): this proxy numbers the frames, from 0.
+    Source,
+    /// One or several parent proxies (`GET /van/{stream}`): the frames keep the parents'
+    /// sequence numbers and copies from several parents are one frame ([0029], [0044]); see
+    /// [`Writer::publish_at`]. While at least one parent delivers, the stream is live.
+    Parents,
+}
+
 pub struct Stream {
     pub id: u64,
     pub name: String,
+    pub feed: Feed,
     pub window: StreamWindow,
     state: AtomicU8,
     grace_deadline_us: AtomicU64,
@@ -86,10 +105,10 @@ impl Stream {
     }
 }
 
-/// Why a source cannot publish.
+/// Why a feed cannot attach.
 #[derive(Debug, PartialEq, Eq)]
 pub enum AttachError {
-    /// Another source is live on that name (409).
+    /// Another feed is live on that name, or one of the other kind holds it in grace (409).
     Busy,
 }
 
@@ -118,17 +137,41 @@ impl Registry {
             .expect("stream directory never poisoned")
     }
 
-    /// A source publishes `name`: a new stream, or the same stream continued if it is in grace
-    /// (sequence numbers go on). Returns the stream and its writer, which the source's
-    /// connection owns until it leaves.
+    /// A source publishes `name`: a new stream numbered from 0, or the same stream continued if
+    /// a source left it in grace (sequence numbers go on). Returns the stream and its writer,
+    /// which the source's connection owns until it leaves, and whether it was continued.
     pub fn attach_source(
         &self,
         name: &str,
         content_type: &str,
     ) -> Result<(Arc<Stream>, Box<Writer>, bool), AttachError> {
+        self.attach(name, Feed::Source, content_type, 0)
+    }
+
+    /// Parent proxies feed `name`: a new stream whose window starts at `first_seq` (the parent's
+    /// number of the first frame it will send, so that nothing counts as a jump at the start),
+    /// or the stream continued if its parents left it in grace (then `first_seq` is not used:
+    /// the writer goes on from where it was, and asks its new parent for that). Same return as
+    /// [`Registry::attach_source`].
+    pub fn attach_parents(
+        &self,
+        name: &str,
+        content_type: &str,
+        first_seq: u64,
+    ) -> Result<(Arc<Stream>, Box<Writer>, bool), AttachError> {
+        self.attach(name, Feed::Parents, content_type, first_seq)
+    }
+
+    fn attach(
+        &self,
+        name: &str,
+        feed: Feed,
+        content_type: &str,
+        first_seq: u64,
+    ) -> Result<(Arc<Stream>, Box<Writer>, bool), AttachError> {
         let mut map = self.map();
         if let Some(s) = map.get(name) {
-            if s.state() != StreamState::Grace {
+            if s.state() != StreamState::Grace || s.feed != feed {
                 return Err(AttachError::Busy);
             }
             let writer = s
@@ -141,11 +184,12 @@ impl Registry {
             s.state.store(LIVE, Ordering::Release);
             return Ok((s.clone(), writer, true));
         }
-        let window = StreamWindow::new(&self.window, self.cores, 0);
+        let window = StreamWindow::new(&self.window, self.cores, first_seq);
         let writer = Box::new(Writer::new(self.window, self.block_size, &window));
         let stream = Arc::new(Stream {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             name: name.to_owned(),
+            feed,
             window,
             state: AtomicU8::new(LIVE),
             grace_deadline_us: AtomicU64::new(0),
@@ -162,7 +206,8 @@ impl Registry {
         Ok((stream, writer, false))
     }
 
-    /// The source left: park the writer and start the grace period.
+    /// The feed left (the source closed, or the last parent was lost): park the writer and
+    /// start the grace period.
     pub fn detach_source(&self, stream: &Arc<Stream>, writer: Box<Writer>, deadline_us: u64) {
         let _map = self.map();
         *stream.writer.lock().expect("never poisoned") = Some(writer);
@@ -204,8 +249,8 @@ impl Registry {
         parked
     }
 
-    /// Marks a live stream ended whose source is going away at shutdown (the source's core
-    /// keeps its writer and frees the blocks).
+    /// Marks a live stream ended whose feed is going away at shutdown (the feed's core keeps
+    /// its writer and frees the blocks).
     pub fn end_live(&self, stream: &Arc<Stream>) {
         let mut map = self.map();
         if map
@@ -261,5 +306,40 @@ mod tests {
         assert!(r.lookup("a").is_none());
         let (s3, _, resumed) = r.attach_source("a", "x").unwrap();
         assert!(!resumed && !Arc::ptr_eq(&s, &s3));
+    }
+
+    #[test]
+    fn a_parents_feed_keeps_their_numbers_and_resumes_in_grace() {
+        let r = reg();
+        let (s, w, resumed) = r
+            .attach_parents("a", crate::frame::CONTENT_TYPE, 500)
+            .unwrap();
+        assert!(!resumed);
+        assert_eq!(s.feed, Feed::Parents);
+        assert_eq!((s.window.first_seq(), s.window.next_seq()), (500, 500));
+        assert_eq!(w.next_seq(), 500);
+        assert_eq!(r.attach_parents("a", "x", 0).err(), Some(AttachError::Busy));
+        r.detach_source(&s, w, 1000);
+        assert_eq!(s.state(), StreamState::Grace);
+        // The writer goes on from where it was: the new parent is asked for that.
+        let (s2, w2, resumed) = r.attach_parents("a", "x", 7).unwrap();
+        assert!(resumed && Arc::ptr_eq(&s, &s2));
+        assert_eq!((w2.next_seq(), s2.state()), (500, StreamState::Live));
+    }
+
+    #[test]
+    fn a_stream_in_grace_is_continued_only_by_its_own_kind_of_feed() {
+        let r = reg();
+        let (s, w, _) = r.attach_source("a", "video/mp2t").unwrap();
+        assert_eq!(s.feed, Feed::Source);
+        r.detach_source(&s, w, 1000);
+        assert_eq!(r.attach_parents("a", "x", 0).err(), Some(AttachError::Busy));
+        let (p, pw, _) = r.attach_parents("b", "x", 0).unwrap();
+        r.detach_source(&p, pw, 1000);
+        assert_eq!(r.attach_source("b", "x").err(), Some(AttachError::Busy));
+        // Once the grace is over the name is free for either kind.
+        assert!(r.expire(&s, 1001).is_some());
+        let (s2, _, resumed) = r.attach_parents("a", "x", 42).unwrap();
+        assert!(!resumed && s2.feed == Feed::Parents && s2.window.next_seq() == 42);
     }
 }
