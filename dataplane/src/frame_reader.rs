@@ -209,112 +209,123 @@ impl FrameReader {
     }
 }
 
+/// Whole frames (header and payload), as the tests and the fuzz target collect them.
+pub type Frames = Vec<(FrameHeader, Vec<u8>)>;
+
+/// Reads `wire` delivered in reads ending at `ends` (clamped, sorted, and a last read to the end
+/// added) with [`FrameReader::next_event`], asserting the event grammar on the way: the whole
+/// frames, and the error that stopped the reading if one did. For tests and the fuzz target,
+/// which check that the reads never matter.
+pub fn read_events(wire: &[u8], ends: &[usize]) -> (Frames, Option<FrameError>) {
+    let mut reader = FrameReader::new();
+    let mut frames: Frames = Vec::new();
+    let mut open: Option<(FrameHeader, Vec<u8>)> = None;
+    let mut start = 0;
+    for end in read_ends(wire.len(), ends) {
+        let mut input = &wire[start..end];
+        start = end;
+        loop {
+            match reader.next_event(&mut input) {
+                Ok(None) => {
+                    assert!(input.is_empty());
+                    break;
+                }
+                Ok(Some(FrameEvent::Header(h))) => {
+                    assert!(open.is_none(), "header inside a frame");
+                    open = Some((h, Vec::new()));
+                }
+                Ok(Some(FrameEvent::Payload {
+                    header,
+                    offset,
+                    bytes,
+                })) => {
+                    let (h, p) = open.as_mut().expect("payload outside a frame");
+                    assert_eq!((*h, offset as usize), (header, p.len()));
+                    assert!(!bytes.is_empty());
+                    p.extend_from_slice(bytes);
+                }
+                Ok(Some(FrameEvent::Done(h))) => {
+                    let (o, p) = open.take().expect("done outside a frame");
+                    assert_eq!((o, p.len()), (h, h.len as usize));
+                    frames.push((h, p));
+                }
+                Err(e) => {
+                    assert!(open.is_none(), "an error inside a payload");
+                    assert_eq!(reader.next_event(&mut &b"more"[..]), Err(e.clone()));
+                    assert!(reader.is_failed() && reader.need().is_none());
+                    return (frames, Some(e));
+                }
+            }
+        }
+    }
+    (frames, None)
+}
+
+/// Like [`read_events`], the way a receiver into blocks reads: headers through
+/// [`FrameReader::next_event`], each payload "received" in place (copied here) in the amounts
+/// [`FrameReader::need`] asks for and reported with [`FrameReader::payload_placed`].
+pub fn read_in_place(wire: &[u8], ends: &[usize]) -> (Frames, Option<FrameError>) {
+    let mut reader = FrameReader::new();
+    let mut frames: Frames = Vec::new();
+    let mut block = Vec::new();
+    let mut start = 0;
+    for end in read_ends(wire.len(), ends) {
+        let mut input = &wire[start..end];
+        start = end;
+        while !input.is_empty() {
+            match reader.need() {
+                Some(Need::Header { missing }) => {
+                    let take = missing.min(input.len());
+                    let mut head = &input[..take];
+                    input = &input[take..];
+                    loop {
+                        match reader.next_event(&mut head) {
+                            Ok(None) => break,
+                            Ok(Some(FrameEvent::Header(_))) => block.clear(),
+                            Ok(Some(FrameEvent::Done(h))) => {
+                                frames.push((h, std::mem::take(&mut block)))
+                            }
+                            Ok(Some(FrameEvent::Payload { .. })) => {
+                                unreachable!("header bytes only")
+                            }
+                            Err(e) => return (frames, Some(e)),
+                        }
+                    }
+                }
+                Some(Need::Payload {
+                    header,
+                    offset,
+                    remaining,
+                }) => {
+                    assert_eq!(offset as usize, block.len());
+                    let n = (remaining as usize).min(input.len());
+                    block.extend_from_slice(&input[..n]);
+                    input = &input[n..];
+                    if let Some(h) = reader.payload_placed(n as u32) {
+                        assert_eq!(h, header);
+                        frames.push((h, std::mem::take(&mut block)));
+                    }
+                }
+                None => unreachable!("errors return above"),
+            }
+        }
+    }
+    (frames, None)
+}
+
+/// `ends` clamped to `len`, sorted, with `len` added: where each read ends.
+fn read_ends(len: usize, ends: &[usize]) -> Vec<usize> {
+    let mut ends: Vec<usize> = ends.iter().map(|&e| e.min(len)).collect();
+    ends.push(len);
+    ends.sort_unstable();
+    ends
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::frame::{FrameDecoder, FrameKind, MAX_PAYLOAD, encode_frame};
     use proptest::prelude::*;
-
-    /// What a stream of events amounts to: each frame whole, or the error that stopped it.
-    type Frames = Vec<(FrameHeader, Vec<u8>)>;
-
-    /// Reads `wire` cut at `ends` with `next_event`, checking the event grammar on the way.
-    fn read_events(wire: &[u8], ends: &[usize]) -> (Frames, Option<FrameError>) {
-        let mut reader = FrameReader::new();
-        let mut frames: Frames = Vec::new();
-        let mut open: Option<(FrameHeader, Vec<u8>)> = None;
-        let mut start = 0;
-        for &end in ends {
-            let mut input = &wire[start..end];
-            start = end;
-            loop {
-                match reader.next_event(&mut input) {
-                    Ok(None) => {
-                        assert!(input.is_empty());
-                        break;
-                    }
-                    Ok(Some(FrameEvent::Header(h))) => {
-                        assert!(open.is_none(), "header inside a frame");
-                        open = Some((h, Vec::new()));
-                    }
-                    Ok(Some(FrameEvent::Payload {
-                        header,
-                        offset,
-                        bytes,
-                    })) => {
-                        let (h, p) = open.as_mut().expect("payload outside a frame");
-                        assert_eq!((*h, offset as usize), (header, p.len()));
-                        assert!(!bytes.is_empty());
-                        p.extend_from_slice(bytes);
-                    }
-                    Ok(Some(FrameEvent::Done(h))) => {
-                        let (o, p) = open.take().expect("done outside a frame");
-                        assert_eq!((o, p.len()), (h, h.len as usize));
-                        frames.push((h, p));
-                    }
-                    Err(e) => {
-                        assert!(open.is_none(), "an error inside a payload");
-                        assert_eq!(reader.next_event(&mut &b"more"[..]), Err(e.clone()));
-                        assert!(reader.is_failed() && reader.need().is_none());
-                        return (frames, Some(e));
-                    }
-                }
-            }
-        }
-        (frames, None)
-    }
-
-    /// Reads `wire` cut at `ends` the way a receiver into blocks does: headers through
-    /// `next_event`, payloads "received" (copied here) in place and reported with
-    /// `payload_placed`.
-    fn read_in_place(wire: &[u8], ends: &[usize]) -> (Frames, Option<FrameError>) {
-        let mut reader = FrameReader::new();
-        let mut frames: Frames = Vec::new();
-        let mut block = Vec::new();
-        let mut start = 0;
-        for &end in ends {
-            let mut input = &wire[start..end];
-            start = end;
-            while !input.is_empty() {
-                match reader.need() {
-                    Some(Need::Header { missing }) => {
-                        let take = missing.min(input.len());
-                        let mut head = &input[..take];
-                        input = &input[take..];
-                        loop {
-                            match reader.next_event(&mut head) {
-                                Ok(None) => break,
-                                Ok(Some(FrameEvent::Header(_))) => block.clear(),
-                                Ok(Some(FrameEvent::Done(h))) => {
-                                    frames.push((h, std::mem::take(&mut block)))
-                                }
-                                Ok(Some(FrameEvent::Payload { .. })) => {
-                                    unreachable!("header bytes only")
-                                }
-                                Err(e) => return (frames, Some(e)),
-                            }
-                        }
-                    }
-                    Some(Need::Payload {
-                        header,
-                        offset,
-                        remaining,
-                    }) => {
-                        assert_eq!(offset as usize, block.len());
-                        let n = (remaining as usize).min(input.len());
-                        block.extend_from_slice(&input[..n]);
-                        input = &input[n..];
-                        if let Some(h) = reader.payload_placed(n as u32) {
-                            assert_eq!(h, header);
-                            frames.push((h, std::mem::take(&mut block)));
-                        }
-                    }
-                    None => unreachable!("errors return above"),
-                }
-            }
-        }
-        (frames, None)
-    }
 
     fn cut_every(len: usize, piece: usize) -> Vec<usize> {
         (1..=len.div_ceil(piece))
