@@ -358,8 +358,9 @@ pub struct FeedStats {
     pub stale: u64,
     /// Frames dropped as [`Arrival::Invalid`].
     pub invalid: u64,
-    /// Jumps forward, and the frames they skipped in all.
+    /// Jumps forward ([`Arrival::Ahead`]).
     pub jumps: u64,
+    /// Frames those jumps skipped, in all.
     pub missed: u64,
 }
 
