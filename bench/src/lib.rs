@@ -4,12 +4,14 @@
 //! - [`record`]: the record format generated sources send and the streaming checker viewers run.
 //! - [`van`]: reading VAN frames in place, on top of `dataplane::frame`.
 //! - [`source`]: the publishing client (PUT chunked/close, SOURCE; paced or unlimited; raw input).
-//! - [`viewers`]: thousands of checking viewers on one or two threads.
+//! - [`viewers`]: thousands of checking viewers; [`crowd`]: the same viewers behaving like an
+//!   outside load generator (one task and buffer each, all at once, greedy reads).
 //! - [`fanout`]: a source and viewers together for a set time.
 //! - [`summary`]: the JSON summary (a contract, /work/briefs/vanbench-cli.md) and its table.
 //!
 //! Benchmarks are programs that print figures; nothing here is a timed test.
 
+pub mod crowd;
 pub mod fanout;
 pub mod http;
 pub mod record;

@@ -14,7 +14,7 @@ use vanbench::record::{MAX_RECORD_LEN, MIN_RECORD_LEN};
 use vanbench::source::{Framing, Method, RawInput, SourceConfig, SourceProgress, run_source};
 use vanbench::summary::Summary;
 use vanbench::units::{parse_bitrate, parse_duration, parse_rate};
-use vanbench::viewers::{ViewerMode, ViewersConfig, run_viewers};
+use vanbench::viewers::{ClientKind, ViewerMode, ViewersConfig, run_viewers};
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
@@ -137,7 +137,12 @@ struct Crowd {
     /// How many viewers stop reading once connected.
     #[arg(long, default_value_t = 0)]
     stall: usize,
-    /// Viewer threads (each an epoll loop with one shared read buffer).
+    /// How the viewers behave: `shards` (epoll loops whose viewers share a read buffer and take
+    /// turns) or `crowd` (like an outside load generator: a multi-threaded tokio runtime, a task
+    /// and a 64 KiB buffer per viewer, greedy reads).
+    #[arg(long, value_enum, default_value = "shards")]
+    client: ClientKind,
+    /// Viewer threads (shards: epoll loops; crowd: runtime workers).
     #[arg(long, default_value_t = 2)]
     threads: usize,
     /// Longest wait for one viewer's 200.
@@ -157,6 +162,7 @@ struct Crowd {
 impl Crowd {
     fn config(&self, url: HttpUrl, duration: Option<Duration>) -> ViewersConfig {
         ViewersConfig {
+            client: self.client,
             url,
             mode: ViewerMode::Plain,
             n: self.n,
