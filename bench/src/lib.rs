@@ -7,6 +7,8 @@
 //! - [`viewers`]: thousands of checking viewers; [`crowd`]: the same viewers behaving like an
 //!   outside load generator (one task and buffer each, all at once, greedy reads).
 //! - [`fanout`]: a source and viewers together for a set time.
+//! - [`sim`]: `vanbench simulate`, a discrete-event simulation of a whole VAN around the
+//!   coordinator's own core.
 //! - [`summary`]: the JSON summary (a contract, /work/briefs/vanbench-cli.md) and its table.
 //!
 //! Benchmarks are programs that print figures; nothing here is a timed test.
@@ -15,6 +17,7 @@ pub mod crowd;
 pub mod fanout;
 pub mod http;
 pub mod record;
+pub mod sim;
 pub mod source;
 pub mod summary;
 pub mod sys;
