@@ -5,13 +5,18 @@
 # iperf3 -P 8 on loopback as the ceiling.
 #
 #   scripts/bench-compare.sh [--duration 10s] [--only relay|icecast|naive]
-#                            [--scenarios "n10 n100 …"] [--out DIR] [--no-variants] [--nice N]
+#                            [--scenarios "n10 n100 …"] [--out DIR] [--no-variants] [--no-crowd]
+#                            [--nice N]
 #
 # Scenarios (each on fresh processes, one PUT source, plain GET viewers, 1 KiB records):
 #   n10, n100, n1000  N viewers at 4 Mbit/s
 #   n10000            10,000 viewers at 1 Mbit/s joining at once
 #   unl100            an unlimited source, 100 viewers
 #   stall100          100 viewers at 4 Mbit/s, one of them stops reading (compare p99 with n100)
+# Crowd rows: n1000 and n10000 again for the relay and the naive relay with
+#   `vanbench --client crowd` (an outside load generator's behaviour: one tokio task and 64 KiB
+#   buffer per viewer, all connecting at once, greedy reads), tagged relay-crowd / naive-crowd.
+#   --no-crowd skips them.
 # Relay variants (--no-variants skips them):
 #   relay-zc-on, -zc-off   --zerocopy on / off for n1000 and unl100 (plain send vs send_zc)
 #   relay-nocoalesce       --coalesce-ms 0 for n100 and n1000 (a send on every publish)
@@ -24,7 +29,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-duration=10s only="" out="" variants=1 prio=()
+duration=10s only="" out="" variants=1 crowd=1 prio=()
+# Extra vanbench flags of the run under way (the crowd rows set --client crowd).
+client=()
 scenarios="n10 n100 n1000 n10000 unl100 stall100"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -33,6 +40,7 @@ while [ $# -gt 0 ]; do
     --scenarios) scenarios="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --no-variants) variants=0; shift ;;
+    --no-crowd) crowd=0; shift ;;
     --nice) prio=(nice -n "$2"); shift 2 ;;
     -h|--help) sed -n '2,/^set /{/^set /d;p}' "$0"; exit 0 ;;
     *) echo "bench-compare.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
@@ -100,7 +108,7 @@ served_run() {
   echo "== $target $s ($(load "$s"))" >&2
   # shellcheck disable=SC2046
   "${prio[@]}" $vanbench fanout --relay "http://$data" --stream "$s" $(load "$s") --duration "$duration" \
-    --relay-pid "$pid" --json "$out/$target-$s.json" 2>"$out/$target-$s.log" ||
+    "${client[@]}" --relay-pid "$pid" --json "$out/$target-$s.json" 2>"$out/$target-$s.log" ||
     echo "$target $s: vanbench failed: $(tail -n 2 "$out/$target-$s.log")" >&2
   stop_pid "$pid"
   sleep 1
@@ -114,7 +122,7 @@ relay_run() {
 
 # The issue's naive relay (scripts/naive_relay.py), driven like the relay (chunked PUT).
 naive_run() {
-  served_run naive "$1" python3 scripts/naive_relay.py --listen 127.0.0.1:0
+  served_run "naive${2:-}" "$1" python3 scripts/naive_relay.py --listen 127.0.0.1:0
 }
 
 icecast_run() {
@@ -153,6 +161,15 @@ for s in $scenarios; do
   if want icecast; then icecast_run "$s"; fi
   if want naive; then naive_run "$s"; fi
 done
+if [ "$crowd" = 1 ]; then
+  client=(--client crowd)
+  for s in n1000 n10000; do
+    case " $scenarios " in *" $s "*) ;; *) continue ;; esac
+    if want relay; then relay_run "$s" "-crowd"; fi
+    if want naive; then naive_run "$s" "-crowd"; fi
+  done
+  client=()
+fi
 if [ "$variants" = 1 ] && want relay; then
   for s in n1000 unl100; do
     relay_run "$s" "-zc-off" --zerocopy off

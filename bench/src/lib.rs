@@ -4,15 +4,20 @@
 //! - [`record`]: the record format generated sources send and the streaming checker viewers run.
 //! - [`van`]: checking VAN frames as they arrive, on top of `dataplane::frame_reader`.
 //! - [`source`]: the publishing client (PUT chunked/close, SOURCE; paced or unlimited; raw input).
-//! - [`viewers`]: thousands of checking viewers on one or two threads.
+//! - [`viewers`]: thousands of checking viewers; [`crowd`]: the same viewers behaving like an
+//!   outside load generator (one task and buffer each, all at once, greedy reads).
 //! - [`fanout`]: a source and viewers together for a set time.
+//! - [`sim`]: `vanbench simulate`, a discrete-event simulation of a whole VAN around the
+//!   coordinator's own core.
 //! - [`summary`]: the JSON summary (a contract, /work/briefs/vanbench-cli.md) and its table.
 //!
 //! Benchmarks are programs that print figures; nothing here is a timed test.
 
+pub mod crowd;
 pub mod fanout;
 pub mod http;
 pub mod record;
+pub mod sim;
 pub mod source;
 pub mod summary;
 pub mod sys;

@@ -11,10 +11,11 @@ use std::time::Duration;
 use vanbench::fanout::{FanoutConfig, run_fanout};
 use vanbench::http::HttpUrl;
 use vanbench::record::{MAX_RECORD_LEN, MIN_RECORD_LEN};
+use vanbench::sim::{Overlay, Shape, SimConfig, Trace};
 use vanbench::source::{Framing, Method, RawInput, SourceConfig, SourceProgress, run_source};
 use vanbench::summary::Summary;
 use vanbench::units::{parse_bitrate, parse_duration, parse_rate};
-use vanbench::viewers::{ViewerMode, ViewersConfig, run_viewers};
+use vanbench::viewers::{ClientKind, ViewerMode, ViewersConfig, run_viewers};
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
@@ -38,6 +39,183 @@ enum Cmd {
     Viewers(ViewersArgs),
     /// A source and N viewers against a relay for a set time; prints the JSON summary and a table.
     Fanout(FanoutArgs),
+    /// Discrete-event simulation of a whole VAN (the coordinator's own core, synthetic proxies
+    /// and viewers) on a generated or recorded login/logoff trace.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ShapeArg {
+    /// A live event: --viewers log in within --ramp, stay until --end, leave within --leave.
+    Flash,
+    /// Poisson arrivals at --rate/s for --duration, exponential watch times of mean --watch.
+    Steady,
+    /// Arrivals at --rate/s × (1 + 0.8 sin(2πt/--period)), exponential watch times.
+    Diurnal,
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    /// Replay this CSV trace (t_ms,event,stream,region) instead of generating one.
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Write the trace that was run to this CSV file.
+    #[arg(long)]
+    trace_out: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "flash")]
+    shape: ShapeArg,
+    /// Flash: viewers per event.
+    #[arg(long, default_value_t = 1_000_000)]
+    viewers: u64,
+    /// Flash: seconds over which the viewers arrive.
+    #[arg(long, default_value_t = 60.0)]
+    ramp: f64,
+    /// Flash: second at which the event ends and viewers start leaving.
+    #[arg(long, default_value_t = 120.0)]
+    end: f64,
+    /// Flash: seconds over which the viewers leave.
+    #[arg(long, default_value_t = 30.0)]
+    leave: f64,
+    /// Steady/diurnal: mean arrivals per second per event.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Steady/diurnal: mean watch time in seconds.
+    #[arg(long, default_value_t = 300.0)]
+    watch: f64,
+    /// Steady/diurnal: seconds of trace.
+    #[arg(long, default_value_t = 600.0)]
+    duration: f64,
+    /// Diurnal: period in seconds.
+    #[arg(long, default_value_t = 600.0)]
+    period: f64,
+    /// Concurrent events (streams), each following the shape.
+    #[arg(long, default_value_t = 1)]
+    events: u32,
+    /// Seconds between the starts of consecutive events.
+    #[arg(long, default_value_t = 0.0)]
+    stagger: f64,
+    /// Viewer and proxy regions.
+    #[arg(long, default_value_t = 10)]
+    regions: u32,
+    /// Relay machines per region in tiers 1, 2, … (comma-separated).
+    #[arg(long, default_value = "10,90,900", value_delimiter = ',')]
+    tiers: Vec<u32>,
+    /// Connections each relay machine takes, over all its streams.
+    #[arg(long, default_value_t = 150)]
+    capacity: u32,
+    /// Outgoing capacity of each relay machine.
+    #[arg(long, default_value = "10G", value_parser = parse_bitrate)]
+    machine_bps: u64,
+    /// Origin machines (streams are spread over them).
+    #[arg(long, default_value_t = 1)]
+    origins: u32,
+    /// Bit rate of every stream.
+    #[arg(long, default_value = "2M", value_parser = parse_bitrate)]
+    bitrate: u64,
+    /// From Activate to a proxy serving the stream (ms).
+    #[arg(long, default_value_t = 5_000)]
+    activation_ms: u64,
+    /// One-way control-message delay, and a viewer's connect after a redirect (ms).
+    #[arg(long, default_value_t = 20)]
+    control_ms: u64,
+    /// A viewer whose proxy went away resolves again after this long (ms).
+    #[arg(long, default_value_t = 1_000)]
+    reconnect_ms: u64,
+    /// The coordinator's ΔT ([0054], [0058]) in ms.
+    #[arg(long, default_value_t = 10_000)]
+    delta_t_ms: u64,
+    /// The coordinator's stability period sp ([0058]) in ms.
+    #[arg(long, default_value_t = 60_000)]
+    sp_ms: u64,
+    /// Crash relay machine K (0-based among relays) at second S: `S:K`, repeatable.
+    #[arg(long = "crash", value_parser = parse_crash)]
+    crashes: Vec<(u64, u32)>,
+    /// Period of the time series in the JSON, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    sample_s: f64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write the JSON report here (`-` for stdout).
+    #[arg(long, default_value = "-")]
+    json: String,
+    /// No progress lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn parse_crash(s: &str) -> Result<(u64, u32), String> {
+    let (t, k) = s.split_once(':').ok_or("want SECONDS:RELAY")?;
+    let t: f64 = t.parse().map_err(|_| format!("bad time {t:?}"))?;
+    let k: u32 = k.parse().map_err(|_| format!("bad relay index {k:?}"))?;
+    Ok(((t * 1e6) as u64, k))
+}
+
+fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
+    let trace = match &a.trace {
+        Some(p) => Trace::from_csv(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+        None => {
+            let shape = match a.shape {
+                ShapeArg::Flash => Shape::Flash {
+                    viewers: a.viewers,
+                    ramp: a.ramp,
+                    end: a.end,
+                    leave: a.leave,
+                },
+                ShapeArg::Steady => Shape::Steady {
+                    rate: a.rate,
+                    watch: a.watch,
+                    duration: a.duration,
+                },
+                ShapeArg::Diurnal => Shape::Diurnal {
+                    mean_rate: a.rate,
+                    amplitude: 0.8,
+                    period: a.period,
+                    watch: a.watch,
+                    duration: a.duration,
+                },
+            };
+            Trace::generate(&shape, a.events, a.stagger, a.regions, a.seed)
+        }
+    };
+    if let Some(p) = &a.trace_out {
+        std::fs::write(p, trace.to_csv()).with_context(|| format!("writing {}", p.display()))?;
+    }
+    let cfg = SimConfig {
+        seed: a.seed,
+        overlay: Overlay {
+            regions: a.regions,
+            tier_sizes: a.tiers.clone(),
+            capacity: a.capacity,
+            bits_per_sec: a.machine_bps,
+            origins: a.origins,
+        },
+        core: control::core::Config {
+            delta_t_ms: a.delta_t_ms,
+            sp_ms: a.sp_ms,
+            ..control::core::Config::default()
+        },
+        bitrate_bps: a.bitrate,
+        activation_delay_us: a.activation_ms * 1000,
+        control_delay_us: a.control_ms * 1000,
+        reconnect_delay_us: a.reconnect_ms * 1000,
+        crashes: a.crashes.clone(),
+        sample_us: (a.sample_s * 1e6).max(1.0) as u64,
+        progress: !a.quiet,
+    };
+    eprintln!(
+        "simulate: {} trace rows ({} logins) over {} streams, {} relay machines in {} regions",
+        trace.rows.len(),
+        trace.logins(),
+        trace.streams.len(),
+        cfg.overlay.relays(),
+        cfg.overlay.regions
+    );
+    let report = vanbench::sim::simulate(&cfg, &trace);
+    eprint!("{}", report.table());
+    write_json(&a.json, &report)
 }
 
 #[derive(Args)]
@@ -137,7 +315,12 @@ struct Crowd {
     /// How many viewers stop reading once connected.
     #[arg(long, default_value_t = 0)]
     stall: usize,
-    /// Viewer threads (each an epoll loop with one shared read buffer).
+    /// How the viewers behave: `shards` (epoll loops whose viewers share a read buffer and take
+    /// turns) or `crowd` (like an outside load generator: a multi-threaded tokio runtime, a task
+    /// and a 64 KiB buffer per viewer, greedy reads).
+    #[arg(long, value_enum, default_value = "shards")]
+    client: ClientKind,
+    /// Viewer threads (shards: epoll loops; crowd: runtime workers).
     #[arg(long, default_value_t = 2)]
     threads: usize,
     /// Longest wait for one viewer's 200.
@@ -157,6 +340,7 @@ struct Crowd {
 impl Crowd {
     fn config(&self, url: HttpUrl, duration: Option<Duration>) -> ViewersConfig {
         ViewersConfig {
+            client: self.client,
             url,
             mode: ViewerMode::Plain,
             n: self.n,
@@ -293,6 +477,7 @@ fn main() -> anyhow::Result<()> {
             let summary = run_viewers(cfg, None, &AtomicBool::new(false))?;
             report(&summary, &a.crowd.json)?;
         }
+        Cmd::Simulate(a) => simulate(a)?,
         Cmd::Fanout(a) => {
             if a.rate.bitrate.is_none() && !a.rate.unlimited {
                 bail!("give --bitrate RATE or --unlimited");

@@ -3,6 +3,7 @@
 //! table for people.
 
 use crate::source::SourceReport;
+use crate::viewers::ClientKind;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -71,6 +72,8 @@ pub struct Summary {
     pub relay_kib_per_viewer: Option<f64>,
     pub self_cpu_s_per_gb: Option<f64>,
     pub threads: usize,
+    /// Which client the viewers behaved like (`shards` or `crowd`).
+    pub client: ClientKind,
     /// Why viewers failed, with counts.
     pub failures: BTreeMap<String, u64>,
     /// The source's report (fanout only).

@@ -11,6 +11,7 @@
 //! and lasts `duration`. Relay CPU, delivered bytes and self CPU are taken over the window only;
 //! records, loss and latency over the whole run.
 
+use crate::crowd;
 use crate::http::HttpUrl;
 use crate::record::{CheckStats, RecordChecker};
 use crate::source::SourceProgress;
@@ -38,8 +39,23 @@ pub enum ViewerMode {
     Van { token: String },
 }
 
+/// How the viewers behave: two clients, so that the relay is measured with a harsh one too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientKind {
+    /// Few threads, each an epoll loop whose viewers share one read buffer and take turns of
+    /// a few reads: cheap enough to leave the CPU to the relay.
+    Shards,
+    /// Like an outside load generator: a multi-threaded tokio runtime, every viewer its own
+    /// task with its own 64 KiB buffer reading as fast as it can, all connecting at once
+    /// unless `connect_rate` paces them. See [`crowd`].
+    Crowd,
+}
+
 #[derive(Clone, Debug)]
 pub struct ViewersConfig {
+    /// Which client the viewers behave like.
+    pub client: ClientKind,
     pub url: HttpUrl,
     pub mode: ViewerMode,
     pub n: usize,
@@ -62,6 +78,8 @@ pub struct ViewersConfig {
 
 /// Size of a shard's read buffer, shared by all its viewers.
 const READ_BUF: usize = 64 * 1024;
+/// Bytes read at a time while waiting for a response head.
+const HEAD_READ: usize = 4096;
 /// Reads one viewer may do in a row before others get a turn.
 const READS_PER_TURN: usize = 8;
 /// Failure reasons logged to stderr per shard (the rest are only counted).
@@ -69,19 +87,19 @@ const LOGGED_FAILURES: u32 = 5;
 
 /// Cross-thread state of one run.
 #[derive(Default)]
-struct Shared {
-    measuring: AtomicBool,
-    stop: AtomicBool,
-    connected: AtomicUsize,
-    failed: AtomicUsize,
-    ended: AtomicUsize,
-    stalled: AtomicUsize,
-    live: Vec<LiveFigures>,
+pub(crate) struct Shared {
+    pub(crate) measuring: AtomicBool,
+    pub(crate) stop: AtomicBool,
+    pub(crate) connected: AtomicUsize,
+    pub(crate) failed: AtomicUsize,
+    pub(crate) ended: AtomicUsize,
+    pub(crate) stalled: AtomicUsize,
+    pub(crate) live: Vec<LiveFigures>,
 }
 
 /// What a shard publishes every tick for progress lines.
 #[derive(Default)]
-struct LiveFigures {
+pub(crate) struct LiveFigures {
     bytes: AtomicU64,
     records: AtomicU64,
     lost: AtomicU64,
@@ -91,9 +109,9 @@ struct LiveFigures {
     interval_p99_us: AtomicU64,
 }
 
-/// A shard's thread-local state.
-struct ShardState {
-    buf: Box<[u8]>,
+/// What a group of viewers adds up: one per shard thread (shards) or per runtime worker
+/// thread (crowd), so that no lock is contended and the sums are plain.
+pub(crate) struct Tally {
     stats: CheckStats,
     frames: FrameStats,
     latency: Histogram<u64>,
@@ -111,10 +129,9 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
-impl ShardState {
-    fn new(progress: bool) -> Self {
+impl Tally {
+    pub(crate) fn new(progress: bool) -> Self {
         Self {
-            buf: vec![0u8; READ_BUF].into_boxed_slice(),
             stats: CheckStats::default(),
             frames: FrameStats::default(),
             latency: histogram(),
@@ -127,33 +144,44 @@ impl ShardState {
         }
     }
 
-    fn fail(&mut self, reason: String) {
+    pub(crate) fn fail(&mut self, reason: String) {
         if self.logged < LOGGED_FAILURES {
             self.logged += 1;
             eprintln!("vanbench: viewer failed: {reason}");
         }
         *self.failures.entry(reason).or_insert(0) += 1;
     }
-}
 
-/// What a shard hands back.
-struct ShardResult {
-    stats: CheckStats,
-    frames: FrameStats,
-    latency: Histogram<u64>,
-    connect: Histogram<u64>,
-    window_bytes: u64,
-    last_connected_us: u64,
-    failures: BTreeMap<String, u64>,
+    /// A viewer got its `200` after `took`, at `since_start` from the run's start.
+    pub(crate) fn connected(&mut self, took: Duration, since_start: Duration) {
+        self.connect
+            .saturating_record((took.as_micros() as u64).max(1));
+        self.last_connected_us = self.last_connected_us.max(since_start.as_micros() as u64);
+    }
+
+    /// Copies the running sums to `live` for progress lines; `interval` also takes (and resets)
+    /// the p99 of the interval just ended.
+    pub(crate) fn publish(&mut self, live: &LiveFigures, interval: bool) {
+        live.bytes.store(self.stats.bytes, Ordering::Relaxed);
+        live.records.store(self.stats.records, Ordering::Relaxed);
+        live.lost.store(self.stats.lost, Ordering::Relaxed);
+        live.corrupt.store(self.stats.corrupt, Ordering::Relaxed);
+        live.seq_gaps.store(self.frames.seq_gaps, Ordering::Relaxed);
+        if interval && let Some(h) = self.interval.as_mut() {
+            live.interval_p99_us
+                .store(h.value_at_quantile(0.99), Ordering::Relaxed);
+            h.reset();
+        }
+    }
 }
 
 /// A viewer's own checking state: all it keeps between reads.
-struct ViewerCheck {
+pub(crate) struct ViewerCheck {
     records: RecordChecker,
     frames: Option<FrameChecker>,
 }
 
-enum Outcome {
+pub(crate) enum Outcome {
     /// Keep reading.
     More,
     /// The stream ended (close, end or redirect frame).
@@ -162,24 +190,30 @@ enum Outcome {
     Broken(String),
 }
 
-/// Checks `n` bytes at the start of the shard buffer (or `bytes` when given).
-fn consume(
-    st: &mut ShardState,
+impl ViewerCheck {
+    pub(crate) fn new(van: bool) -> Self {
+        Self {
+            records: RecordChecker::new(),
+            frames: van.then(FrameChecker::new),
+        }
+    }
+}
+
+/// Checks the bytes one read returned.
+pub(crate) fn consume(
+    tally: &mut Tally,
     check: &mut ViewerCheck,
-    bytes: Option<&[u8]>,
-    n: usize,
+    data: &[u8],
     measuring: bool,
 ) -> Outcome {
-    let ShardState {
-        buf,
+    let Tally {
         stats,
         frames,
         latency,
         interval,
         window_bytes,
         ..
-    } = st;
-    let data = bytes.unwrap_or(&buf[..n]);
+    } = tally;
     let now = sys::now_us();
     let mut on_record = |_seq: u64, sent_us: u64| {
         let l = now.saturating_sub(sent_us).max(1);
@@ -214,7 +248,7 @@ fn consume(
     }
 }
 
-fn request_head(cfg: &ViewersConfig) -> String {
+pub(crate) fn request_head(cfg: &ViewersConfig) -> String {
     let auth = match &cfg.mode {
         ViewerMode::Plain => String::new(),
         ViewerMode::Van { token } => format!("Authorization: Bearer {token}\r\n"),
@@ -228,10 +262,9 @@ fn request_head(cfg: &ViewersConfig) -> String {
 }
 
 /// Connects and reads the response head; returns the stream and any body bytes after the head.
-async fn open(
+pub(crate) async fn open(
     addr: SocketAddr,
     head: &str,
-    st: &RefCell<ShardState>,
 ) -> Result<(tokio::net::TcpStream, Vec<u8>), String> {
     let sock = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()
@@ -254,22 +287,22 @@ async fn open(
             Err(e) => return Err(format!("write: {e}")),
         }
     }
-    let mut got = Vec::new();
+    // The head is read into a buffer of its own that grows as needed; what follows it is
+    // handed back, so nothing is read twice.
+    let mut got = Vec::with_capacity(HEAD_READ);
     loop {
         stream.readable().await.map_err(|e| format!("read: {e}"))?;
-        let n = {
-            let mut s = st.borrow_mut();
-            match stream.try_read(&mut s.buf) {
-                Ok(0) => return Err("closed before a response".into()),
-                Ok(n) => {
-                    got.extend_from_slice(&s.buf[..n]);
-                    n
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(format!("read: {e}")),
+        let have = got.len();
+        got.resize(have + HEAD_READ, 0);
+        match stream.try_read(&mut got[have..]) {
+            Ok(0) => return Err("closed before a response".into()),
+            Ok(n) => got.truncate(have + n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                got.truncate(have);
+                continue;
             }
-        };
-        debug_assert!(n > 0);
+            Err(e) => return Err(format!("read: {e}")),
+        }
         match parse_response_head(&got) {
             Ok(None) => {}
             Ok(Some(h)) if h.status == 200 && h.is_chunked() => {
@@ -282,6 +315,24 @@ async fn open(
             Ok(Some(h)) => return Err(format!("HTTP {} {}", h.status, h.reason)),
             Err(e) => return Err(e.to_string()),
         }
+    }
+}
+
+/// A shard's thread-local state: the read buffer all its viewers share, and their sums.
+struct ShardState {
+    buf: Box<[u8]>,
+    tally: Tally,
+}
+
+/// [`open`] bounded by the connect timeout; the error is the failure's reason.
+pub(crate) async fn open_within(
+    addr: SocketAddr,
+    head: &str,
+    timeout: Duration,
+) -> Result<(tokio::net::TcpStream, Vec<u8>), String> {
+    match tokio::time::timeout(timeout, open(addr, head)).await {
+        Ok(r) => r,
+        Err(_) => Err("no 200 within the connect timeout".into()),
     }
 }
 
@@ -308,27 +359,17 @@ async fn viewer(ctx: Rc<ShardContext>, stalled: bool) {
         ref shared,
     } = *ctx;
     let began = Instant::now();
-    let opened = tokio::time::timeout(connect_timeout, open(addr, head, st)).await;
-    let (stream, rest) = match opened {
-        Ok(Ok(x)) => x,
-        Ok(Err(reason)) => {
-            st.borrow_mut().fail(reason);
-            shared.failed.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        Err(_) => {
-            st.borrow_mut()
-                .fail("no 200 within the connect timeout".into());
+    let (stream, rest) = match open_within(addr, head, connect_timeout).await {
+        Ok(x) => x,
+        Err(reason) => {
+            st.borrow_mut().tally.fail(reason);
             shared.failed.fetch_add(1, Ordering::Relaxed);
             return;
         }
     };
-    {
-        let mut s = st.borrow_mut();
-        s.connect
-            .saturating_record((began.elapsed().as_micros() as u64).max(1));
-        s.last_connected_us = s.last_connected_us.max(t0.elapsed().as_micros() as u64);
-    }
+    st.borrow_mut()
+        .tally
+        .connected(began.elapsed(), t0.elapsed());
     shared.connected.fetch_add(1, Ordering::Relaxed);
     if stalled {
         shared.stalled.fetch_add(1, Ordering::Relaxed);
@@ -337,14 +378,11 @@ async fn viewer(ctx: Rc<ShardContext>, stalled: bool) {
         drop(stream);
         return;
     }
-    let mut check = ViewerCheck {
-        records: RecordChecker::new(),
-        frames: van.then(FrameChecker::new),
-    };
+    let mut check = ViewerCheck::new(van);
     let mut outcome = Outcome::More;
     if !rest.is_empty() {
         let m = shared.measuring.load(Ordering::Relaxed);
-        outcome = consume(&mut st.borrow_mut(), &mut check, Some(&rest), 0, m);
+        outcome = consume(&mut st.borrow_mut().tally, &mut check, &rest, m);
     }
     drop(rest);
     'read: while matches!(outcome, Outcome::More) {
@@ -355,14 +393,14 @@ async fn viewer(ctx: Rc<ShardContext>, stalled: bool) {
         for _ in 0..READS_PER_TURN {
             let mut got = None;
             let r = stream.try_io(Interest::READABLE, || {
-                let mut s = st.borrow_mut();
+                let s = &mut *st.borrow_mut();
                 let n = (&*socket2::SockRef::from(&stream)).read(&mut s.buf)?;
                 got = Some(n);
                 if n == 0 {
                     return Ok(());
                 }
                 let m = shared.measuring.load(Ordering::Relaxed);
-                outcome = consume(&mut s, &mut check, None, n, m);
+                outcome = consume(&mut s.tally, &mut check, &s.buf[..n], m);
                 if n < s.buf.len() {
                     // A short read emptied the socket: report WouldBlock so tokio clears the
                     // readiness now, instead of after one more recv that would only say
@@ -398,7 +436,7 @@ async fn viewer(ctx: Rc<ShardContext>, stalled: bool) {
     if let Outcome::Broken(reason) = outcome
         && !shared.stop.load(Ordering::Relaxed)
     {
-        st.borrow_mut().fail(reason);
+        st.borrow_mut().tally.fail(reason);
     }
     shared.ended.fetch_add(1, Ordering::Relaxed);
 }
@@ -409,7 +447,7 @@ fn run_shard(
     addr: SocketAddr,
     shared: Arc<Shared>,
     t0: Instant,
-) -> anyhow::Result<ShardResult> {
+) -> anyhow::Result<Tally> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -421,7 +459,10 @@ fn run_shard(
         van: matches!(cfg.mode, ViewerMode::Van { .. }),
         connect_timeout: cfg.connect_timeout,
         t0,
-        st: RefCell::new(ShardState::new(cfg.progress.is_some())),
+        st: RefCell::new(ShardState {
+            buf: vec![0u8; READ_BUF].into_boxed_slice(),
+            tally: Tally::new(cfg.progress.is_some()),
+        }),
         shared: shared.clone(),
     });
     local.block_on(&rt, async {
@@ -443,40 +484,80 @@ fn run_shard(
         let mut last_interval = Instant::now();
         while !shared.stop.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_millis(10)).await;
-            let mut s = ctx.st.borrow_mut();
-            live.bytes.store(s.stats.bytes, Ordering::Relaxed);
-            live.records.store(s.stats.records, Ordering::Relaxed);
-            live.lost.store(s.stats.lost, Ordering::Relaxed);
-            live.corrupt.store(s.stats.corrupt, Ordering::Relaxed);
-            live.seq_gaps.store(s.frames.seq_gaps, Ordering::Relaxed);
-            if cfg
+            let interval = cfg
                 .progress
-                .is_some_and(|p| last_interval.elapsed() >= p / 2)
-                && let Some(h) = s.interval.as_mut()
-            {
-                live.interval_p99_us
-                    .store(h.value_at_quantile(0.99), Ordering::Relaxed);
-                h.reset();
+                .is_some_and(|p| last_interval.elapsed() >= p / 2);
+            ctx.st.borrow_mut().tally.publish(live, interval);
+            if interval {
                 last_interval = Instant::now();
             }
         }
         spawner.abort();
     });
-    let mut s = ctx.st.borrow_mut();
-    let result = ShardResult {
-        stats: s.stats,
-        frames: s.frames,
-        latency: std::mem::replace(&mut s.latency, histogram()),
-        connect: std::mem::replace(&mut s.connect, histogram()),
-        window_bytes: s.window_bytes,
-        last_connected_us: s.last_connected_us,
-        failures: std::mem::take(&mut s.failures),
-    };
-    drop(s);
+    let tally = std::mem::replace(&mut ctx.st.borrow_mut().tally, Tally::new(false));
     // Dropping the runtime drops every viewer task and so closes its socket.
     drop(local);
     drop(rt);
-    Ok(result)
+    Ok(tally)
+}
+
+/// The viewers of one run, driven by the client the configuration names.
+enum Engine {
+    /// One thread per shard, each running its own share of the viewers.
+    Shards(Vec<std::thread::JoinHandle<anyhow::Result<Tally>>>),
+    Crowd(crowd::Crowd),
+}
+
+impl Engine {
+    fn start(
+        cfg: &Arc<ViewersConfig>,
+        addr: SocketAddr,
+        shared: &Arc<Shared>,
+        t0: Instant,
+    ) -> anyhow::Result<Self> {
+        match cfg.client {
+            ClientKind::Shards => {
+                let mut handles = Vec::new();
+                for shard in 0..cfg.threads {
+                    let (cfg, shared) = (cfg.clone(), shared.clone());
+                    handles.push(
+                        std::thread::Builder::new()
+                            .name(format!("viewers-{shard}"))
+                            .spawn(move || run_shard(shard, cfg, addr, shared, t0))
+                            .context("starting a viewer thread")?,
+                    );
+                }
+                Ok(Engine::Shards(handles))
+            }
+            ClientKind::Crowd => Ok(Engine::Crowd(crowd::Crowd::start(
+                cfg.clone(),
+                addr,
+                shared.clone(),
+                t0,
+            )?)),
+        }
+    }
+
+    /// Shards publish their own figures; the crowd's workers are read from here.
+    fn publish_live(&self, shared: &Shared, interval: bool) {
+        if let Engine::Crowd(c) = self {
+            c.publish_live(shared, interval);
+        }
+    }
+
+    /// Ends every viewer (the caller has set `shared.stop`) and returns the sums.
+    fn finish(self) -> anyhow::Result<Vec<Tally>> {
+        match self {
+            Engine::Shards(handles) => handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .map_err(|_| anyhow::anyhow!("a viewer thread panicked"))?
+                })
+                .collect(),
+            Engine::Crowd(c) => Ok(c.finish()),
+        }
+    }
 }
 
 /// Viewers connected, not stalled and not ended. The counters are read one after the other
@@ -530,16 +611,7 @@ pub fn run_viewers(
     });
     let rss_before = cfg.relay_pid.and_then(|p| sys::process_rss_kib(p).ok());
     let t0 = Instant::now();
-    let mut handles = Vec::new();
-    for shard in 0..threads {
-        let (cfg, shared) = (cfg.clone(), shared.clone());
-        handles.push(
-            std::thread::Builder::new()
-                .name(format!("viewers-{shard}"))
-                .spawn(move || run_shard(shard, cfg, addr, shared, t0))
-                .context("starting a viewer thread")?,
-        );
-    }
+    let engine = Engine::start(&cfg, addr, &shared, t0)?;
     let stopped = || stop.load(Ordering::Relaxed) || sys::stop_requested();
     let mut progress = Progress::new(&cfg, t0);
     // Connect phase: until every viewer has its answer, bounded by the schedule and timeout.
@@ -557,6 +629,7 @@ pub fn run_viewers(
             break;
         }
         std::thread::sleep(Duration::from_millis(5));
+        engine.publish_live(&shared, progress.due());
         progress.tick(&shared, None);
     }
     // Memory per viewer: the relay's growth while the viewers connected (the window after it
@@ -576,6 +649,7 @@ pub fn run_viewers(
             break; // every stream ended: nothing left to measure
         }
         std::thread::sleep(Duration::from_millis(10));
+        engine.publish_live(&shared, progress.due());
         progress.tick(&shared, cfg.relay_pid);
     }
     shared.measuring.store(false, Ordering::Relaxed);
@@ -589,10 +663,7 @@ pub fn run_viewers(
     let mut window_bytes = 0;
     let mut last_connected_us = 0;
     let mut failures: BTreeMap<String, u64> = BTreeMap::new();
-    for h in handles {
-        let r = h
-            .join()
-            .map_err(|_| anyhow::anyhow!("a viewer thread panicked"))??;
+    for r in engine.finish()? {
         stats.merge(&r.stats);
         frames.merge(&r.frames);
         latency.add(&r.latency).expect("same bounds");
@@ -667,6 +738,7 @@ pub fn run_viewers(
         },
         self_cpu_s_per_gb: (gb > 0.0).then(|| (end.self_cpu - start.self_cpu) / gb),
         threads: cfg.threads,
+        client: cfg.client,
         failures,
         source: None,
     })
@@ -692,6 +764,11 @@ impl Progress {
             last_bytes: 0,
             last_relay_cpu: cfg.relay_pid.and_then(|p| sys::process_cpu_s(p).ok()),
         }
+    }
+
+    /// Whether the next [`Progress::tick`] prints a line (so the interval's p99 is taken now).
+    fn due(&self) -> bool {
+        self.every.is_some_and(|e| self.last.elapsed() >= e / 2)
     }
 
     fn tick(&mut self, shared: &Shared, relay_pid: Option<u32>) {

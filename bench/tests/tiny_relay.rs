@@ -17,7 +17,7 @@ use tokio::sync::broadcast;
 use vanbench::fanout::{FanoutConfig, run_fanout};
 use vanbench::http::HttpUrl;
 use vanbench::source::{Framing, Method, SourceConfig, SourceProgress, run_source};
-use vanbench::viewers::{ViewerMode, ViewersConfig};
+use vanbench::viewers::{ClientKind, ViewerMode, ViewersConfig};
 
 const TOKEN: &str = "test-token";
 type Streams = Arc<Mutex<HashMap<String, broadcast::Sender<(u64, Bytes)>>>>;
@@ -204,6 +204,7 @@ async fn ingest(
 
 fn viewers(n: usize, duration: Duration) -> ViewersConfig {
     ViewersConfig {
+        client: ClientKind::Shards,
         url: HttpUrl::parse("http://127.0.0.1:1/").unwrap(),
         mode: ViewerMode::Plain,
         n,
@@ -492,5 +493,47 @@ fn viewers_join_at_the_connect_rate() {
         s.all_connected_ms >= 250.0,
         "all connected after {} ms",
         s.all_connected_ms
+    );
+}
+
+#[test]
+fn crowd_viewers_check_every_record_plain_and_van_and_count_a_stall() {
+    let addr = start_relay();
+    let mut v = viewers(40, Duration::from_secs(2));
+    v.client = ClientKind::Crowd;
+    v.stall = 3;
+    let s = run_fanout(fanout(addr, "crowd", Framing::Chunked, v.clone())).unwrap();
+    assert_eq!(s.client, ClientKind::Crowd);
+    assert_eq!((s.connected, s.stalled, s.failed), (40, 3, 0));
+    assert_eq!(
+        (s.lost, s.duplicated, s.corrupt, s.out_of_order),
+        (0, 0, 0, 0)
+    );
+    // 4 Mbit/s for 2 s is ~980 records per reading viewer; wide margins for a loaded machine.
+    assert!(s.records > 37 * 300, "records {}", s.records);
+    assert!(s.latency_us.p50 > 0 && s.latency_us.max >= s.latency_us.p99);
+
+    let mut cfg = fanout(addr, "crowd-van", Framing::Close, v);
+    cfg.viewers.stall = 0;
+    cfg.van_token = Some(TOKEN.into());
+    let s = run_fanout(cfg).unwrap();
+    assert_eq!((s.connected, s.failed), (40, 0));
+    assert!(s.frames > 40 * 50, "frames {}", s.frames);
+    assert_eq!(s.seq_gaps, 0);
+    assert_eq!((s.lost, s.corrupt), (0, 0));
+}
+
+#[test]
+fn crowd_viewers_that_cannot_connect_are_failures() {
+    // Nothing listens on port 1: every viewer fails fast and the run still summarises.
+    let mut v = viewers(5, Duration::from_millis(200));
+    v.client = ClientKind::Crowd;
+    v.url = HttpUrl::parse("http://127.0.0.1:1/live/x").unwrap();
+    let s = vanbench::viewers::run_viewers(v, None, &AtomicBool::new(false)).unwrap();
+    assert_eq!((s.connected, s.failed), (0, 5));
+    assert!(
+        s.failures.keys().all(|k| k.starts_with("connect")),
+        "{:?}",
+        s.failures
     );
 }

@@ -1,0 +1,67 @@
+//! `vanbench simulate`: a discrete-event simulation of a VAN far beyond one machine, driving the
+//! coordinator's own core (`control::core::Coordinator::handle(event, now)`), unchanged, with
+//! synthetic proxies and viewers.
+//!
+//! What is modelled ([0009], [0058]): an overlay of relay machines in regions and tiers with a
+//! capacity in connections; the time a proxy needs to become ready after `Activate` (ΔT of
+//! activation); a delay on every control message in both directions; heartbeats; crashes;
+//! viewers that resolve through the coordinator, connect, wait for a proxy still activating,
+//! follow redirects and re-resolve when their proxy dies. What is not: bytes (a viewer either is
+//! connected to a serving proxy or is not), bandwidth, link failures.
+//!
+//! Deterministic for a seed: one event queue ordered by (time, insertion), one seeded random
+//! source, no wall clock in any decision. The wall clock only measures where time goes: inside
+//! the core, apart from the simulator's own bookkeeping.
+
+pub mod report;
+pub mod rng;
+pub mod trace;
+mod world;
+
+pub use report::Report;
+pub use trace::{Shape, Trace};
+pub use world::simulate;
+
+use control::core::Config as CoreConfig;
+
+/// The simulated overlay: `regions` regions, each with `tier_sizes[t]` relay machines in tier
+/// `t + 1`, plus one origin machine per source where streams are published.
+#[derive(Clone, Debug)]
+pub struct Overlay {
+    pub regions: u32,
+    pub tier_sizes: Vec<u32>,
+    /// Connections each relay machine takes (over all its streams, [0047]).
+    pub capacity: u32,
+    /// Outgoing bits/s of each relay machine.
+    pub bits_per_sec: u64,
+    /// Origin machines; stream `i` is published at origin `i mod origins`.
+    pub origins: u32,
+}
+
+impl Overlay {
+    pub fn relays(&self) -> u64 {
+        u64::from(self.regions) * self.tier_sizes.iter().map(|&n| u64::from(n)).sum::<u64>()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub overlay: Overlay,
+    /// The coordinator's configuration (its ΔT, sp, α, β, heartbeat timeout …).
+    pub core: CoreConfig,
+    /// Bit rate of every stream.
+    pub bitrate_bps: u64,
+    /// From `Activate` to the proxy serving the stream.
+    pub activation_delay_us: u64,
+    /// One way, PNC ↔ proxy, and a viewer's connect after its redirect.
+    pub control_delay_us: u64,
+    /// A viewer whose proxy died or dropped the stream resolves again after this long.
+    pub reconnect_delay_us: u64,
+    /// Relay machines that crash: (time, index among relays, 0-based).
+    pub crashes: Vec<(u64, u32)>,
+    /// Period of the time series.
+    pub sample_us: u64,
+    /// A progress line on stderr every second of wall time.
+    pub progress: bool,
+}

@@ -1,0 +1,113 @@
+//! What a simulation run reports: the figures issue 11 asks for, a time series for charts, and
+//! where the time went (inside the coordinator core, apart from the simulator's own).
+
+use serde::Serialize;
+
+/// One sample of the time series.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Sample {
+    pub t_s: f64,
+    /// Viewers connected to a proxy and receiving.
+    pub viewers: u64,
+    /// Viewers waiting for a proxy to finish its activation.
+    pub waiting: u64,
+    /// Relay machines carrying at least one stream.
+    pub active_proxies: u64,
+    /// Logins refused so far.
+    pub rejected: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WaitMs {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    pub policy: String,
+    pub seed: u64,
+    pub proxies: u64,
+    pub logins: u64,
+    /// Logins the coordinator answered with no proxy (a viewer who would see a 503).
+    pub rejected: u64,
+    pub rejected_pct: f64,
+    /// Logins that had to wait for a proxy's activation (ΔT) or were sent to a proxy that no
+    /// longer served the stream, before they received anything.
+    pub delayed: u64,
+    /// From a viewer's login to its first byte, every admitted login (includes the control
+    /// delay of the redirect and connect).
+    pub login_wait_ms: WaitMs,
+    /// Logoffs that found no viewer of that stream in that region (rejected earlier).
+    pub unmatched_logoffs: u64,
+    /// Largest excess of a proxy's connections over its capacity, and how many viewers were
+    /// admitted beyond capacity in all.
+    pub peak_overload: u64,
+    pub overloaded_logins: u64,
+    /// Σ over relay machines of the time they carried at least one stream (the cost).
+    pub proxy_seconds: f64,
+    pub activations: u64,
+    pub deactivations: u64,
+    /// Viewers moved between proxies (CONSOLIDATE redirects, crashes, deactivations), per
+    /// admitted login.
+    pub viewer_migrations: u64,
+    pub migrations_per_viewer: f64,
+    /// Parent switches of proxies (SwitchToParent).
+    pub parent_switches: u64,
+    /// Deepest tier any proxy was activated in (the tree's depth below the origin).
+    pub max_tier: u32,
+    pub peak_viewers: u64,
+    pub peak_active_proxies: u64,
+    pub crashed_viewers: u64,
+    /// Simulated span.
+    pub simulated_s: f64,
+    /// Events the simulator processed, and how many of them reached the coordinator core.
+    pub sim_events: u64,
+    pub core_events: u64,
+    /// Wall time inside `Coordinator::handle`, and in all.
+    pub core_s: f64,
+    pub wall_s: f64,
+    pub core_us_per_event: f64,
+    pub series: Vec<Sample>,
+}
+
+impl Report {
+    /// A table for people.
+    pub fn table(&self) -> String {
+        format!(
+            "  policy {} (seed {}), {} proxies\n\
+             \x20 logins {} rejected {} ({:.4}%) delayed {} wait ms p50/p99/max {:.1}/{:.1}/{:.1}\n\
+             \x20 peak viewers {} peak active proxies {} proxy-seconds {:.0}\n\
+             \x20 activations {} deactivations {} migrations/viewer {:.4} parent switches {} depth {}\n\
+             \x20 peak overload {} (logins beyond capacity {}) crashed viewers {}\n\
+             \x20 simulated {:.0} s in {:.2} s wall, core {:.2} s over {} events ({:.2} µs/event)\n",
+            self.policy,
+            self.seed,
+            self.proxies,
+            self.logins,
+            self.rejected,
+            self.rejected_pct,
+            self.delayed,
+            self.login_wait_ms.p50,
+            self.login_wait_ms.p99,
+            self.login_wait_ms.max,
+            self.peak_viewers,
+            self.peak_active_proxies,
+            self.proxy_seconds,
+            self.activations,
+            self.deactivations,
+            self.migrations_per_viewer,
+            self.parent_switches,
+            self.max_tier,
+            self.peak_overload,
+            self.overloaded_logins,
+            self.crashed_viewers,
+            self.simulated_s,
+            self.wall_s,
+            self.core_s,
+            self.core_events,
+            self.core_us_per_event,
+        )
+    }
+}
