@@ -6,6 +6,10 @@
 #       -- "NAME:RELAY FLAGS" "NAME:RELAY FLAGS" ...
 #
 #   scripts/bench-ab.sh -- "nocoalesce:--coalesce-ms 0" "default:" "budget25k:--send-budget 25000"
+#   scripts/bench-ab.sh -- "before@/tmp/dataplane-old:" "after:"    # two builds of the relay
+#
+# A variant is NAME:FLAGS, or NAME@BINARY:FLAGS to run another dataplane binary than this
+# checkout's target/release/dataplane (e.g. a copy built before a change).
 #
 # Each cell: a fresh `dataplane --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 FLAGS`, then
 # `vanbench fanout --relay … --stream ab LOAD --duration D --relay-pid PID`; halfway through the
@@ -47,10 +51,11 @@ trap stop_relay EXIT
 { echo "start: $(date -u +%FT%TZ) $(uptime | sed 's/.*load/load/')"; echo "load: $load, window $duration, $rounds rounds"; } >"$out/machine.txt"
 for round in $(seq 1 "$rounds"); do
   for variant in "$@"; do
-    name="${variant%%:*}" flags="${variant#*:}"
+    name="${variant%%:*}" flags="${variant#*:}" binary=target/release/dataplane
+    if [[ "$name" == *@* ]]; then binary="${name#*@}" name="${name%%@*}"; fi
     cell="$out/$name-$round"
     # shellcheck disable=SC2086
-    target/release/dataplane --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 $flags \
+    "$binary" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 $flags \
       >"$cell.relay.out" 2>"$cell.relay.err" &
     relay_pid=$!
     line=""
@@ -77,7 +82,7 @@ cat "$out/machine.txt"
 python3 - "$out" "$rounds" "$@" <<'EOF'
 import json, re, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
-variants = [v.split(":", 1)[0] for v in sys.argv[3:]]
+variants = [v.split(":", 1)[0].split("@", 1)[0] for v in sys.argv[3:]]
 def cell(name, r):
     try:
         j = json.load(open(f"{out}/{name}-{r}.json"))
