@@ -138,6 +138,9 @@ struct SimulateArgs {
     /// Write the JSON report here (`-` for stdout).
     #[arg(long, default_value = "-")]
     json: String,
+    /// Draw viewers, active relay machines and rejections over time into this SVG file.
+    #[arg(long)]
+    svg: Option<PathBuf>,
     /// No progress lines.
     #[arg(long)]
     quiet: bool,
@@ -215,6 +218,18 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
     );
     let report = vanbench::sim::simulate(&cfg, &trace);
     eprint!("{}", report.table());
+    if let Some(p) = &a.svg {
+        let title = match &a.trace {
+            Some(t) => format!("trace {}", t.display()),
+            None => format!(
+                "{:?}: {} logins, {} relay machines",
+                a.shape,
+                trace.logins(),
+                cfg.overlay.relays()
+            ),
+        };
+        vanbench::sim::chart::write_svg(p, &title, &[&report])?;
+    }
     write_json(&a.json, &report)
 }
 

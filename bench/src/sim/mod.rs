@@ -13,6 +13,7 @@
 //! source, no wall clock in any decision. The wall clock only measures where time goes: inside
 //! the core, apart from the simulator's own bookkeeping.
 
+pub mod chart;
 pub mod report;
 pub mod rng;
 pub mod trace;
