@@ -94,6 +94,11 @@ pub struct Args {
     /// Connections beyond this get 503 [default: the open-files limit minus 64].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Admin-port connections open at once; more get 503 and are closed. Idle ones are closed
+    /// after --header-timeout, any after 60 s [default: 32, within the data port's reserve of
+    /// 64 descriptors].
+    #[arg(long, value_name = "N")]
+    pub admin_max_connections: Option<usize>,
     /// A new plain (non-MPEG-TS) viewer starts this many bytes before the live edge [default: 0].
     #[arg(long, value_name = "BYTES")]
     pub burst_bytes: Option<u64>,
@@ -139,6 +144,7 @@ struct FileConfig {
     header_timeout: Option<f64>,
     send_timeout: Option<f64>,
     max_connections: Option<usize>,
+    admin_max_connections: Option<usize>,
     burst_bytes: Option<u64>,
     zerocopy: Option<ZeroCopy>,
     zerocopy_min: Option<u32>,
@@ -166,6 +172,7 @@ pub struct Config {
     pub send_timeout_us: u64,
     /// `None`: derived from the open-files limit at start-up.
     pub max_connections: Option<usize>,
+    pub admin_max_connections: usize,
     pub burst_bytes: u64,
     pub zerocopy: ZeroCopy,
     pub zerocopy_min: u32,
@@ -220,6 +227,10 @@ impl Config {
                 args.send_timeout.or(file.send_timeout).unwrap_or(2.0),
             )?,
             max_connections: args.max_connections.or(file.max_connections),
+            admin_max_connections: args
+                .admin_max_connections
+                .or(file.admin_max_connections)
+                .unwrap_or(32),
             burst_bytes: args.burst_bytes.or(file.burst_bytes).unwrap_or(0),
             zerocopy: args.zerocopy.or(file.zerocopy).unwrap_or_default(),
             zerocopy_min: args.zerocopy_min.or(file.zerocopy_min).unwrap_or(16384),
@@ -236,6 +247,13 @@ impl Config {
         }
         if cfg.send_budget == 0 {
             bail!("--send-budget must be at least 1");
+        }
+        if !(1..=64).contains(&cfg.admin_max_connections) {
+            bail!(
+                "--admin-max-connections must be between 1 and 64 (the descriptors the data port \
+                 leaves free), got {}",
+                cfg.admin_max_connections
+            );
         }
         if cfg.cores == 0 || cfg.cores > 64 {
             bail!("--cores must be between 1 and 64, got {}", cfg.cores);
@@ -300,5 +318,11 @@ mod tests {
         assert!(toml::from_str::<FileConfig>("no-such-key = 1").is_err());
         let args = Args::parse_from(["dataplane", "--grace=0"]);
         assert!(Config::load(args, 1).is_err());
+        for n in ["0", "65"] {
+            let args = Args::parse_from(["dataplane", "--admin-max-connections", n]);
+            assert!(Config::load(args, 1).is_err(), "{n}");
+        }
+        let cfg = Config::load(Args::parse_from(["dataplane"]), 1).unwrap();
+        assert_eq!(cfg.admin_max_connections, 32);
     }
 }

@@ -4,6 +4,7 @@
 //! plain modules with no I/O; the io_uring reactor only moves bytes and turns completions into
 //! events for them.
 
+pub mod admin;
 pub mod auth;
 pub mod chunked;
 pub mod config;

@@ -368,6 +368,11 @@ fn control_thread(shared: &'static Shared, admin: std::net::TcpListener) {
                     }
                 }),
             );
+        let limits = dataplane::admin::AdminLimits {
+            max_connections: shared.cfg.admin_max_connections,
+            header_timeout: std::time::Duration::from_micros(shared.cfg.header_timeout_us),
+            lifetime: std::time::Duration::from_secs(60),
+        };
         let listener = match tokio::net::TcpListener::from_std(admin) {
             Ok(l) => l,
             Err(e) => {
@@ -375,8 +380,6 @@ fn control_thread(shared: &'static Shared, admin: std::net::TcpListener) {
                 return;
             }
         };
-        if let Err(e) = axum::serve(listener, app).await {
-            warn!("admin server failed: {e}");
-        }
+        dataplane::admin::serve(listener, app, limits).await;
     });
 }
