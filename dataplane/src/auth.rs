@@ -2,7 +2,9 @@
 //!
 //! - [`SourceCredentials`], from `--source-credentials FILE`: lines `user:password` (may publish
 //!   any stream) or `user:password:stream-prefix` (only streams whose name starts with the
-//!   prefix), so that a publisher can be limited to its own streams. A user may have several
+//!   prefix), so that a publisher can be limited to its own streams. The prefix is a plain
+//!   string prefix, not a path segment (`mal` also allows `mallard-news`): operators end it with
+//!   a separator (`mal-`) to grant a family of names. A user may have several
 //!   lines, e.g. one per prefix. Passwords cannot hold `:`.
 //! - [`VanTokens`], from `--van-token-file FILE`: one bearer token per line, for
 //!   `GET /van/{stream}` (child proxies and VAN-aware clients).

@@ -194,7 +194,7 @@ fn parse_http(buf: &[u8]) -> Result<Option<Request>, HttpError> {
         return Err(HttpError::HeadTooLarge);
     }
     let method = req.method.unwrap_or_default();
-    let path = req.path.unwrap_or_default();
+    let path = origin_form(req.path.unwrap_or_default());
     let (route, head_only) = route(method, path)?;
 
     let mut basic_auth = None;
@@ -283,6 +283,26 @@ fn ice_head(buf: &[u8]) -> IceHead {
     out.extend_from_slice(b" HTTP/1.0\r\n");
     out.extend_from_slice(rest);
     IceHead::Rewritten(out)
+}
+
+/// The path and query of a request target. RFC 9112 §3.2.2: a server must accept the
+/// absolute form (`GET http://relay:8080/live/a HTTP/1.1`, as proxies and some players send
+/// it); its scheme and authority are dropped (the relay serves every host name alike).
+fn origin_form(target: &str) -> &str {
+    let rest = ["http://", "https://"].iter().find_map(|scheme| {
+        target
+            .get(..scheme.len())
+            .filter(|s| s.eq_ignore_ascii_case(scheme))
+            .map(|_| &target[scheme.len()..])
+    });
+    match rest {
+        None => target,
+        // `http://host` and `http://host?q` have the empty path, which is `/`.
+        Some(r) => match r.find(['/', '?']) {
+            Some(i) if r.as_bytes()[i] == b'/' => &r[i..],
+            _ => "/",
+        },
+    }
 }
 
 fn route(method: &str, target: &str) -> Result<(Route, bool), HttpError> {
@@ -754,6 +774,39 @@ content-type: video/mp2t\r\n\r\n";
     fn repeated_equal_lengths_are_accepted() {
         let req = parse(b"PUT /live/a HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n");
         assert_eq!(req.body, BodyFraming::Length(5));
+    }
+
+    #[test]
+    fn absolute_form_targets_are_served_like_origin_form() {
+        for target in [
+            "http://relay:8080/live/a",
+            "HTTP://relay/live/a?cache=1",
+            "https://relay.example/live/a",
+        ] {
+            let req = parse(format!("GET {target} HTTP/1.1\r\nHost: relay\r\n\r\n").as_bytes());
+            assert_eq!(req.route.stream(), "a", "{target}");
+        }
+        let req = parse(b"GET http://relay/van/a?from=7 HTTP/1.1\r\n\r\n");
+        assert_eq!(
+            req.route,
+            Route::PlayVan {
+                stream: "a".into(),
+                from: Some(7)
+            }
+        );
+        for target in ["http://relay", "http://relay?x=1", "http://relay/"] {
+            let raw = format!("GET {target} HTTP/1.1\r\n\r\n");
+            assert_eq!(
+                parse_request(raw.as_bytes()),
+                Err(HttpError::NotFound),
+                "{target}"
+            );
+        }
+        // Only http(s) is an absolute form we serve; anything else is a path we do not have.
+        assert_eq!(
+            parse_request(b"GET ftp://relay/live/a HTTP/1.1\r\n\r\n"),
+            Err(HttpError::NotFound)
+        );
     }
 
     #[test]
