@@ -13,6 +13,8 @@
 #   n10000            10,000 viewers at 1 Mbit/s joining at once
 #   unl100            an unlimited source, 100 viewers
 #   stall100          100 viewers at 4 Mbit/s, one of them stops reading (compare p99 with n100)
+# Icecast paced rows: n100, n1000 and n10000 again for Icecast with viewers joining at 200/s
+#   (Icecast listens with a backlog of 5; the others up to somaxconn), tagged icecast-paced.
 # Crowd rows: n1000 and n10000 again for the relay and the naive relay with
 #   `vanbench --client crowd` (an outside load generator's behaviour: one tokio task and 64 KiB
 #   buffer per viewer, all connecting at once, greedy reads), tagged relay-crowd / naive-crowd.
@@ -125,19 +127,24 @@ naive_run() {
   served_run "naive${2:-}" "$1" python3 scripts/naive_relay.py --listen 127.0.0.1:0
 }
 
+# Icecast; its results are tagged icecast$tag and the extra vanbench flags follow the tag.
+# Icecast's own source listens with a backlog of 5 (the naive relay and the VAN relay: up to
+# somaxconn), so viewers joining all at once measure its accept queue as much as its fan-out:
+# the -paced rows join at 200/s to measure the fan-out itself.
 icecast_run() {
-  local s="$1" vars
+  local s="$1" tag="${2:-}" vars
+  shift; [ $# -gt 0 ] && shift
   vars="$("${prio[@]}" scripts/icecast.sh start --port 18000 --password hackme)" || { echo "icecast did not start" >&2; return 0; }
   local ICECAST_PID ICECAST_URL ICECAST_DIR
   eval "$vars"
   pids+=("$ICECAST_PID")
-  echo "== icecast $s ($(load "$s"))" >&2
+  echo "== icecast$tag $s ($(load "$s") $*)" >&2
   # Like ffmpeg's icecast:// output: PUT, Expect: 100-continue, close-delimited body.
   # shellcheck disable=SC2046
   "${prio[@]}" $vanbench fanout --relay "$ICECAST_URL" --stream "$s" $(load "$s") --duration "$duration" \
-    --method put --framing close --password hackme \
-    --relay-pid "$ICECAST_PID" --json "$out/icecast-$s.json" 2>"$out/icecast-$s.log" ||
-    echo "icecast $s: vanbench failed: $(tail -n 2 "$out/icecast-$s.log")" >&2
+    --method put --framing close --password hackme "$@" \
+    --relay-pid "$ICECAST_PID" --json "$out/icecast$tag-$s.json" 2>"$out/icecast$tag-$s.log" ||
+    echo "icecast$tag $s: vanbench failed: $(tail -n 2 "$out/icecast$tag-$s.log")" >&2
   scripts/icecast.sh stop "$ICECAST_PID" "$ICECAST_DIR"
   sleep 1
 }
@@ -160,6 +167,9 @@ for s in $scenarios; do
   if want relay; then relay_run "$s" ""; fi
   if want icecast; then icecast_run "$s"; fi
   if want naive; then naive_run "$s"; fi
+  case "$s" in
+    n100|n1000|n10000) if want icecast; then icecast_run "$s" -paced --connect-rate 200/s; fi ;;
+  esac
 done
 if [ "$crowd" = 1 ]; then
   client=(--client crowd)
