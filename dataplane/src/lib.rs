@@ -10,6 +10,7 @@ pub mod config;
 pub mod cursor;
 pub mod frame;
 pub mod http;
+pub mod ingest;
 pub mod metrics;
 pub mod mpegts;
 pub mod pool;

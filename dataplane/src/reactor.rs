@@ -35,16 +35,15 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use tracing::{debug, info, warn};
 
 use crate::auth::{SourceCredentials, VanTokens};
-use crate::chunked::ChunkedDecoder;
 use crate::config::{Config, Placement, ZeroCopy};
 use crate::cursor::{self, Cursor, Lag, PlainRange, VanPiece};
-use crate::frame::{self, FLAG_RANDOM_ACCESS, FrameKind, HEADER_LEN};
-use crate::http::{self, BodyFraming, Request, Route};
+use crate::frame::{self, FrameKind, HEADER_LEN};
+use crate::http::{self, Request, Route};
+use crate::ingest::{Ingest, NextRead};
 use crate::metrics::{CoreMetrics, Reject};
-use crate::mpegts::{self, TsScanner};
 use crate::pool::BlockPool;
 use crate::stream::{AttachError, Registry, Stream};
-use crate::window::{Cut, NO_MARK, Tail, Writer, cut_at_raps};
+use crate::window::{NO_MARK, Writer};
 
 const K_ACCEPT: u64 = 1;
 const K_RECV: u64 = 2;
@@ -206,22 +205,6 @@ pub fn build_ring() -> io::Result<(IoUring, bool)> {
     }
 }
 
-struct SourceConn {
-    stream: Arc<Stream>,
-    writer: Box<Writer>,
-    chunked: Option<ChunkedDecoder>,
-    remaining: Option<u64>,
-    scanner: TsScanner,
-    /// Payload bytes received so far (the scanner's offsets).
-    offset: u64,
-    /// Last frame published: (seq, payload offset of its first byte).
-    prev: Option<(u64, u64)>,
-    tail: Option<Tail>,
-    leftover: Vec<u8>,
-    done: bool,
-    paused: bool,
-}
-
 /// A viewer whose request one core parsed, for another core to serve. The socket is an
 /// ordinary descriptor (the rings register no files), so its number is all that moves;
 /// `MsgRingSendFd`, which moves registered descriptors, has nothing to carry here.
@@ -271,9 +254,9 @@ enum State {
     Reply {
         out: Vec<u8>,
         sent: usize,
-        then: Option<Box<SourceConn>>,
+        then: Option<Box<Ingest>>,
     },
-    Source(Box<SourceConn>),
+    Source(Box<Ingest>),
     Viewer(Box<Viewer>),
 }
 
@@ -312,8 +295,6 @@ pub struct Core {
     coalesce_timespec: Box<types::Timespec>,
     coalesce_armed: bool,
     cqes: Vec<(u64, i32, u32)>,
-    raps: Vec<u64>,
-    cuts: Vec<Cut>,
     stopping: Option<u64>,
     accept_armed: bool,
 }
@@ -373,8 +354,6 @@ impl Core {
             coalesce_timespec: Box::new(types::Timespec::new()),
             coalesce_armed: false,
             cqes: Vec::with_capacity(4096),
-            raps: Vec::new(),
-            cuts: Vec::new(),
             stopping: None,
             accept_armed: false,
         })
@@ -672,7 +651,7 @@ impl Core {
         self.reply(slot, http::error_response(code, reason, extra), None);
     }
 
-    fn reply(&mut self, slot: u32, out: Vec<u8>, then: Option<Box<SourceConn>>) {
+    fn reply(&mut self, slot: u32, out: Vec<u8>, then: Option<Box<Ingest>>) {
         self.conns[slot as usize].state = State::Reply { out, sent: 0, then };
         self.send_reply(slot);
     }
@@ -783,9 +762,8 @@ impl Core {
                 return self.refuse(slot, Reject::Conflict, 409, "Conflict", &[]);
             }
         };
-        if mpegts::is_ts_content_type(&ct) {
-            stream.is_ts.store(true, Ordering::Relaxed);
-        }
+        let ingest = Box::new(Ingest::new(stream, writer, &ct, req.body, leftover));
+        let stream = ingest.stream();
         info!(
             core = self.id,
             stream = %name,
@@ -795,24 +773,6 @@ impl Core {
             user_agent = ?req.user_agent,
             "source connected"
         );
-        let (chunked, remaining) = match req.body {
-            BodyFraming::Chunked => (Some(ChunkedDecoder::new()), None),
-            BodyFraming::Length(n) => (None, Some(n)),
-            BodyFraming::None | BodyFraming::UntilClose => (None, None),
-        };
-        let sc = Box::new(SourceConn {
-            stream,
-            writer,
-            chunked,
-            remaining,
-            scanner: TsScanner::new(),
-            offset: 0,
-            prev: None,
-            tail: None,
-            leftover,
-            done: false,
-            paused: false,
-        });
         self.m().sources.fetch_add(1, Ordering::Relaxed);
         self.sources.push(slot);
         let mut out = Vec::new();
@@ -820,7 +780,7 @@ impl Core {
             out.extend_from_slice(http::CONTINUE_100);
         }
         out.extend_from_slice(&http::source_ok_response());
-        self.reply(slot, out, Some(sc));
+        self.reply(slot, out, Some(ingest));
     }
 
     /// The core serving the fewest viewers (`--placement least-loaded`), unless this core is
@@ -1036,78 +996,49 @@ impl Core {
 
     // ---- ingest -------------------------------------------------------------------------
 
-    fn source_mut(&mut self, slot: u32) -> Option<&mut SourceConn> {
+    fn source_mut(&mut self, slot: u32) -> Option<&mut Ingest> {
         match &mut self.conns[slot as usize].state {
-            State::Source(sc) => Some(sc),
+            State::Source(src) => Some(src),
             _ => None,
         }
     }
 
-    /// Queues the next read of a source into its block's free tail.
+    /// Queues the next read of a source into its block's free tail; body bytes that came with
+    /// the head are published first.
     fn source_read(&mut self, slot: u32) {
         let shared = self.shared;
-        let c = &self.conns[slot as usize];
-        let fd = c.fd;
-        let generation = c.generation;
-        let State::Source(sc) = &c.state else {
-            return;
-        };
-        if sc.done {
-            return self.close(slot);
-        }
-        // Body bytes that came with the head go first, copied once into the block.
         loop {
-            let State::Source(sc) = &mut self.conns[slot as usize].state else {
+            let c = &mut self.conns[slot as usize];
+            let (fd, generation) = (c.fd, c.generation);
+            let State::Source(src) = &mut c.state else {
                 return;
             };
-            if sc.leftover.is_empty() {
-                break;
-            }
-            let Some(tail) = sc.writer.reserve(&sc.stream.window, &shared.pool) else {
-                break;
-            };
-            let n = tail.len.min(sc.leftover.len());
-            shared
-                .pool
-                .write(tail.block, tail.offset, &sc.leftover[..n]);
-            sc.leftover.drain(..n);
-            sc.tail = Some(tail);
-            if !self.ingest(slot, n) {
-                return;
-            }
-            if let State::Source(sc) = &self.conns[slot as usize].state
-                && sc.done
-            {
-                return self.close(slot);
+            match src.next_read(&shared.pool) {
+                NextRead::Ended => return self.close(slot),
+                NextRead::Buffered(n) => {
+                    if !self.ingest(slot, n) {
+                        return;
+                    }
+                }
+                NextRead::Paused { first } => {
+                    if first {
+                        warn!(core = self.id, stream = %src.stream().name, "block pool exhausted: ingest paused until blocks are freed");
+                    }
+                    self.m().add(&self.m().ingest_paused, 1);
+                    return;
+                }
+                NextRead::Read { block, offset, len } => {
+                    c.ops += 1;
+                    // SAFETY: in bounds of the block (offset + len <= block size).
+                    let ptr = unsafe { shared.pool.block_ptr(block).add(offset) };
+                    let e = opcode::ReadFixed::new(types::Fd(fd), ptr, len as u32, block as u16)
+                        .offset(u64::MAX)
+                        .build()
+                        .user_data(ud(K_READ, slot, generation));
+                    return self.push(e);
+                }
             }
         }
-        let c = &mut self.conns[slot as usize];
-        let State::Source(sc) = &mut c.state else {
-            return;
-        };
-        let Some(tail) = sc.writer.reserve(&sc.stream.window, &shared.pool) else {
-            if !sc.paused {
-                sc.paused = true;
-                warn!(core = self.id, stream = %sc.stream.name, "block pool exhausted: ingest paused until blocks are freed");
-            }
-            self.m().add(&self.m().ingest_paused, 1);
-            return;
-        };
-        sc.paused = false;
-        let mut len = tail.len;
-        if let Some(r) = sc.remaining {
-            len = len.min(r as usize);
-        }
-        sc.tail = Some(tail);
-        c.ops += 1;
-        let ptr = shared.pool.block_ptr(tail.block);
-        // SAFETY: in bounds of the block (tail.offset + len <= block size).
-        let ptr = unsafe { ptr.add(tail.offset) };
-        let e = opcode::ReadFixed::new(types::Fd(fd), ptr, len as u32, tail.block as u16)
-            .offset(u64::MAX)
-            .build()
-            .user_data(ud(K_READ, slot, generation));
-        self.push(e);
     }
 
     fn on_read(&mut self, slot: u32, res: i32) {
@@ -1118,13 +1049,13 @@ impl Core {
             return;
         }
         if res <= 0 {
-            if let Some(sc) = self.source_mut(slot) {
-                sc.tail = None;
-                let name = sc.stream.name.clone();
+            let core = self.id;
+            if let Some(src) = self.source_mut(slot) {
+                let name = &src.stream().name;
                 if res < 0 {
-                    info!(core = self.id, stream = %name, "source read failed: {}", io::Error::from_raw_os_error(-res));
+                    info!(core, stream = %name, "source read failed: {}", io::Error::from_raw_os_error(-res));
                 } else {
-                    info!(core = self.id, stream = %name, "source closed its connection");
+                    info!(core, stream = %name, "source closed its connection");
                 }
             }
             self.close(slot);
@@ -1135,95 +1066,36 @@ impl Core {
         }
     }
 
-    /// Processes `n` bytes just placed at the source's tail: strips chunk framing in place,
-    /// finds keyframes, publishes one frame per read (split at keyframes) and wakes the cores
-    /// that have subscribers. Returns false if the connection was closed.
+    /// Hands the `n` bytes just placed at the source's tail to its [`Ingest`], counts what it
+    /// published and wakes the cores that have subscribers. Returns false if the connection was
+    /// closed.
     fn ingest(&mut self, slot: u32, n: usize) -> bool {
         let shared = self.shared;
         let core = self.id;
-        let c = &mut self.conns[slot as usize];
-        let State::Source(sc) = &mut c.state else {
+        let State::Source(src) = &mut self.conns[slot as usize].state else {
             return false;
         };
-        let tail = sc.tail.take().expect("ingest follows a read into the tail");
-        // SAFETY: the writer owns the unpublished tail and the read into it has completed.
-        let buf = unsafe { shared.pool.slice_mut(tail.block, tail.offset, n) };
-        let m = match &mut sc.chunked {
-            Some(dec) => match dec.decode_in_place(buf) {
-                Ok(m) => {
-                    if dec.is_finished() {
-                        sc.done = true;
-                    }
-                    m
-                }
-                Err(e) => {
-                    warn!(core, stream = %sc.stream.name, "source sent bad chunked framing: {e}");
-                    self.close(slot);
-                    return false;
-                }
-            },
-            None => n,
-        };
-        if let Some(r) = &mut sc.remaining {
-            *r = r.saturating_sub(n as u64);
-            if *r == 0 {
-                sc.done = true;
+        let fed = match src.feed(&shared.pool, n, wall_us()) {
+            Ok(fed) => fed,
+            Err(e) => {
+                warn!(core, stream = %src.stream().name, "source sent bad chunked framing: {e}");
+                self.close(slot);
+                return false;
             }
-        }
+        };
         let metrics = &shared.metrics[core];
-        metrics.add(&metrics.bytes_in, n as u64);
-        sc.stream.bytes_in.fetch_add(m as u64, Ordering::Relaxed);
-        if m == 0 {
+        metrics.add(&metrics.bytes_in, fed.received as u64);
+        if fed.sniffed_ts {
+            info!(core, stream = %src.stream().name, "MPEG-TS detected from sync bytes: serving it as video/mp2t");
+        }
+        if fed.payload == 0 {
             return true;
         }
-        let data = &buf[..m];
-        self.raps.clear();
-        if sc.offset == 0 && !sc.stream.is_ts.load(Ordering::Relaxed) && mpegts::looks_like_ts(data)
-        {
-            // ffmpeg's icecast:// says audio/mpeg for any format: trust the sync bytes, and
-            // give players the right type.
-            info!(core, stream = %sc.stream.name, "MPEG-TS detected from sync bytes: serving it as video/mp2t");
-            sc.stream.is_ts.store(true, Ordering::Relaxed);
-            sc.stream.set_content_type("video/mp2t");
-        }
-        let is_ts = sc.stream.is_ts.load(Ordering::Relaxed);
-        if is_ts {
-            sc.scanner.scan(sc.offset, data, &mut self.raps);
-        }
-        if is_ts
-            && (!self.raps.is_empty() || sc.stream.psi().is_none())
-            && let Some(psi) = sc.scanner.psi()
-        {
-            sc.stream.set_psi(psi);
-        }
-        // Cut at keyframes, so that a keyframe starts a frame (VAN flag) and a new viewer
-        // starts exactly there.
-        let base = sc.offset;
-        let win = &sc.stream.window;
-        let ts = wall_us();
-        let earlier = cut_at_raps(base, m, &self.raps, &mut self.cuts);
-        if let Some(r) = earlier
-            && let Some((pseq, pstart)) = sc.prev
-            && r >= pstart
-        {
-            // The keyframe's packet began in the previous read.
-            sc.writer.set_rap(win, pseq, (r - pstart) as u32);
-        }
-        for cut in &self.cuts {
-            let flags = if cut.rap { FLAG_RANDOM_ACCESS } else { 0 };
-            let seq = sc.writer.publish(win, cut.len, ts, flags);
-            if cut.rap {
-                sc.writer.set_rap(win, seq, 0);
-            }
-            sc.prev = Some((seq, base + cut.start as u64));
-        }
-        let frames = self.cuts.len() as u64;
-        sc.offset += m as u64;
-        metrics.add(&metrics.frames_published, frames);
-        if tail.offset == 0 {
+        metrics.add(&metrics.frames_published, fed.frames);
+        if fed.new_block {
             metrics.add(&metrics.blocks_published, 1);
         }
-        let stream = sc.stream.clone();
+        let stream = src.stream().clone();
         self.notify(&stream);
         true
     }
@@ -1731,10 +1603,10 @@ impl Core {
         }
     }
 
-    fn source_left(&mut self, slot: u32, sc: Box<SourceConn>) {
+    fn source_left(&mut self, slot: u32, src: Box<Ingest>) {
         self.sources.retain(|&s| s != slot);
         self.m().sources.fetch_sub(1, Ordering::Relaxed);
-        let SourceConn { stream, writer, .. } = *sc;
+        let (stream, writer) = src.into_parts();
         if self.stopping.is_some() || stream.is_ended() {
             self.shared.streams.end_live(&stream);
             self.notify(&stream);
@@ -1776,9 +1648,9 @@ impl Core {
         for i in 0..self.sources.len() {
             let slot = self.sources[i];
             let c = &mut self.conns[slot as usize];
-            if let State::Source(sc) = &mut c.state {
-                sc.writer.trim(&sc.stream.window, &shared.pool, wall);
-                if sc.paused && sc.tail.is_none() && !c.closing {
+            if let State::Source(src) = &mut c.state {
+                src.trim(&shared.pool, wall);
+                if src.retry_due() && !c.closing {
                     self.source_read(slot);
                 }
             }
@@ -1903,8 +1775,8 @@ impl Core {
             }
         }
         for slot in self.sources.clone() {
-            if let State::Source(sc) = &self.conns[slot as usize].state {
-                self.shared.streams.end_live(&sc.stream.clone());
+            if let State::Source(src) = &self.conns[slot as usize].state {
+                self.shared.streams.end_live(&src.stream().clone());
             }
             self.close(slot);
         }
