@@ -15,5 +15,6 @@ pub mod metrics;
 pub mod mpegts;
 pub mod pool;
 pub mod reactor;
+pub mod sendplan;
 pub mod stream;
 pub mod window;

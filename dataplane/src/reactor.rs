@@ -36,12 +36,13 @@ use tracing::{debug, info, warn};
 
 use crate::auth::{SourceCredentials, VanTokens};
 use crate::config::{Config, Placement, ZeroCopy};
-use crate::cursor::{self, Cursor, Lag, PlainRange, VanPiece};
-use crate::frame::{self, FrameKind, HEADER_LEN};
+use crate::cursor::VanPiece;
+use crate::frame::{self, HEADER_LEN};
 use crate::http::{self, Request, Route};
 use crate::ingest::{Ingest, NextRead};
 use crate::metrics::{CoreMetrics, Reject};
 use crate::pool::BlockPool;
+use crate::sendplan::{self, AfterSend, Next, Pace, SendPlan, Stall, VAN_BATCH};
 use crate::stream::{AttachError, Registry, Stream};
 use crate::window::{NO_MARK, Writer};
 
@@ -56,8 +57,6 @@ const K_IGNORE: u64 = 8;
 const K_HANDOFF: u64 = 9;
 const K_COALESCE: u64 = 10;
 
-/// Frames per VAN batch (one sendmsg).
-const VAN_BATCH: usize = 32;
 const TICK_NS: u32 = 100_000_000;
 const HEAD_BUF_START: usize = 1024;
 /// IORING_SEND_ZC_REPORT_USAGE / IORING_NOTIF_USAGE_ZC_COPIED (not re-exported by the crate).
@@ -72,29 +71,6 @@ fn ud(kind: u64, slot: u32, generation: u32) -> u64 {
 
 fn ud_parts(ud: u64) -> (u64, u32, u32) {
     (ud >> 56, ((ud >> 32) & 0xff_ffff) as u32, ud as u32)
-}
-
-/// When a send of `len` bytes to a viewer whose previous send started at `last_send_us` should
-/// go, if not now: a core with `viewers` spaces each one's small sends so that together they
-/// stay near `--send-budget` sends per second, holding none longer than `--coalesce-ms`.
-/// Light load sends at once (latency first); under fan-out the per-send cost, which on Linux
-/// is most of the CPU per byte, is paid less often, and the saved CPU is latency saved too.
-/// Only a send that reaches the live edge waits: one cut short (a block's end, a batch's
-/// length) has more behind it, and holding it would slow a viewer that is catching up.
-fn coalesce_until(
-    cfg: &Config,
-    viewers: usize,
-    last_send_us: u64,
-    len: u64,
-    reaches_live_edge: bool,
-    now: u64,
-) -> Option<u64> {
-    if len >= cfg.coalesce_bytes as u64 || !reaches_live_edge {
-        return None;
-    }
-    let spacing = (viewers as u64 * 1_000_000 / cfg.send_budget as u64).min(cfg.coalesce_us);
-    let due = last_send_us + spacing;
-    (now < due).then_some(due)
 }
 
 pub fn wall_us() -> u64 {
@@ -215,35 +191,18 @@ struct Handoff {
     from: Option<Option<u64>>,
 }
 
-enum Inflight {
-    None,
-    Prefix,
-    Plain(PlainRange),
-    Van { total: u64, end: Cursor },
-}
-
-struct VanBuf {
-    headers: [[u8; HEADER_LEN]; VAN_BATCH],
+/// The iovecs and header of a VAN viewer's sendmsg.
+struct VanMsg {
     iov: [libc::iovec; 2 * VAN_BATCH],
     msg: libc::msghdr,
-    pieces: Vec<VanPiece>,
 }
 
 struct Viewer {
     stream: Arc<Stream>,
-    van: Option<Box<VanBuf>>,
-    cursor: Cursor,
-    pin: u64,
-    /// Bytes sent before stream data: the response head, PAT/PMT, or a final `end` frame.
-    prefix: Vec<u8>,
-    prefix_sent: usize,
-    inflight: Inflight,
-    since_us: u64,
+    plan: SendPlan,
+    van: Option<Box<VanMsg>>,
     zc: bool,
-    zc_result: Option<i32>,
     sub_index: usize,
-    close_after_prefix: bool,
-    skip_on_complete: bool,
 }
 
 enum State {
@@ -888,23 +847,13 @@ impl Core {
         if local.subs.is_empty() {
             s.subscribed_cores.fetch_or(bit, Ordering::SeqCst);
         }
-        let win = &s.window;
         let is_ts = s.is_ts.load(Ordering::Relaxed);
-        let (mut cur, mut gap) = if van {
-            cursor::van_start(win, from.flatten())
-        } else {
-            (
-                cursor::plain_start(win, is_ts, self.shared.cfg.burst_bytes),
-                None,
-            )
-        };
-        let (start, pin) = win.pin(core, cur.seq);
-        if start != cur.seq {
-            cur = Cursor::at(start);
-            if van && from.flatten().is_some() {
-                gap = Some(start);
-            }
-        }
+        let (cur, pin, gap) = sendplan::start(
+            &s,
+            core,
+            van.then(|| from.flatten()),
+            self.shared.cfg.burst_bytes,
+        );
         let mut prefix = if van {
             let mut head = http::viewer_ok_response(frame::CONTENT_TYPE);
             if let Some(first) = gap {
@@ -938,32 +887,22 @@ impl Core {
             s.viewers.fetch_add(1, Ordering::Relaxed);
             self.m().viewers.fetch_add(1, Ordering::Relaxed);
         }
-        let vanbuf = van.then(|| {
-            Box::new(VanBuf {
-                headers: [[0; HEADER_LEN]; VAN_BATCH],
+        let msg = van.then(|| {
+            Box::new(VanMsg {
                 iov: [libc::iovec {
                     iov_base: std::ptr::null_mut(),
                     iov_len: 0,
                 }; 2 * VAN_BATCH],
                 // SAFETY: msghdr is plain old data; all-zero is its empty value.
                 msg: unsafe { std::mem::zeroed() },
-                pieces: Vec::with_capacity(2 * VAN_BATCH),
             })
         });
         self.conns[slot as usize].state = State::Viewer(Box::new(Viewer {
             stream: s,
-            van: vanbuf,
-            cursor: cur,
-            pin,
-            prefix,
-            prefix_sent: 0,
-            inflight: Inflight::None,
-            since_us: 0,
+            plan: SendPlan::new(van, cur, pin, prefix),
+            van: msg,
             zc,
-            zc_result: None,
             sub_index,
-            close_after_prefix: false,
-            skip_on_complete: false,
         }));
         // Hang-up detection without a receive buffer.
         let c = &mut self.conns[slot as usize];
@@ -1158,13 +1097,12 @@ impl Core {
         let mut mark = NO_MARK;
         for &slot in &subs {
             let c = &self.conns[slot as usize];
-            let idle = !c.closing
-                && matches!(&c.state, State::Viewer(v) if matches!(v.inflight, Inflight::None));
+            let idle = !c.closing && matches!(&c.state, State::Viewer(v) if v.plan.is_idle());
             if idle {
                 self.try_send(slot);
             }
             if let State::Viewer(v) = &self.conns[slot as usize].state {
-                mark = mark.min(v.pin);
+                mark = mark.min(v.plan.pin());
             }
         }
         let local = self
@@ -1182,7 +1120,7 @@ impl Core {
         let mut mark = NO_MARK;
         for &slot in &local.subs {
             if let State::Viewer(v) = &self.conns[slot as usize].state {
-                mark = mark.min(v.pin);
+                mark = mark.min(v.plan.pin());
             }
         }
         local.stream.window.set_mark(self.id, mark);
@@ -1191,9 +1129,12 @@ impl Core {
     /// Starts the next send of an idle viewer, if there is anything to send.
     fn try_send(&mut self, slot: u32) {
         let shared = self.shared;
-        let now = shared.now_us();
         let core = self.id;
-        let viewers = shared.placed[core].load(Ordering::Relaxed);
+        let pace = Pace {
+            cfg: &shared.cfg,
+            viewers: shared.placed[core].load(Ordering::Relaxed),
+            now_us: shared.now_us(),
+        };
         let c = &mut self.conns[slot as usize];
         if c.closing {
             return;
@@ -1203,126 +1144,87 @@ impl Core {
         let State::Viewer(v) = &mut c.state else {
             return;
         };
-        if !matches!(v.inflight, Inflight::None) {
+        if !v.plan.is_idle() {
             return;
         }
-        let user_data = ud(K_SEND, slot, generation);
-        if v.prefix_sent < v.prefix.len() {
-            let ptr = v.prefix[v.prefix_sent..].as_ptr();
-            let len = (v.prefix.len() - v.prefix_sent) as u32;
-            v.inflight = Inflight::Prefix;
-            v.since_us = now;
-            c.ops += 1;
-            let e = opcode::Send::new(types::Fd(fd), ptr, len)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
-                .user_data(user_data);
-            return self.push(e);
-        }
-        if v.close_after_prefix {
-            return self.close(slot);
-        }
-        let win = &v.stream.window;
-        if let Some(vb) = &mut v.van {
-            if let Some((total, pin, end)) =
-                cursor::van_batch(win, v.cursor, VAN_BATCH, &mut vb.headers, &mut vb.pieces)
-            {
-                let at_edge = end.off == 0 && end.seq >= win.next_seq();
-                if let Some(due) =
-                    coalesce_until(&shared.cfg, viewers, v.since_us, total, at_edge, now)
-                {
-                    let id = v.stream.id;
-                    return self.hold_back(id, due, now);
-                }
-                for (i, p) in vb.pieces.iter().enumerate() {
-                    vb.iov[i] = match *p {
+        let m = &shared.metrics[core];
+        let e = match v
+            .plan
+            .next(&v.stream, pace, shared.pool.block_size() as u32)
+        {
+            Next::Prefix(bytes) => {
+                opcode::Send::new(types::Fd(fd), bytes.as_ptr(), bytes.len() as u32)
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build()
+            }
+            Next::Van { batch, .. } => {
+                let vm = v.van.as_deref_mut().expect("a VAN viewer has its msghdr");
+                for (i, p) in batch.pieces.iter().enumerate() {
+                    vm.iov[i] = match *p {
                         VanPiece::Header { index, skip } => libc::iovec {
-                            // SAFETY: skip < HEADER_LEN, inside the header array.
-                            iov_base: unsafe { vb.headers[index].as_mut_ptr().add(skip as usize) }
+                            // sendmsg only reads what the iovecs point at.
+                            iov_base: batch.headers[index][skip as usize..]
+                                .as_ptr()
+                                .cast_mut()
                                 .cast(),
                             iov_len: HEADER_LEN - skip as usize,
                         },
                         VanPiece::Payload { block, offset, len } => libc::iovec {
-                            // SAFETY: inside the block; the block is pinned by `pin`.
+                            // SAFETY: inside the block; the block is pinned by the send in flight.
                             iov_base: unsafe { shared.pool.block_ptr(block).add(offset as usize) }
                                 .cast(),
                             iov_len: len as usize,
                         },
                     };
                 }
-                vb.msg.msg_iov = vb.iov.as_mut_ptr();
-                vb.msg.msg_iovlen = vb.pieces.len() as _;
-                v.pin = v.pin.min(pin);
-                v.inflight = Inflight::Van { total, end };
-                v.since_us = now;
-                c.ops += 1;
-                let e = opcode::SendMsg::new(types::Fd(fd), &vb.msg)
+                vm.msg.msg_iov = vm.iov.as_mut_ptr();
+                vm.msg.msg_iovlen = batch.pieces.len() as _;
+                m.add(&m.sends_plain, 1);
+                opcode::SendMsg::new(types::Fd(fd), &vm.msg)
                     .flags(libc::MSG_NOSIGNAL as u32)
                     .build()
-                    .user_data(user_data);
-                shared.metrics[core].add(&shared.metrics[core].sends_plain, 1);
-                return self.push(e);
             }
-        } else if let Some(r) = cursor::plain_range(win, v.cursor, shared.pool.block_size() as u32)
-        {
-            let at_edge = r.end.off == 0 && r.end.seq >= win.next_seq();
-            if let Some(due) =
-                coalesce_until(&shared.cfg, viewers, v.since_us, r.len as u64, at_edge, now)
-            {
-                let id = v.stream.id;
-                return self.hold_back(id, due, now);
-            }
-            v.pin = v.pin.min(r.block_seq);
-            v.inflight = Inflight::Plain(r);
-            v.since_us = now;
-            c.ops += 1;
-            // SAFETY: the range lies inside the block, which the viewer's pin keeps alive.
-            let ptr = unsafe { shared.pool.block_ptr(r.block).add(r.offset as usize) };
-            let m = &shared.metrics[core];
-            let e = if v.zc && r.len >= shared.cfg.zerocopy_min {
-                m.add(&m.sends_zc, 1);
-                let zc_flags = if shared.cfg.zerocopy == ZeroCopy::Auto {
-                    SEND_ZC_REPORT_USAGE
+            Next::Plain(r) => {
+                // SAFETY: the range lies inside the block, which the send in flight pins.
+                let ptr = unsafe { shared.pool.block_ptr(r.block).add(r.offset as usize) };
+                if v.zc && r.len >= shared.cfg.zerocopy_min {
+                    m.add(&m.sends_zc, 1);
+                    let zc_flags = if shared.cfg.zerocopy == ZeroCopy::Auto {
+                        SEND_ZC_REPORT_USAGE
+                    } else {
+                        0
+                    };
+                    opcode::SendZc::new(types::Fd(fd), ptr, r.len)
+                        .buf_index(Some(r.block as u16))
+                        .flags(libc::MSG_NOSIGNAL)
+                        .zc_flags(zc_flags)
+                        .build()
                 } else {
-                    0
-                };
-                opcode::SendZc::new(types::Fd(fd), ptr, r.len)
-                    .buf_index(Some(r.block as u16))
-                    .flags(libc::MSG_NOSIGNAL)
-                    .zc_flags(zc_flags)
-                    .build()
-            } else {
-                m.add(&m.sends_plain, 1);
-                // IORING_OP_SEND rather than WriteFixed: after a short write, a write is finished
-                // by a blocking io-wq worker that AsyncCancel cannot stop, so a stalled viewer
-                // could never be skipped; a send waits by poll and stays cancellable. A copying
-                // send gains nothing from a registered buffer (the pages are not pinned).
-                opcode::Send::new(types::Fd(fd), ptr, r.len)
-                    .flags(libc::MSG_NOSIGNAL)
-                    .build()
-            };
-            return self.push(e.user_data(user_data));
-        }
-        // Nothing to send now: lagged out of the window, stream over, or simply caught up.
-        let first = win.first_seq();
-        let van = v.van.is_some();
-        if v.cursor.seq < first {
-            match cursor::lag_decision(van, v.cursor, first, None, now, u64::MAX) {
-                Lag::Keep => {}
-                Lag::SkipToLive => return self.skip_to_live(slot),
-                Lag::Disconnect => return self.drop_van(slot, "fell out of the window"),
+                    m.add(&m.sends_plain, 1);
+                    // IORING_OP_SEND rather than WriteFixed: after a short write, a write is finished
+                    // by a blocking io-wq worker that AsyncCancel cannot stop, so a stalled viewer
+                    // could never be skipped; a send waits by poll and stays cancellable. A copying
+                    // send gains nothing from a registered buffer (the pages are not pinned).
+                    opcode::Send::new(types::Fd(fd), ptr, r.len)
+                        .flags(libc::MSG_NOSIGNAL)
+                        .build()
+                }
             }
-        }
-        if v.stream.is_ended() && v.cursor.seq >= win.next_seq() {
-            if van {
-                v.prefix =
-                    frame::encode_frame(FrameKind::End, win.next_seq(), wall_us(), b"stream ended");
-                v.prefix_sent = 0;
-                v.close_after_prefix = true;
+            Next::HoldBack { due } => {
+                let id = v.stream.id;
+                return self.hold_back(id, due, pace.now_us);
+            }
+            Next::Idle => return,
+            Next::End { seq } => {
+                v.plan.send_end(seq, wall_us(), b"stream ended");
                 return self.try_send(slot);
             }
-            self.close(slot);
-        }
+            Next::Close => return self.close(slot),
+            Next::SkipToLive => return self.skip_to_live(slot),
+            Next::Disconnect => return self.drop_van(slot, "fell out of the window"),
+        };
+        c.ops += 1;
+        self.push(e.user_data(ud(K_SEND, slot, generation)));
     }
 
     /// A viewer of `stream_id` holds back a small send until `due`: the stream is pumped
@@ -1351,22 +1253,8 @@ impl Core {
         let State::Viewer(v) = &mut self.conns[slot as usize].state else {
             return;
         };
-        let win = &v.stream.window;
-        let is_ts = v.stream.is_ts.load(Ordering::Relaxed);
-        let mut cur = cursor::plain_start(win, is_ts, burst);
-        let (start, pin) = win.pin(core, cur.seq);
-        if start != cur.seq {
-            cur = Cursor::at(start);
-        }
-        v.cursor = cur;
-        v.pin = pin;
-        v.skip_on_complete = false;
-        v.prefix.clear();
-        v.prefix_sent = 0;
-        if is_ts && let Some(psi) = v.stream.psi() {
-            v.prefix.extend_from_slice(&psi);
-        }
-        debug!(core, stream = %v.stream.name, to = cur.seq, "lagging viewer skipped to the live edge");
+        let to = v.plan.skip_to_live(&v.stream, core, burst);
+        debug!(core, stream = %v.stream.name, to, "lagging viewer skipped to the live edge");
         self.m().add(&self.m().viewers_skipped, 1);
         self.try_send(slot);
     }
@@ -1376,18 +1264,12 @@ impl Core {
         let State::Viewer(v) = &mut self.conns[slot as usize].state else {
             return;
         };
-        info!(core, stream = %v.stream.name, at = v.cursor.seq, "VAN viewer disconnected: {why}");
+        let at = v.plan.cursor().seq;
+        info!(core, stream = %v.stream.name, at, "VAN viewer disconnected: {why}");
         let m = &self.shared.metrics[core];
         m.add(&m.viewers_dropped, 1);
-        if matches!(v.inflight, Inflight::None) {
-            v.prefix = frame::encode_frame(
-                FrameKind::End,
-                v.cursor.seq,
-                wall_us(),
-                b"lagged out of the window",
-            );
-            v.prefix_sent = 0;
-            v.close_after_prefix = true;
+        if v.plan.is_idle() {
+            v.plan.send_end(at, wall_us(), b"lagged out of the window");
             self.try_send(slot);
         } else {
             // Its socket is stuck: nothing more can be written to it.
@@ -1425,8 +1307,7 @@ impl Core {
             c.ops -= 1;
             return self.maybe_release(slot);
         };
-        let mut res = res;
-        if cqueue::notif(flags) {
+        let res = if cqueue::notif(flags) {
             // send_zc notification: the buffer is free now.
             c.ops -= 1;
             if res & NOTIF_USAGE_ZC_COPIED != 0 && zc_mode == ZeroCopy::Auto && v.zc {
@@ -1438,81 +1319,38 @@ impl Core {
                     "kernel copied a send_zc: this socket uses plain send from now on"
                 );
             }
-            res = v.zc_result.take().unwrap_or(-libc::EIO);
+            v.plan.zc_result().unwrap_or(-libc::EIO)
         } else if cqueue::more(flags) {
             // send_zc result; the notification follows.
-            v.zc_result = Some(res);
-            return;
+            return v.plan.zc_sent(res);
         } else {
             c.ops -= 1;
-        }
+            res
+        };
+        // The send's final completion ends it, on every path, closing or not.
+        let after = v.plan.complete(res, &v.stream.window);
         if c.closing {
             return self.maybe_release(slot);
         }
-        let inflight = std::mem::replace(&mut v.inflight, Inflight::None);
-        if v.skip_on_complete {
-            debug!(core, res, "cancelled send completed");
+        if res >= 0 {
+            let m = &self.shared.metrics[core];
+            m.add(&m.bytes_out, res as u64);
         }
-        if res < 0 {
-            if res == -libc::ECANCELED && v.skip_on_complete {
-                return self.skip_to_live(slot);
-            }
-            debug!(
-                core,
-                "viewer send failed: {}",
-                io::Error::from_raw_os_error(-res)
-            );
-            return self.close(slot);
-        }
-        let n = res as u64;
-        let m = &self.shared.metrics[core];
-        m.add(&m.bytes_out, n);
-        let win = &v.stream.window;
-        match inflight {
-            Inflight::None => {}
-            Inflight::Prefix => {
-                v.prefix_sent += n as usize;
-                if v.prefix_sent >= v.prefix.len() {
-                    v.prefix = Vec::new();
-                    v.prefix_sent = 0;
-                    if v.close_after_prefix {
-                        return self.close(slot);
-                    }
+        match after {
+            AfterSend::Next => self.try_send(slot),
+            AfterSend::Close => {
+                if res < 0 {
+                    debug!(
+                        core,
+                        "viewer send failed: {}",
+                        io::Error::from_raw_os_error(-res)
+                    );
                 }
+                self.close(slot)
             }
-            Inflight::Plain(r) => {
-                let next = if n == r.len as u64 {
-                    Some(r.end)
-                } else {
-                    cursor::advance(win, v.cursor, n, false)
-                };
-                v.pin = r.block_seq;
-                match next {
-                    Some(cur) => v.cursor = cur,
-                    None => return self.skip_to_live(slot),
-                }
-            }
-            Inflight::Van { total, end } => {
-                let next = if n == total {
-                    Some(end)
-                } else {
-                    cursor::advance(win, v.cursor, n, true)
-                };
-                match next {
-                    Some(cur) => {
-                        v.cursor = cur;
-                        if let Some(f) = win.frame(cur.seq.saturating_sub(1)) {
-                            v.pin = f.block_seq;
-                        }
-                    }
-                    None => return self.drop_van(slot, "fell out of the window"),
-                }
-            }
+            AfterSend::SkipToLive => self.skip_to_live(slot),
+            AfterSend::Disconnect => self.drop_van(slot, "fell out of the window"),
         }
-        if v.skip_on_complete {
-            return self.skip_to_live(slot);
-        }
-        self.try_send(slot);
     }
 
     // ---- closing --------------------------------------------------------------------------
@@ -1573,7 +1411,8 @@ impl Core {
 
     fn remove_viewer(&mut self, v: &Viewer) {
         self.shared.placed[self.id].fetch_sub(1, Ordering::Relaxed);
-        if v.van.is_some() {
+        debug_assert!(v.plan.is_idle(), "released with a send in flight");
+        if v.plan.is_van() {
             v.stream.van_viewers.fetch_sub(1, Ordering::Relaxed);
             self.m().van_viewers.fetch_sub(1, Ordering::Relaxed);
         } else {
@@ -1711,41 +1550,34 @@ impl Core {
         if c.closing {
             return;
         }
-        let State::Viewer(v) = &c.state else {
+        let stopping = self.stopping.is_some();
+        let generation = c.generation;
+        let State::Viewer(v) = &mut self.conns[slot as usize].state else {
             return;
         };
-        if matches!(v.inflight, Inflight::None) || v.skip_on_complete {
-            return;
-        }
-        let van = v.van.is_some();
-        match cursor::lag_decision(van, v.cursor, first, Some(v.since_us), now, timeout) {
-            Lag::Keep => {}
-            // A send_zc whose bytes still sit in the socket's queue cannot be taken back: the
-            // kernel holds the block until they leave. While its block is still in the window
-            // the viewer may just be slow, so it keeps its place; once the window has moved past
-            // it, it holds memory nobody else needs and only closing the socket frees it.
-            Lag::SkipToLive if v.zc_result.is_some() && v.cursor.seq >= first => {}
-            Lag::SkipToLive if v.zc_result.is_some() => {
+        let stream = &v.stream;
+        match v
+            .plan
+            .stalled(first, now, timeout, || !stream.is_ended() && !stopping)
+        {
+            Stall::Keep => {}
+            Stall::Drop => {
                 info!(core = self.id, stream = %v.stream.name, "stalled viewer dropped: its zero-copy send cannot be taken back");
                 let m = &self.shared.metrics[self.id];
                 m.add(&m.viewers_dropped, 1);
                 self.close(slot);
             }
-            Lag::SkipToLive if !v.stream.is_ended() && self.stopping.is_none() => {
+            Stall::Cancel => {
                 // Cancel the stuck send; the completion then moves the viewer to the live edge.
-                let generation = c.generation;
-                debug!(core = self.id, stream = %v.stream.name, at = v.cursor.seq, "send pending too long: cancelling it to skip the viewer");
-                if let State::Viewer(v) = &mut self.conns[slot as usize].state {
-                    v.skip_on_complete = true;
-                }
+                debug!(core = self.id, stream = %v.stream.name, at = v.plan.cursor().seq, "send pending too long: cancelling it to skip the viewer");
                 self.push(
                     opcode::AsyncCancel::new(ud(K_SEND, slot, generation))
                         .build()
                         .user_data(ud(K_IGNORE, 0, 0)),
                 );
             }
-            Lag::SkipToLive => self.close(slot),
-            Lag::Disconnect => self.drop_van(slot, "send pending too long"),
+            Stall::Close => self.close(slot),
+            Stall::Disconnect => self.drop_van(slot, "send pending too long"),
         }
     }
 
@@ -1820,44 +1652,5 @@ mod tests {
         ] {
             assert_eq!(ud_parts(ud(k, s, g)), (k, s, g));
         }
-    }
-
-    fn cfg(coalesce_ms: &str, budget: &str) -> Config {
-        use clap::Parser;
-        let args = crate::config::Args::parse_from([
-            "dataplane",
-            "--coalesce-ms",
-            coalesce_ms,
-            "--send-budget",
-            budget,
-            "--coalesce-bytes",
-            "16384",
-        ]);
-        Config::load(args, 2).unwrap()
-    }
-
-    #[test]
-    fn small_sends_are_spaced_by_the_core_send_budget() {
-        let c = cfg("20", "50000");
-        // 500 viewers at 50,000 sends/s: each viewer's small sends 10 ms apart.
-        assert_eq!(
-            coalesce_until(&c, 500, 1_000, 4_000, true, 5_000),
-            Some(11_000)
-        );
-        assert_eq!(coalesce_until(&c, 500, 1_000, 4_000, true, 11_000), None);
-        // A few viewers: no wait worth holding a send for.
-        assert_eq!(coalesce_until(&c, 10, 1_000, 4_000, true, 1_300), None);
-        // Many viewers: never longer than --coalesce-ms.
-        assert_eq!(coalesce_until(&c, 100_000, 0, 4_000, true, 1), Some(20_000));
-        // A large send (a fast stream) goes at once, and so does one with more behind it
-        // (cut at a block's end: the viewer is catching up).
-        assert_eq!(coalesce_until(&c, 500, 1_000, 16_384, true, 1_001), None);
-        assert_eq!(coalesce_until(&c, 500, 1_000, 4_000, false, 1_001), None);
-    }
-
-    #[test]
-    fn coalescing_can_be_turned_off() {
-        let c = cfg("0", "50000");
-        assert_eq!(coalesce_until(&c, 100_000, 1_000, 1, true, 1_001), None);
     }
 }
