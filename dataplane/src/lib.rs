@@ -9,6 +9,7 @@ pub mod chunked;
 pub mod config;
 pub mod cursor;
 pub mod frame;
+pub mod frontdoor;
 pub mod http;
 pub mod ingest;
 pub mod metrics;

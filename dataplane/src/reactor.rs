@@ -37,13 +37,14 @@ use tracing::{debug, info, warn};
 use crate::auth::{SourceCredentials, VanTokens};
 use crate::config::{Config, Placement, ZeroCopy};
 use crate::cursor::VanPiece;
-use crate::frame::{self, HEADER_LEN};
-use crate::http::{self, Request, Route};
+use crate::frame::HEADER_LEN;
+use crate::frontdoor::{self, Admission, FrontDoor};
+use crate::http::{self, Request};
 use crate::ingest::{Ingest, NextRead};
 use crate::metrics::{CoreMetrics, Reject};
 use crate::pool::BlockPool;
 use crate::sendplan::{self, AfterSend, Next, Pace, SendPlan, Stall, VAN_BATCH};
-use crate::stream::{AttachError, Registry, Stream};
+use crate::stream::{Registry, Stream};
 use crate::window::{NO_MARK, Writer};
 
 const K_ACCEPT: u64 = 1;
@@ -187,8 +188,8 @@ pub fn build_ring() -> io::Result<(IoUring, bool)> {
 struct Handoff {
     fd: RawFd,
     stream: Arc<Stream>,
-    van: bool,
-    from: Option<Option<u64>>,
+    /// As in [`Admission::Viewer`].
+    van: Option<Option<u64>>,
 }
 
 /// The iovecs and header of a VAN viewer's sendmsg.
@@ -499,18 +500,7 @@ impl Core {
         let n = self.shared.connections.fetch_add(1, Ordering::AcqRel);
         if n >= self.shared.max_connections {
             self.shared.connections.fetch_sub(1, Ordering::AcqRel);
-            let resp = http::error_response(503, "Service Unavailable", &[("Retry-After", "5")]);
-            // Best effort, non-blocking: an overloaded relay spends nothing more on it.
-            // SAFETY: fd is ours; resp outlives the call.
-            unsafe {
-                libc::send(
-                    fd,
-                    resp.as_ptr().cast(),
-                    resp.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                );
-                libc::close(fd);
-            }
+            turn_away(fd);
             self.m().reject(Reject::TooManyConnections);
             warn!(
                 core = self.id,
@@ -572,10 +562,11 @@ impl Core {
         unsafe { buf.set_len(buf.len() + res as usize) };
         match http::parse_request(buf) {
             Ok(None) if buf.len() >= http::MAX_HEAD => {
-                self.refuse_err(slot, &http::HttpError::HeadTooLarge);
+                let refusal = frontdoor::refusal(&http::HttpError::HeadTooLarge, self.id);
+                self.admitted(slot, refusal);
             }
             Ok(None) => self.recv_head(slot),
-            Err(e) => self.refuse_err(slot, &e),
+            Err(e) => self.admitted(slot, frontdoor::refusal(&e, self.id)),
             Ok(Some(req)) => {
                 let State::Head { buf } =
                     std::mem::replace(&mut self.conns[slot as usize].state, State::Free)
@@ -589,25 +580,6 @@ impl Core {
                 self.route(slot, req, leftover);
             }
         }
-    }
-
-    fn refuse_err(&mut self, slot: u32, e: &http::HttpError) {
-        let (code, _) = e.status();
-        let why = match code {
-            400 => Reject::Malformed,
-            431 => Reject::HeadTooLarge,
-            404 => Reject::NotFound,
-            405 => Reject::MethodNotAllowed,
-            _ => Reject::Other,
-        };
-        info!(core = self.id, status = code, "request refused: {e}");
-        self.m().reject(why);
-        self.reply(slot, e.response(), None);
-    }
-
-    fn refuse(&mut self, slot: u32, why: Reject, code: u16, reason: &str, extra: &[(&str, &str)]) {
-        self.m().reject(why);
-        self.reply(slot, http::error_response(code, reason, extra), None);
     }
 
     fn reply(&mut self, slot: u32, out: Vec<u8>, then: Option<Box<Ingest>>) {
@@ -630,151 +602,59 @@ impl Core {
         self.push(e);
     }
 
+    /// Admits a parsed request at the front door.
     fn route(&mut self, slot: u32, req: Request, leftover: Vec<u8>) {
-        match &req.route {
-            Route::Publish { stream } => {
-                let stream = stream.clone();
-                self.publish(slot, req, stream, leftover)
-            }
-            Route::Play { stream } => {
-                let Some(s) = self.shared.streams.lookup(stream) else {
-                    info!(core = self.id, stream = %stream, "viewer refused: no such stream (404)");
-                    return self.refuse(slot, Reject::NotFound, 404, "Not Found", &[]);
-                };
-                if req.head_only {
-                    return self.reply(slot, http::viewer_ok_response(&s.content_type()), None);
-                }
-                self.place_viewer(slot, s, false, None);
-            }
-            Route::PlayVan { stream, from } => {
-                let ok = self
-                    .shared
-                    .tokens
-                    .as_ref()
-                    .is_some_and(|t| t.allows(req.bearer.as_deref()));
-                if !ok {
-                    info!(core = self.id, stream = %stream, "VAN viewer refused: bad or missing token (401)");
-                    return self.refuse(
-                        slot,
-                        Reject::Unauthorized,
-                        401,
-                        "Unauthorized",
-                        &[("WWW-Authenticate", "Bearer realm=\"van\"")],
-                    );
-                }
-                let Some(s) = self.shared.streams.lookup(stream) else {
-                    info!(core = self.id, stream = %stream, "VAN viewer refused: no such stream (404)");
-                    return self.refuse(slot, Reject::NotFound, 404, "Not Found", &[]);
-                };
-                if req.head_only {
-                    return self.reply(slot, http::viewer_ok_response(frame::CONTENT_TYPE), None);
-                }
-                let from = *from;
-                self.place_viewer(slot, s, true, Some(from));
-            }
-        }
-    }
-
-    fn peer_is_loopback(&self, fd: RawFd) -> bool {
-        socket2::SockRef::from(&BorrowedFd(fd))
-            .peer_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .is_some_and(|a: SocketAddr| match a {
-                SocketAddr::V4(v4) => v4.ip().is_loopback(),
-                SocketAddr::V6(v6) => {
-                    v6.ip().is_loopback()
-                        || v6.ip().to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-                }
-            })
-    }
-
-    fn publish(&mut self, slot: u32, req: Request, name: String, leftover: Vec<u8>) {
+        let shared = self.shared;
         let fd = self.conns[slot as usize].fd;
-        let allowed = match &self.shared.creds {
-            Some(creds) => creds.allows(
-                req.basic_auth
-                    .as_ref()
-                    .map(|(u, p)| (u.as_str(), p.as_str())),
-                &name,
-            ),
-            None => self.peer_is_loopback(fd),
+        let door = FrontDoor {
+            streams: &shared.streams,
+            creds: shared.creds.as_ref(),
+            tokens: shared.tokens.as_ref(),
+            core: self.id,
         };
-        if !allowed {
-            info!(core = self.id, stream = %name, user = ?req.basic_auth.as_ref().map(|(u, _)| u), "source refused: bad or missing credentials (401)");
-            return self.refuse(
-                slot,
-                Reject::Unauthorized,
-                401,
-                "Unauthorized",
-                &[("WWW-Authenticate", "Basic realm=\"van\"")],
-            );
-        }
-        let ct = req
-            .content_type
-            .clone()
-            .unwrap_or_else(|| "application/octet-stream".to_owned());
-        let (stream, writer, resumed) = match self.shared.streams.attach_source(&name, &ct) {
-            Ok(x) => x,
-            Err(AttachError::Busy) => {
-                info!(core = self.id, stream = %name, "source refused: stream already has a live source (409)");
-                return self.refuse(slot, Reject::Conflict, 409, "Conflict", &[]);
-            }
-        };
-        let ingest = Box::new(Ingest::new(stream, writer, &ct, req.body, leftover));
-        let stream = ingest.stream();
-        info!(
-            core = self.id,
-            stream = %name,
-            content_type = %ct,
-            resumed,
-            next_seq = stream.window.next_seq(),
-            user_agent = ?req.user_agent,
-            "source connected"
-        );
-        self.m().sources.fetch_add(1, Ordering::Relaxed);
-        self.sources.push(slot);
-        let mut out = Vec::new();
-        if req.expect_continue {
-            out.extend_from_slice(http::CONTINUE_100);
-        }
-        out.extend_from_slice(&http::source_ok_response());
-        self.reply(slot, out, Some(ingest));
+        let admission = door.admit(req, leftover, || peer_is_loopback(fd));
+        self.admitted(slot, admission);
     }
 
-    /// The core serving the fewest viewers (`--placement least-loaded`), unless this core is
-    /// within a small slack of it: SO_REUSEPORT already spreads a crowd about evenly, and
-    /// without the slack every second arrival on the same core would be moved for a
-    /// difference of one.
-    fn least_loaded_core(&self) -> usize {
+    /// Carries out what the front door decided.
+    fn admitted(&mut self, slot: u32, admission: Admission) {
+        match admission {
+            Admission::Refuse { why, reply } => {
+                self.m().reject(why);
+                self.reply(slot, reply, None);
+            }
+            Admission::Head { reply } => self.reply(slot, reply, None),
+            Admission::Source { ingest, reply } => {
+                self.m().sources.fetch_add(1, Ordering::Relaxed);
+                self.sources.push(slot);
+                self.reply(slot, reply, Some(ingest));
+            }
+            Admission::Viewer { stream, van } => self.place_viewer(slot, stream, van),
+        }
+    }
+
+    /// The core a new viewer is served on.
+    fn viewer_core(&self) -> usize {
         let shared = self.shared;
         if shared.cfg.placement == Placement::Reuseport {
             return self.id;
         }
-        let load = |c: usize| shared.placed[c].load(Ordering::Relaxed);
-        let mine = load(self.id);
-        let mut best = (mine, self.id);
-        for c in 0..shared.placed.len() {
+        frontdoor::least_loaded(
+            self.id,
+            shared.placed.len(),
+            |c| shared.placed[c].load(Ordering::Relaxed),
             // A core whose ring is gone (stopped) takes no one.
-            if c != self.id && shared.ring_fds[c].load(Ordering::Acquire) >= 0 {
-                best = best.min((load(c), c));
-            }
-        }
-        let slack = 1 + mine / 64;
-        if best.0 + slack < mine {
-            best.1
-        } else {
-            self.id
-        }
+            |c| shared.ring_fds[c].load(Ordering::Acquire) >= 0,
+        )
     }
 
     /// Serves a viewer here or hands it to the least-loaded core. A connection is moved at most
     /// once, before its first byte of response, and then lives on that core.
-    fn place_viewer(&mut self, slot: u32, s: Arc<Stream>, van: bool, from: Option<Option<u64>>) {
-        let target = self.least_loaded_core();
+    fn place_viewer(&mut self, slot: u32, s: Arc<Stream>, van: Option<Option<u64>>) {
+        let target = self.viewer_core();
         self.shared.placed[target].fetch_add(1, Ordering::Relaxed);
         if target == self.id {
-            return self.start_viewer(slot, s, van, from);
+            return self.start_viewer(slot, s, van);
         }
         let c = &mut self.conns[slot as usize];
         debug_assert_eq!(c.ops, 0, "a parsed request has no operation in flight");
@@ -783,12 +663,7 @@ impl Core {
         self.free.push(slot);
         self.m().connections.fetch_sub(1, Ordering::Relaxed);
         self.m().add(&self.m().viewers_handed_off, 1);
-        self.shared.handoffs[target].push(Handoff {
-            fd,
-            stream: s,
-            van,
-            from,
-        });
+        self.shared.handoffs[target].push(Handoff { fd, stream: s, van });
         let ring = self.shared.ring_fds[target].load(Ordering::Acquire);
         // Generation 0: the message the target receives; 1: our own completion, posted only
         // if the message could not be delivered.
@@ -817,28 +692,19 @@ impl Core {
             }
             self.m().connections.fetch_add(1, Ordering::Relaxed);
             let slot = self.alloc_conn(h.fd, State::Free);
-            self.start_viewer(slot, h.stream, h.van, h.from);
+            self.start_viewer(slot, h.stream, h.van);
         }
     }
 
     /// A handed-over viewer that no core will serve (shutdown): it gets a 503 and is closed.
     fn end_handoff(&mut self, h: Handoff) {
-        let resp = http::error_response(503, "Service Unavailable", &[("Retry-After", "5")]);
-        // SAFETY: the fd is ours alone; best effort and non-blocking, as for the connection limit.
-        unsafe {
-            libc::send(
-                h.fd,
-                resp.as_ptr().cast(),
-                resp.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            );
-            libc::close(h.fd);
-        }
+        turn_away(h.fd);
         self.shared.connections.fetch_sub(1, Ordering::AcqRel);
     }
 
-    fn start_viewer(&mut self, slot: u32, s: Arc<Stream>, van: bool, from: Option<Option<u64>>) {
+    fn start_viewer(&mut self, slot: u32, s: Arc<Stream>, from: Option<Option<u64>>) {
         let core = self.id;
+        let van = from.is_some();
         let bit = 1u64 << core;
         let local = self.locals.entry(s.id).or_insert_with(|| LocalStream {
             stream: s.clone(),
@@ -847,31 +713,8 @@ impl Core {
         if local.subs.is_empty() {
             s.subscribed_cores.fetch_or(bit, Ordering::SeqCst);
         }
-        let is_ts = s.is_ts.load(Ordering::Relaxed);
-        let (cur, pin, gap) = sendplan::start(
-            &s,
-            core,
-            van.then(|| from.flatten()),
-            self.shared.cfg.burst_bytes,
-        );
-        let mut prefix = if van {
-            let mut head = http::viewer_ok_response(frame::CONTENT_TYPE);
-            if let Some(first) = gap {
-                // Insert before the blank line that ends the head.
-                let at = head.len() - 2;
-                let line = format!("X-Van-Gap: first={first}\r\n");
-                head.splice(at..at, line.into_bytes());
-            }
-            head
-        } else {
-            http::viewer_ok_response(&s.content_type())
-        };
-        if !van
-            && is_ts
-            && let Some(psi) = s.psi()
-        {
-            prefix.extend_from_slice(&psi);
-        }
+        let (cur, pin, gap) = sendplan::start(&s, core, from, self.shared.cfg.burst_bytes);
+        let prefix = frontdoor::viewer_prefix(&s, van, gap);
         let c = &self.conns[slot as usize];
         let fd = c.fd;
         let generation = c.generation;
@@ -1627,6 +1470,36 @@ impl Core {
         }
         self.dirty.extend(self.locals.keys().copied());
     }
+}
+
+/// Answers 503 on a connection no core will serve, and closes it. Best effort and
+/// non-blocking: an overloaded or stopping relay spends nothing more on it.
+fn turn_away(fd: RawFd) {
+    let resp = frontdoor::unavailable();
+    // SAFETY: the fd is ours alone; resp outlives the call.
+    unsafe {
+        libc::send(
+            fd,
+            resp.as_ptr().cast(),
+            resp.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        );
+        libc::close(fd);
+    }
+}
+
+/// True if the peer of socket `fd` is on loopback (getpeername).
+fn peer_is_loopback(fd: RawFd) -> bool {
+    socket2::SockRef::from(&BorrowedFd(fd))
+        .peer_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .is_some_and(|a: SocketAddr| match a {
+            SocketAddr::V4(v4) => v4.ip().is_loopback(),
+            SocketAddr::V6(v6) => {
+                v6.ip().is_loopback() || v6.ip().to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            }
+        })
 }
 
 /// A borrowed fd for socket2's `SockRef` (getpeername on a raw accepted fd).
