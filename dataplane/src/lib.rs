@@ -8,6 +8,7 @@ pub mod auth;
 pub mod chunked;
 pub mod config;
 pub mod cursor;
+pub mod fanout;
 pub mod frame;
 pub mod frontdoor;
 pub mod http;

@@ -21,12 +21,12 @@
 //! [`http::MAX_HEAD`]) that is freed as soon as the head is parsed, so a connected viewer holds
 //! only its state (a few hundred bytes).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam::queue::SegQueue;
@@ -37,6 +37,7 @@ use tracing::{debug, info, warn};
 use crate::auth::{SourceCredentials, VanTokens};
 use crate::config::{Config, Placement, ZeroCopy};
 use crate::cursor::VanPiece;
+use crate::fanout::{Fanout, Left};
 use crate::frame::HEADER_LEN;
 use crate::frontdoor::{self, Admission, FrontDoor};
 use crate::http::{self, Request};
@@ -45,7 +46,8 @@ use crate::metrics::{CoreMetrics, Reject};
 use crate::pool::BlockPool;
 use crate::sendplan::{self, AfterSend, Next, Pace, SendPlan, Stall, VAN_BATCH};
 use crate::stream::{Registry, Stream};
-use crate::window::{NO_MARK, Writer};
+use crate::window::Writer;
+use crate::window::reclaim::CoreMark;
 
 const K_ACCEPT: u64 = 1;
 const K_RECV: u64 = 2;
@@ -229,11 +231,6 @@ struct Conn {
     state: State,
 }
 
-struct LocalStream {
-    stream: Arc<Stream>,
-    subs: Vec<u32>,
-}
-
 pub struct Core {
     id: usize,
     ring: IoUring,
@@ -241,17 +238,13 @@ pub struct Core {
     listener: RawFd,
     conns: Vec<Conn>,
     free: Vec<u32>,
-    locals: HashMap<u64, LocalStream>,
-    dirty: Vec<u64>,
+    fanout: Fanout,
     releases: Vec<u32>,
     head_deadlines: VecDeque<(u64, u32, u32)>,
     sources: Vec<u32>,
     grace: Vec<Arc<Stream>>,
     draining: Vec<(Arc<Stream>, Box<Writer>)>,
     timespec: Box<types::Timespec>,
-    /// Streams with viewers holding back a small send (`--coalesce-ms`), pumped again when
-    /// the coalescing timer fires.
-    coalescing: Vec<u64>,
     coalesce_timespec: Box<types::Timespec>,
     coalesce_armed: bool,
     cqes: Vec<(u64, i32, u32)>,
@@ -302,15 +295,13 @@ impl Core {
             listener,
             conns: Vec::new(),
             free: Vec::new(),
-            locals: HashMap::new(),
-            dirty: Vec::new(),
+            fanout: Fanout::new(id),
             releases: Vec::new(),
             head_deadlines: VecDeque::new(),
             sources: Vec::new(),
             grace: Vec::new(),
             draining: Vec::new(),
             timespec: Box::new(types::Timespec::new().nsec(TICK_NS)),
-            coalescing: Vec::new(),
             coalesce_timespec: Box::new(types::Timespec::new()),
             coalesce_armed: false,
             cqes: Vec::with_capacity(4096),
@@ -422,12 +413,12 @@ impl Core {
                 // architecture; a waker that saw `true` relies on exactly that.
                 self.shared.wake_pending[self.id].swap(false, Ordering::AcqRel);
                 self.m().add(&self.m().wakeups, 1);
-                self.dirty.extend(self.locals.keys().copied());
+                self.fanout.all_dirty();
             }
             K_HANDOFF => self.on_handoff(slot as usize, generation == 1 && res < 0),
             K_COALESCE => {
                 self.coalesce_armed = false;
-                self.dirty.append(&mut self.coalescing);
+                self.fanout.coalescing_due();
             }
             K_IGNORE => {}
             _ => {
@@ -705,22 +696,12 @@ impl Core {
     fn start_viewer(&mut self, slot: u32, s: Arc<Stream>, from: Option<Option<u64>>) {
         let core = self.id;
         let van = from.is_some();
-        let bit = 1u64 << core;
-        let local = self.locals.entry(s.id).or_insert_with(|| LocalStream {
-            stream: s.clone(),
-            subs: Vec::new(),
-        });
-        if local.subs.is_empty() {
-            s.subscribed_cores.fetch_or(bit, Ordering::SeqCst);
-        }
+        let sub_index = self.fanout.join(&s, slot);
         let (cur, pin, gap) = sendplan::start(&s, core, from, self.shared.cfg.burst_bytes);
         let prefix = frontdoor::viewer_prefix(&s, van, gap);
         let c = &self.conns[slot as usize];
         let fd = c.fd;
         let generation = c.generation;
-        let local = self.locals.get_mut(&s.id).expect("inserted above");
-        let sub_index = local.subs.len();
-        local.subs.push(slot);
         let zc = !van && self.shared.cfg.zerocopy != ZeroCopy::Off;
         debug!(core, stream = %s.name, van, start = cur.seq, gap = ?gap, "viewer joined");
         if van {
@@ -884,18 +865,11 @@ impl Core {
 
     /// Tells every core with subscribers of `stream` that frames were published.
     fn notify(&mut self, stream: &Arc<Stream>) {
-        // Pairs with the SeqCst fetch_or of a joining subscriber: either we see its bit, or it
-        // sees our frames when it computes its start.
-        fence(Ordering::SeqCst);
-        let mut mask = stream.subscribed_cores.load(Ordering::SeqCst);
-        while mask != 0 {
-            let c = mask.trailing_zeros() as usize;
-            mask &= mask - 1;
-            if c == self.id {
-                self.dirty.push(stream.id);
-            } else {
-                self.wake(c);
-            }
+        let mut others = self.fanout.published(stream);
+        while others != 0 {
+            let c = others.trailing_zeros() as usize;
+            others &= others - 1;
+            self.wake(c);
         }
     }
 
@@ -917,10 +891,8 @@ impl Core {
     // ---- fan-out --------------------------------------------------------------------------
 
     fn flush_dirty(&mut self) {
-        // Several reads in one batch of completions make one fan-out pass.
-        self.dirty.sort_unstable();
-        self.dirty.dedup();
-        while let Some(id) = self.dirty.pop() {
+        self.fanout.begin_pass();
+        while let Some(id) = self.fanout.next_dirty() {
             self.pump(id);
         }
     }
@@ -928,16 +900,10 @@ impl Core {
     /// Queues one send per idle local subscriber of the stream, then republishes this core's
     /// reclamation mark.
     fn pump(&mut self, stream_id: u64) {
-        // The list is taken out while sends are queued: nothing below adds or removes
-        // subscribers (releases are deferred to `drain_releases`).
-        let Some(subs) = self
-            .locals
-            .get_mut(&stream_id)
-            .map(|l| std::mem::take(&mut l.subs))
-        else {
+        let Some(subs) = self.fanout.take(stream_id) else {
             return;
         };
-        let mut mark = NO_MARK;
+        let mut mark = CoreMark::none();
         for &slot in &subs {
             let c = &self.conns[slot as usize];
             let idle = !c.closing && matches!(&c.state, State::Viewer(v) if v.plan.is_idle());
@@ -945,28 +911,24 @@ impl Core {
                 self.try_send(slot);
             }
             if let State::Viewer(v) = &self.conns[slot as usize].state {
-                mark = mark.min(v.plan.pin());
+                mark.include(v.plan.pin());
             }
         }
-        let local = self
-            .locals
-            .get_mut(&stream_id)
-            .expect("only release removes a local stream");
-        local.subs = subs;
-        local.stream.window.set_mark(self.id, mark);
+        self.fanout.restore(stream_id, subs, mark);
     }
 
+    /// Publishes this core's reclamation mark for the stream again (a subscriber left).
     fn republish_mark(&mut self, stream_id: u64) {
-        let Some(local) = self.locals.get(&stream_id) else {
+        let Some((_, subs)) = self.fanout.subscribers(stream_id) else {
             return;
         };
-        let mut mark = NO_MARK;
-        for &slot in &local.subs {
+        let mut mark = CoreMark::none();
+        for &slot in subs {
             if let State::Viewer(v) = &self.conns[slot as usize].state {
-                mark = mark.min(v.plan.pin());
+                mark.include(v.plan.pin());
             }
         }
-        local.stream.window.set_mark(self.id, mark);
+        self.fanout.publish_mark(stream_id, mark);
     }
 
     /// Starts the next send of an idle viewer, if there is anything to send.
@@ -1074,9 +1036,7 @@ impl Core {
     /// again when the core's coalescing timer fires (one timer; a viewer not due by then
     /// re-arms it).
     fn hold_back(&mut self, stream_id: u64, due: u64, now: u64) {
-        if !self.coalescing.contains(&stream_id) {
-            self.coalescing.push(stream_id);
-        }
+        self.fanout.hold_back(stream_id);
         if self.coalesce_armed {
             return;
         }
@@ -1263,24 +1223,12 @@ impl Core {
             self.m().viewers.fetch_sub(1, Ordering::Relaxed);
         }
         let id = v.stream.id;
-        let Some(local) = self.locals.get_mut(&id) else {
-            return;
-        };
-        let i = v.sub_index;
-        local.subs.swap_remove(i);
-        if let Some(&moved) = local.subs.get(i)
-            && let State::Viewer(mv) = &mut self.conns[moved as usize].state
-        {
-            mv.sub_index = i;
-        }
-        if local.subs.is_empty() {
-            local.stream.window.set_mark(self.id, NO_MARK);
-            local
-                .stream
-                .subscribed_cores
-                .fetch_and(!(1u64 << self.id), Ordering::SeqCst);
-            self.locals.remove(&id);
-        } else {
+        if let Left::Remaining { moved } = self.fanout.leave(id, v.sub_index) {
+            if let Some(moved) = moved
+                && let State::Viewer(mv) = &mut self.conns[moved as usize].state
+            {
+                mv.sub_index = v.sub_index;
+            }
             self.republish_mark(id);
         }
     }
@@ -1364,18 +1312,19 @@ impl Core {
         });
         // Lag policy for sends pending too long, then a safety-net pump of every stream.
         let timeout = self.shared.cfg.send_timeout_us;
-        let ids: Vec<u64> = self.locals.keys().copied().collect();
-        for id in &ids {
-            let Some(local) = self.locals.get(id) else {
+        for id in self.fanout.stream_ids() {
+            let Some((stream, subs)) = self.fanout.subscribers(id) else {
                 continue;
             };
-            let subs = local.subs.clone();
-            let first = local.stream.window.first_seq();
+            let first = stream.window.first_seq();
+            // A copy: the lag policy may close connections (their release waits for the
+            // end of the batch, so the list itself does not change meanwhile).
+            let subs = subs.to_vec();
             for slot in subs {
                 self.check_lag(slot, first, now, timeout);
             }
         }
-        self.dirty.extend(ids);
+        self.fanout.all_dirty();
         if self.shared.shutdown.load(Ordering::Acquire) {
             self.begin_stop(now);
         }
@@ -1468,7 +1417,7 @@ impl Core {
                 self.wake(core);
             }
         }
-        self.dirty.extend(self.locals.keys().copied());
+        self.fanout.all_dirty();
     }
 }
 
