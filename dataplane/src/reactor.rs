@@ -225,6 +225,9 @@ enum State {
 struct Conn {
     fd: RawFd,
     generation: u32,
+    /// Operations in flight on this connection: counted up by [`Core::submit`] alone and down
+    /// by [`Core::handle`] alone, at each one's final completion. The slot (its fd, its
+    /// buffers) is released only at zero.
     ops: u32,
     closing: bool,
     poll_armed: bool,
@@ -332,6 +335,13 @@ impl Core {
         }
     }
 
+    /// Queues an operation on connection `slot`; its final completion is counted in
+    /// [`Core::handle`].
+    fn submit(&mut self, slot: u32, e: squeue::Entry) {
+        self.conns[slot as usize].ops += 1;
+        self.push(e);
+    }
+
     /// The completion loop. Returns when the core has stopped (shutdown).
     pub fn run(mut self) {
         self.arm_accept();
@@ -422,11 +432,16 @@ impl Core {
             }
             K_IGNORE => {}
             _ => {
-                let Some(c) = self.conns.get(slot as usize) else {
+                let Some(c) = self.conns.get_mut(slot as usize) else {
                     return;
                 };
                 if c.generation != generation || matches!(c.state, State::Free) {
                     return;
+                }
+                if !cqueue::more(flags) {
+                    // The operation's final completion (for send_zc, its notification).
+                    debug_assert!(c.ops > 0, "a completion without an operation in flight");
+                    c.ops -= 1;
                 }
                 match kind {
                     K_RECV => self.on_recv(slot, res),
@@ -524,16 +539,14 @@ impl Core {
         // SAFETY: writing into the spare capacity; the Vec is not touched until the completion.
         let ptr = unsafe { buf.as_mut_ptr().add(buf.len()) };
         let len = (buf.capacity() - buf.len()) as u32;
-        c.ops += 1;
         let e = opcode::Recv::new(types::Fd(c.fd), ptr, len)
             .build()
             .user_data(ud(K_RECV, slot, c.generation));
-        self.push(e);
+        self.submit(slot, e);
     }
 
     fn on_recv(&mut self, slot: u32, res: i32) {
         let c = &mut self.conns[slot as usize];
-        c.ops -= 1;
         if c.closing {
             self.maybe_release(slot);
             return;
@@ -585,12 +598,11 @@ impl Core {
         };
         let ptr = out[*sent..].as_ptr();
         let len = (out.len() - *sent) as u32;
-        c.ops += 1;
         let e = opcode::Send::new(types::Fd(c.fd), ptr, len)
             .flags(libc::MSG_NOSIGNAL)
             .build()
             .user_data(ud(K_SEND, slot, c.generation));
-        self.push(e);
+        self.submit(slot, e);
     }
 
     /// Admits a parsed request at the front door.
@@ -729,22 +741,19 @@ impl Core {
             sub_index,
         }));
         // Hang-up detection without a receive buffer.
-        let c = &mut self.conns[slot as usize];
-        c.ops += 1;
-        c.poll_armed = true;
+        self.conns[slot as usize].poll_armed = true;
         let mask = (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) as u32;
         let e = opcode::PollAdd::new(types::Fd(fd), mask)
             .multi(true)
             .build()
             .user_data(ud(K_POLL, slot, generation));
-        self.push(e);
+        self.submit(slot, e);
         self.try_send(slot);
     }
 
     fn on_poll(&mut self, slot: u32, res: i32, flags: u32) {
         let c = &mut self.conns[slot as usize];
         if !cqueue::more(flags) {
-            c.ops -= 1;
             c.poll_armed = false;
         }
         if c.closing {
@@ -791,14 +800,13 @@ impl Core {
                     return;
                 }
                 NextRead::Read { block, offset, len } => {
-                    c.ops += 1;
                     // SAFETY: in bounds of the block (offset + len <= block size).
                     let ptr = unsafe { shared.pool.block_ptr(block).add(offset) };
                     let e = opcode::ReadFixed::new(types::Fd(fd), ptr, len as u32, block as u16)
                         .offset(u64::MAX)
                         .build()
                         .user_data(ud(K_READ, slot, generation));
-                    return self.push(e);
+                    return self.submit(slot, e);
                 }
             }
         }
@@ -806,7 +814,6 @@ impl Core {
 
     fn on_read(&mut self, slot: u32, res: i32) {
         let c = &mut self.conns[slot as usize];
-        c.ops -= 1;
         if c.closing {
             self.maybe_release(slot);
             return;
@@ -1028,8 +1035,7 @@ impl Core {
             Next::SkipToLive => return self.skip_to_live(slot),
             Next::Disconnect => return self.drop_van(slot, "fell out of the window"),
         };
-        c.ops += 1;
-        self.push(e.user_data(ud(K_SEND, slot, generation)));
+        self.submit(slot, e.user_data(ud(K_SEND, slot, generation)));
     }
 
     /// A viewer of `stream_id` holds back a small send until `due`: the stream is pumped
@@ -1086,7 +1092,6 @@ impl Core {
         let c = &mut self.conns[slot as usize];
         // Reply (error answers, source 100/200).
         if let State::Reply { out, sent, then } = &mut c.state {
-            c.ops -= 1;
             if c.closing {
                 return self.maybe_release(slot);
             }
@@ -1107,12 +1112,10 @@ impl Core {
             return;
         }
         let State::Viewer(v) = &mut c.state else {
-            c.ops -= 1;
             return self.maybe_release(slot);
         };
         let res = if cqueue::notif(flags) {
             // send_zc notification: the buffer is free now.
-            c.ops -= 1;
             if res & NOTIF_USAGE_ZC_COPIED != 0 && zc_mode == ZeroCopy::Auto && v.zc {
                 v.zc = false;
                 let m = &self.shared.metrics[core];
@@ -1127,7 +1130,6 @@ impl Core {
             // send_zc result; the notification follows.
             return v.plan.zc_sent(res);
         } else {
-            c.ops -= 1;
             res
         };
         // The send's final completion ends it, on every path, closing or not.
