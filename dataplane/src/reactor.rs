@@ -1,10 +1,16 @@
 //! The io_uring reactor: one pinned thread per core, each with its own ring, its own
 //! SO_REUSEPORT listener and its own connections (DESIGN.md, "Data plane").
 //!
-//! Every connection is a small state machine in a slab; a completion finds it from its
-//! `user_data` (kind, slot, generation). The reactor only moves bytes: where a viewer starts,
-//! what it is sent next, and what happens when it lags are decided by [`crate::cursor`] and
-//! [`crate::window`]; requests are parsed by [`crate::http`].
+//! The reactor keeps the completion loop, the connection slab, the timers and every syscall
+//! (SQEs are built and submitted here only). Every connection is a small state machine in the
+//! slab; a completion finds it from its `user_data` (kind, slot, generation). What to do is
+//! decided elsewhere, by plain types the reactor turns completions into events for:
+//! - [`crate::frontdoor`]: what a parsed request gets (refusal, source, viewer) and on which core;
+//! - [`crate::ingest`]: what a source's read becomes (frames, keyframe cuts, PSI, end of body);
+//! - [`crate::fanout`]: which of this core's subscribers have something new;
+//! - [`crate::sendplan`]: what a subscriber is sent next, coalescing, the lag policy, and the
+//!   send in flight, ended exactly once by its final completion;
+//! - [`crate::window::reclaim`]: the marks that keep a block alive while a core uses it.
 //!
 //! Hot path. Ingest reads straight into the stream's current pool block (`ReadFixed`) and
 //! publishes each read as a frame (split at MPEG-TS keyframes). The ingest core then wakes every
@@ -1296,7 +1302,7 @@ impl Core {
                     if let Some(w) = shared.streams.expire(&s, now) {
                         info!(core = self.id, stream = %s.name, "grace period over: stream ended");
                         self.grace.swap_remove(i);
-                        self.notify_all(&s);
+                        self.notify(&s);
                         self.draining.push((s, w));
                         continue;
                     }
@@ -1373,10 +1379,6 @@ impl Core {
             Stall::Close => self.close(slot),
             Stall::Disconnect => self.drop_van(slot, "send pending too long"),
         }
-    }
-
-    fn notify_all(&mut self, s: &Arc<Stream>) {
-        self.notify(s);
     }
 
     fn begin_stop(&mut self, now: u64) {
