@@ -503,6 +503,7 @@ mod tests {
     use crate::frame::FrameDecoder;
     use crate::pool::BlockPool;
     use crate::stream::Registry;
+    use crate::window::reclaim::CoreMark;
     use crate::window::{WindowConfig, Writer};
     use proptest::prelude::*;
     use std::sync::Arc;
@@ -520,6 +521,11 @@ mod tests {
     }
 
     fn fixture(sizes: &[usize], max_blocks: usize) -> Fixture {
+        fixture_in(sizes, max_blocks, 64)
+    }
+
+    /// As [`fixture`], on a pool of `pool_blocks` blocks.
+    fn fixture_in(sizes: &[usize], max_blocks: usize, pool_blocks: usize) -> Fixture {
         let cfg = WindowConfig {
             max_blocks,
             frame_capacity: 1024,
@@ -529,7 +535,7 @@ mod tests {
         let registry = Registry::new(cfg, 1, BLOCK);
         let (stream, writer, _) = registry.attach_source("s", "audio/mpeg").unwrap();
         let mut f = Fixture {
-            pool: BlockPool::new(BLOCK, 64).unwrap(),
+            pool: BlockPool::new(BLOCK, pool_blocks).unwrap(),
             registry,
             stream,
             writer,
@@ -682,6 +688,77 @@ mod tests {
                 }
                 Next::Plain(r) => prop_assert_eq!(r.len, 100),
                 other => prop_assert!(false, "{:?}", other),
+            }
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// Ingest publishes a read of this many bytes, if the pool has room.
+        Publish(usize),
+        /// Viewer `i` starts its next send, if it is idle.
+        Send(usize),
+        /// Viewer `i`'s send in flight completes with at most this many bytes.
+        Complete(usize, usize),
+    }
+
+    proptest! {
+        /// Whatever the interleaving of ingest, sends and completions, a block that a send in
+        /// flight reads is never handed out again before the send's final completion, the
+        /// core's mark being the lowest pin of its viewers after each step (a fan-out pass).
+        #[test]
+        fn a_block_is_never_reused_while_a_send_reads_it(
+            steps in proptest::collection::vec(prop_oneof![
+                (1usize..4000).prop_map(Step::Publish),
+                (0usize..3).prop_map(Step::Send),
+                (0usize..3, 1usize..5000).prop_map(|(i, n)| Step::Complete(i, n)),
+            ], 1..300),
+        ) {
+            let cfg = cfg("0", "50000");
+            // A window of two blocks on a pool of five: blocks come back and go out again.
+            let mut f = fixture_in(&[100], 2, 5);
+            let mut plans: Vec<SendPlan> = (0..3).map(|_| plain(&f, b"")).collect();
+            let mut inflight: Vec<Option<PlainRange>> = vec![None; 3];
+            for step in steps {
+                let win = &f.stream.window;
+                match step {
+                    Step::Publish(n) => {
+                        let Some(t) = f.writer.reserve(win, &f.pool) else {
+                            continue;
+                        };
+                        if t.offset == 0 {
+                            for r in inflight.iter().flatten() {
+                                prop_assert_ne!(r.block, t.block, "block of a send in flight reused");
+                            }
+                        }
+                        let n = n.min(t.len);
+                        f.writer.publish(win, n, 0, 0);
+                    }
+                    Step::Send(i) if plans[i].is_idle() => {
+                        match plans[i].next(&f.stream, pace(&cfg, 3, 0), BLOCK as u32) {
+                            Next::Plain(r) => inflight[i] = Some(r),
+                            Next::SkipToLive => {
+                                plans[i].skip_to_live(&f.stream, 0, 0);
+                            }
+                            Next::Idle => {}
+                            other => prop_assert!(false, "{:?}", other),
+                        }
+                    }
+                    Step::Send(_) => {}
+                    Step::Complete(i, n) => {
+                        if let Some(r) = inflight[i].take() {
+                            let sent = n.min(r.len as usize) as i32;
+                            if plans[i].complete(sent, win) == AfterSend::SkipToLive {
+                                plans[i].skip_to_live(&f.stream, 0, 0);
+                            }
+                        }
+                    }
+                }
+                let mut mark = CoreMark::none();
+                for p in &plans {
+                    mark.include(p.pin());
+                }
+                mark.publish(&f.stream.window, 0);
             }
         }
     }
