@@ -206,11 +206,15 @@ struct VanMsg {
     msg: libc::msghdr,
 }
 
+/// A subscriber's connection: its [`SendPlan`] and what its sends need from the reactor.
 struct Viewer {
     stream: Arc<Stream>,
     plan: SendPlan,
+    /// A VAN viewer's sendmsg header and iovecs.
     van: Option<Box<VanMsg>>,
+    /// Large sends go as send_zc; dropped for good once the kernel reports it copied.
     zc: bool,
+    /// Its index in the stream's list in [`Fanout`].
     sub_index: usize,
 }
 
@@ -254,6 +258,7 @@ pub struct Core {
     grace: Vec<Arc<Stream>>,
     draining: Vec<(Arc<Stream>, Box<Writer>)>,
     timespec: Box<types::Timespec>,
+    /// The one timer of held-back sends (`--coalesce-ms`), armed while `coalesce_armed`.
     coalesce_timespec: Box<types::Timespec>,
     coalesce_armed: bool,
     cqes: Vec<(u64, i32, u32)>,
