@@ -399,14 +399,19 @@ pub fn looks_like_ts(bytes: &[u8]) -> bool {
     bytes.len() > TS_PACKET && syncs.clone().all(|&b| b == SYNC)
 }
 
+/// Sample MPEG-TS streams for tests here and in [`crate::ingest`].
 #[cfg(test)]
-mod tests {
+pub(crate) mod sample {
     use super::*;
-    use proptest::prelude::*;
 
     /// A TS packet: PID, payload_unit_start, optional adaptation field flags, payload padded
     /// with 0xff stuffing at the end.
-    fn packet(pid: u16, unit_start: bool, af_flags: Option<u8>, payload: &[u8]) -> Vec<u8> {
+    pub(crate) fn packet(
+        pid: u16,
+        unit_start: bool,
+        af_flags: Option<u8>,
+        payload: &[u8],
+    ) -> Vec<u8> {
         let mut p = vec![
             SYNC,
             (u8::from(unit_start) << 6) | (pid >> 8) as u8,
@@ -446,7 +451,7 @@ mod tests {
         s
     }
 
-    fn pat(pmt_pid: u16) -> Vec<u8> {
+    pub(crate) fn pat(pmt_pid: u16) -> Vec<u8> {
         let body = [
             0x00,
             0xb0,
@@ -464,7 +469,7 @@ mod tests {
         packet(PAT_PID, true, None, &with_section(&body))
     }
 
-    fn pmt(pmt_pid: u16, streams: &[(u8, u16)]) -> Vec<u8> {
+    pub(crate) fn pmt(pmt_pid: u16, streams: &[(u8, u16)]) -> Vec<u8> {
         let mut body = vec![
             0x02, 0xb0, 0, 0x00, 0x01, 0xc1, 0x00, 0x00, 0xe1, 0x00, 0xf0, 0x00,
         ];
@@ -475,7 +480,7 @@ mod tests {
         packet(pmt_pid, true, None, &with_section(&body))
     }
 
-    fn pes(nal_types: &[u8]) -> Vec<u8> {
+    pub(crate) fn pes(nal_types: &[u8]) -> Vec<u8> {
         let mut p = vec![0, 0, 1, 0xe0, 0, 0, 0x80, 0x80, 5, 0x21, 0, 1, 0, 1];
         for &t in nal_types {
             p.extend_from_slice(&[0, 0, 0, 1, t, 0x88, 0x84]);
@@ -483,12 +488,12 @@ mod tests {
         p
     }
 
-    const VIDEO: u16 = 0x100;
-    const AUDIO: u16 = 0x101;
+    pub(crate) const VIDEO: u16 = 0x100;
+    pub(crate) const AUDIO: u16 = 0x101;
 
     /// PAT, PMT, then a GOP pattern: a keyframe (AUD, SPS, PPS, IDR), continuation packets,
     /// audio, a non-key frame. Returns the stream and the offsets of its keyframe packets.
-    fn stream(gops: usize) -> (Vec<u8>, Vec<u64>) {
+    pub(crate) fn stream(gops: usize) -> (Vec<u8>, Vec<u64>) {
         let mut s = Vec::new();
         let mut keys = Vec::new();
         for _ in 0..gops {
@@ -508,6 +513,13 @@ mod tests {
         }
         (s, keys)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sample::*;
+    use super::*;
+    use proptest::prelude::*;
 
     fn scan_all(s: &[u8], ends: &[usize]) -> (Vec<u64>, TsScanner) {
         let mut scanner = TsScanner::new();

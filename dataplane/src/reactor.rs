@@ -1,10 +1,16 @@
 //! The io_uring reactor: one pinned thread per core, each with its own ring, its own
 //! SO_REUSEPORT listener and its own connections (DESIGN.md, "Data plane").
 //!
-//! Every connection is a small state machine in a slab; a completion finds it from its
-//! `user_data` (kind, slot, generation). The reactor only moves bytes: where a viewer starts,
-//! what it is sent next, and what happens when it lags are decided by [`crate::cursor`] and
-//! [`crate::window`]; requests are parsed by [`crate::http`].
+//! The reactor keeps the completion loop, the connection slab, the timers and every syscall
+//! (SQEs are built and submitted here only). Every connection is a small state machine in the
+//! slab; a completion finds it from its `user_data` (kind, slot, generation). What to do is
+//! decided elsewhere, by plain types the reactor turns completions into events for:
+//! - [`crate::frontdoor`]: what a parsed request gets (refusal, source, viewer) and on which core;
+//! - [`crate::ingest`]: what a source's read becomes (frames, keyframe cuts, PSI, end of body);
+//! - [`crate::fanout`]: which of this core's subscribers have something new;
+//! - [`crate::sendplan`]: what a subscriber is sent next, coalescing, the lag policy, and the
+//!   send in flight, ended exactly once by its final completion;
+//! - [`crate::window::reclaim`]: the marks that keep a block alive while a core uses it.
 //!
 //! Hot path. Ingest reads straight into the stream's current pool block (`ReadFixed`) and
 //! publishes each read as a frame (split at MPEG-TS keyframes). The ingest core then wakes every
@@ -21,12 +27,12 @@
 //! [`http::MAX_HEAD`]) that is freed as soon as the head is parsed, so a connected viewer holds
 //! only its state (a few hundred bytes).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam::queue::SegQueue;
@@ -35,16 +41,19 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use tracing::{debug, info, warn};
 
 use crate::auth::{SourceCredentials, VanTokens};
-use crate::chunked::ChunkedDecoder;
 use crate::config::{Config, Placement, ZeroCopy};
-use crate::cursor::{self, Cursor, Lag, PlainRange, VanPiece};
-use crate::frame::{self, FLAG_RANDOM_ACCESS, FrameKind, HEADER_LEN};
-use crate::http::{self, BodyFraming, Request, Route};
+use crate::cursor::VanPiece;
+use crate::fanout::{Fanout, Left};
+use crate::frame::HEADER_LEN;
+use crate::frontdoor::{self, Admission, FrontDoor};
+use crate::http::{self, Request};
+use crate::ingest::{Ingest, NextRead};
 use crate::metrics::{CoreMetrics, Reject};
-use crate::mpegts::{self, TsScanner};
 use crate::pool::BlockPool;
-use crate::stream::{AttachError, Registry, Stream};
-use crate::window::{Cut, NO_MARK, Tail, Writer, cut_at_raps};
+use crate::sendplan::{self, AfterSend, Next, Pace, SendPlan, Stall, VAN_BATCH};
+use crate::stream::{Registry, Stream};
+use crate::window::Writer;
+use crate::window::reclaim::CoreMark;
 
 const K_ACCEPT: u64 = 1;
 const K_RECV: u64 = 2;
@@ -57,8 +66,6 @@ const K_IGNORE: u64 = 8;
 const K_HANDOFF: u64 = 9;
 const K_COALESCE: u64 = 10;
 
-/// Frames per VAN batch (one sendmsg).
-const VAN_BATCH: usize = 32;
 const TICK_NS: u32 = 100_000_000;
 const HEAD_BUF_START: usize = 1024;
 /// IORING_SEND_ZC_REPORT_USAGE / IORING_NOTIF_USAGE_ZC_COPIED (not re-exported by the crate).
@@ -73,29 +80,6 @@ fn ud(kind: u64, slot: u32, generation: u32) -> u64 {
 
 fn ud_parts(ud: u64) -> (u64, u32, u32) {
     (ud >> 56, ((ud >> 32) & 0xff_ffff) as u32, ud as u32)
-}
-
-/// When a send of `len` bytes to a viewer whose previous send started at `last_send_us` should
-/// go, if not now: a core with `viewers` spaces each one's small sends so that together they
-/// stay near `--send-budget` sends per second, holding none longer than `--coalesce-ms`.
-/// Light load sends at once (latency first); under fan-out the per-send cost, which on Linux
-/// is most of the CPU per byte, is paid less often, and the saved CPU is latency saved too.
-/// Only a send that reaches the live edge waits: one cut short (a block's end, a batch's
-/// length) has more behind it, and holding it would slow a viewer that is catching up.
-fn coalesce_until(
-    cfg: &Config,
-    viewers: usize,
-    last_send_us: u64,
-    len: u64,
-    reaches_live_edge: bool,
-    now: u64,
-) -> Option<u64> {
-    if len >= cfg.coalesce_bytes as u64 || !reaches_live_edge {
-        return None;
-    }
-    let spacing = (viewers as u64 * 1_000_000 / cfg.send_budget as u64).min(cfg.coalesce_us);
-    let due = last_send_us + spacing;
-    (now < due).then_some(due)
 }
 
 pub fn wall_us() -> u64 {
@@ -206,61 +190,32 @@ pub fn build_ring() -> io::Result<(IoUring, bool)> {
     }
 }
 
-struct SourceConn {
-    stream: Arc<Stream>,
-    writer: Box<Writer>,
-    chunked: Option<ChunkedDecoder>,
-    remaining: Option<u64>,
-    scanner: TsScanner,
-    /// Payload bytes received so far (the scanner's offsets).
-    offset: u64,
-    /// Last frame published: (seq, payload offset of its first byte).
-    prev: Option<(u64, u64)>,
-    tail: Option<Tail>,
-    leftover: Vec<u8>,
-    done: bool,
-    paused: bool,
-}
-
 /// A viewer whose request one core parsed, for another core to serve. The socket is an
 /// ordinary descriptor (the rings register no files), so its number is all that moves;
 /// `MsgRingSendFd`, which moves registered descriptors, has nothing to carry here.
 struct Handoff {
     fd: RawFd,
     stream: Arc<Stream>,
-    van: bool,
-    from: Option<Option<u64>>,
+    /// As in [`Admission::Viewer`].
+    van: Option<Option<u64>>,
 }
 
-enum Inflight {
-    None,
-    Prefix,
-    Plain(PlainRange),
-    Van { total: u64, end: Cursor },
-}
-
-struct VanBuf {
-    headers: [[u8; HEADER_LEN]; VAN_BATCH],
+/// The iovecs and header of a VAN viewer's sendmsg.
+struct VanMsg {
     iov: [libc::iovec; 2 * VAN_BATCH],
     msg: libc::msghdr,
-    pieces: Vec<VanPiece>,
 }
 
+/// A subscriber's connection: its [`SendPlan`] and what its sends need from the reactor.
 struct Viewer {
     stream: Arc<Stream>,
-    van: Option<Box<VanBuf>>,
-    cursor: Cursor,
-    pin: u64,
-    /// Bytes sent before stream data: the response head, PAT/PMT, or a final `end` frame.
-    prefix: Vec<u8>,
-    prefix_sent: usize,
-    inflight: Inflight,
-    since_us: u64,
+    plan: SendPlan,
+    /// A VAN viewer's sendmsg header and iovecs.
+    van: Option<Box<VanMsg>>,
+    /// Large sends go as send_zc; dropped for good once the kernel reports it copied.
     zc: bool,
-    zc_result: Option<i32>,
+    /// Its index in the stream's list in [`Fanout`].
     sub_index: usize,
-    close_after_prefix: bool,
-    skip_on_complete: bool,
 }
 
 enum State {
@@ -271,24 +226,22 @@ enum State {
     Reply {
         out: Vec<u8>,
         sent: usize,
-        then: Option<Box<SourceConn>>,
+        then: Option<Box<Ingest>>,
     },
-    Source(Box<SourceConn>),
+    Source(Box<Ingest>),
     Viewer(Box<Viewer>),
 }
 
 struct Conn {
     fd: RawFd,
     generation: u32,
+    /// Operations in flight on this connection: counted up by [`Core::submit`] alone and down
+    /// by [`Core::handle`] alone, at each one's final completion. The slot (its fd, its
+    /// buffers) is released only at zero.
     ops: u32,
     closing: bool,
     poll_armed: bool,
     state: State,
-}
-
-struct LocalStream {
-    stream: Arc<Stream>,
-    subs: Vec<u32>,
 }
 
 pub struct Core {
@@ -298,22 +251,17 @@ pub struct Core {
     listener: RawFd,
     conns: Vec<Conn>,
     free: Vec<u32>,
-    locals: HashMap<u64, LocalStream>,
-    dirty: Vec<u64>,
+    fanout: Fanout,
     releases: Vec<u32>,
     head_deadlines: VecDeque<(u64, u32, u32)>,
     sources: Vec<u32>,
     grace: Vec<Arc<Stream>>,
     draining: Vec<(Arc<Stream>, Box<Writer>)>,
     timespec: Box<types::Timespec>,
-    /// Streams with viewers holding back a small send (`--coalesce-ms`), pumped again when
-    /// the coalescing timer fires.
-    coalescing: Vec<u64>,
+    /// The one timer of held-back sends (`--coalesce-ms`), armed while `coalesce_armed`.
     coalesce_timespec: Box<types::Timespec>,
     coalesce_armed: bool,
     cqes: Vec<(u64, i32, u32)>,
-    raps: Vec<u64>,
-    cuts: Vec<Cut>,
     stopping: Option<u64>,
     accept_armed: bool,
 }
@@ -361,20 +309,16 @@ impl Core {
             listener,
             conns: Vec::new(),
             free: Vec::new(),
-            locals: HashMap::new(),
-            dirty: Vec::new(),
+            fanout: Fanout::new(id),
             releases: Vec::new(),
             head_deadlines: VecDeque::new(),
             sources: Vec::new(),
             grace: Vec::new(),
             draining: Vec::new(),
             timespec: Box::new(types::Timespec::new().nsec(TICK_NS)),
-            coalescing: Vec::new(),
             coalesce_timespec: Box::new(types::Timespec::new()),
             coalesce_armed: false,
             cqes: Vec::with_capacity(4096),
-            raps: Vec::new(),
-            cuts: Vec::new(),
             stopping: None,
             accept_armed: false,
         })
@@ -400,6 +344,13 @@ impl Core {
                 warn!(core = self.id, "io_uring submit failed: {err}");
             }
         }
+    }
+
+    /// Queues an operation on connection `slot`; its final completion is counted in
+    /// [`Core::handle`].
+    fn submit(&mut self, slot: u32, e: squeue::Entry) {
+        self.conns[slot as usize].ops += 1;
+        self.push(e);
     }
 
     /// The completion loop. Returns when the core has stopped (shutdown).
@@ -483,20 +434,25 @@ impl Core {
                 // architecture; a waker that saw `true` relies on exactly that.
                 self.shared.wake_pending[self.id].swap(false, Ordering::AcqRel);
                 self.m().add(&self.m().wakeups, 1);
-                self.dirty.extend(self.locals.keys().copied());
+                self.fanout.all_dirty();
             }
             K_HANDOFF => self.on_handoff(slot as usize, generation == 1 && res < 0),
             K_COALESCE => {
                 self.coalesce_armed = false;
-                self.dirty.append(&mut self.coalescing);
+                self.fanout.coalescing_due();
             }
             K_IGNORE => {}
             _ => {
-                let Some(c) = self.conns.get(slot as usize) else {
+                let Some(c) = self.conns.get_mut(slot as usize) else {
                     return;
                 };
                 if c.generation != generation || matches!(c.state, State::Free) {
                     return;
+                }
+                if !cqueue::more(flags) {
+                    // The operation's final completion (for send_zc, its notification).
+                    debug_assert!(c.ops > 0, "a completion without an operation in flight");
+                    c.ops -= 1;
                 }
                 match kind {
                     K_RECV => self.on_recv(slot, res),
@@ -561,18 +517,7 @@ impl Core {
         let n = self.shared.connections.fetch_add(1, Ordering::AcqRel);
         if n >= self.shared.max_connections {
             self.shared.connections.fetch_sub(1, Ordering::AcqRel);
-            let resp = http::error_response(503, "Service Unavailable", &[("Retry-After", "5")]);
-            // Best effort, non-blocking: an overloaded relay spends nothing more on it.
-            // SAFETY: fd is ours; resp outlives the call.
-            unsafe {
-                libc::send(
-                    fd,
-                    resp.as_ptr().cast(),
-                    resp.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                );
-                libc::close(fd);
-            }
+            turn_away(fd);
             self.m().reject(Reject::TooManyConnections);
             warn!(
                 core = self.id,
@@ -605,16 +550,14 @@ impl Core {
         // SAFETY: writing into the spare capacity; the Vec is not touched until the completion.
         let ptr = unsafe { buf.as_mut_ptr().add(buf.len()) };
         let len = (buf.capacity() - buf.len()) as u32;
-        c.ops += 1;
         let e = opcode::Recv::new(types::Fd(c.fd), ptr, len)
             .build()
             .user_data(ud(K_RECV, slot, c.generation));
-        self.push(e);
+        self.submit(slot, e);
     }
 
     fn on_recv(&mut self, slot: u32, res: i32) {
         let c = &mut self.conns[slot as usize];
-        c.ops -= 1;
         if c.closing {
             self.maybe_release(slot);
             return;
@@ -634,10 +577,11 @@ impl Core {
         unsafe { buf.set_len(buf.len() + res as usize) };
         match http::parse_request(buf) {
             Ok(None) if buf.len() >= http::MAX_HEAD => {
-                self.refuse_err(slot, &http::HttpError::HeadTooLarge);
+                let refusal = frontdoor::refusal(&http::HttpError::HeadTooLarge, self.id);
+                self.admitted(slot, refusal);
             }
             Ok(None) => self.recv_head(slot),
-            Err(e) => self.refuse_err(slot, &e),
+            Err(e) => self.admitted(slot, frontdoor::refusal(&e, self.id)),
             Ok(Some(req)) => {
                 let State::Head { buf } =
                     std::mem::replace(&mut self.conns[slot as usize].state, State::Free)
@@ -653,26 +597,7 @@ impl Core {
         }
     }
 
-    fn refuse_err(&mut self, slot: u32, e: &http::HttpError) {
-        let (code, _) = e.status();
-        let why = match code {
-            400 => Reject::Malformed,
-            431 => Reject::HeadTooLarge,
-            404 => Reject::NotFound,
-            405 => Reject::MethodNotAllowed,
-            _ => Reject::Other,
-        };
-        info!(core = self.id, status = code, "request refused: {e}");
-        self.m().reject(why);
-        self.reply(slot, e.response(), None);
-    }
-
-    fn refuse(&mut self, slot: u32, why: Reject, code: u16, reason: &str, extra: &[(&str, &str)]) {
-        self.m().reject(why);
-        self.reply(slot, http::error_response(code, reason, extra), None);
-    }
-
-    fn reply(&mut self, slot: u32, out: Vec<u8>, then: Option<Box<SourceConn>>) {
+    fn reply(&mut self, slot: u32, out: Vec<u8>, then: Option<Box<Ingest>>) {
         self.conns[slot as usize].state = State::Reply { out, sent: 0, then };
         self.send_reply(slot);
     }
@@ -684,178 +609,66 @@ impl Core {
         };
         let ptr = out[*sent..].as_ptr();
         let len = (out.len() - *sent) as u32;
-        c.ops += 1;
         let e = opcode::Send::new(types::Fd(c.fd), ptr, len)
             .flags(libc::MSG_NOSIGNAL)
             .build()
             .user_data(ud(K_SEND, slot, c.generation));
-        self.push(e);
+        self.submit(slot, e);
     }
 
+    /// Admits a parsed request at the front door.
     fn route(&mut self, slot: u32, req: Request, leftover: Vec<u8>) {
-        match &req.route {
-            Route::Publish { stream } => {
-                let stream = stream.clone();
-                self.publish(slot, req, stream, leftover)
-            }
-            Route::Play { stream } => {
-                let Some(s) = self.shared.streams.lookup(stream) else {
-                    info!(core = self.id, stream = %stream, "viewer refused: no such stream (404)");
-                    return self.refuse(slot, Reject::NotFound, 404, "Not Found", &[]);
-                };
-                if req.head_only {
-                    return self.reply(slot, http::viewer_ok_response(&s.content_type()), None);
-                }
-                self.place_viewer(slot, s, false, None);
-            }
-            Route::PlayVan { stream, from } => {
-                let ok = self
-                    .shared
-                    .tokens
-                    .as_ref()
-                    .is_some_and(|t| t.allows(req.bearer.as_deref()));
-                if !ok {
-                    info!(core = self.id, stream = %stream, "VAN viewer refused: bad or missing token (401)");
-                    return self.refuse(
-                        slot,
-                        Reject::Unauthorized,
-                        401,
-                        "Unauthorized",
-                        &[("WWW-Authenticate", "Bearer realm=\"van\"")],
-                    );
-                }
-                let Some(s) = self.shared.streams.lookup(stream) else {
-                    info!(core = self.id, stream = %stream, "VAN viewer refused: no such stream (404)");
-                    return self.refuse(slot, Reject::NotFound, 404, "Not Found", &[]);
-                };
-                if req.head_only {
-                    return self.reply(slot, http::viewer_ok_response(frame::CONTENT_TYPE), None);
-                }
-                let from = *from;
-                self.place_viewer(slot, s, true, Some(from));
-            }
-        }
-    }
-
-    fn peer_is_loopback(&self, fd: RawFd) -> bool {
-        socket2::SockRef::from(&BorrowedFd(fd))
-            .peer_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .is_some_and(|a: SocketAddr| match a {
-                SocketAddr::V4(v4) => v4.ip().is_loopback(),
-                SocketAddr::V6(v6) => {
-                    v6.ip().is_loopback()
-                        || v6.ip().to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-                }
-            })
-    }
-
-    fn publish(&mut self, slot: u32, req: Request, name: String, leftover: Vec<u8>) {
+        let shared = self.shared;
         let fd = self.conns[slot as usize].fd;
-        let allowed = match &self.shared.creds {
-            Some(creds) => creds.allows(
-                req.basic_auth
-                    .as_ref()
-                    .map(|(u, p)| (u.as_str(), p.as_str())),
-                &name,
-            ),
-            None => self.peer_is_loopback(fd),
+        let door = FrontDoor {
+            streams: &shared.streams,
+            creds: shared.creds.as_ref(),
+            tokens: shared.tokens.as_ref(),
+            core: self.id,
         };
-        if !allowed {
-            info!(core = self.id, stream = %name, user = ?req.basic_auth.as_ref().map(|(u, _)| u), "source refused: bad or missing credentials (401)");
-            return self.refuse(
-                slot,
-                Reject::Unauthorized,
-                401,
-                "Unauthorized",
-                &[("WWW-Authenticate", "Basic realm=\"van\"")],
-            );
-        }
-        let ct = req
-            .content_type
-            .clone()
-            .unwrap_or_else(|| "application/octet-stream".to_owned());
-        let (stream, writer, resumed) = match self.shared.streams.attach_source(&name, &ct) {
-            Ok(x) => x,
-            Err(AttachError::Busy) => {
-                info!(core = self.id, stream = %name, "source refused: stream already has a live source (409)");
-                return self.refuse(slot, Reject::Conflict, 409, "Conflict", &[]);
-            }
-        };
-        if mpegts::is_ts_content_type(&ct) {
-            stream.is_ts.store(true, Ordering::Relaxed);
-        }
-        info!(
-            core = self.id,
-            stream = %name,
-            content_type = %ct,
-            resumed,
-            next_seq = stream.window.next_seq(),
-            user_agent = ?req.user_agent,
-            "source connected"
-        );
-        let (chunked, remaining) = match req.body {
-            BodyFraming::Chunked => (Some(ChunkedDecoder::new()), None),
-            BodyFraming::Length(n) => (None, Some(n)),
-            BodyFraming::None | BodyFraming::UntilClose => (None, None),
-        };
-        let sc = Box::new(SourceConn {
-            stream,
-            writer,
-            chunked,
-            remaining,
-            scanner: TsScanner::new(),
-            offset: 0,
-            prev: None,
-            tail: None,
-            leftover,
-            done: false,
-            paused: false,
-        });
-        self.m().sources.fetch_add(1, Ordering::Relaxed);
-        self.sources.push(slot);
-        let mut out = Vec::new();
-        if req.expect_continue {
-            out.extend_from_slice(http::CONTINUE_100);
-        }
-        out.extend_from_slice(&http::source_ok_response());
-        self.reply(slot, out, Some(sc));
+        let admission = door.admit(req, leftover, || peer_is_loopback(fd));
+        self.admitted(slot, admission);
     }
 
-    /// The core serving the fewest viewers (`--placement least-loaded`), unless this core is
-    /// within a small slack of it: SO_REUSEPORT already spreads a crowd about evenly, and
-    /// without the slack every second arrival on the same core would be moved for a
-    /// difference of one.
-    fn least_loaded_core(&self) -> usize {
+    /// Carries out what the front door decided.
+    fn admitted(&mut self, slot: u32, admission: Admission) {
+        match admission {
+            Admission::Refuse { why, reply } => {
+                self.m().reject(why);
+                self.reply(slot, reply, None);
+            }
+            Admission::Head { reply } => self.reply(slot, reply, None),
+            Admission::Source { ingest, reply } => {
+                self.m().sources.fetch_add(1, Ordering::Relaxed);
+                self.sources.push(slot);
+                self.reply(slot, reply, Some(ingest));
+            }
+            Admission::Viewer { stream, van } => self.place_viewer(slot, stream, van),
+        }
+    }
+
+    /// The core a new viewer is served on.
+    fn viewer_core(&self) -> usize {
         let shared = self.shared;
         if shared.cfg.placement == Placement::Reuseport {
             return self.id;
         }
-        let load = |c: usize| shared.placed[c].load(Ordering::Relaxed);
-        let mine = load(self.id);
-        let mut best = (mine, self.id);
-        for c in 0..shared.placed.len() {
+        frontdoor::least_loaded(
+            self.id,
+            shared.placed.len(),
+            |c| shared.placed[c].load(Ordering::Relaxed),
             // A core whose ring is gone (stopped) takes no one.
-            if c != self.id && shared.ring_fds[c].load(Ordering::Acquire) >= 0 {
-                best = best.min((load(c), c));
-            }
-        }
-        let slack = 1 + mine / 64;
-        if best.0 + slack < mine {
-            best.1
-        } else {
-            self.id
-        }
+            |c| shared.ring_fds[c].load(Ordering::Acquire) >= 0,
+        )
     }
 
     /// Serves a viewer here or hands it to the least-loaded core. A connection is moved at most
     /// once, before its first byte of response, and then lives on that core.
-    fn place_viewer(&mut self, slot: u32, s: Arc<Stream>, van: bool, from: Option<Option<u64>>) {
-        let target = self.least_loaded_core();
+    fn place_viewer(&mut self, slot: u32, s: Arc<Stream>, van: Option<Option<u64>>) {
+        let target = self.viewer_core();
         self.shared.placed[target].fetch_add(1, Ordering::Relaxed);
         if target == self.id {
-            return self.start_viewer(slot, s, van, from);
+            return self.start_viewer(slot, s, van);
         }
         let c = &mut self.conns[slot as usize];
         debug_assert_eq!(c.ops, 0, "a parsed request has no operation in flight");
@@ -864,12 +677,7 @@ impl Core {
         self.free.push(slot);
         self.m().connections.fetch_sub(1, Ordering::Relaxed);
         self.m().add(&self.m().viewers_handed_off, 1);
-        self.shared.handoffs[target].push(Handoff {
-            fd,
-            stream: s,
-            van,
-            from,
-        });
+        self.shared.handoffs[target].push(Handoff { fd, stream: s, van });
         let ring = self.shared.ring_fds[target].load(Ordering::Acquire);
         // Generation 0: the message the target receives; 1: our own completion, posted only
         // if the message could not be delivered.
@@ -898,77 +706,25 @@ impl Core {
             }
             self.m().connections.fetch_add(1, Ordering::Relaxed);
             let slot = self.alloc_conn(h.fd, State::Free);
-            self.start_viewer(slot, h.stream, h.van, h.from);
+            self.start_viewer(slot, h.stream, h.van);
         }
     }
 
     /// A handed-over viewer that no core will serve (shutdown): it gets a 503 and is closed.
     fn end_handoff(&mut self, h: Handoff) {
-        let resp = http::error_response(503, "Service Unavailable", &[("Retry-After", "5")]);
-        // SAFETY: the fd is ours alone; best effort and non-blocking, as for the connection limit.
-        unsafe {
-            libc::send(
-                h.fd,
-                resp.as_ptr().cast(),
-                resp.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            );
-            libc::close(h.fd);
-        }
+        turn_away(h.fd);
         self.shared.connections.fetch_sub(1, Ordering::AcqRel);
     }
 
-    fn start_viewer(&mut self, slot: u32, s: Arc<Stream>, van: bool, from: Option<Option<u64>>) {
+    fn start_viewer(&mut self, slot: u32, s: Arc<Stream>, from: Option<Option<u64>>) {
         let core = self.id;
-        let bit = 1u64 << core;
-        let local = self.locals.entry(s.id).or_insert_with(|| LocalStream {
-            stream: s.clone(),
-            subs: Vec::new(),
-        });
-        if local.subs.is_empty() {
-            s.subscribed_cores.fetch_or(bit, Ordering::SeqCst);
-        }
-        let win = &s.window;
-        let is_ts = s.is_ts.load(Ordering::Relaxed);
-        let (mut cur, mut gap) = if van {
-            cursor::van_start(win, from.flatten())
-        } else {
-            (
-                cursor::plain_start(win, is_ts, self.shared.cfg.burst_bytes),
-                None,
-            )
-        };
-        let (start, pin) = win.pin(core, cur.seq);
-        if start != cur.seq {
-            cur = Cursor::at(start);
-            if van && from.flatten().is_some() {
-                gap = Some(start);
-            }
-        }
-        let mut prefix = if van {
-            let mut head = http::viewer_ok_response(frame::CONTENT_TYPE);
-            if let Some(first) = gap {
-                // Insert before the blank line that ends the head.
-                let at = head.len() - 2;
-                let line = format!("X-Van-Gap: first={first}\r\n");
-                head.splice(at..at, line.into_bytes());
-            }
-            head
-        } else {
-            http::viewer_ok_response(&s.content_type())
-        };
-        if !van
-            && is_ts
-            && let Some(psi) = s.psi()
-        {
-            prefix.extend_from_slice(&psi);
-        }
+        let van = from.is_some();
+        let sub_index = self.fanout.join(&s, slot);
+        let (cur, pin, gap) = sendplan::start(&s, core, from, self.shared.cfg.burst_bytes);
+        let prefix = frontdoor::viewer_prefix(&s, van, gap);
         let c = &self.conns[slot as usize];
         let fd = c.fd;
         let generation = c.generation;
-        let local = self.locals.get_mut(&s.id).expect("inserted above");
-        let sub_index = local.subs.len();
-        local.subs.push(slot);
         let zc = !van && self.shared.cfg.zerocopy != ZeroCopy::Off;
         debug!(core, stream = %s.name, van, start = cur.seq, gap = ?gap, "viewer joined");
         if van {
@@ -978,50 +734,37 @@ impl Core {
             s.viewers.fetch_add(1, Ordering::Relaxed);
             self.m().viewers.fetch_add(1, Ordering::Relaxed);
         }
-        let vanbuf = van.then(|| {
-            Box::new(VanBuf {
-                headers: [[0; HEADER_LEN]; VAN_BATCH],
+        let msg = van.then(|| {
+            Box::new(VanMsg {
                 iov: [libc::iovec {
                     iov_base: std::ptr::null_mut(),
                     iov_len: 0,
                 }; 2 * VAN_BATCH],
                 // SAFETY: msghdr is plain old data; all-zero is its empty value.
                 msg: unsafe { std::mem::zeroed() },
-                pieces: Vec::with_capacity(2 * VAN_BATCH),
             })
         });
         self.conns[slot as usize].state = State::Viewer(Box::new(Viewer {
             stream: s,
-            van: vanbuf,
-            cursor: cur,
-            pin,
-            prefix,
-            prefix_sent: 0,
-            inflight: Inflight::None,
-            since_us: 0,
+            plan: SendPlan::new(van, cur, pin, prefix),
+            van: msg,
             zc,
-            zc_result: None,
             sub_index,
-            close_after_prefix: false,
-            skip_on_complete: false,
         }));
         // Hang-up detection without a receive buffer.
-        let c = &mut self.conns[slot as usize];
-        c.ops += 1;
-        c.poll_armed = true;
+        self.conns[slot as usize].poll_armed = true;
         let mask = (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) as u32;
         let e = opcode::PollAdd::new(types::Fd(fd), mask)
             .multi(true)
             .build()
             .user_data(ud(K_POLL, slot, generation));
-        self.push(e);
+        self.submit(slot, e);
         self.try_send(slot);
     }
 
     fn on_poll(&mut self, slot: u32, res: i32, flags: u32) {
         let c = &mut self.conns[slot as usize];
         if !cqueue::more(flags) {
-            c.ops -= 1;
             c.poll_armed = false;
         }
         if c.closing {
@@ -1036,95 +779,64 @@ impl Core {
 
     // ---- ingest -------------------------------------------------------------------------
 
-    fn source_mut(&mut self, slot: u32) -> Option<&mut SourceConn> {
+    fn source_mut(&mut self, slot: u32) -> Option<&mut Ingest> {
         match &mut self.conns[slot as usize].state {
-            State::Source(sc) => Some(sc),
+            State::Source(src) => Some(src),
             _ => None,
         }
     }
 
-    /// Queues the next read of a source into its block's free tail.
+    /// Queues the next read of a source into its block's free tail; body bytes that came with
+    /// the head are published first.
     fn source_read(&mut self, slot: u32) {
         let shared = self.shared;
-        let c = &self.conns[slot as usize];
-        let fd = c.fd;
-        let generation = c.generation;
-        let State::Source(sc) = &c.state else {
-            return;
-        };
-        if sc.done {
-            return self.close(slot);
-        }
-        // Body bytes that came with the head go first, copied once into the block.
         loop {
-            let State::Source(sc) = &mut self.conns[slot as usize].state else {
+            let c = &mut self.conns[slot as usize];
+            let (fd, generation) = (c.fd, c.generation);
+            let State::Source(src) = &mut c.state else {
                 return;
             };
-            if sc.leftover.is_empty() {
-                break;
-            }
-            let Some(tail) = sc.writer.reserve(&sc.stream.window, &shared.pool) else {
-                break;
-            };
-            let n = tail.len.min(sc.leftover.len());
-            shared
-                .pool
-                .write(tail.block, tail.offset, &sc.leftover[..n]);
-            sc.leftover.drain(..n);
-            sc.tail = Some(tail);
-            if !self.ingest(slot, n) {
-                return;
-            }
-            if let State::Source(sc) = &self.conns[slot as usize].state
-                && sc.done
-            {
-                return self.close(slot);
+            match src.next_read(&shared.pool) {
+                NextRead::Ended => return self.close(slot),
+                NextRead::Buffered(n) => {
+                    if !self.ingest(slot, n) {
+                        return;
+                    }
+                }
+                NextRead::Paused { first } => {
+                    if first {
+                        warn!(core = self.id, stream = %src.stream().name, "block pool exhausted: ingest paused until blocks are freed");
+                    }
+                    self.m().add(&self.m().ingest_paused, 1);
+                    return;
+                }
+                NextRead::Read { block, offset, len } => {
+                    // SAFETY: in bounds of the block (offset + len <= block size).
+                    let ptr = unsafe { shared.pool.block_ptr(block).add(offset) };
+                    let e = opcode::ReadFixed::new(types::Fd(fd), ptr, len as u32, block as u16)
+                        .offset(u64::MAX)
+                        .build()
+                        .user_data(ud(K_READ, slot, generation));
+                    return self.submit(slot, e);
+                }
             }
         }
-        let c = &mut self.conns[slot as usize];
-        let State::Source(sc) = &mut c.state else {
-            return;
-        };
-        let Some(tail) = sc.writer.reserve(&sc.stream.window, &shared.pool) else {
-            if !sc.paused {
-                sc.paused = true;
-                warn!(core = self.id, stream = %sc.stream.name, "block pool exhausted: ingest paused until blocks are freed");
-            }
-            self.m().add(&self.m().ingest_paused, 1);
-            return;
-        };
-        sc.paused = false;
-        let mut len = tail.len;
-        if let Some(r) = sc.remaining {
-            len = len.min(r as usize);
-        }
-        sc.tail = Some(tail);
-        c.ops += 1;
-        let ptr = shared.pool.block_ptr(tail.block);
-        // SAFETY: in bounds of the block (tail.offset + len <= block size).
-        let ptr = unsafe { ptr.add(tail.offset) };
-        let e = opcode::ReadFixed::new(types::Fd(fd), ptr, len as u32, tail.block as u16)
-            .offset(u64::MAX)
-            .build()
-            .user_data(ud(K_READ, slot, generation));
-        self.push(e);
     }
 
     fn on_read(&mut self, slot: u32, res: i32) {
         let c = &mut self.conns[slot as usize];
-        c.ops -= 1;
         if c.closing {
             self.maybe_release(slot);
             return;
         }
         if res <= 0 {
-            if let Some(sc) = self.source_mut(slot) {
-                sc.tail = None;
-                let name = sc.stream.name.clone();
+            let core = self.id;
+            if let Some(src) = self.source_mut(slot) {
+                let name = &src.stream().name;
                 if res < 0 {
-                    info!(core = self.id, stream = %name, "source read failed: {}", io::Error::from_raw_os_error(-res));
+                    info!(core, stream = %name, "source read failed: {}", io::Error::from_raw_os_error(-res));
                 } else {
-                    info!(core = self.id, stream = %name, "source closed its connection");
+                    info!(core, stream = %name, "source closed its connection");
                 }
             }
             self.close(slot);
@@ -1135,113 +847,47 @@ impl Core {
         }
     }
 
-    /// Processes `n` bytes just placed at the source's tail: strips chunk framing in place,
-    /// finds keyframes, publishes one frame per read (split at keyframes) and wakes the cores
-    /// that have subscribers. Returns false if the connection was closed.
+    /// Hands the `n` bytes just placed at the source's tail to its [`Ingest`], counts what it
+    /// published and wakes the cores that have subscribers. Returns false if the connection was
+    /// closed.
     fn ingest(&mut self, slot: u32, n: usize) -> bool {
         let shared = self.shared;
         let core = self.id;
-        let c = &mut self.conns[slot as usize];
-        let State::Source(sc) = &mut c.state else {
+        let State::Source(src) = &mut self.conns[slot as usize].state else {
             return false;
         };
-        let tail = sc.tail.take().expect("ingest follows a read into the tail");
-        // SAFETY: the writer owns the unpublished tail and the read into it has completed.
-        let buf = unsafe { shared.pool.slice_mut(tail.block, tail.offset, n) };
-        let m = match &mut sc.chunked {
-            Some(dec) => match dec.decode_in_place(buf) {
-                Ok(m) => {
-                    if dec.is_finished() {
-                        sc.done = true;
-                    }
-                    m
-                }
-                Err(e) => {
-                    warn!(core, stream = %sc.stream.name, "source sent bad chunked framing: {e}");
-                    self.close(slot);
-                    return false;
-                }
-            },
-            None => n,
-        };
-        if let Some(r) = &mut sc.remaining {
-            *r = r.saturating_sub(n as u64);
-            if *r == 0 {
-                sc.done = true;
+        let fed = match src.feed(&shared.pool, n, wall_us()) {
+            Ok(fed) => fed,
+            Err(e) => {
+                warn!(core, stream = %src.stream().name, "source sent bad chunked framing: {e}");
+                self.close(slot);
+                return false;
             }
-        }
+        };
         let metrics = &shared.metrics[core];
-        metrics.add(&metrics.bytes_in, n as u64);
-        sc.stream.bytes_in.fetch_add(m as u64, Ordering::Relaxed);
-        if m == 0 {
+        metrics.add(&metrics.bytes_in, fed.received as u64);
+        if fed.sniffed_ts {
+            info!(core, stream = %src.stream().name, "MPEG-TS detected from sync bytes: serving it as video/mp2t");
+        }
+        if fed.payload == 0 {
             return true;
         }
-        let data = &buf[..m];
-        self.raps.clear();
-        if sc.offset == 0 && !sc.stream.is_ts.load(Ordering::Relaxed) && mpegts::looks_like_ts(data)
-        {
-            // ffmpeg's icecast:// says audio/mpeg for any format: trust the sync bytes, and
-            // give players the right type.
-            info!(core, stream = %sc.stream.name, "MPEG-TS detected from sync bytes: serving it as video/mp2t");
-            sc.stream.is_ts.store(true, Ordering::Relaxed);
-            sc.stream.set_content_type("video/mp2t");
-        }
-        let is_ts = sc.stream.is_ts.load(Ordering::Relaxed);
-        if is_ts {
-            sc.scanner.scan(sc.offset, data, &mut self.raps);
-        }
-        if is_ts
-            && (!self.raps.is_empty() || sc.stream.psi().is_none())
-            && let Some(psi) = sc.scanner.psi()
-        {
-            sc.stream.set_psi(psi);
-        }
-        // Cut at keyframes, so that a keyframe starts a frame (VAN flag) and a new viewer
-        // starts exactly there.
-        let base = sc.offset;
-        let win = &sc.stream.window;
-        let ts = wall_us();
-        let earlier = cut_at_raps(base, m, &self.raps, &mut self.cuts);
-        if let Some(r) = earlier
-            && let Some((pseq, pstart)) = sc.prev
-            && r >= pstart
-        {
-            // The keyframe's packet began in the previous read.
-            sc.writer.set_rap(win, pseq, (r - pstart) as u32);
-        }
-        for cut in &self.cuts {
-            let flags = if cut.rap { FLAG_RANDOM_ACCESS } else { 0 };
-            let seq = sc.writer.publish(win, cut.len, ts, flags);
-            if cut.rap {
-                sc.writer.set_rap(win, seq, 0);
-            }
-            sc.prev = Some((seq, base + cut.start as u64));
-        }
-        let frames = self.cuts.len() as u64;
-        sc.offset += m as u64;
-        metrics.add(&metrics.frames_published, frames);
-        if tail.offset == 0 {
+        metrics.add(&metrics.frames_published, fed.frames);
+        if fed.new_block {
             metrics.add(&metrics.blocks_published, 1);
         }
-        let stream = sc.stream.clone();
+        let stream = src.stream().clone();
         self.notify(&stream);
         true
     }
 
     /// Tells every core with subscribers of `stream` that frames were published.
     fn notify(&mut self, stream: &Arc<Stream>) {
-        // Pairs with the SeqCst fetch_or of a joining subscriber: either we see its bit, or it
-        // sees our frames when it computes its start.
-        fence(Ordering::SeqCst);
-        let mut mask = stream.subscribed_cores.load(Ordering::SeqCst);
-        while mask != 0 {
-            let c = mask.trailing_zeros() as usize;
-            mask &= mask - 1;
-            if c == self.id {
-                self.dirty.push(stream.id);
-            } else {
-                self.wake(c);
-            }
+        let mut others = self.fanout.published(stream);
+        while others != 0 {
+            let c = others.trailing_zeros() as usize;
+            others &= others - 1;
+            self.wake(c);
         }
     }
 
@@ -1263,10 +909,8 @@ impl Core {
     // ---- fan-out --------------------------------------------------------------------------
 
     fn flush_dirty(&mut self) {
-        // Several reads in one batch of completions make one fan-out pass.
-        self.dirty.sort_unstable();
-        self.dirty.dedup();
-        while let Some(id) = self.dirty.pop() {
+        self.fanout.begin_pass();
+        while let Some(id) = self.fanout.next_dirty() {
             self.pump(id);
         }
     }
@@ -1274,54 +918,46 @@ impl Core {
     /// Queues one send per idle local subscriber of the stream, then republishes this core's
     /// reclamation mark.
     fn pump(&mut self, stream_id: u64) {
-        // The list is taken out while sends are queued: nothing below adds or removes
-        // subscribers (releases are deferred to `drain_releases`).
-        let Some(subs) = self
-            .locals
-            .get_mut(&stream_id)
-            .map(|l| std::mem::take(&mut l.subs))
-        else {
+        let Some(subs) = self.fanout.take(stream_id) else {
             return;
         };
-        let mut mark = NO_MARK;
+        let mut mark = CoreMark::none();
         for &slot in &subs {
             let c = &self.conns[slot as usize];
-            let idle = !c.closing
-                && matches!(&c.state, State::Viewer(v) if matches!(v.inflight, Inflight::None));
+            let idle = !c.closing && matches!(&c.state, State::Viewer(v) if v.plan.is_idle());
             if idle {
                 self.try_send(slot);
             }
             if let State::Viewer(v) = &self.conns[slot as usize].state {
-                mark = mark.min(v.pin);
+                mark.include(v.plan.pin());
             }
         }
-        let local = self
-            .locals
-            .get_mut(&stream_id)
-            .expect("only release removes a local stream");
-        local.subs = subs;
-        local.stream.window.set_mark(self.id, mark);
+        self.fanout.restore(stream_id, subs, mark);
     }
 
+    /// Publishes this core's reclamation mark for the stream again (a subscriber left).
     fn republish_mark(&mut self, stream_id: u64) {
-        let Some(local) = self.locals.get(&stream_id) else {
+        let Some((_, subs)) = self.fanout.subscribers(stream_id) else {
             return;
         };
-        let mut mark = NO_MARK;
-        for &slot in &local.subs {
+        let mut mark = CoreMark::none();
+        for &slot in subs {
             if let State::Viewer(v) = &self.conns[slot as usize].state {
-                mark = mark.min(v.pin);
+                mark.include(v.plan.pin());
             }
         }
-        local.stream.window.set_mark(self.id, mark);
+        self.fanout.publish_mark(stream_id, mark);
     }
 
     /// Starts the next send of an idle viewer, if there is anything to send.
     fn try_send(&mut self, slot: u32) {
         let shared = self.shared;
-        let now = shared.now_us();
         let core = self.id;
-        let viewers = shared.placed[core].load(Ordering::Relaxed);
+        let pace = Pace {
+            cfg: &shared.cfg,
+            viewers: shared.placed[core].load(Ordering::Relaxed),
+            now_us: shared.now_us(),
+        };
         let c = &mut self.conns[slot as usize];
         if c.closing {
             return;
@@ -1331,135 +967,93 @@ impl Core {
         let State::Viewer(v) = &mut c.state else {
             return;
         };
-        if !matches!(v.inflight, Inflight::None) {
+        if !v.plan.is_idle() {
             return;
         }
-        let user_data = ud(K_SEND, slot, generation);
-        if v.prefix_sent < v.prefix.len() {
-            let ptr = v.prefix[v.prefix_sent..].as_ptr();
-            let len = (v.prefix.len() - v.prefix_sent) as u32;
-            v.inflight = Inflight::Prefix;
-            v.since_us = now;
-            c.ops += 1;
-            let e = opcode::Send::new(types::Fd(fd), ptr, len)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
-                .user_data(user_data);
-            return self.push(e);
-        }
-        if v.close_after_prefix {
-            return self.close(slot);
-        }
-        let win = &v.stream.window;
-        if let Some(vb) = &mut v.van {
-            if let Some((total, pin, end)) =
-                cursor::van_batch(win, v.cursor, VAN_BATCH, &mut vb.headers, &mut vb.pieces)
-            {
-                let at_edge = end.off == 0 && end.seq >= win.next_seq();
-                if let Some(due) =
-                    coalesce_until(&shared.cfg, viewers, v.since_us, total, at_edge, now)
-                {
-                    let id = v.stream.id;
-                    return self.hold_back(id, due, now);
-                }
-                for (i, p) in vb.pieces.iter().enumerate() {
-                    vb.iov[i] = match *p {
+        let m = &shared.metrics[core];
+        let e = match v
+            .plan
+            .next(&v.stream, pace, shared.pool.block_size() as u32)
+        {
+            Next::Prefix(bytes) => {
+                opcode::Send::new(types::Fd(fd), bytes.as_ptr(), bytes.len() as u32)
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build()
+            }
+            Next::Van { batch, .. } => {
+                let vm = v.van.as_deref_mut().expect("a VAN viewer has its msghdr");
+                for (i, p) in batch.pieces.iter().enumerate() {
+                    vm.iov[i] = match *p {
                         VanPiece::Header { index, skip } => libc::iovec {
-                            // SAFETY: skip < HEADER_LEN, inside the header array.
-                            iov_base: unsafe { vb.headers[index].as_mut_ptr().add(skip as usize) }
+                            // sendmsg only reads what the iovecs point at.
+                            iov_base: batch.headers[index][skip as usize..]
+                                .as_ptr()
+                                .cast_mut()
                                 .cast(),
                             iov_len: HEADER_LEN - skip as usize,
                         },
                         VanPiece::Payload { block, offset, len } => libc::iovec {
-                            // SAFETY: inside the block; the block is pinned by `pin`.
+                            // SAFETY: inside the block; the block is pinned by the send in flight.
                             iov_base: unsafe { shared.pool.block_ptr(block).add(offset as usize) }
                                 .cast(),
                             iov_len: len as usize,
                         },
                     };
                 }
-                vb.msg.msg_iov = vb.iov.as_mut_ptr();
-                vb.msg.msg_iovlen = vb.pieces.len() as _;
-                v.pin = v.pin.min(pin);
-                v.inflight = Inflight::Van { total, end };
-                v.since_us = now;
-                c.ops += 1;
-                let e = opcode::SendMsg::new(types::Fd(fd), &vb.msg)
+                vm.msg.msg_iov = vm.iov.as_mut_ptr();
+                vm.msg.msg_iovlen = batch.pieces.len() as _;
+                m.add(&m.sends_plain, 1);
+                opcode::SendMsg::new(types::Fd(fd), &vm.msg)
                     .flags(libc::MSG_NOSIGNAL as u32)
                     .build()
-                    .user_data(user_data);
-                shared.metrics[core].add(&shared.metrics[core].sends_plain, 1);
-                return self.push(e);
             }
-        } else if let Some(r) = cursor::plain_range(win, v.cursor, shared.pool.block_size() as u32)
-        {
-            let at_edge = r.end.off == 0 && r.end.seq >= win.next_seq();
-            if let Some(due) =
-                coalesce_until(&shared.cfg, viewers, v.since_us, r.len as u64, at_edge, now)
-            {
-                let id = v.stream.id;
-                return self.hold_back(id, due, now);
-            }
-            v.pin = v.pin.min(r.block_seq);
-            v.inflight = Inflight::Plain(r);
-            v.since_us = now;
-            c.ops += 1;
-            // SAFETY: the range lies inside the block, which the viewer's pin keeps alive.
-            let ptr = unsafe { shared.pool.block_ptr(r.block).add(r.offset as usize) };
-            let m = &shared.metrics[core];
-            let e = if v.zc && r.len >= shared.cfg.zerocopy_min {
-                m.add(&m.sends_zc, 1);
-                let zc_flags = if shared.cfg.zerocopy == ZeroCopy::Auto {
-                    SEND_ZC_REPORT_USAGE
+            Next::Plain(r) => {
+                // SAFETY: the range lies inside the block, which the send in flight pins.
+                let ptr = unsafe { shared.pool.block_ptr(r.block).add(r.offset as usize) };
+                if v.zc && r.len >= shared.cfg.zerocopy_min {
+                    m.add(&m.sends_zc, 1);
+                    let zc_flags = if shared.cfg.zerocopy == ZeroCopy::Auto {
+                        SEND_ZC_REPORT_USAGE
+                    } else {
+                        0
+                    };
+                    opcode::SendZc::new(types::Fd(fd), ptr, r.len)
+                        .buf_index(Some(r.block as u16))
+                        .flags(libc::MSG_NOSIGNAL)
+                        .zc_flags(zc_flags)
+                        .build()
                 } else {
-                    0
-                };
-                opcode::SendZc::new(types::Fd(fd), ptr, r.len)
-                    .buf_index(Some(r.block as u16))
-                    .flags(libc::MSG_NOSIGNAL)
-                    .zc_flags(zc_flags)
-                    .build()
-            } else {
-                m.add(&m.sends_plain, 1);
-                // IORING_OP_SEND rather than WriteFixed: after a short write, a write is finished
-                // by a blocking io-wq worker that AsyncCancel cannot stop, so a stalled viewer
-                // could never be skipped; a send waits by poll and stays cancellable. A copying
-                // send gains nothing from a registered buffer (the pages are not pinned).
-                opcode::Send::new(types::Fd(fd), ptr, r.len)
-                    .flags(libc::MSG_NOSIGNAL)
-                    .build()
-            };
-            return self.push(e.user_data(user_data));
-        }
-        // Nothing to send now: lagged out of the window, stream over, or simply caught up.
-        let first = win.first_seq();
-        let van = v.van.is_some();
-        if v.cursor.seq < first {
-            match cursor::lag_decision(van, v.cursor, first, None, now, u64::MAX) {
-                Lag::Keep => {}
-                Lag::SkipToLive => return self.skip_to_live(slot),
-                Lag::Disconnect => return self.drop_van(slot, "fell out of the window"),
+                    m.add(&m.sends_plain, 1);
+                    // IORING_OP_SEND rather than WriteFixed: after a short write, a write is finished
+                    // by a blocking io-wq worker that AsyncCancel cannot stop, so a stalled viewer
+                    // could never be skipped; a send waits by poll and stays cancellable. A copying
+                    // send gains nothing from a registered buffer (the pages are not pinned).
+                    opcode::Send::new(types::Fd(fd), ptr, r.len)
+                        .flags(libc::MSG_NOSIGNAL)
+                        .build()
+                }
             }
-        }
-        if v.stream.is_ended() && v.cursor.seq >= win.next_seq() {
-            if van {
-                v.prefix =
-                    frame::encode_frame(FrameKind::End, win.next_seq(), wall_us(), b"stream ended");
-                v.prefix_sent = 0;
-                v.close_after_prefix = true;
+            Next::HoldBack { due } => {
+                let id = v.stream.id;
+                return self.hold_back(id, due, pace.now_us);
+            }
+            Next::Idle => return,
+            Next::End { seq } => {
+                v.plan.send_end(seq, wall_us(), b"stream ended");
                 return self.try_send(slot);
             }
-            self.close(slot);
-        }
+            Next::Close => return self.close(slot),
+            Next::SkipToLive => return self.skip_to_live(slot),
+            Next::Disconnect => return self.drop_van(slot, "fell out of the window"),
+        };
+        self.submit(slot, e.user_data(ud(K_SEND, slot, generation)));
     }
 
     /// A viewer of `stream_id` holds back a small send until `due`: the stream is pumped
     /// again when the core's coalescing timer fires (one timer; a viewer not due by then
     /// re-arms it).
     fn hold_back(&mut self, stream_id: u64, due: u64, now: u64) {
-        if !self.coalescing.contains(&stream_id) {
-            self.coalescing.push(stream_id);
-        }
+        self.fanout.hold_back(stream_id);
         if self.coalesce_armed {
             return;
         }
@@ -1479,22 +1073,8 @@ impl Core {
         let State::Viewer(v) = &mut self.conns[slot as usize].state else {
             return;
         };
-        let win = &v.stream.window;
-        let is_ts = v.stream.is_ts.load(Ordering::Relaxed);
-        let mut cur = cursor::plain_start(win, is_ts, burst);
-        let (start, pin) = win.pin(core, cur.seq);
-        if start != cur.seq {
-            cur = Cursor::at(start);
-        }
-        v.cursor = cur;
-        v.pin = pin;
-        v.skip_on_complete = false;
-        v.prefix.clear();
-        v.prefix_sent = 0;
-        if is_ts && let Some(psi) = v.stream.psi() {
-            v.prefix.extend_from_slice(&psi);
-        }
-        debug!(core, stream = %v.stream.name, to = cur.seq, "lagging viewer skipped to the live edge");
+        let to = v.plan.skip_to_live(&v.stream, core, burst);
+        debug!(core, stream = %v.stream.name, to, "lagging viewer skipped to the live edge");
         self.m().add(&self.m().viewers_skipped, 1);
         self.try_send(slot);
     }
@@ -1504,18 +1084,12 @@ impl Core {
         let State::Viewer(v) = &mut self.conns[slot as usize].state else {
             return;
         };
-        info!(core, stream = %v.stream.name, at = v.cursor.seq, "VAN viewer disconnected: {why}");
+        let at = v.plan.cursor().seq;
+        info!(core, stream = %v.stream.name, at, "VAN viewer disconnected: {why}");
         let m = &self.shared.metrics[core];
         m.add(&m.viewers_dropped, 1);
-        if matches!(v.inflight, Inflight::None) {
-            v.prefix = frame::encode_frame(
-                FrameKind::End,
-                v.cursor.seq,
-                wall_us(),
-                b"lagged out of the window",
-            );
-            v.prefix_sent = 0;
-            v.close_after_prefix = true;
+        if v.plan.is_idle() {
+            v.plan.send_end(at, wall_us(), b"lagged out of the window");
             self.try_send(slot);
         } else {
             // Its socket is stuck: nothing more can be written to it.
@@ -1529,7 +1103,6 @@ impl Core {
         let c = &mut self.conns[slot as usize];
         // Reply (error answers, source 100/200).
         if let State::Reply { out, sent, then } = &mut c.state {
-            c.ops -= 1;
             if c.closing {
                 return self.maybe_release(slot);
             }
@@ -1550,13 +1123,10 @@ impl Core {
             return;
         }
         let State::Viewer(v) = &mut c.state else {
-            c.ops -= 1;
             return self.maybe_release(slot);
         };
-        let mut res = res;
-        if cqueue::notif(flags) {
+        let res = if cqueue::notif(flags) {
             // send_zc notification: the buffer is free now.
-            c.ops -= 1;
             if res & NOTIF_USAGE_ZC_COPIED != 0 && zc_mode == ZeroCopy::Auto && v.zc {
                 v.zc = false;
                 let m = &self.shared.metrics[core];
@@ -1566,81 +1136,37 @@ impl Core {
                     "kernel copied a send_zc: this socket uses plain send from now on"
                 );
             }
-            res = v.zc_result.take().unwrap_or(-libc::EIO);
+            v.plan.zc_result().unwrap_or(-libc::EIO)
         } else if cqueue::more(flags) {
             // send_zc result; the notification follows.
-            v.zc_result = Some(res);
-            return;
+            return v.plan.zc_sent(res);
         } else {
-            c.ops -= 1;
-        }
+            res
+        };
+        // The send's final completion ends it, on every path, closing or not.
+        let after = v.plan.complete(res, &v.stream.window);
         if c.closing {
             return self.maybe_release(slot);
         }
-        let inflight = std::mem::replace(&mut v.inflight, Inflight::None);
-        if v.skip_on_complete {
-            debug!(core, res, "cancelled send completed");
+        if res >= 0 {
+            let m = &self.shared.metrics[core];
+            m.add(&m.bytes_out, res as u64);
         }
-        if res < 0 {
-            if res == -libc::ECANCELED && v.skip_on_complete {
-                return self.skip_to_live(slot);
-            }
-            debug!(
-                core,
-                "viewer send failed: {}",
-                io::Error::from_raw_os_error(-res)
-            );
-            return self.close(slot);
-        }
-        let n = res as u64;
-        let m = &self.shared.metrics[core];
-        m.add(&m.bytes_out, n);
-        let win = &v.stream.window;
-        match inflight {
-            Inflight::None => {}
-            Inflight::Prefix => {
-                v.prefix_sent += n as usize;
-                if v.prefix_sent >= v.prefix.len() {
-                    v.prefix = Vec::new();
-                    v.prefix_sent = 0;
-                    if v.close_after_prefix {
-                        return self.close(slot);
-                    }
+        match after {
+            AfterSend::Next => self.try_send(slot),
+            AfterSend::Close => {
+                if res < 0 {
+                    debug!(
+                        core,
+                        "viewer send failed: {}",
+                        io::Error::from_raw_os_error(-res)
+                    );
                 }
+                self.close(slot)
             }
-            Inflight::Plain(r) => {
-                let next = if n == r.len as u64 {
-                    Some(r.end)
-                } else {
-                    cursor::advance(win, v.cursor, n, false)
-                };
-                v.pin = r.block_seq;
-                match next {
-                    Some(cur) => v.cursor = cur,
-                    None => return self.skip_to_live(slot),
-                }
-            }
-            Inflight::Van { total, end } => {
-                let next = if n == total {
-                    Some(end)
-                } else {
-                    cursor::advance(win, v.cursor, n, true)
-                };
-                match next {
-                    Some(cur) => {
-                        v.cursor = cur;
-                        if let Some(f) = win.frame(cur.seq.saturating_sub(1)) {
-                            v.pin = f.block_seq;
-                        }
-                    }
-                    None => return self.drop_van(slot, "fell out of the window"),
-                }
-            }
+            AfterSend::SkipToLive => self.skip_to_live(slot),
+            AfterSend::Disconnect => self.drop_van(slot, "fell out of the window"),
         }
-        if v.skip_on_complete {
-            return self.skip_to_live(slot);
-        }
-        self.try_send(slot);
     }
 
     // ---- closing --------------------------------------------------------------------------
@@ -1701,7 +1227,8 @@ impl Core {
 
     fn remove_viewer(&mut self, v: &Viewer) {
         self.shared.placed[self.id].fetch_sub(1, Ordering::Relaxed);
-        if v.van.is_some() {
+        debug_assert!(v.plan.is_idle(), "released with a send in flight");
+        if v.plan.is_van() {
             v.stream.van_viewers.fetch_sub(1, Ordering::Relaxed);
             self.m().van_viewers.fetch_sub(1, Ordering::Relaxed);
         } else {
@@ -1709,32 +1236,20 @@ impl Core {
             self.m().viewers.fetch_sub(1, Ordering::Relaxed);
         }
         let id = v.stream.id;
-        let Some(local) = self.locals.get_mut(&id) else {
-            return;
-        };
-        let i = v.sub_index;
-        local.subs.swap_remove(i);
-        if let Some(&moved) = local.subs.get(i)
-            && let State::Viewer(mv) = &mut self.conns[moved as usize].state
-        {
-            mv.sub_index = i;
-        }
-        if local.subs.is_empty() {
-            local.stream.window.set_mark(self.id, NO_MARK);
-            local
-                .stream
-                .subscribed_cores
-                .fetch_and(!(1u64 << self.id), Ordering::SeqCst);
-            self.locals.remove(&id);
-        } else {
+        if let Left::Remaining { moved } = self.fanout.leave(id, v.sub_index) {
+            if let Some(moved) = moved
+                && let State::Viewer(mv) = &mut self.conns[moved as usize].state
+            {
+                mv.sub_index = v.sub_index;
+            }
             self.republish_mark(id);
         }
     }
 
-    fn source_left(&mut self, slot: u32, sc: Box<SourceConn>) {
+    fn source_left(&mut self, slot: u32, src: Box<Ingest>) {
         self.sources.retain(|&s| s != slot);
         self.m().sources.fetch_sub(1, Ordering::Relaxed);
-        let SourceConn { stream, writer, .. } = *sc;
+        let (stream, writer) = src.into_parts();
         if self.stopping.is_some() || stream.is_ended() {
             self.shared.streams.end_live(&stream);
             self.notify(&stream);
@@ -1776,9 +1291,9 @@ impl Core {
         for i in 0..self.sources.len() {
             let slot = self.sources[i];
             let c = &mut self.conns[slot as usize];
-            if let State::Source(sc) = &mut c.state {
-                sc.writer.trim(&sc.stream.window, &shared.pool, wall);
-                if sc.paused && sc.tail.is_none() && !c.closing {
+            if let State::Source(src) = &mut c.state {
+                src.trim(&shared.pool, wall);
+                if src.retry_due() && !c.closing {
                     self.source_read(slot);
                 }
             }
@@ -1792,7 +1307,7 @@ impl Core {
                     if let Some(w) = shared.streams.expire(&s, now) {
                         info!(core = self.id, stream = %s.name, "grace period over: stream ended");
                         self.grace.swap_remove(i);
-                        self.notify_all(&s);
+                        self.notify(&s);
                         self.draining.push((s, w));
                         continue;
                     }
@@ -1810,18 +1325,19 @@ impl Core {
         });
         // Lag policy for sends pending too long, then a safety-net pump of every stream.
         let timeout = self.shared.cfg.send_timeout_us;
-        let ids: Vec<u64> = self.locals.keys().copied().collect();
-        for id in &ids {
-            let Some(local) = self.locals.get(id) else {
+        for id in self.fanout.stream_ids() {
+            let Some((stream, subs)) = self.fanout.subscribers(id) else {
                 continue;
             };
-            let subs = local.subs.clone();
-            let first = local.stream.window.first_seq();
+            let first = stream.window.first_seq();
+            // A copy: the lag policy may close connections (their release waits for the
+            // end of the batch, so the list itself does not change meanwhile).
+            let subs = subs.to_vec();
             for slot in subs {
                 self.check_lag(slot, first, now, timeout);
             }
         }
-        self.dirty.extend(ids);
+        self.fanout.all_dirty();
         if self.shared.shutdown.load(Ordering::Acquire) {
             self.begin_stop(now);
         }
@@ -1839,46 +1355,35 @@ impl Core {
         if c.closing {
             return;
         }
-        let State::Viewer(v) = &c.state else {
+        let stopping = self.stopping.is_some();
+        let generation = c.generation;
+        let State::Viewer(v) = &mut self.conns[slot as usize].state else {
             return;
         };
-        if matches!(v.inflight, Inflight::None) || v.skip_on_complete {
-            return;
-        }
-        let van = v.van.is_some();
-        match cursor::lag_decision(van, v.cursor, first, Some(v.since_us), now, timeout) {
-            Lag::Keep => {}
-            // A send_zc whose bytes still sit in the socket's queue cannot be taken back: the
-            // kernel holds the block until they leave. While its block is still in the window
-            // the viewer may just be slow, so it keeps its place; once the window has moved past
-            // it, it holds memory nobody else needs and only closing the socket frees it.
-            Lag::SkipToLive if v.zc_result.is_some() && v.cursor.seq >= first => {}
-            Lag::SkipToLive if v.zc_result.is_some() => {
+        let stream = &v.stream;
+        match v
+            .plan
+            .stalled(first, now, timeout, || !stream.is_ended() && !stopping)
+        {
+            Stall::Keep => {}
+            Stall::Drop => {
                 info!(core = self.id, stream = %v.stream.name, "stalled viewer dropped: its zero-copy send cannot be taken back");
                 let m = &self.shared.metrics[self.id];
                 m.add(&m.viewers_dropped, 1);
                 self.close(slot);
             }
-            Lag::SkipToLive if !v.stream.is_ended() && self.stopping.is_none() => {
+            Stall::Cancel => {
                 // Cancel the stuck send; the completion then moves the viewer to the live edge.
-                let generation = c.generation;
-                debug!(core = self.id, stream = %v.stream.name, at = v.cursor.seq, "send pending too long: cancelling it to skip the viewer");
-                if let State::Viewer(v) = &mut self.conns[slot as usize].state {
-                    v.skip_on_complete = true;
-                }
+                debug!(core = self.id, stream = %v.stream.name, at = v.plan.cursor().seq, "send pending too long: cancelling it to skip the viewer");
                 self.push(
                     opcode::AsyncCancel::new(ud(K_SEND, slot, generation))
                         .build()
                         .user_data(ud(K_IGNORE, 0, 0)),
                 );
             }
-            Lag::SkipToLive => self.close(slot),
-            Lag::Disconnect => self.drop_van(slot, "send pending too long"),
+            Stall::Close => self.close(slot),
+            Stall::Disconnect => self.drop_van(slot, "send pending too long"),
         }
-    }
-
-    fn notify_all(&mut self, s: &Arc<Stream>) {
-        self.notify(s);
     }
 
     fn begin_stop(&mut self, now: u64) {
@@ -1903,8 +1408,8 @@ impl Core {
             }
         }
         for slot in self.sources.clone() {
-            if let State::Source(sc) = &self.conns[slot as usize].state {
-                self.shared.streams.end_live(&sc.stream.clone());
+            if let State::Source(src) = &self.conns[slot as usize].state {
+                self.shared.streams.end_live(&src.stream().clone());
             }
             self.close(slot);
         }
@@ -1921,8 +1426,38 @@ impl Core {
                 self.wake(core);
             }
         }
-        self.dirty.extend(self.locals.keys().copied());
+        self.fanout.all_dirty();
     }
+}
+
+/// Answers 503 on a connection no core will serve, and closes it. Best effort and
+/// non-blocking: an overloaded or stopping relay spends nothing more on it.
+fn turn_away(fd: RawFd) {
+    let resp = frontdoor::unavailable();
+    // SAFETY: the fd is ours alone; resp outlives the call.
+    unsafe {
+        libc::send(
+            fd,
+            resp.as_ptr().cast(),
+            resp.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        );
+        libc::close(fd);
+    }
+}
+
+/// True if the peer of socket `fd` is on loopback (getpeername).
+fn peer_is_loopback(fd: RawFd) -> bool {
+    socket2::SockRef::from(&BorrowedFd(fd))
+        .peer_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .is_some_and(|a: SocketAddr| match a {
+            SocketAddr::V4(v4) => v4.ip().is_loopback(),
+            SocketAddr::V6(v6) => {
+                v6.ip().is_loopback() || v6.ip().to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            }
+        })
 }
 
 /// A borrowed fd for socket2's `SockRef` (getpeername on a raw accepted fd).
@@ -1948,44 +1483,5 @@ mod tests {
         ] {
             assert_eq!(ud_parts(ud(k, s, g)), (k, s, g));
         }
-    }
-
-    fn cfg(coalesce_ms: &str, budget: &str) -> Config {
-        use clap::Parser;
-        let args = crate::config::Args::parse_from([
-            "dataplane",
-            "--coalesce-ms",
-            coalesce_ms,
-            "--send-budget",
-            budget,
-            "--coalesce-bytes",
-            "16384",
-        ]);
-        Config::load(args, 2).unwrap()
-    }
-
-    #[test]
-    fn small_sends_are_spaced_by_the_core_send_budget() {
-        let c = cfg("20", "50000");
-        // 500 viewers at 50,000 sends/s: each viewer's small sends 10 ms apart.
-        assert_eq!(
-            coalesce_until(&c, 500, 1_000, 4_000, true, 5_000),
-            Some(11_000)
-        );
-        assert_eq!(coalesce_until(&c, 500, 1_000, 4_000, true, 11_000), None);
-        // A few viewers: no wait worth holding a send for.
-        assert_eq!(coalesce_until(&c, 10, 1_000, 4_000, true, 1_300), None);
-        // Many viewers: never longer than --coalesce-ms.
-        assert_eq!(coalesce_until(&c, 100_000, 0, 4_000, true, 1), Some(20_000));
-        // A large send (a fast stream) goes at once, and so does one with more behind it
-        // (cut at a block's end: the viewer is catching up).
-        assert_eq!(coalesce_until(&c, 500, 1_000, 16_384, true, 1_001), None);
-        assert_eq!(coalesce_until(&c, 500, 1_000, 4_000, false, 1_001), None);
-    }
-
-    #[test]
-    fn coalescing_can_be_turned_off() {
-        let c = cfg("0", "50000");
-        assert_eq!(coalesce_until(&c, 100_000, 1_000, 1, true, 1_001), None);
     }
 }

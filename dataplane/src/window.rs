@@ -14,7 +14,7 @@
 //! with the ring wrapping sees `None`, never a torn frame. Reclamation is Disruptor-style: each
 //! core publishes in `marks[core]` the lowest block sequence number it may still touch, and the
 //! writer frees a retired block only when every mark is past it. There is no per-subscriber
-//! reference count. See [`StreamWindow::pin`] for how a new subscriber joins without a race.
+//! reference count. The whole protocol, both sides, is in [`reclaim`].
 //!
 //! Sequence numbers. A stream fed by an HTTP source numbers its frames itself, from 0 on
 //! ([`Writer::publish`]). A stream fed by parent proxies keeps the parents' numbers
@@ -44,6 +44,8 @@ use std::sync::atomic::{AtomicU64, Ordering, fence};
 use crossbeam::utils::CachePadded;
 
 use crate::pool::BlockPool;
+
+pub mod reclaim;
 
 /// A core that touches no block of this stream.
 pub const NO_MARK: u64 = u64::MAX;
@@ -205,50 +207,6 @@ impl StreamWindow {
             timestamp_us: ts,
             flags: len_flags as u8,
         })
-    }
-
-    /// Current reclamation mark of `core`.
-    pub fn mark(&self, core: usize) -> u64 {
-        self.marks[core].load(Ordering::SeqCst)
-    }
-
-    /// Publishes `core`'s mark: the lowest block sequence number any of its subscribers of this
-    /// stream may still touch ([`NO_MARK`] when none). Only the core itself calls this, with a
-    /// value no higher than any of its subscribers' pins.
-    pub fn set_mark(&self, core: usize, mark: u64) {
-        self.marks[core].store(mark, Ordering::SeqCst);
-    }
-
-    /// Joins a new subscriber on `core` at frame `want` (or the oldest frame held, if `want` is
-    /// older). Returns `(start_seq, pin)`: `pin` is the block sequence number the subscriber must
-    /// keep as its pin until it moves on. Hazard-pointer style: the core lowers its mark first,
-    /// then checks the frame is still in the window; the writer retires first, then reads the
-    /// marks. With both sides SeqCst, either the writer sees the lowered mark or we see the
-    /// advanced `first_seq` and retry.
-    pub fn pin(&self, core: usize, want: u64) -> (u64, u64) {
-        loop {
-            let first = self.first_seq();
-            let s = want.max(first);
-            let pin = match self.frame(s) {
-                Some(f) => f.block_seq,
-                // At the live edge every later frame lands in the current block or a newer one.
-                None if s >= self.next_seq() => self.cur_block_seq.load(Ordering::SeqCst),
-                None => continue,
-            };
-            let m = self.mark(core).min(pin);
-            self.set_mark(core, m);
-            if self.first_seq() <= s {
-                return (s, pin);
-            }
-        }
-    }
-
-    fn min_mark(&self) -> u64 {
-        self.marks
-            .iter()
-            .map(|m| m.load(Ordering::SeqCst))
-            .min()
-            .unwrap_or(NO_MARK)
     }
 }
 

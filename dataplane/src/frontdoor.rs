@@ -1,0 +1,384 @@
+//! The front door: what the data port answers a request whose head was parsed (DESIGN.md,
+//! "Wire protocols", a contract), on which core a viewer is served, and the canned replies.
+//!
+//! [`FrontDoor::admit`] decides, from the request, the credentials and the stream directory:
+//! refuse (with the status and the reject counter), answer a `HEAD` with the head alone, take
+//! a source (its [`Ingest`] and the reply it waits for), or take a viewer. [`least_loaded`]
+//! places a viewer on a core (`--placement`). The reactor reads the head, sends the reply and
+//! starts the connection; nothing here touches a socket: the one fact that needs the socket,
+//! whether the peer is on loopback, is asked of the caller only when it decides.
+
+use std::sync::Arc;
+
+use tracing::info;
+
+use crate::auth::{SourceCredentials, VanTokens};
+use crate::frame;
+use crate::http::{self, HttpError, Request, Route};
+use crate::ingest::Ingest;
+use crate::metrics::Reject;
+use crate::stream::{AttachError, Registry, Stream};
+
+/// What the data port does with a parsed request.
+pub enum Admission {
+    /// Send `reply` and close; counted as rejected for `why`.
+    Refuse { why: Reject, reply: Vec<u8> },
+    /// Send `reply` (the head a `GET` would get) and close.
+    Head { reply: Vec<u8> },
+    /// A source: send `reply` (it waits for it), then ingest the body.
+    Source { ingest: Box<Ingest>, reply: Vec<u8> },
+    /// A viewer of `stream`: plain when `van` is `None`, else a VAN viewer asking to resume from
+    /// the sequence number inside (`?from=`), if any.
+    Viewer {
+        stream: Arc<Stream>,
+        van: Option<Option<u64>>,
+    },
+}
+
+/// Who may come in, and to what.
+pub struct FrontDoor<'a> {
+    pub streams: &'a Registry,
+    /// `None`: sources are taken from loopback only.
+    pub creds: Option<&'a SourceCredentials>,
+    /// `None`: no VAN viewer is taken.
+    pub tokens: Option<&'a VanTokens>,
+    /// For the logs.
+    pub core: usize,
+}
+
+impl FrontDoor<'_> {
+    /// Admits `req`; `leftover` are the body bytes read together with its head.
+    pub fn admit(
+        &self,
+        req: Request,
+        leftover: Vec<u8>,
+        peer_is_loopback: impl FnOnce() -> bool,
+    ) -> Admission {
+        let core = self.core;
+        match &req.route {
+            Route::Publish { stream } => {
+                let name = stream.clone();
+                self.source(req, name, leftover, peer_is_loopback)
+            }
+            Route::Play { stream } => {
+                let Some(s) = self.streams.lookup(stream) else {
+                    info!(core, stream = %stream, "viewer refused: no such stream (404)");
+                    return refuse(Reject::NotFound, 404, "Not Found", &[]);
+                };
+                if req.head_only {
+                    let reply = http::viewer_ok_response(&s.content_type());
+                    return Admission::Head { reply };
+                }
+                Admission::Viewer {
+                    stream: s,
+                    van: None,
+                }
+            }
+            Route::PlayVan { stream, from } => {
+                let ok = self.tokens.is_some_and(|t| t.allows(req.bearer.as_deref()));
+                if !ok {
+                    info!(core, stream = %stream, "VAN viewer refused: bad or missing token (401)");
+                    return refuse(
+                        Reject::Unauthorized,
+                        401,
+                        "Unauthorized",
+                        &[("WWW-Authenticate", "Bearer realm=\"van\"")],
+                    );
+                }
+                let Some(s) = self.streams.lookup(stream) else {
+                    info!(core, stream = %stream, "VAN viewer refused: no such stream (404)");
+                    return refuse(Reject::NotFound, 404, "Not Found", &[]);
+                };
+                if req.head_only {
+                    let reply = http::viewer_ok_response(frame::CONTENT_TYPE);
+                    return Admission::Head { reply };
+                }
+                Admission::Viewer {
+                    stream: s,
+                    van: Some(*from),
+                }
+            }
+        }
+    }
+
+    fn source(
+        &self,
+        req: Request,
+        name: String,
+        leftover: Vec<u8>,
+        peer_is_loopback: impl FnOnce() -> bool,
+    ) -> Admission {
+        let core = self.core;
+        let allowed = match self.creds {
+            Some(creds) => creds.allows(
+                req.basic_auth
+                    .as_ref()
+                    .map(|(u, p)| (u.as_str(), p.as_str())),
+                &name,
+            ),
+            None => peer_is_loopback(),
+        };
+        if !allowed {
+            info!(core, stream = %name, user = ?req.basic_auth.as_ref().map(|(u, _)| u), "source refused: bad or missing credentials (401)");
+            return refuse(
+                Reject::Unauthorized,
+                401,
+                "Unauthorized",
+                &[("WWW-Authenticate", "Basic realm=\"van\"")],
+            );
+        }
+        let ct = req
+            .content_type
+            .clone()
+            .unwrap_or_else(|| "application/octet-stream".to_owned());
+        let (stream, writer, resumed) = match self.streams.attach_source(&name, &ct) {
+            Ok(x) => x,
+            Err(AttachError::Busy) => {
+                info!(core, stream = %name, "source refused: stream already has a live source (409)");
+                return refuse(Reject::Conflict, 409, "Conflict", &[]);
+            }
+        };
+        let ingest = Box::new(Ingest::new(stream, writer, &ct, req.body, leftover));
+        let stream = ingest.stream();
+        info!(
+            core,
+            stream = %name,
+            content_type = %ct,
+            resumed,
+            next_seq = stream.window.next_seq(),
+            user_agent = ?req.user_agent,
+            "source connected"
+        );
+        let mut reply = Vec::new();
+        if req.expect_continue {
+            reply.extend_from_slice(http::CONTINUE_100);
+        }
+        reply.extend_from_slice(&http::source_ok_response());
+        Admission::Source { ingest, reply }
+    }
+}
+
+fn refuse(why: Reject, code: u16, reason: &str, extra: &[(&str, &str)]) -> Admission {
+    Admission::Refuse {
+        why,
+        reply: http::error_response(code, reason, extra),
+    }
+}
+
+/// The answer to a request whose head could not be taken (malformed, too large, ...).
+pub fn refusal(e: &HttpError, core: usize) -> Admission {
+    let (code, _) = e.status();
+    let why = match code {
+        400 => Reject::Malformed,
+        431 => Reject::HeadTooLarge,
+        404 => Reject::NotFound,
+        405 => Reject::MethodNotAllowed,
+        _ => Reject::Other,
+    };
+    info!(core, status = code, "request refused: {e}");
+    Admission::Refuse {
+        why,
+        reply: e.response(),
+    }
+}
+
+/// The answer to a connection the relay cannot serve now (over `--max-connections`, or
+/// handed to a core that is stopping).
+pub fn unavailable() -> Vec<u8> {
+    http::error_response(503, "Service Unavailable", &[("Retry-After", "5")])
+}
+
+/// What a new viewer is sent before stream data: the response head (a VAN child resuming
+/// from a frame the window no longer holds is told the first one it gets, `X-Van-Gap`), then,
+/// for a plain viewer of MPEG-TS, the cached PAT/PMT.
+pub fn viewer_prefix(stream: &Stream, van: bool, gap: Option<u64>) -> Vec<u8> {
+    if van {
+        let mut head = http::viewer_ok_response(frame::CONTENT_TYPE);
+        if let Some(first) = gap {
+            // Insert before the blank line that ends the head.
+            let at = head.len() - 2;
+            let line = format!("X-Van-Gap: first={first}\r\n");
+            head.splice(at..at, line.into_bytes());
+        }
+        return head;
+    }
+    let mut prefix = http::viewer_ok_response(&stream.content_type());
+    if stream.is_ts.load(std::sync::atomic::Ordering::Relaxed)
+        && let Some(psi) = stream.psi()
+    {
+        prefix.extend_from_slice(&psi);
+    }
+    prefix
+}
+
+/// The core a new viewer is served on (`--placement least-loaded`): the one serving the fewest
+/// viewers (`load`) among those still running (`running`), unless core `me` is within a small
+/// slack of it: SO_REUSEPORT already spreads a crowd about evenly, and without the slack every
+/// second arrival on the same core would be moved for a difference of one.
+pub fn least_loaded(
+    me: usize,
+    cores: usize,
+    load: impl Fn(usize) -> usize,
+    running: impl Fn(usize) -> bool,
+) -> usize {
+    let mine = load(me);
+    let mut best = (mine, me);
+    for c in 0..cores {
+        if c != me && running(c) {
+            best = best.min((load(c), c));
+        }
+    }
+    let slack = 1 + mine / 64;
+    if best.0 + slack < mine { best.1 } else { me }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::WindowConfig;
+
+    fn req(head: &str) -> Request {
+        http::parse_request(head.as_bytes()).unwrap().unwrap()
+    }
+
+    fn registry() -> Registry {
+        Registry::new(WindowConfig::default(), 1, 65536)
+    }
+
+    fn status(reply: &[u8]) -> &str {
+        std::str::from_utf8(&reply[9..12]).unwrap()
+    }
+
+    fn refused(a: Admission) -> (Reject, String) {
+        match a {
+            Admission::Refuse { why, reply } => (why, status(&reply).to_owned()),
+            _ => panic!("not refused"),
+        }
+    }
+
+    #[test]
+    fn sources_without_credentials_come_from_loopback_only() {
+        let streams = registry();
+        let door = FrontDoor {
+            streams: &streams,
+            creds: None,
+            tokens: None,
+            core: 0,
+        };
+        let put = "PUT /live/a HTTP/1.1\r\nContent-Type: video/mp2t\r\n\r\n";
+        let a = door.admit(req(put), Vec::new(), || false);
+        assert_eq!(refused(a), (Reject::Unauthorized, "401".into()));
+        match door.admit(req(put), Vec::new(), || true) {
+            Admission::Source { ingest, reply } => {
+                assert_eq!(reply, http::source_ok_response());
+                assert!(
+                    ingest
+                        .stream()
+                        .is_ts
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                );
+            }
+            _ => panic!("a loopback source is taken"),
+        }
+        // A second source on a live stream.
+        let a = door.admit(req(put), Vec::new(), || true);
+        assert_eq!(refused(a), (Reject::Conflict, "409".into()));
+    }
+
+    #[test]
+    fn sources_with_credentials_need_them_and_may_wait_for_100_continue() {
+        let streams = registry();
+        let creds = SourceCredentials::parse("ann:secret:cam").unwrap();
+        let door = FrontDoor {
+            streams: &streams,
+            creds: Some(&creds),
+            tokens: None,
+            core: 0,
+        };
+        // ann:secret in Basic auth.
+        let put = "PUT /live/cam1 HTTP/1.1\r\nAuthorization: Basic YW5uOnNlY3JldA==\r\n\
+                   Expect: 100-continue\r\nContent-Length: 5\r\n\r\n";
+        match door.admit(req(put), Vec::new(), || false) {
+            Admission::Source { reply, .. } => {
+                assert!(reply.starts_with(http::CONTINUE_100));
+                assert!(reply.ends_with(&http::source_ok_response()));
+            }
+            _ => panic!("the right credentials are taken"),
+        }
+        let elsewhere = put.replace("cam1", "other");
+        let a = door.admit(req(&elsewhere), Vec::new(), || true);
+        assert_eq!(refused(a), (Reject::Unauthorized, "401".into()));
+    }
+
+    #[test]
+    fn viewers_find_live_streams_and_van_viewers_need_a_token() {
+        let streams = registry();
+        let tokens = VanTokens::parse("t0ken").unwrap();
+        let door = FrontDoor {
+            streams: &streams,
+            creds: None,
+            tokens: Some(&tokens),
+            core: 0,
+        };
+        let a = door.admit(req("GET /live/a HTTP/1.1\r\n\r\n"), Vec::new(), || true);
+        assert_eq!(refused(a), (Reject::NotFound, "404".into()));
+        streams.attach_source("a", "audio/mpeg").unwrap();
+        match door.admit(req("GET /live/a HTTP/1.1\r\n\r\n"), Vec::new(), || true) {
+            Admission::Viewer { stream, van } => {
+                assert_eq!((stream.name.as_str(), van), ("a", None))
+            }
+            _ => panic!("a viewer of a live stream is taken"),
+        }
+        match door.admit(req("HEAD /live/a HTTP/1.1\r\n\r\n"), Vec::new(), || true) {
+            Admission::Head { reply } => assert_eq!(reply, http::viewer_ok_response("audio/mpeg")),
+            _ => panic!("HEAD gets the head"),
+        }
+        let van = "GET /van/a?from=7 HTTP/1.1\r\n\r\n";
+        let a = door.admit(req(van), Vec::new(), || true);
+        assert_eq!(refused(a), (Reject::Unauthorized, "401".into()));
+        let van = "GET /van/a?from=7 HTTP/1.1\r\nAuthorization: Bearer t0ken\r\n\r\n";
+        match door.admit(req(van), Vec::new(), || true) {
+            Admission::Viewer { van, .. } => assert_eq!(van, Some(Some(7))),
+            _ => panic!("a VAN viewer with the token is taken"),
+        }
+    }
+
+    #[test]
+    fn malformed_heads_are_refused_with_their_status() {
+        let (why, status_line) = refused(refusal(&HttpError::HeadTooLarge, 0));
+        assert_eq!((why, status_line.as_str()), (Reject::HeadTooLarge, "431"));
+        let e = http::parse_request(b"BREW /live/a HTTP/1.1\r\n\r\n").unwrap_err();
+        assert_eq!(refused(refusal(&e, 0)).0, Reject::MethodNotAllowed);
+        assert_eq!(status(&unavailable()), "503");
+    }
+
+    #[test]
+    fn a_viewer_is_owed_the_head_then_the_psi_and_a_van_child_its_gap() {
+        let streams = registry();
+        let (s, _, _) = streams.attach_source("a", "video/mp2t").unwrap();
+        s.is_ts.store(true, std::sync::atomic::Ordering::Relaxed);
+        s.set_psi(b"PATPMT");
+        let plain = viewer_prefix(&s, false, None);
+        assert!(plain.ends_with(b"\r\n\r\nPATPMT"));
+        let van = viewer_prefix(&s, true, Some(42));
+        let head = std::str::from_utf8(&van).unwrap();
+        assert!(head.ends_with("\r\nX-Van-Gap: first=42\r\n\r\n"), "{head}");
+        assert_eq!(
+            viewer_prefix(&s, true, None),
+            http::viewer_ok_response(frame::CONTENT_TYPE)
+        );
+    }
+
+    #[test]
+    fn viewers_go_to_the_least_loaded_running_core_beyond_a_slack() {
+        let loads = [10, 3, 0, 9];
+        let load = |c: usize| loads[c];
+        assert_eq!(least_loaded(0, 4, load, |_| true), 2);
+        // A stopped core takes no one.
+        assert_eq!(least_loaded(0, 4, load, |c| c != 2), 1);
+        // Within the slack, the viewer stays.
+        assert_eq!(least_loaded(0, 2, |c| [9, 7][c], |_| true), 1);
+        assert_eq!(least_loaded(0, 2, |c| [9, 8][c], |_| true), 0);
+        assert_eq!(least_loaded(0, 1, load, |_| true), 0);
+    }
+}
