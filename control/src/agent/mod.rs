@@ -1,0 +1,600 @@
+//! The proxy agent: the dataplane's side of the control protocol as a pure state machine.
+//!
+//! [`Agent::handle`] takes an [`Input`] and the current [`Time`] and returns the [`Action`]s to
+//! carry out; [`Agent::poll_timeout`] says when it next needs [`Input::Timeout`]. No sockets,
+//! threads or clocks: the dataplane's control thread and the simulator drive the very same code,
+//! and nothing here names a dataplane type. The same inputs at the same times (and the same
+//! [`AgentConfig::seed`]) give the same actions.
+//!
+//! # What it does
+//! - **Registration.** On [`Action::Connect`] the driver opens the control connection and feeds
+//!   [`Input::Connected`]; the agent sends `Hello` (version, token, id, name, data address,
+//!   region, capacity, RTTs measured, and every stream it carries with tier, parents, children,
+//!   viewers and accepting, so that a restarted PNC rebuilds the same topology, [0031]).
+//!   `Welcome` starts the heartbeat at the interval it names and resets the back-off. `Refused`
+//!   is logged and retried after a back-off; a version mismatch or a bad token never faster than
+//!   the back-off's cap ([`backoff`]).
+//! - **Back-off.** A failed or lost connection waits an exponential, capped, jittered delay
+//!   (seeded, so deterministic) before the next [`Action::Connect`]. While disconnected the
+//!   dataplane keeps relaying on the tree it has: no order is undone by a disconnect. Local
+//!   events meanwhile are folded into the state: the next Hello and heartbeat carry it, and after
+//!   `Welcome` the agent sends what the PNC missed (child-proxy LOGIN/LOGOFF, stream announce and
+//!   end, links still down) as the difference between what it told the PNC and what holds now,
+//!   which is right whether the PNC restarted (it rebuilt from the Hello; the core takes a
+//!   repeated LOGIN as a no-op) or kept its view.
+//! - **Load reports, bounded chatter.** Viewer logins and logoffs are not sent one message each:
+//!   the heartbeat carries, per stream, viewers, child proxies, bits/s and the predicted login
+//!   and logoff rates ([0064]), plus machine-wide connections and bits/s ([0047]). Child-proxy
+//!   LOGIN/LOGOFF go out at once (they change the tree and are rare). Per proxy and heartbeat
+//!   interval the PNC therefore gets at most: 1 heartbeat + 1 DISTRIBUTE or CONSOLIDATE per
+//!   stream and phase + one message per child-proxy change, per source start/end and per link
+//!   lost; never one per viewer.
+//! - **Decisions** ([`decide`], DECIDERS.md): the proxy decides DISTRIBUTE ([0054]) and
+//!   CONSOLIDATE ([0055], [0062]) from its own predictor with Max_s machine-wide ([0047]), each
+//!   sent once per phase, with hysteresis.
+//! - **Orders** ([`orders`]): every `PncMsg` is validated; a bad one (unknown stream, empty parent
+//!   list, itself as a parent, ...) becomes an [`Action::Log`], never a panic. Repeated orders
+//!   that change nothing are idempotent.
+//!
+//! # What it does not do
+//! Move bytes, probe peers, or time anything: the dataplane carries out the orders and reports
+//! back through [`Input`]s.
+//!
+//! # Driving it
+//! `Agent::new(config)` starts disconnected with a retry due at [`Time::ZERO`]: the first
+//! `handle(Input::Timeout, now)` returns [`Action::Connect`]. Then: feed every input with a
+//! non-decreasing `now` (an earlier one is taken as the last one), carry out every action, and
+//! call `handle(Input::Timeout, now)` at [`Agent::poll_timeout`]. Each call first runs the timers
+//! that are due, so after any call `poll_timeout()` is later than `now`.
+
+pub mod backoff;
+pub mod config;
+pub mod decide;
+pub mod load;
+mod local;
+mod orders;
+pub mod stream;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::core::Time;
+use crate::core::predict::Smoothing;
+use crate::protocol::{
+    Child, Hello, PROTOCOL_VERSION, Peer, ProxyId, ProxyMsg, Refusal, Rtt, SourceInfo, StreamLoad,
+};
+
+pub use backoff::{Backoff, BackoffConfig};
+pub use config::AgentConfig;
+pub use decide::Phase;
+
+use decide::{LoadView, consolidate_levels, distribute_levels};
+use load::{Usage, max_sinks};
+use stream::StreamRecord;
+
+/// What happened, as the driver tells the agent.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// A time the agent asked for through [`Agent::poll_timeout`] has come.
+    Timeout,
+    /// The control connection asked for by [`Action::Connect`] is open.
+    Connected,
+    /// The control connection failed or closed.
+    Disconnected,
+    /// A message from the PNC.
+    Received(crate::protocol::PncMsg),
+    /// A plain or VAN-aware viewer connected for `stream`.
+    ViewerJoined { stream: String },
+    /// A viewer of `stream` left.
+    ViewerLeft { stream: String },
+    /// A child proxy started pulling `stream` from here.
+    ChildJoined { stream: String, child: ProxyId },
+    /// A child proxy stopped pulling `stream` from here.
+    ChildLeft { stream: String, child: ProxyId },
+    /// A source started publishing `stream` here.
+    SourceStarted { stream: String, source: SourceInfo },
+    /// The source publishing `stream` here stopped.
+    SourceEnded { stream: String },
+    /// Machine-wide load measured by the dataplane (all streams and anything else it serves).
+    /// What it shows beyond the sinks the agent counts is kept as other load until the next
+    /// sample, so sinks that joined since are not lost to a stale sample.
+    MachineLoad { connections: u32, bits_per_sec: u64 },
+    /// Bits/s sent to the sinks of one stream, as measured.
+    StreamBits { stream: String, bits_per_sec: u64 },
+    /// Monitoring found the link to `parent` for `stream` lost or degraded ([0066]).
+    ParentLinkLost { stream: String, parent: ProxyId },
+    /// Monitoring measured the round-trip time to a peer ([0024], [0049]).
+    PeerRtt { peer: ProxyId, micros: u32 },
+}
+
+/// What the driver must do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Open the control connection to the PNC; answer with [`Input::Connected`] or
+    /// [`Input::Disconnected`].
+    Connect,
+    /// Close the control connection (refused, or registration timed out). No
+    /// [`Input::Disconnected`] is needed after it.
+    Close,
+    /// Send this message on the control connection.
+    Send(ProxyMsg),
+    /// Serve `stream` in `tier`, pulling it from `parents` (all of them: duplicates are dropped
+    /// by sequence number, [0029], [0044]); take new viewers iff `accepting`.
+    Activate {
+        stream: String,
+        source: SourceInfo,
+        tier: u32,
+        parents: Vec<Peer>,
+        accepting: bool,
+    },
+    /// Pull `stream` from `parents` instead, make-before-break ([0029], [0046]).
+    SwitchParents { stream: String, parents: Vec<Peer> },
+    /// Take no new viewers for `stream`; send them to `redirect_to` (`307`), or `503` if empty.
+    StopAccepting {
+        stream: String,
+        redirect_to: Vec<Peer>,
+    },
+    /// Take new viewers for `stream` again.
+    StartAccepting { stream: String },
+    /// Redirect every viewer of `stream` to `to`, resuming from its next sequence ([0037]).
+    RedirectChildren { stream: String, to: Peer },
+    /// Stop serving `stream` and drop its parents ([0030], [0055]).
+    Deactivate { stream: String },
+    /// Probe these parent-tier proxies for `stream` and report [`Input::ParentLinkLost`].
+    Monitor { stream: String, peers: Vec<Peer> },
+    /// A decision or a rejected input, for the log.
+    Log(String),
+}
+
+/// The state of the control connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Link {
+    /// Waiting out the back-off before the next [`Action::Connect`].
+    Waiting { retry_at: Time },
+    /// [`Action::Connect`] issued at `since`.
+    Connecting { since: Time },
+    /// Hello sent, waiting for Welcome; the attempt started at `since`.
+    Registering { since: Time },
+    /// Welcomed: heartbeats every `every_micros`.
+    Up {
+        every_micros: u64,
+        next_heartbeat: Time,
+    },
+}
+
+/// The proxy side of the control protocol. See the module docs.
+#[derive(Debug)]
+pub struct Agent {
+    config: AgentConfig,
+    smoothing: Smoothing,
+    link: Link,
+    backoff: Backoff,
+    streams: BTreeMap<String, StreamRecord>,
+    /// Streams whose source ended while the PNC knew them and could not be told yet.
+    ended_untold: BTreeSet<String>,
+    /// Load on the machine the agent does not count itself (other streams or services): the
+    /// dataplane's last machine-wide sample minus what the agent counted at that moment. Kept
+    /// apart so that a stale sample does not hide sinks that joined since.
+    untracked: Usage,
+    /// Latest RTT per peer.
+    rtts: BTreeMap<ProxyId, u32>,
+    /// Peers measured since the last heartbeat.
+    fresh_rtts: BTreeSet<ProxyId>,
+    now: Time,
+    out: Vec<Action>,
+}
+
+impl Agent {
+    pub fn new(config: AgentConfig) -> Self {
+        let smoothing = config.smoothing();
+        let backoff = Backoff::new(config.backoff, config.seed);
+        Self {
+            config,
+            smoothing,
+            link: Link::Waiting {
+                retry_at: Time::ZERO,
+            },
+            backoff,
+            streams: BTreeMap::new(),
+            ended_untold: BTreeSet::new(),
+            untracked: Usage::default(),
+            rtts: BTreeMap::new(),
+            fresh_rtts: BTreeSet::new(),
+            now: Time::ZERO,
+            out: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    /// Whether the PNC has welcomed the current connection.
+    pub fn is_registered(&self) -> bool {
+        matches!(self.link, Link::Up { .. })
+    }
+
+    /// The streams as the next Hello would report them.
+    pub fn stream_states(&self) -> Vec<crate::protocol::StreamState> {
+        self.streams
+            .iter()
+            .filter(|(_, r)| r.is_known_to_pnc())
+            .map(|(name, r)| r.state(name))
+            .collect()
+    }
+
+    /// The phase of an activated stream.
+    pub fn phase(&self, stream: &str) -> Option<Phase> {
+        self.streams
+            .get(stream)?
+            .activation
+            .as_ref()
+            .map(|a| a.phase)
+    }
+
+    /// Take one input at `now`; the actions to carry out, in order.
+    pub fn handle(&mut self, input: Input, now: Time) -> Vec<Action> {
+        self.now = self.now.max(now);
+        self.run_timers();
+        match input {
+            Input::Timeout => {}
+            Input::Connected => self.connected(),
+            Input::Disconnected => self.disconnected("the control connection closed"),
+            Input::Received(msg) => self.received(msg),
+            other => self.local(other),
+        }
+        self.decide();
+        self.streams.retain(|_, r| !r.is_empty());
+        std::mem::take(&mut self.out)
+    }
+
+    /// When the agent next needs `handle(Input::Timeout, t)`.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        match self.link {
+            Link::Waiting { retry_at } => Some(retry_at),
+            Link::Connecting { since } | Link::Registering { since } => {
+                Some(since.plus_micros(self.register_timeout_micros()))
+            }
+            Link::Up { next_heartbeat, .. } => {
+                let window = self.next_window_if_deciding();
+                Some(window.map_or(next_heartbeat, |w| w.min(next_heartbeat)))
+            }
+        }
+    }
+
+    fn register_timeout_micros(&self) -> u64 {
+        self.config.register_timeout_ms.saturating_mul(1000).max(1)
+    }
+
+    /// The next predictor window boundary, while some activated stream has a decision to watch:
+    /// a prediction can cross a threshold without any event ([0065]).
+    fn next_window_if_deciding(&self) -> Option<Time> {
+        self.streams
+            .values()
+            .any(|r| r.activation.is_some())
+            .then(|| {
+                let w = self.smoothing.window_of(self.now.micros());
+                Time(
+                    w.saturating_add(1)
+                        .saturating_mul(self.smoothing.window_micros.max(1)),
+                )
+            })
+    }
+
+    fn run_timers(&mut self) {
+        let now = self.now;
+        match self.link {
+            Link::Waiting { retry_at } if retry_at <= now => {
+                self.link = Link::Connecting { since: now };
+                self.out.push(Action::Connect);
+            }
+            Link::Connecting { since } | Link::Registering { since }
+                if since.plus_micros(self.register_timeout_micros()) <= now =>
+            {
+                self.out.push(Action::Close);
+                self.retry_later("no Welcome within the registration timeout");
+            }
+            Link::Up {
+                every_micros,
+                next_heartbeat,
+            } if next_heartbeat <= now => {
+                self.send_heartbeat();
+                // Next beat on the interval's grid after now (a late driver skips beats rather
+                // than bursting them).
+                let mut next = next_heartbeat.plus_micros(every_micros);
+                if next <= now {
+                    next = now.plus_micros(every_micros);
+                }
+                self.link = Link::Up {
+                    every_micros,
+                    next_heartbeat: next,
+                };
+            }
+            _ => {}
+        }
+    }
+
+    fn log(&mut self, line: String) {
+        self.out.push(Action::Log(line));
+    }
+
+    fn send(&mut self, msg: ProxyMsg) {
+        self.out.push(Action::Send(msg));
+    }
+
+    /// Schedule the next attempt after a back-off.
+    fn retry_later(&mut self, why: &str) {
+        let delay = self.backoff.next_delay_micros();
+        self.wait(delay, why);
+    }
+
+    fn wait(&mut self, delay_micros: u64, why: &str) {
+        let retry_at = self.now.plus_micros(delay_micros);
+        self.link = Link::Waiting { retry_at };
+        self.log(format!(
+            "control: {why}; reconnecting in {} ms (attempt {})",
+            delay_micros / 1000,
+            self.backoff.attempts()
+        ));
+    }
+
+    fn connected(&mut self) {
+        match self.link {
+            Link::Connecting { since } => {
+                let hello = self.hello();
+                self.send(ProxyMsg::Hello(hello));
+                self.link = Link::Registering { since };
+            }
+            _ => self.log("control: Connected without a pending Connect, ignored".into()),
+        }
+    }
+
+    fn disconnected(&mut self, why: &str) {
+        match self.link {
+            // Already backing off (e.g. after a refusal we closed): nothing more to do.
+            Link::Waiting { .. } => {}
+            Link::Connecting { .. } | Link::Registering { .. } | Link::Up { .. } => {
+                self.retry_later(why);
+            }
+        }
+    }
+
+    fn hello(&self) -> Hello {
+        Hello {
+            version: PROTOCOL_VERSION,
+            token: self.config.token.clone(),
+            proxy: self.config.proxy,
+            name: self.config.name.clone(),
+            data_addr: self.config.data_addr,
+            region: self.config.region.clone(),
+            capacity: self.config.capacity,
+            streams: self.stream_states(),
+            rtts: self
+                .rtts
+                .iter()
+                .map(|(&peer, &micros)| Rtt { peer, micros })
+                .collect(),
+        }
+    }
+
+    fn welcomed(&mut self, version: u32, heartbeat_ms: u32) {
+        if !matches!(self.link, Link::Registering { .. }) {
+            self.log("control: Welcome outside registration, ignored".into());
+            return;
+        }
+        if version != PROTOCOL_VERSION {
+            self.out.push(Action::Close);
+            let delay = self.backoff.refused_delay_micros();
+            self.wait(
+                delay,
+                &format!("Welcome speaks protocol {version}, this proxy {PROTOCOL_VERSION}"),
+            );
+            return;
+        }
+        let heartbeat_ms = if heartbeat_ms == 0 {
+            self.log("control: Welcome with a zero heartbeat interval; using 1000 ms".into());
+            1000
+        } else {
+            heartbeat_ms
+        };
+        self.backoff.reset();
+        let every_micros = u64::from(heartbeat_ms) * 1000;
+        self.link = Link::Up {
+            every_micros,
+            next_heartbeat: self.now.plus_micros(every_micros),
+        };
+        self.log(format!(
+            "control: registered as {} (heartbeat every {heartbeat_ms} ms)",
+            self.config.proxy
+        ));
+        self.catch_up();
+        // The PNC sees the load at once, not one interval later.
+        self.send_heartbeat();
+    }
+
+    fn refused(&mut self, reason: Refusal) {
+        if !matches!(self.link, Link::Registering { .. } | Link::Up { .. }) {
+            self.log(format!("control: Refused ({reason}) outside registration"));
+        }
+        self.out.push(Action::Close);
+        match reason {
+            // Retrying cannot cure these until an operator acts: never faster than the cap.
+            Refusal::VersionMismatch { .. } | Refusal::BadToken => {
+                let delay = self.backoff.refused_delay_micros();
+                self.wait(delay, &format!("refused by the PNC: {reason}"));
+            }
+            _ => self.retry_later(&format!("refused by the PNC: {reason}")),
+        }
+    }
+
+    /// After Welcome: tell the PNC what changed while it could not be told.
+    fn catch_up(&mut self) {
+        let mut msgs = Vec::new();
+        for stream in std::mem::take(&mut self.ended_untold) {
+            if self.streams.get(&stream).is_none_or(|r| r.source.is_none()) {
+                msgs.push(ProxyMsg::StreamEnd { stream });
+            }
+        }
+        for (name, r) in &mut self.streams {
+            if let Some(source) = &r.source
+                && !r.told_source
+            {
+                msgs.push(ProxyMsg::StreamAnnounce {
+                    stream: name.clone(),
+                    source: source.clone(),
+                });
+                r.told_source = true;
+            }
+            for &gone in r.told_children.difference(&r.children) {
+                msgs.push(ProxyMsg::Logoff {
+                    stream: name.clone(),
+                    child: Child::Proxy(gone),
+                });
+            }
+            for &new in r.children.difference(&r.told_children) {
+                msgs.push(ProxyMsg::Login {
+                    stream: name.clone(),
+                    child: Child::Proxy(new),
+                });
+            }
+            r.told_children = r.children.clone();
+            // A restarted PNC has forgotten the links reported down: report them again.
+            for (&parent, told) in &mut r.links_down {
+                msgs.push(ProxyMsg::LinkDowngrade {
+                    stream: name.clone(),
+                    parent,
+                });
+                *told = true;
+            }
+        }
+        for m in msgs {
+            self.send(m);
+        }
+    }
+
+    /// Connections and bits/s of the streams the agent counts.
+    fn counted_usage(&self) -> Usage {
+        self.streams.values().fold(Usage::default(), |u, r| Usage {
+            connections: u.connections.saturating_add(r.load()),
+            bits_per_sec: u.bits_per_sec.saturating_add(r.bits_per_sec()),
+        })
+    }
+
+    /// Connections and bits/s over the whole machine ([0047]): what the agent counts plus what
+    /// the dataplane's last sample showed beyond it.
+    fn machine_usage(&self) -> Usage {
+        let counted = self.counted_usage();
+        Usage {
+            connections: counted
+                .connections
+                .saturating_add(self.untracked.connections),
+            bits_per_sec: counted
+                .bits_per_sec
+                .saturating_add(self.untracked.bits_per_sec),
+        }
+    }
+
+    fn send_heartbeat(&mut self) {
+        let now = self.now;
+        let sm = self.smoothing;
+        let machine = self.machine_usage();
+        let mut streams = Vec::new();
+        for (name, r) in &mut self.streams {
+            if !r.is_known_to_pnc() {
+                continue;
+            }
+            let rates = r.rates.rates(now, &sm);
+            streams.push(StreamLoad {
+                stream: name.clone(),
+                viewers: r.viewers,
+                child_proxies: u32::try_from(r.children.len()).unwrap_or(u32::MAX),
+                bits_per_sec: r.bits_per_sec(),
+                login_rate: rates.login_per_sec as f32,
+                logoff_rate: rates.logoff_per_sec as f32,
+            });
+        }
+        let rtts = std::mem::take(&mut self.fresh_rtts)
+            .into_iter()
+            .filter_map(|peer| self.rtts.get(&peer).map(|&micros| Rtt { peer, micros }))
+            .collect();
+        self.send(ProxyMsg::Heartbeat {
+            streams,
+            connections: machine.connections,
+            bits_per_sec: machine.bits_per_sec,
+            rtts,
+        });
+    }
+
+    /// Run both decisions on every activated stream ([0054], [0055], [0062]).
+    fn decide(&mut self) {
+        let up = self.is_registered();
+        let now = self.now;
+        let sm = self.smoothing;
+        let machine = self.machine_usage();
+        let logical = self.config.logical_capacity();
+        let physical = self.config.capacity;
+        let min = self.config.min_threshold();
+        let delta_t_secs = self.config.delta_t_secs();
+        let mut msgs = Vec::new();
+        let mut logs = Vec::new();
+        for (name, r) in &mut self.streams {
+            let Some(phase) = r.activation.as_ref().map(|a| a.phase) else {
+                continue;
+            };
+            let load = r.load();
+            // [0047] the other streams' load is the machine's minus this stream's.
+            let others = Usage {
+                connections: machine.connections.saturating_sub(load),
+                bits_per_sec: machine.bits_per_sec.saturating_sub(r.bits_per_sec()),
+            };
+            let max = max_sinks(logical, physical, others, r.per_sink_bps());
+            let view = LoadView {
+                load,
+                max,
+                rates: r.rates.rates(now, &sm),
+                delta_t_secs,
+                margin: self.config.margin(max),
+            };
+            let grew = std::mem::take(&mut r.grew);
+            let (set, release) = distribute_levels(&view, grew);
+            if r.distribute
+                .update(set, release, up && phase == Phase::Expansion)
+            {
+                logs.push(format!(
+                    "{name}: DISTRIBUTE [0054]: load {load} of Max_s {max}, predicted {:.2} logins/s vs {:.2} logoffs/s over ΔT {delta_t_secs} s",
+                    view.rates.login_per_sec, view.rates.logoff_per_sec
+                ));
+                msgs.push(ProxyMsg::Distribute {
+                    stream: name.clone(),
+                });
+            }
+            let (set, release) = consolidate_levels(&view, min);
+            if r.consolidate
+                .update(set, release, up && phase == Phase::Contraction)
+            {
+                logs.push(format!(
+                    "{name}: CONSOLIDATE [0055] [0062]: load {load} at or below {min}, predicted {:.2} logoffs/s over {:.2} logins/s",
+                    view.rates.logoff_per_sec, view.rates.login_per_sec
+                ));
+                msgs.push(ProxyMsg::Consolidate {
+                    stream: name.clone(),
+                });
+            }
+        }
+        for line in logs {
+            self.log(line);
+        }
+        for m in msgs {
+            self.send(m);
+        }
+    }
+
+    /// The record of `stream`, created if missing.
+    fn record(&mut self, stream: &str) -> &mut StreamRecord {
+        let (now, sm) = (self.now, self.smoothing);
+        self.streams
+            .entry(stream.to_string())
+            .or_insert_with(|| StreamRecord::new(now, &sm))
+    }
+}
