@@ -32,6 +32,10 @@
 //! - **Decisions** ([`decide`], DECIDERS.md): the proxy decides DISTRIBUTE ([0054]) and
 //!   CONSOLIDATE ([0055], [0062]) from its own predictor with Max_s machine-wide ([0047]), each
 //!   sent once per phase, with hysteresis.
+//! - **Standby** ([0054], [0055]): an activated stream pulls from its parents from its first
+//!   sink ([`Action::Pull`]) and logs off them when its last sink leaves
+//!   ([`Action::StopPulling`]), so a standby does not count against its parent (DESIGN "Reading
+//!   the seed", figure 2: u7, not u6, fills P21).
 //! - **Orders** ([`orders`]): every `PncMsg` is validated; a bad one (unknown stream, empty parent
 //!   list, itself as a parent, ...) becomes an [`Action::Log`], never a panic. Repeated orders
 //!   that change nothing are idempotent.
@@ -119,8 +123,9 @@ pub enum Action {
     Close,
     /// Send this message on the control connection.
     Send(ProxyMsg),
-    /// Serve `stream` in `tier`, pulling it from `parents` (all of them: duplicates are dropped
-    /// by sequence number, [0029], [0044]); take new viewers iff `accepting`.
+    /// Serve `stream` in `tier`: take sinks for it (new viewers iff `accepting`). It is a
+    /// standby until its first sink: [`Action::Pull`] follows then, from `parents` (DESIGN
+    /// "Reading the seed": a standby does not count against its parent).
     Activate {
         stream: String,
         source: SourceInfo,
@@ -128,7 +133,14 @@ pub enum Action {
         parents: Vec<Peer>,
         accepting: bool,
     },
-    /// Pull `stream` from `parents` instead, make-before-break ([0029], [0046]).
+    /// [0054] The first sink of an activated stream joined: connect to `parents` (all of them:
+    /// duplicates are dropped by sequence number, [0029], [0044]) and relay.
+    Pull { stream: String, parents: Vec<Peer> },
+    /// [0055] The last sink left: drop the parent connections (log off the parents); the
+    /// stream stays activated and pulls again at its next sink.
+    StopPulling { stream: String },
+    /// Pull `stream` from `parents` instead, make-before-break ([0029], [0046]). Only while
+    /// pulling; a standby just takes the new parents for its next [`Action::Pull`].
     SwitchParents { stream: String, parents: Vec<Peer> },
     /// Take no new viewers for `stream`; send them to `redirect_to` (`307`), or `503` if empty.
     StopAccepting {
@@ -244,6 +256,7 @@ impl Agent {
             Input::Received(msg) => self.received(msg),
             other => self.local(other),
         }
+        self.follow_load();
         self.decide();
         self.streams.retain(|_, r| !r.is_empty());
         std::mem::take(&mut self.out)
@@ -588,6 +601,38 @@ impl Agent {
         for m in msgs {
             self.send(m);
         }
+    }
+
+    /// [0054] an activated stream pulls from its parents while it has sinks; [0055] it logs off
+    /// them when the last sink leaves.
+    fn follow_load(&mut self) {
+        let mut actions = Vec::new();
+        for (name, r) in &mut self.streams {
+            let load = r.load();
+            let Some(a) = r.activation.as_mut() else {
+                continue;
+            };
+            if load > 0 && !a.pulling {
+                a.pulling = true;
+                actions.push(Action::Log(format!(
+                    "{name}: first sink: pulling from {} [0054]",
+                    orders::peers(&a.parents)
+                )));
+                actions.push(Action::Pull {
+                    stream: name.clone(),
+                    parents: a.parents.clone(),
+                });
+            } else if load == 0 && a.pulling {
+                a.pulling = false;
+                actions.push(Action::Log(format!(
+                    "{name}: last sink left: logging off the parents [0055]"
+                )));
+                actions.push(Action::StopPulling {
+                    stream: name.clone(),
+                });
+            }
+        }
+        self.out.extend(actions);
     }
 
     /// The record of `stream`, created if missing.

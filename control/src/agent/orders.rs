@@ -160,6 +160,7 @@ impl Agent {
                     tier,
                     parents: parents.clone(),
                     phase,
+                    pulling: false,
                 });
                 r.distribute.new_phase();
                 r.consolidate.new_phase();
@@ -183,17 +184,20 @@ impl Agent {
                 if !same_parents {
                     a.parents = parents.clone();
                 }
+                let pulling = a.pulling;
                 let phase_changed = r.set_phase(phase);
                 if !same_parents {
                     self.log(format!(
-                        "{stream}: re-activated with parents {}: switching",
+                        "{stream}: re-activated with parents {}",
                         peers(&parents)
                     ));
                     self.forget_links_not_in(&stream, &parents);
-                    self.out.push(Action::SwitchParents {
-                        stream: stream.clone(),
-                        parents,
-                    });
+                    if pulling {
+                        self.out.push(Action::SwitchParents {
+                            stream: stream.clone(),
+                            parents,
+                        });
+                    }
                 }
                 if phase_changed {
                     self.out.push(if accepting {
@@ -224,7 +228,15 @@ impl Agent {
             return;
         }
         a.parents = parents.clone();
+        let pulling = a.pulling;
         self.forget_links_not_in(&stream, &parents);
+        if !pulling {
+            self.log(format!(
+                "{stream}: standby takes parents {} for its first sink",
+                peers(&parents)
+            ));
+            return;
+        }
         self.log(format!(
             "{stream}: switching to parents {} make-before-break [0046]",
             peers(&parents)
@@ -279,7 +291,7 @@ impl Agent {
     }
 }
 
-fn peers(list: &[Peer]) -> String {
+pub(super) fn peers(list: &[Peer]) -> String {
     if list.is_empty() {
         return "none".into();
     }

@@ -17,6 +17,8 @@ pub struct Activation {
     pub tier: u32,
     pub parents: Vec<Peer>,
     pub phase: Phase,
+    /// Whether it pulls from its parents (it has sinks); a standby does not ([0054]).
+    pub pulling: bool,
 }
 
 /// One stream at this proxy.
@@ -98,9 +100,13 @@ impl StreamRecord {
         self.source.is_some() || self.activation.is_some()
     }
 
-    /// Whether the record can be dropped: no role and no sinks left.
+    /// Whether the record can be dropped: no role, no sinks left, and no child proxy the PNC
+    /// still has to be told has left.
     pub fn is_empty(&self) -> bool {
-        !self.is_known_to_pnc() && self.viewers == 0 && self.children.is_empty()
+        !self.is_known_to_pnc()
+            && self.viewers == 0
+            && self.children.is_empty()
+            && self.told_children.is_empty()
     }
 
     pub fn accepting(&self) -> bool {

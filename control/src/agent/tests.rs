@@ -448,6 +448,60 @@ fn heartbeat_carries_per_stream_and_machine_wide_load_not_one_message_per_viewer
     assert_eq!(hb.last().expect("a heartbeat").2, 77_000 + 39_000);
 }
 
+#[test]
+fn rtts_go_in_the_hello_and_only_fresh_ones_in_heartbeats() {
+    let mut h = Harness::new(config(3));
+    h.input(Input::PeerRtt {
+        peer: ProxyId(21),
+        micros: 900,
+    });
+    h.input(Input::PeerRtt {
+        peer: ProxyId(22),
+        micros: 1_500,
+    });
+    h.input(Input::Timeout);
+    let hello = sent(&h.input(Input::Connected));
+    let [ProxyMsg::Hello(hello)] = hello.as_slice() else {
+        panic!("{hello:?}");
+    };
+    assert_eq!(
+        hello.rtts,
+        vec![
+            Rtt {
+                peer: ProxyId(21),
+                micros: 900
+            },
+            Rtt {
+                peer: ProxyId(22),
+                micros: 1_500
+            },
+        ]
+    );
+    h.welcome();
+    h.after(
+        100,
+        Input::PeerRtt {
+            peer: ProxyId(22),
+            micros: 1_200,
+        },
+    );
+    let beats = sent(&h.after(2_000, Input::Timeout));
+    let rtts: Vec<_> = beats
+        .iter()
+        .filter_map(|m| match m {
+            ProxyMsg::Heartbeat { rtts, .. } => Some(rtts.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        rtts,
+        vec![vec![Rtt {
+            peer: ProxyId(22),
+            micros: 1_200
+        }]]
+    );
+}
+
 // ---------------------------------------------------------------- DISTRIBUTE
 
 #[test]
@@ -810,6 +864,55 @@ fn a_lost_parent_link_is_reported_once_until_re_parented() {
 // ---------------------------------------------------------------- orders
 
 #[test]
+fn a_standby_pulls_at_its_first_sink_and_logs_off_its_parents_at_its_last() {
+    let mut h = Harness::registered(config(10));
+    let out = h.activate("demo", &[21], true);
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::Pull { .. })),
+        "{out:?}"
+    );
+    // Re-parented while a standby: nothing to switch, the new parent is kept for later.
+    let out = h.order(PncMsg::SwitchToParent {
+        stream: "demo".into(),
+        parents: vec![peer(22)],
+    });
+    assert!(out.iter().all(|a| matches!(a, Action::Log(_))), "{out:?}");
+    // The first sink, a child proxy: pull from the current parents.
+    let out = h.after(
+        10,
+        Input::ChildJoined {
+            stream: "demo".into(),
+            child: ProxyId(41),
+        },
+    );
+    assert!(out.contains(&Action::Pull {
+        stream: "demo".into(),
+        parents: vec![peer(22)],
+    }));
+    assert!(
+        !h.viewer(10, "demo")
+            .iter()
+            .any(|a| matches!(a, Action::Pull { .. }))
+    );
+    h.viewer_left(10, "demo");
+    let out = h.after(
+        10,
+        Input::ChildLeft {
+            stream: "demo".into(),
+            child: ProxyId(41),
+        },
+    );
+    assert!(out.contains(&Action::StopPulling {
+        stream: "demo".into()
+    }));
+    // Still activated: the next sink pulls again.
+    assert!(h.viewer(10, "demo").contains(&Action::Pull {
+        stream: "demo".into(),
+        parents: vec![peer(22)],
+    }));
+}
+
+#[test]
 fn orders_are_carried_out_and_repeats_are_idempotent() {
     let mut h = Harness::registered(config(10));
     let out = h.activate("demo", &[21], true);
@@ -819,6 +922,12 @@ fn orders_are_carried_out_and_repeats_are_idempotent() {
         tier: 3,
         parents: vec![peer(21)],
         accepting: true,
+    }));
+    // A standby until its first sink ([0054]): then it pulls from its parents.
+    let first = h.viewer(10, "demo");
+    assert!(first.contains(&Action::Pull {
+        stream: "demo".into(),
+        parents: vec![peer(21)],
     }));
     // The same Activate again: nothing for the data plane.
     let again = h.activate("demo", &[21], true);
