@@ -23,20 +23,10 @@ use super::load::Rates;
 /// stream not activated here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
-    /// Accepting new viewers; DISTRIBUTE may fire.
+    /// From activation until the PNC serves its DISTRIBUTE; DISTRIBUTE may fire.
     Expansion,
-    /// Not accepting; CONSOLIDATE may fire.
+    /// After the PNC said stop accepting; CONSOLIDATE may fire.
     Contraction,
-}
-
-impl Phase {
-    pub fn accepting(accepting: bool) -> Self {
-        if accepting {
-            Phase::Expansion
-        } else {
-            Phase::Contraction
-        }
-    }
 }
 
 /// A Schmitt trigger with a once-per-phase latch.

@@ -25,10 +25,11 @@
 //! - **Load reports, bounded chatter.** Viewer logins and logoffs are not sent one message each:
 //!   the heartbeat carries, per stream, viewers, child proxies, bits/s and the predicted login
 //!   and logoff rates ([0064]), plus machine-wide connections and bits/s ([0047]). Child-proxy
-//!   LOGIN/LOGOFF go out at once (they change the tree and are rare). Per proxy and heartbeat
-//!   interval the PNC therefore gets at most: 1 heartbeat + 1 DISTRIBUTE or CONSOLIDATE per
-//!   stream and phase + one message per child-proxy change, per source start/end and per link
-//!   lost; never one per viewer.
+//!   LOGIN/LOGOFF go out at once (they change the tree and are rare). A DISTRIBUTE or
+//!   CONSOLIDATE goes right after a heartbeat, so the PNC sees the load it rests on. Per proxy
+//!   and heartbeat interval the PNC therefore gets at most: 1 heartbeat + 1 DISTRIBUTE or
+//!   CONSOLIDATE per stream and phase (each with its heartbeat) + one message per child-proxy
+//!   change, per source start/end and per link lost; never one per viewer.
 //! - **Decisions** ([`decide`], DECIDERS.md): the proxy decides DISTRIBUTE ([0054]) and
 //!   CONSOLIDATE ([0055], [0062]) from its own predictor with Max_s machine-wide ([0047]), each
 //!   sent once per phase, with hysteresis.
@@ -597,6 +598,11 @@ impl Agent {
         }
         for line in logs {
             self.log(line);
+        }
+        if !msgs.is_empty() {
+            // A decision carries its evidence: the PNC sees the load and rates it rests on
+            // before the request, not up to one heartbeat interval later.
+            self.send_heartbeat();
         }
         for m in msgs {
             self.send(m);

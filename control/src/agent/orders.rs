@@ -4,8 +4,12 @@
 //! Every `PncMsg` is checked before it is acted on: an order for a stream not active here, an
 //! empty or self-naming parent list, a redirect to itself, ... becomes an [`Action::Log`] and
 //! changes nothing. An order that changes nothing (Activate with the same tier, parents and
-//! accepting; a switch to the parents it already has; StopAccepting while not accepting) is
-//! idempotent: no data-plane action.
+//! accepting; a switch to the parents it already has) is idempotent: no data-plane action.
+//!
+//! Phase and accepting are apart, as in the core: activation starts the expansion phase ([0030])
+//! whether or not viewers are sent here (upper tiers serve child proxies only, and still ask for
+//! DISTRIBUTE when their children fill them); `StopAccepting` starts the contraction phase (the
+//! PNC's answer to a DISTRIBUTE, [0035]) and `StartAccepting` a new expansion phase ([0060]).
 
 use crate::protocol::{Peer, PncMsg, SourceInfo};
 
@@ -54,7 +58,12 @@ impl Agent {
                     ));
                     return;
                 }
-                let changed = self.record(&stream).set_phase(Phase::Contraction);
+                let r = self.record(&stream);
+                if let Some(a) = r.activation.as_mut() {
+                    a.accepting = false;
+                }
+                // [0030] [0035] the PNC starts the contraction phase (its DISTRIBUTE was served).
+                let changed = r.set_phase(Phase::Contraction);
                 if changed {
                     self.log(format!(
                         "{stream}: contraction phase [0030]: new viewers go to {}",
@@ -71,7 +80,12 @@ impl Agent {
                 if !self.check_active(&stream, "StartAccepting") {
                     return;
                 }
-                if self.record(&stream).set_phase(Phase::Expansion) {
+                let r = self.record(&stream);
+                let was_accepting = r.activation.as_ref().is_some_and(|a| a.accepting);
+                if let Some(a) = r.activation.as_mut() {
+                    a.accepting = true;
+                }
+                if r.set_phase(Phase::Expansion) || !was_accepting {
                     self.log(format!("{stream}: expansion phase again [0060]"));
                     self.out.push(Action::StartAccepting { stream });
                 }
@@ -151,7 +165,6 @@ impl Agent {
             ));
             return;
         }
-        let phase = Phase::accepting(accepting);
         let r = self.record(&stream);
         match r.activation.as_mut() {
             None => {
@@ -159,7 +172,11 @@ impl Agent {
                     info: info.clone(),
                     tier,
                     parents: parents.clone(),
-                    phase,
+                    // [0030] an activated proxy is in the expansion phase until the PNC
+                    // starts its contraction; `accepting` only says whether viewers are sent
+                    // here (upper tiers serve child proxies only).
+                    phase: Phase::Expansion,
+                    accepting,
                     pulling: false,
                 });
                 r.distribute.new_phase();
@@ -185,7 +202,8 @@ impl Agent {
                     a.parents = parents.clone();
                 }
                 let pulling = a.pulling;
-                let phase_changed = r.set_phase(phase);
+                let accepting_changed = a.accepting != accepting;
+                a.accepting = accepting;
                 if !same_parents {
                     self.log(format!(
                         "{stream}: re-activated with parents {}",
@@ -199,7 +217,7 @@ impl Agent {
                         });
                     }
                 }
-                if phase_changed {
+                if accepting_changed {
                     self.out.push(if accepting {
                         Action::StartAccepting { stream }
                     } else {

@@ -17,6 +17,8 @@ pub struct Activation {
     pub tier: u32,
     pub parents: Vec<Peer>,
     pub phase: Phase,
+    /// Whether new viewers may be sent here ([0030], [0035]).
+    pub accepting: bool,
     /// Whether it pulls from its parents (it has sinks); a standby does not ([0054]).
     pub pulling: bool,
 }
@@ -111,7 +113,7 @@ impl StreamRecord {
 
     pub fn accepting(&self) -> bool {
         match &self.activation {
-            Some(a) => a.phase == Phase::Expansion,
+            Some(a) => a.accepting,
             // An origin takes what connects to it; the PNC decides who does.
             None => self.source.is_some(),
         }

@@ -584,12 +584,26 @@ fn no_distribute_when_the_pnc_already_served_it() {
     });
     assert_eq!(distributes(&h.viewer(30_000, "demo")), 0);
     assert_eq!(distributes(&h.after(60_000, Input::Timeout)), 0);
-    // Activated not accepting: the same.
+}
+
+#[test]
+fn an_upper_tier_proxy_not_taking_viewers_still_distributes_when_its_children_fill_it() {
     let mut h = Harness::registered(config(3));
-    h.activate("demo", &[21], false);
-    for _ in 0..3 {
-        assert_eq!(distributes(&h.viewer(30_000, "demo")), 0);
+    // [0030] activated means expansion phase; `accepting: false` only keeps viewers away.
+    h.activate("demo", &[11], false);
+    assert_eq!(h.agent.phase("demo"), Some(Phase::Expansion));
+    let mut out = Vec::new();
+    for child in [31, 32, 33] {
+        out.extend(h.after(
+            30_000,
+            Input::ChildJoined {
+                stream: "demo".into(),
+                child: ProxyId(child),
+            },
+        ));
     }
+    assert_eq!(distributes(&out), 1, "{out:?}");
+    assert!(!h.agent.stream_states()[0].accepting);
 }
 
 #[test]
@@ -649,7 +663,11 @@ fn consolidate_only_in_contraction_when_draining() {
 #[test]
 fn consolidate_needs_logoffs_over_logins() {
     let mut h = Harness::registered(config(3));
-    h.activate("demo", &[21], false);
+    h.activate("demo", &[21], true);
+    h.order(PncMsg::StopAccepting {
+        stream: "demo".into(),
+        redirect_to: vec![],
+    });
     // One viewer arrives and stays, long after: the rates are both zero, not draining.
     h.viewer(30_000, "demo");
     let out = h.after(60_000, Input::Timeout);
@@ -1108,7 +1126,8 @@ proptest! {
     /// The PNC's message rate is bounded by the heartbeat rate, not by viewers. Over T seconds
     /// of any local events, a proxy with S streams sends at most
     ///   ⌊T / heartbeat⌋ + 1 heartbeats
-    /// + S + (phase changes ordered by the PNC) DISTRIBUTE/CONSOLIDATE
+    /// + 2 · (S + phase changes ordered by the PNC) for DISTRIBUTE/CONSOLIDATE, each with the
+    ///   heartbeat that goes right before it
     /// + one message per child-proxy change and per source start/end,
     /// and no message at all for a viewer's login or logoff.
     #[test]
@@ -1173,14 +1192,17 @@ proptest! {
             .iter()
             .filter(|m| matches!(m, ProxyMsg::StreamAnnounce { .. } | ProxyMsg::StreamEnd { .. }))
             .count();
-        let heartbeat_bound = (secs * 1000.0 / f64::from(HEARTBEAT_MS)).floor() as usize + 1;
+        let periodic = (secs * 1000.0 / f64::from(HEARTBEAT_MS)).floor() as usize + 1;
+        // Each decision goes right after a heartbeat of its own.
+        let heartbeat_bound = periodic + decisions;
         prop_assert!(beats <= heartbeat_bound, "{beats} heartbeats in {secs} s");
         prop_assert!(decisions <= STREAMS.len() + phase_orders, "{decisions} decisions, {phase_orders} phase orders");
         prop_assert_eq!(tree, child_changes);
         prop_assert_eq!(sources, source_changes);
         prop_assert_eq!(msgs.len(), beats + decisions + tree + sources);
         prop_assert!(
-            msgs.len() <= heartbeat_bound + STREAMS.len() + phase_orders + child_changes + source_changes
+            msgs.len()
+                <= periodic + 2 * (STREAMS.len() + phase_orders) + child_changes + source_changes
         );
     }
 }
