@@ -37,7 +37,7 @@
 //!   sink ([`Action::Pull`]) and logs off them when its last sink leaves
 //!   ([`Action::StopPulling`]), so a standby does not count against its parent (DESIGN "Reading
 //!   the seed", figure 2: u7, not u6, fills P21).
-//! - **Orders** ([`orders`]): every `PncMsg` is validated; a bad one (unknown stream, empty parent
+//! - **Orders** (`orders.rs`): every `PncMsg` is validated; a bad one (unknown stream, empty parent
 //!   list, itself as a parent, ...) becomes an [`Action::Log`], never a panic. Repeated orders
 //!   that change nothing are idempotent.
 //!
