@@ -17,7 +17,9 @@
 //!
 //! See DECIDERS.md next to this file for who decides what between the proxy and the PNC.
 
-use super::load::Rates;
+use super::Agent;
+use super::load::{Rates, Usage, max_sinks};
+use crate::protocol::ProxyMsg;
 
 /// The phase of an activated (non-origin) stream at this proxy ([0030]); the idle phase is a
 /// stream not activated here.
@@ -104,6 +106,77 @@ pub fn consolidate_levels(v: &LoadView, min: u32) -> (bool, bool) {
     let set = draining && v.load <= min;
     let release = v.load >= min.saturating_add(v.margin) || v.rates.net_per_sec() > 0.0;
     (set, release && !set)
+}
+
+impl Agent {
+    /// Run both decisions on every activated stream ([0054], [0055], [0062]).
+    pub(super) fn decide(&mut self) {
+        let up = self.is_registered();
+        let now = self.now;
+        let sm = self.smoothing;
+        let machine = self.machine_usage();
+        let logical = self.config.logical_capacity();
+        let physical = self.config.capacity;
+        let min = self.config.min_threshold();
+        let delta_t_secs = self.config.delta_t_secs();
+        let mut msgs = Vec::new();
+        let mut logs = Vec::new();
+        for (name, r) in &mut self.streams {
+            let Some(phase) = r.activation.as_ref().map(|a| a.phase) else {
+                continue;
+            };
+            let load = r.load();
+            // [0047] the other streams' load is the machine's minus this stream's.
+            let others = Usage {
+                connections: machine.connections.saturating_sub(load),
+                bits_per_sec: machine.bits_per_sec.saturating_sub(r.bits_per_sec()),
+            };
+            let max = max_sinks(logical, physical, others, r.per_sink_bps());
+            let view = LoadView {
+                load,
+                max,
+                rates: r.rates.rates(now, &sm),
+                delta_t_secs,
+                margin: self.config.margin(max),
+            };
+            let grew = std::mem::take(&mut r.grew);
+            let (set, release) = distribute_levels(&view, grew);
+            if r.distribute
+                .update(set, release, up && phase == Phase::Expansion)
+            {
+                logs.push(format!(
+                    "{name}: DISTRIBUTE [0054]: load {load} of Max_s {max}, predicted {:.2} logins/s vs {:.2} logoffs/s over ΔT {delta_t_secs} s",
+                    view.rates.login_per_sec, view.rates.logoff_per_sec
+                ));
+                msgs.push(ProxyMsg::Distribute {
+                    stream: name.clone(),
+                });
+            }
+            let (set, release) = consolidate_levels(&view, min);
+            if r.consolidate
+                .update(set, release, up && phase == Phase::Contraction)
+            {
+                logs.push(format!(
+                    "{name}: CONSOLIDATE [0055] [0062]: load {load} at or below {min}, predicted {:.2} logoffs/s over {:.2} logins/s",
+                    view.rates.logoff_per_sec, view.rates.login_per_sec
+                ));
+                msgs.push(ProxyMsg::Consolidate {
+                    stream: name.clone(),
+                });
+            }
+        }
+        for line in logs {
+            self.log(line);
+        }
+        if !msgs.is_empty() {
+            // A decision carries its evidence: the PNC sees the load and rates it rests on
+            // before the request, not up to one heartbeat interval later.
+            self.send_heartbeat();
+        }
+        for m in msgs {
+            self.send(m);
+        }
+    }
 }
 
 #[cfg(test)]

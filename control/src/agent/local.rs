@@ -3,11 +3,12 @@
 //!
 //! Viewers only change counters and predictors (the heartbeat carries them); child proxies,
 //! sources and lost links are told to the PNC at once when connected, and otherwise after the
-//! next `Welcome` (see [`Agent::catch_up`]).
+//! next `Welcome` (see `Agent::catch_up`). The load also decides whether an activated stream
+//! pulls from its parents (standby until its first sink, [0054]; logs off at its last, [0055]).
 
 use crate::protocol::{Child, ProxyMsg};
 
-use super::{Agent, Input};
+use super::{Action, Agent, Input};
 
 impl Agent {
     pub(super) fn local(&mut self, input: Input) {
@@ -145,5 +146,37 @@ impl Agent {
                 self.fresh_rtts.insert(peer);
             }
         }
+    }
+
+    /// [0054] an activated stream pulls from its parents while it has sinks; [0055] it logs off
+    /// them when the last sink leaves.
+    pub(super) fn follow_load(&mut self) {
+        let mut actions = Vec::new();
+        for (name, r) in &mut self.streams {
+            let load = r.load();
+            let Some(a) = r.activation.as_mut() else {
+                continue;
+            };
+            if load > 0 && !a.pulling {
+                a.pulling = true;
+                actions.push(Action::Log(format!(
+                    "{name}: first sink: pulling from {} [0054]",
+                    super::orders::peers(&a.parents)
+                )));
+                actions.push(Action::Pull {
+                    stream: name.clone(),
+                    parents: a.parents.clone(),
+                });
+            } else if load == 0 && a.pulling {
+                a.pulling = false;
+                actions.push(Action::Log(format!(
+                    "{name}: last sink left: logging off the parents [0055]"
+                )));
+                actions.push(Action::StopPulling {
+                    stream: name.clone(),
+                });
+            }
+        }
+        self.out.extend(actions);
     }
 }

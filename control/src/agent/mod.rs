@@ -41,6 +41,12 @@
 //!   list, itself as a parent, ...) becomes an [`Action::Log`], never a panic. Repeated orders
 //!   that change nothing are idempotent.
 //!
+//! # Files
+//! `link.rs` the connection's life (registration, back-off, catch-up); `report.rs` heartbeats;
+//! `local.rs` the data plane's events and the standby; `decide.rs` DISTRIBUTE and CONSOLIDATE;
+//! `load.rs` rates and Max_s; `orders.rs` the PNC's messages; `stream.rs` one stream's record;
+//! `backoff.rs`, `config.rs`.
+//!
 //! # What it does not do
 //! Move bytes, probe peers, or time anything: the dataplane carries out the orders and reports
 //! back through [`Input`]s.
@@ -55,9 +61,11 @@
 pub mod backoff;
 pub mod config;
 pub mod decide;
+mod link;
 pub mod load;
 mod local;
 mod orders;
+mod report;
 pub mod stream;
 #[cfg(test)]
 mod tests;
@@ -66,16 +74,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::core::Time;
 use crate::core::predict::Smoothing;
-use crate::protocol::{
-    Child, Hello, PROTOCOL_VERSION, Peer, ProxyId, ProxyMsg, Refusal, Rtt, SourceInfo, StreamLoad,
-};
+use crate::protocol::{Peer, ProxyId, ProxyMsg, SourceInfo};
 
 pub use backoff::{Backoff, BackoffConfig};
 pub use config::AgentConfig;
 pub use decide::Phase;
 
-use decide::{LoadView, consolidate_levels, distribute_levels};
-use load::{Usage, max_sinks};
+use link::Link;
+use load::Usage;
 use stream::StreamRecord;
 
 /// What happened, as the driver tells the agent.
@@ -160,22 +166,6 @@ pub enum Action {
     Log(String),
 }
 
-/// The state of the control connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Link {
-    /// Waiting out the back-off before the next [`Action::Connect`].
-    Waiting { retry_at: Time },
-    /// [`Action::Connect`] issued at `since`.
-    Connecting { since: Time },
-    /// Hello sent, waiting for Welcome; the attempt started at `since`.
-    Registering { since: Time },
-    /// Welcomed: heartbeats every `every_micros`.
-    Up {
-        every_micros: u64,
-        next_heartbeat: Time,
-    },
-}
-
 /// The proxy side of the control protocol. See the module docs.
 #[derive(Debug)]
 pub struct Agent {
@@ -197,7 +187,6 @@ pub struct Agent {
     now: Time,
     out: Vec<Action>,
 }
-
 impl Agent {
     pub fn new(config: AgentConfig) -> Self {
         let smoothing = config.smoothing();
@@ -277,10 +266,6 @@ impl Agent {
         }
     }
 
-    fn register_timeout_micros(&self) -> u64 {
-        self.config.register_timeout_ms.saturating_mul(1000).max(1)
-    }
-
     /// The next predictor window boundary, while some activated stream has a decision to watch:
     /// a prediction can cross a threshold without any event ([0065]).
     fn next_window_if_deciding(&self) -> Option<Time> {
@@ -296,349 +281,12 @@ impl Agent {
             })
     }
 
-    fn run_timers(&mut self) {
-        let now = self.now;
-        match self.link {
-            Link::Waiting { retry_at } if retry_at <= now => {
-                self.link = Link::Connecting { since: now };
-                self.out.push(Action::Connect);
-            }
-            Link::Connecting { since } | Link::Registering { since }
-                if since.plus_micros(self.register_timeout_micros()) <= now =>
-            {
-                self.out.push(Action::Close);
-                self.retry_later("no Welcome within the registration timeout");
-            }
-            Link::Up {
-                every_micros,
-                next_heartbeat,
-            } if next_heartbeat <= now => {
-                self.send_heartbeat();
-                // Next beat on the interval's grid after now (a late driver skips beats rather
-                // than bursting them).
-                let mut next = next_heartbeat.plus_micros(every_micros);
-                if next <= now {
-                    next = now.plus_micros(every_micros);
-                }
-                self.link = Link::Up {
-                    every_micros,
-                    next_heartbeat: next,
-                };
-            }
-            _ => {}
-        }
-    }
-
     fn log(&mut self, line: String) {
         self.out.push(Action::Log(line));
     }
 
     fn send(&mut self, msg: ProxyMsg) {
         self.out.push(Action::Send(msg));
-    }
-
-    /// Schedule the next attempt after a back-off.
-    fn retry_later(&mut self, why: &str) {
-        let delay = self.backoff.next_delay_micros();
-        self.wait(delay, why);
-    }
-
-    fn wait(&mut self, delay_micros: u64, why: &str) {
-        let retry_at = self.now.plus_micros(delay_micros);
-        self.link = Link::Waiting { retry_at };
-        self.log(format!(
-            "control: {why}; reconnecting in {} ms (attempt {})",
-            delay_micros / 1000,
-            self.backoff.attempts()
-        ));
-    }
-
-    fn connected(&mut self) {
-        match self.link {
-            Link::Connecting { since } => {
-                let hello = self.hello();
-                self.send(ProxyMsg::Hello(hello));
-                self.link = Link::Registering { since };
-            }
-            _ => self.log("control: Connected without a pending Connect, ignored".into()),
-        }
-    }
-
-    fn disconnected(&mut self, why: &str) {
-        match self.link {
-            // Already backing off (e.g. after a refusal we closed): nothing more to do.
-            Link::Waiting { .. } => {}
-            Link::Connecting { .. } | Link::Registering { .. } | Link::Up { .. } => {
-                self.retry_later(why);
-            }
-        }
-    }
-
-    fn hello(&self) -> Hello {
-        Hello {
-            version: PROTOCOL_VERSION,
-            token: self.config.token.clone(),
-            proxy: self.config.proxy,
-            name: self.config.name.clone(),
-            data_addr: self.config.data_addr,
-            region: self.config.region.clone(),
-            capacity: self.config.capacity,
-            streams: self.stream_states(),
-            rtts: self
-                .rtts
-                .iter()
-                .map(|(&peer, &micros)| Rtt { peer, micros })
-                .collect(),
-        }
-    }
-
-    fn welcomed(&mut self, version: u32, heartbeat_ms: u32) {
-        if !matches!(self.link, Link::Registering { .. }) {
-            self.log("control: Welcome outside registration, ignored".into());
-            return;
-        }
-        if version != PROTOCOL_VERSION {
-            self.out.push(Action::Close);
-            let delay = self.backoff.refused_delay_micros();
-            self.wait(
-                delay,
-                &format!("Welcome speaks protocol {version}, this proxy {PROTOCOL_VERSION}"),
-            );
-            return;
-        }
-        let heartbeat_ms = if heartbeat_ms == 0 {
-            self.log("control: Welcome with a zero heartbeat interval; using 1000 ms".into());
-            1000
-        } else {
-            heartbeat_ms
-        };
-        self.backoff.reset();
-        let every_micros = u64::from(heartbeat_ms) * 1000;
-        self.link = Link::Up {
-            every_micros,
-            next_heartbeat: self.now.plus_micros(every_micros),
-        };
-        self.log(format!(
-            "control: registered as {} (heartbeat every {heartbeat_ms} ms)",
-            self.config.proxy
-        ));
-        self.catch_up();
-        // The PNC sees the load at once, not one interval later.
-        self.send_heartbeat();
-    }
-
-    fn refused(&mut self, reason: Refusal) {
-        if !matches!(self.link, Link::Registering { .. } | Link::Up { .. }) {
-            self.log(format!("control: Refused ({reason}) outside registration"));
-        }
-        self.out.push(Action::Close);
-        match reason {
-            // Retrying cannot cure these until an operator acts: never faster than the cap.
-            Refusal::VersionMismatch { .. } | Refusal::BadToken => {
-                let delay = self.backoff.refused_delay_micros();
-                self.wait(delay, &format!("refused by the PNC: {reason}"));
-            }
-            _ => self.retry_later(&format!("refused by the PNC: {reason}")),
-        }
-    }
-
-    /// After Welcome: tell the PNC what changed while it could not be told.
-    fn catch_up(&mut self) {
-        let mut msgs = Vec::new();
-        for stream in std::mem::take(&mut self.ended_untold) {
-            if self.streams.get(&stream).is_none_or(|r| r.source.is_none()) {
-                msgs.push(ProxyMsg::StreamEnd { stream });
-            }
-        }
-        for (name, r) in &mut self.streams {
-            if let Some(source) = &r.source
-                && !r.told_source
-            {
-                msgs.push(ProxyMsg::StreamAnnounce {
-                    stream: name.clone(),
-                    source: source.clone(),
-                });
-                r.told_source = true;
-            }
-            for &gone in r.told_children.difference(&r.children) {
-                msgs.push(ProxyMsg::Logoff {
-                    stream: name.clone(),
-                    child: Child::Proxy(gone),
-                });
-            }
-            for &new in r.children.difference(&r.told_children) {
-                msgs.push(ProxyMsg::Login {
-                    stream: name.clone(),
-                    child: Child::Proxy(new),
-                });
-            }
-            r.told_children = r.children.clone();
-            // A restarted PNC has forgotten the links reported down: report them again.
-            for (&parent, told) in &mut r.links_down {
-                msgs.push(ProxyMsg::LinkDowngrade {
-                    stream: name.clone(),
-                    parent,
-                });
-                *told = true;
-            }
-        }
-        for m in msgs {
-            self.send(m);
-        }
-    }
-
-    /// Connections and bits/s of the streams the agent counts.
-    fn counted_usage(&self) -> Usage {
-        self.streams.values().fold(Usage::default(), |u, r| Usage {
-            connections: u.connections.saturating_add(r.load()),
-            bits_per_sec: u.bits_per_sec.saturating_add(r.bits_per_sec()),
-        })
-    }
-
-    /// Connections and bits/s over the whole machine ([0047]): what the agent counts plus what
-    /// the dataplane's last sample showed beyond it.
-    fn machine_usage(&self) -> Usage {
-        let counted = self.counted_usage();
-        Usage {
-            connections: counted
-                .connections
-                .saturating_add(self.untracked.connections),
-            bits_per_sec: counted
-                .bits_per_sec
-                .saturating_add(self.untracked.bits_per_sec),
-        }
-    }
-
-    fn send_heartbeat(&mut self) {
-        let now = self.now;
-        let sm = self.smoothing;
-        let machine = self.machine_usage();
-        let mut streams = Vec::new();
-        for (name, r) in &mut self.streams {
-            if !r.is_known_to_pnc() {
-                continue;
-            }
-            let rates = r.rates.rates(now, &sm);
-            streams.push(StreamLoad {
-                stream: name.clone(),
-                viewers: r.viewers,
-                child_proxies: u32::try_from(r.children.len()).unwrap_or(u32::MAX),
-                bits_per_sec: r.bits_per_sec(),
-                login_rate: rates.login_per_sec as f32,
-                logoff_rate: rates.logoff_per_sec as f32,
-            });
-        }
-        let rtts = std::mem::take(&mut self.fresh_rtts)
-            .into_iter()
-            .filter_map(|peer| self.rtts.get(&peer).map(|&micros| Rtt { peer, micros }))
-            .collect();
-        self.send(ProxyMsg::Heartbeat {
-            streams,
-            connections: machine.connections,
-            bits_per_sec: machine.bits_per_sec,
-            rtts,
-        });
-    }
-
-    /// Run both decisions on every activated stream ([0054], [0055], [0062]).
-    fn decide(&mut self) {
-        let up = self.is_registered();
-        let now = self.now;
-        let sm = self.smoothing;
-        let machine = self.machine_usage();
-        let logical = self.config.logical_capacity();
-        let physical = self.config.capacity;
-        let min = self.config.min_threshold();
-        let delta_t_secs = self.config.delta_t_secs();
-        let mut msgs = Vec::new();
-        let mut logs = Vec::new();
-        for (name, r) in &mut self.streams {
-            let Some(phase) = r.activation.as_ref().map(|a| a.phase) else {
-                continue;
-            };
-            let load = r.load();
-            // [0047] the other streams' load is the machine's minus this stream's.
-            let others = Usage {
-                connections: machine.connections.saturating_sub(load),
-                bits_per_sec: machine.bits_per_sec.saturating_sub(r.bits_per_sec()),
-            };
-            let max = max_sinks(logical, physical, others, r.per_sink_bps());
-            let view = LoadView {
-                load,
-                max,
-                rates: r.rates.rates(now, &sm),
-                delta_t_secs,
-                margin: self.config.margin(max),
-            };
-            let grew = std::mem::take(&mut r.grew);
-            let (set, release) = distribute_levels(&view, grew);
-            if r.distribute
-                .update(set, release, up && phase == Phase::Expansion)
-            {
-                logs.push(format!(
-                    "{name}: DISTRIBUTE [0054]: load {load} of Max_s {max}, predicted {:.2} logins/s vs {:.2} logoffs/s over ΔT {delta_t_secs} s",
-                    view.rates.login_per_sec, view.rates.logoff_per_sec
-                ));
-                msgs.push(ProxyMsg::Distribute {
-                    stream: name.clone(),
-                });
-            }
-            let (set, release) = consolidate_levels(&view, min);
-            if r.consolidate
-                .update(set, release, up && phase == Phase::Contraction)
-            {
-                logs.push(format!(
-                    "{name}: CONSOLIDATE [0055] [0062]: load {load} at or below {min}, predicted {:.2} logoffs/s over {:.2} logins/s",
-                    view.rates.logoff_per_sec, view.rates.login_per_sec
-                ));
-                msgs.push(ProxyMsg::Consolidate {
-                    stream: name.clone(),
-                });
-            }
-        }
-        for line in logs {
-            self.log(line);
-        }
-        if !msgs.is_empty() {
-            // A decision carries its evidence: the PNC sees the load and rates it rests on
-            // before the request, not up to one heartbeat interval later.
-            self.send_heartbeat();
-        }
-        for m in msgs {
-            self.send(m);
-        }
-    }
-
-    /// [0054] an activated stream pulls from its parents while it has sinks; [0055] it logs off
-    /// them when the last sink leaves.
-    fn follow_load(&mut self) {
-        let mut actions = Vec::new();
-        for (name, r) in &mut self.streams {
-            let load = r.load();
-            let Some(a) = r.activation.as_mut() else {
-                continue;
-            };
-            if load > 0 && !a.pulling {
-                a.pulling = true;
-                actions.push(Action::Log(format!(
-                    "{name}: first sink: pulling from {} [0054]",
-                    orders::peers(&a.parents)
-                )));
-                actions.push(Action::Pull {
-                    stream: name.clone(),
-                    parents: a.parents.clone(),
-                });
-            } else if load == 0 && a.pulling {
-                a.pulling = false;
-                actions.push(Action::Log(format!(
-                    "{name}: last sink left: logging off the parents [0055]"
-                )));
-                actions.push(Action::StopPulling {
-                    stream: name.clone(),
-                });
-            }
-        }
-        self.out.extend(actions);
     }
 
     /// The record of `stream`, created if missing.

@@ -14,8 +14,9 @@
 use crate::protocol::{Peer, PncMsg, SourceInfo};
 
 use super::decide::Phase;
+use super::link::Link;
 use super::stream::Activation;
-use super::{Action, Agent, Link};
+use super::{Action, Agent};
 
 impl Agent {
     pub(super) fn received(&mut self, msg: PncMsg) {

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use proptest::prelude::*;
 
 use super::*;
-use crate::protocol::{Capacity, PncMsg, StreamState};
+use crate::protocol::{
+    Capacity, Child, PROTOCOL_VERSION, PncMsg, Refusal, Rtt, StreamLoad, StreamState,
+};
 
 const ME: ProxyId = ProxyId(31);
 const HEARTBEAT_MS: u32 = 2_000;
