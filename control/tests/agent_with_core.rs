@@ -233,7 +233,11 @@ impl World {
 
     /// Let `ms` pass in steps of 100 ms: the agents' timeouts and the core's ticks run.
     fn advance(&mut self, ms: u64) {
-        let end = self.now.plus_micros(ms * 1000);
+        self.advance_micros(ms * 1000);
+    }
+
+    fn advance_micros(&mut self, micros: u64) {
+        let end = self.now.plus_micros(micros);
         while self.now < end {
             self.now = self.now.plus_micros(100_000).min(end);
             let due: Vec<u32> = self
@@ -410,4 +414,69 @@ fn a_restarted_pnc_rebuilds_the_same_tree_from_the_agents() {
     w.advance(5_000);
     assert!(w.agents.values().all(Agent::is_registered));
     assert_eq!(w.serving_tree("demo"), before);
+}
+
+/// Issue 10, item 2: the PNC's message rate grows with proxies, not with viewers. 100 proxies
+/// (the origin and 99 in three tiers), 3000 viewers arriving in 10 s through the PNC's resolve:
+/// the PNC receives heartbeats, child-proxy LOGINs and the decisions, never a message per viewer.
+#[test]
+fn flash_crowd_at_100_proxies_costs_the_pnc_heartbeats_not_viewers() {
+    let mut w = World::new();
+    w.add_proxy(S, 1_000, None);
+    let mut id = 100;
+    for (tier, count) in [(1u32, 9u32), (2, 30), (3, 60)] {
+        for j in 0..count {
+            id += 1;
+            w.add_proxy(id, 50, Some(tier * 20 - 10 + j % 5));
+        }
+    }
+    assert_eq!(w.agents.len(), 100);
+    assert!(w.agents.values().all(Agent::is_registered));
+    w.inbox.push_back((
+        S,
+        Input::SourceStarted {
+            stream: "demo".into(),
+            source: SourceInfo {
+                source: "www.ccrl.com".into(),
+                content_type: "video/mp2t".into(),
+                bitrate_bps: 0,
+            },
+        },
+    ));
+    w.settle();
+    w.advance(1_000);
+    let before = w.sent.clone();
+    let start = w.now;
+    const VIEWERS: u64 = 3_000;
+    const CROWD_MS: u64 = 10_000;
+    for _ in 0..VIEWERS {
+        w.advance_micros(CROWD_MS * 1000 / VIEWERS);
+        w.viewer_joins("demo");
+    }
+    w.advance(2_000);
+    let secs = w.now.secs_since(start);
+    let during = |kind: &str| w.sent.get(kind).unwrap_or(&0) - before.get(kind).unwrap_or(&0);
+    let total: usize = w.sent.keys().map(|k| during(k)).sum();
+    let decisions = during("Distribute") + during("Consolidate");
+    let heartbeats = during("Heartbeat");
+    // Each agent: one heartbeat per 2 s interval (plus the first), one before each decision.
+    let periodic_bound = w.agents.len() * ((secs / 2.0).floor() as usize + 1);
+    eprintln!(
+        "{VIEWERS} viewers in {CROWD_MS} ms at {} proxies: {total} messages to the PNC in {secs:.1} s \
+         ({heartbeats} heartbeats, {} child-proxy LOGIN/LOGOFF, {decisions} decisions)",
+        w.agents.len(),
+        during("Login") + during("Logoff")
+    );
+    assert!(
+        heartbeats <= periodic_bound + decisions,
+        "{heartbeats} > {periodic_bound} + {decisions}"
+    );
+    assert!(decisions > 0, "the crowd filled proxies");
+    // Child-proxy LOGINs: at most one per activated proxy.
+    assert!(during("Login") <= w.agents.len(), "{}", during("Login"));
+    assert!(
+        total < VIEWERS as usize,
+        "{total} messages for {VIEWERS} viewers"
+    );
+    assert_eq!(w.core.topology().streams[0].viewers as u64, VIEWERS);
 }
