@@ -113,3 +113,71 @@ fn viewers_of_a_crashed_machine_resolve_again() {
         assert_eq!(r.rejected, 0, "{model:?}\n{}", r.table());
     }
 }
+
+#[test]
+fn agents_send_no_message_per_viewer_synthetic_proxies_one_each() {
+    let agent = simulate(&config(4, ProxyModel::Agent), &flash(1500));
+    let kinds = &agent.pnc.by_kind;
+    assert!(
+        !kinds.contains_key("login_viewer") && !kinds.contains_key("logoff_viewer"),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds["heartbeat"] > 0 && kinds["login_proxy"] > 0,
+        "{kinds:?}"
+    );
+    let synthetic = simulate(&config(4, ProxyModel::Synthetic), &flash(1500));
+    let admitted = synthetic.logins - synthetic.rejected;
+    assert!(synthetic.pnc.by_kind["login_viewer"] >= admitted);
+    assert!(agent.pnc.messages < synthetic.pnc.messages);
+}
+
+/// Issue 10: the PNC's message rate is bounded by proxies × heartbeat rate, not by viewers.
+/// Over a run of T seconds each agent sends at most T/heartbeat + 1 periodic heartbeats, one
+/// DISTRIBUTE or CONSOLIDATE per phase (a phase starts at an activation or a phase order), each
+/// with a heartbeat of its own, and one child-proxy LOGIN or LOGOFF per link its data plane
+/// opened or closed.
+#[test]
+fn agent_messages_to_the_pnc_are_bounded_by_heartbeats_and_tree_changes() {
+    for viewers in [300, 1500] {
+        let cfg = config(5, ProxyModel::Agent);
+        let r = simulate(&cfg, &flash(viewers));
+        let agents = r.proxies + u64::from(cfg.overlay.origins);
+        let beats = r.simulated_s / (f64::from(cfg.core.heartbeat_interval_ms) / 1000.0);
+        let periodic = agents as f64 * (beats.floor() + 2.0);
+        let tree_changes = 2 * (r.activations + r.phase_orders) + r.child_links_changed;
+        assert!(
+            r.pnc.messages as f64 <= periodic + tree_changes as f64,
+            "{} messages > {periodic} + {tree_changes}\n{}",
+            r.pnc.messages,
+            r.table()
+        );
+        let decisions = r.pnc.by_kind.get("distribute").unwrap_or(&0)
+            + r.pnc.by_kind.get("consolidate").unwrap_or(&0);
+        let heartbeats = r.pnc.by_kind["heartbeat"];
+        assert!(
+            heartbeats as f64 <= periodic + decisions as f64,
+            "{heartbeats} heartbeats\n{}",
+            r.table()
+        );
+    }
+}
+
+/// An agent is driven only at its own `poll_timeout()`: a machine that carries nothing costs one
+/// input per heartbeat interval, however many machines there are.
+#[test]
+fn idle_agents_cost_one_input_per_heartbeat() {
+    let mut cfg = config(6, ProxyModel::Agent);
+    cfg.overlay.tier_sizes = vec![20, 200, 2000];
+    let r = simulate(&cfg, &flash(20));
+    let agents = r.proxies + u64::from(cfg.overlay.origins);
+    let beats = (r.simulated_s + r.warmup_s) / (f64::from(cfg.core.heartbeat_interval_ms) / 1000.0);
+    // Per agent: its periodic timeouts and the Welcome round trip (start, Connected, Welcome).
+    let idle = agents as f64 * (beats.ceil() + 4.0);
+    assert!(
+        (r.agent_events as f64) < idle + 200.0 * r.logins as f64,
+        "{} inputs for {agents} agents over {beats:.0} heartbeats\n{}",
+        r.agent_events,
+        r.table()
+    );
+}
