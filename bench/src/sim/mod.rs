@@ -7,12 +7,15 @@
 //! capacity in connections; the time a proxy needs to become ready after `Activate` (ΔT of
 //! activation); a delay on every control message in both directions; heartbeats; crashes;
 //! viewers that resolve through the coordinator, connect, wait for a proxy still activating,
-//! follow redirects and re-resolve when their proxy dies. What is not: bytes (a viewer either is
-//! connected to a serving proxy or is not), bandwidth, link failures.
+//! are sent on by a proxy that no longer accepts, follow redirects and re-resolve when their
+//! proxy dies; with agents, child proxies pulling from their parents (a connection there) and
+//! links lost when a parent dies or drops the stream. What is not: bytes (a viewer either is
+//! connected to a serving proxy or is not), bandwidth, link degradation.
 //!
 //! Deterministic for a seed: one event queue ordered by (time, insertion), one seeded random
-//! source, no wall clock in any decision. The wall clock only measures where time goes: inside
-//! the core, apart from the simulator's own bookkeeping.
+//! source (the agents' jitter seeded from it and the machine id), no wall clock in any
+//! decision. The wall clock only measures where time goes: inside the core and inside the
+//! agents, apart from the simulator's own bookkeeping.
 
 pub mod chart;
 mod inbox;

@@ -321,6 +321,8 @@ impl<'a> World<'a> {
         if let Some(first) = self.trace.rows.first() {
             self.at(start + first.at_us, Ev::Trace(0));
         }
+        // The core has no `poll_timeout()` (yet): `Event::Tick` every `tick_micros()`, as its
+        // docs ask (heartbeat timeouts).
         self.at(self.cfg.core.tick_micros(), Ev::Tick);
         self.at(start, Ev::Sample);
         for &(t, relay) in &self.cfg.crashes {
