@@ -8,7 +8,7 @@
 //!   outside load generator (one task and buffer each, all at once, greedy reads).
 //! - [`fanout`]: a source and viewers together for a set time.
 //! - [`sim`]: `vanbench simulate`, a discrete-event simulation of a whole VAN around the
-//!   coordinator's own core.
+//!   coordinator's own core, each relay machine running the proxies' own agent.
 //! - [`summary`]: the JSON summary (a contract, /work/briefs/vanbench-cli.md) and its table.
 //!
 //! Benchmarks are programs that print figures; nothing here is a timed test.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use vanbench::fanout::{FanoutConfig, run_fanout};
 use vanbench::http::HttpUrl;
 use vanbench::record::{MAX_RECORD_LEN, MIN_RECORD_LEN};
-use vanbench::sim::{Overlay, Shape, SimConfig, Trace};
+use vanbench::sim::{Overlay, ProxyModel, Shape, SimConfig, Trace};
 use vanbench::source::{Framing, Method, RawInput, SourceConfig, SourceProgress, run_source};
 use vanbench::summary::Summary;
 use vanbench::units::{parse_bitrate, parse_duration, parse_rate};
@@ -39,8 +39,8 @@ enum Cmd {
     Viewers(ViewersArgs),
     /// A source and N viewers against a relay for a set time; prints the JSON summary and a table.
     Fanout(FanoutArgs),
-    /// Discrete-event simulation of a whole VAN (the coordinator's own core, synthetic proxies
-    /// and viewers) on a generated or recorded login/logoff trace.
+    /// Discrete-event simulation of a whole VAN (the coordinator's own core, the proxies' own
+    /// agents or synthetic proxies, viewers) on a generated or recorded login/logoff trace.
     Simulate(SimulateArgs),
 }
 
@@ -54,8 +54,19 @@ enum ShapeArg {
     Diurnal,
 }
 
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ProxiesArg {
+    /// Each relay machine runs `control::agent`, the proxies' own side of the protocol.
+    Agent,
+    /// Synthetic proxies: one LOGIN/LOGOFF per viewer, heartbeats, no decisions of their own.
+    Synthetic,
+}
+
 #[derive(Args)]
 struct SimulateArgs {
+    /// Whose code runs the relay machines' control side.
+    #[arg(long, value_enum, default_value = "agent")]
+    proxies: ProxiesArg,
     /// Replay this CSV trace (t_ms,event,stream,region) instead of generating one.
     #[arg(long)]
     trace: Option<PathBuf>,
@@ -127,6 +138,9 @@ struct SimulateArgs {
     /// The coordinator's stability period sp ([0058]) in ms.
     #[arg(long, default_value_t = 60_000)]
     sp_ms: u64,
+    /// The heartbeat interval the coordinator gives the proxies, in ms.
+    #[arg(long, default_value_t = 2_000)]
+    heartbeat_ms: u32,
     /// Crash relay machine K (0-based among relays) at second S: `S:K`, repeatable.
     #[arg(long = "crash", value_parser = parse_crash)]
     crashes: Vec<(u64, u32)>,
@@ -144,6 +158,9 @@ struct SimulateArgs {
     /// No progress lines.
     #[arg(long)]
     quiet: bool,
+    /// Print every decision of the coordinator core and every rejected login on stderr.
+    #[arg(long)]
+    decisions: bool,
 }
 
 fn parse_crash(s: &str) -> Result<(u64, u32), String> {
@@ -188,6 +205,10 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
     }
     let cfg = SimConfig {
         seed: a.seed,
+        proxies: match a.proxies {
+            ProxiesArg::Agent => ProxyModel::Agent,
+            ProxiesArg::Synthetic => ProxyModel::Synthetic,
+        },
         overlay: Overlay {
             regions: a.regions,
             tier_sizes: a.tiers.clone(),
@@ -198,6 +219,7 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         core: control::core::Config {
             delta_t_ms: a.delta_t_ms,
             sp_ms: a.sp_ms,
+            heartbeat_interval_ms: a.heartbeat_ms,
             ..control::core::Config::default()
         },
         bitrate_bps: a.bitrate,
@@ -207,14 +229,16 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         crashes: a.crashes.clone(),
         sample_us: (a.sample_s * 1e6).max(1.0) as u64,
         progress: !a.quiet,
+        log_decisions: a.decisions,
     };
     eprintln!(
-        "simulate: {} trace rows ({} logins) over {} streams, {} relay machines in {} regions",
+        "simulate: {} trace rows ({} logins) over {} streams, {} relay machines in {} regions, {} proxies",
         trace.rows.len(),
         trace.logins(),
         trace.streams.len(),
         cfg.overlay.relays(),
-        cfg.overlay.regions
+        cfg.overlay.regions,
+        cfg.proxies.name()
     );
     let report = vanbench::sim::simulate(&cfg, &trace);
     eprint!("{}", report.table());

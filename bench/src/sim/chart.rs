@@ -1,5 +1,6 @@
-//! Charts of simulation runs as SVG: viewers, active proxies and rejected logins over time, one
-//! line per run (policy) on the same axes, so that policies on one trace read side by side.
+//! Charts of simulation runs as SVG: viewers, active proxies, rejected logins and the messages
+//! the PNC received over time, one line per run (policy and proxy model) on the same axes, so
+//! that runs on one trace read side by side.
 
 use super::report::{Report, Sample};
 use plotters::prelude::*;
@@ -17,22 +18,23 @@ const COLORS: [RGBColor; 6] = [
 /// A panel: its title and what each sample contributes.
 type Panel = (&'static str, fn(&Sample) -> f64);
 
-const PANELS: [Panel; 3] = [
+const PANELS: [Panel; 4] = [
     ("viewers receiving", |s| s.viewers as f64),
     ("active relay machines", |s| s.active_proxies as f64),
     ("rejected logins (cumulative)", |s| s.rejected as f64),
+    ("messages to the PNC per second", |s| s.pnc_per_s),
 ];
 
-/// Writes one SVG with the three panels stacked; `title` names the trace.
+/// Writes one SVG with the panels stacked; `title` names the trace.
 pub fn write_svg(path: &Path, title: &str, runs: &[&Report]) -> anyhow::Result<()> {
-    let root = SVGBackend::new(path, (960, 900)).into_drawing_area();
+    let root = SVGBackend::new(path, (960, 1200)).into_drawing_area();
     root.fill(&WHITE).map_err(to_anyhow)?;
     let root = root.titled(title, ("sans-serif", 22)).map_err(to_anyhow)?;
     let t_max = runs
         .iter()
         .filter_map(|r| r.series.last().map(|s| s.t_s))
         .fold(1.0, f64::max);
-    for (area, (name, value)) in root.split_evenly((3, 1)).iter().zip(PANELS) {
+    for (area, (name, value)) in root.split_evenly((PANELS.len(), 1)).iter().zip(PANELS) {
         let y_max = runs
             .iter()
             .flat_map(|r| r.series.iter().map(value))
@@ -53,13 +55,18 @@ pub fn write_svg(path: &Path, title: &str, runs: &[&Report]) -> anyhow::Result<(
             .map_err(to_anyhow)?;
         for (i, r) in runs.iter().enumerate() {
             let color = COLORS[i % COLORS.len()];
+            let label = if r.proxy_model.is_empty() {
+                r.policy.clone()
+            } else {
+                format!("{} ({} proxies)", r.policy, r.proxy_model)
+            };
             chart
                 .draw_series(LineSeries::new(
                     r.series.iter().map(|s| (s.t_s, value(s))),
                     color.stroke_width(2),
                 ))
                 .map_err(to_anyhow)?
-                .label(r.policy.clone())
+                .label(label)
                 .legend(move |(x, y)| {
                     PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2))
                 });
@@ -95,6 +102,7 @@ mod tests {
                     waiting: 0,
                     active_proxies: t,
                     rejected: t / 3,
+                    pnc_per_s: (t * 7) as f64,
                 })
                 .collect(),
             ..Report::default()
@@ -113,11 +121,12 @@ mod tests {
             "viewers receiving",
             "active relay machines",
             "rejected logins",
+            "messages to the PNC",
         ] {
             assert!(svg.contains(text), "{text} missing");
         }
         assert!(
-            svg.matches("<polyline").count() >= 6,
+            svg.matches("<polyline").count() >= 8,
             "a line per run and panel"
         );
     }

@@ -1,25 +1,31 @@
 //! `vanbench simulate`: a discrete-event simulation of a VAN far beyond one machine, driving the
-//! coordinator's own core (`control::core::Coordinator::handle(event, now)`), unchanged, with
-//! synthetic proxies and viewers.
+//! coordinator's own core (`control::core::Coordinator::handle(event, now)`), unchanged, and, on
+//! every relay machine, the proxies' own side of the control protocol (`control::agent::Agent`,
+//! driven at its `poll_timeout()`), or for comparison synthetic proxies ([`ProxyModel`]).
 //!
 //! What is modelled ([0009], [0058]): an overlay of relay machines in regions and tiers with a
 //! capacity in connections; the time a proxy needs to become ready after `Activate` (ΔT of
 //! activation); a delay on every control message in both directions; heartbeats; crashes;
 //! viewers that resolve through the coordinator, connect, wait for a proxy still activating,
-//! follow redirects and re-resolve when their proxy dies. What is not: bytes (a viewer either is
-//! connected to a serving proxy or is not), bandwidth, link failures.
+//! are sent on by a proxy that no longer accepts, follow redirects and re-resolve when their
+//! proxy dies; with agents, child proxies pulling from their parents (a connection there) and
+//! links lost when a parent dies or drops the stream. What is not: bytes (a viewer either is
+//! connected to a serving proxy or is not), bandwidth, link degradation.
 //!
 //! Deterministic for a seed: one event queue ordered by (time, insertion), one seeded random
-//! source, no wall clock in any decision. The wall clock only measures where time goes: inside
-//! the core, apart from the simulator's own bookkeeping.
+//! source (the agents' jitter seeded from it and the machine id), no wall clock in any
+//! decision. The wall clock only measures where time goes: inside the core and inside the
+//! agents, apart from the simulator's own bookkeeping.
 
 pub mod chart;
+mod inbox;
+mod queue;
 pub mod report;
 pub mod rng;
 pub mod trace;
 mod world;
 
-pub use report::Report;
+pub use report::{PncLoad, Report};
 pub use trace::{Shape, Trace};
 pub use world::simulate;
 
@@ -45,9 +51,33 @@ impl Overlay {
     }
 }
 
+/// Whose code runs the relay machines' side of the control protocol.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProxyModel {
+    /// `control::agent::Agent`, what the dataplane runs: it registers with back-off, reports
+    /// viewers in heartbeats only, sends child-proxy LOGIN/LOGOFF, decides DISTRIBUTE and
+    /// CONSOLIDATE itself, pulls from its parents at its first sink; the simulated data plane
+    /// carries out its actions.
+    #[default]
+    Agent,
+    /// Written for the simulator: registered at once, one LOGIN/LOGOFF per viewer, heartbeats
+    /// with viewer counts, no decisions of its own, no child proxies. Kept for comparison.
+    Synthetic,
+}
+
+impl ProxyModel {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProxyModel::Agent => "agent",
+            ProxyModel::Synthetic => "synthetic",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct SimConfig {
     pub seed: u64,
+    pub proxies: ProxyModel,
     pub overlay: Overlay,
     /// The coordinator's configuration (its ΔT, sp, α, β, heartbeat timeout …).
     pub core: CoreConfig,
@@ -65,4 +95,7 @@ pub struct SimConfig {
     pub sample_us: u64,
     /// A progress line on stderr every second of wall time.
     pub progress: bool,
+    /// Every decision of the coordinator core, and every rejected login, on stderr with the
+    /// time on the trace's clock.
+    pub log_decisions: bool,
 }

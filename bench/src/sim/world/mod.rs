@@ -1,16 +1,32 @@
-//! The synthetic network around the coordinator core: relay machines, viewers, the event queue.
+//! The network around the coordinator core: relay machines, viewers, the event queue.
+//!
+//! What a relay machine's data plane does is modelled here, the same for both [`ProxyModel`]s:
+//! viewers connect, wait for an activation to finish, are turned away by a proxy that no longer
+//! accepts, follow redirects and resolve again when their proxy dies or drops the stream. Its
+//! control side is either the proxies' own code (`agents.rs`) or synthetic (`synthetic.rs`).
 
-use super::SimConfig;
+mod agents;
+mod synthetic;
+#[cfg(test)]
+mod tests;
+
+use super::inbox::Inbox;
+use super::queue::Queue;
 use super::report::{Report, Sample, WaitMs};
 use super::rng::Rng;
 use super::trace::{Kind, Trace};
-use control::core::{Command, Coordinator, Event, ProxySettings, Registration, Resolution, Time};
-use control::protocol::{Capacity, Child, PncMsg, ProxyId, ProxyMsg, SourceInfo, StreamLoad};
+use super::{ProxyModel, SimConfig};
+use agents::Agents;
+use control::agent::Input;
+use control::core::{Command, Coordinator, Event, ProxySettings, Resolution, Time};
+use control::protocol::{PncMsg, ProxyId, ProxyMsg, check_hello};
 use hdrhistogram::Histogram;
-use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
+
+/// Redirects a viewer follows from proxies that no longer accept before it asks the PNC again.
+const MAX_BOUNCES: u8 = 4;
 
 /// Something that happens at a point of simulated time.
 #[derive(Debug)]
@@ -22,15 +38,22 @@ enum Ev {
         from: u32,
         msg: ProxyMsg,
     },
+    /// A proxy's control connection closed (its agent closed it).
+    ControlClosed {
+        from: u32,
+    },
     /// A control message reaches a proxy.
     ToProxy {
         to: u32,
         msg: PncMsg,
     },
-    /// A viewer's connection reaches a proxy.
+    /// A viewer's connection reaches a proxy; `moved`: the PNC moved it there
+    /// (`RedirectChildren`, [0037]) and reserved its place, so it is taken even by a proxy that
+    /// takes no new viewers.
     Arrive {
         viewer: u32,
         proxy: u32,
+        moved: bool,
     },
     /// A proxy finished activating a stream (the activation with this epoch).
     Ready {
@@ -38,8 +61,31 @@ enum Ev {
         stream: u32,
         epoch: u32,
     },
+    /// A synthetic proxy's heartbeat.
     Heartbeat {
         proxy: u32,
+    },
+    /// An agent's `poll_timeout()` (armed as `generation`; a re-armed timer's old entry is
+    /// skipped).
+    AgentTimer {
+        machine: usize,
+        generation: u32,
+    },
+    /// Something machine `machine`'s data plane tells its agent.
+    AgentInput {
+        machine: usize,
+        input: Input,
+    },
+    /// A child proxy's pull (or its end) reaches the parent.
+    ChildConnects {
+        parent: u32,
+        child: u32,
+        stream: u32,
+    },
+    ChildDisconnects {
+        parent: u32,
+        child: u32,
+        stream: u32,
     },
     Tick,
     Crash {
@@ -52,36 +98,17 @@ enum Ev {
     Sample,
 }
 
-struct Queued {
-    at: u64,
-    seq: u64,
-    ev: Ev,
-}
-
-impl PartialEq for Queued {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Queued {
-    // Reversed: BinaryHeap is a max-heap and the earliest event must come out first.
-    fn cmp(&self, o: &Self) -> Ordering {
-        (o.at, o.seq).cmp(&(self.at, self.seq))
-    }
-}
-
 /// One stream on one machine.
 struct Serving {
     ready_at: u64,
     epoch: u32,
     /// Connected viewers, receiving or (while the stream is activating) waiting.
     viewers: Vec<u32>,
+    /// Takes new viewers ([0030]); if not, sends them to `redirect_to` (round-robin), or to
+    /// the PNC again when that is empty.
+    accepting: bool,
+    redirect_to: Vec<u32>,
+    next_redirect: usize,
 }
 
 struct Machine {
@@ -89,8 +116,10 @@ struct Machine {
     origin: bool,
     capacity: u32,
     alive: bool,
+    /// Viewers and child proxies connected, over all streams.
     connections: u32,
-    streams: HashMap<u32, Serving>,
+    /// Ordered: what is iterated here (a crash, a heartbeat) must not depend on hashing.
+    streams: BTreeMap<u32, Serving>,
     /// Since when it carries at least one stream.
     on_since: Option<u64>,
 }
@@ -99,8 +128,7 @@ struct Machine {
 enum State {
     /// Resolving, or redirected and on its way to a proxy.
     Connecting,
-    /// Connected to `proxy` (and counted there: the LOGIN went out on connect), which is still
-    /// activating the stream.
+    /// Connected to `proxy` (and counted there), which is still activating the stream.
     Waiting,
     /// Connected and receiving.
     Attached,
@@ -120,14 +148,15 @@ struct Viewer {
     /// Waited for an activation or bounced at least once before its first byte.
     delayed: bool,
     served: bool,
+    /// Redirects followed since it last asked the PNC.
+    bounces: u8,
 }
 
 struct World<'a> {
     cfg: &'a SimConfig,
     trace: &'a Trace,
     core: Coordinator,
-    queue: BinaryHeap<Queued>,
-    seq: u64,
+    queue: Queue<Ev>,
     now: u64,
     rng: Rng,
     machines: Vec<Machine>,
@@ -136,13 +165,19 @@ struct World<'a> {
     viewers: Vec<Viewer>,
     /// Viewers present (not gone) per (stream, region), for the trace's logoffs.
     audience: HashMap<(u32, u32), Vec<u32>>,
+    /// The agents of the agent model (empty for synthetic proxies).
+    agents: Agents,
+    /// Heartbeat interval of synthetic proxies, from the Welcome.
     heartbeat_us: u64,
+    /// Simulated time of the trace's time 0 (see `Report::warmup_s`).
+    trace_start_us: u64,
     end_us: u64,
     on_machines: u64,
     attached: u64,
     waiting: u64,
     wait: Histogram<u64>,
     core_time: Duration,
+    inbox: Inbox,
     r: Report,
 }
 
@@ -150,19 +185,19 @@ fn addr(id: u32) -> SocketAddr {
     SocketAddr::new(IpAddr::from(id.to_be_bytes()), 8000)
 }
 
-/// Runs the trace through the coordinator and the synthetic network; returns the figures.
+/// Runs the trace through the coordinator and the simulated network; returns the figures.
 pub fn simulate(cfg: &SimConfig, trace: &Trace) -> Report {
     let started = Instant::now();
     let mut w = World::new(cfg, trace);
     w.setup();
     let mut last_progress = Instant::now();
-    while let Some(q) = w.queue.pop() {
-        if q.at > w.end_us {
+    while let Some((at, ev)) = w.queue.pop() {
+        if at > w.end_us {
             break;
         }
-        w.now = q.at;
+        w.now = at;
         w.r.sim_events += 1;
-        w.step(q.ev);
+        w.step(ev);
         if cfg.progress
             && w.r.sim_events.is_multiple_of(65_536)
             && last_progress.elapsed().as_secs() >= 1
@@ -170,15 +205,16 @@ pub fn simulate(cfg: &SimConfig, trace: &Trace) -> Report {
             last_progress = Instant::now();
             eprintln!(
                 "simulate: t={:7.1}/{:.0} s  events {:>10}  viewers {:>8}  waiting {:>6}  \
-                 rejected {:>7}  proxies on {:>6}  core {:.1} s of {:.1} s",
-                w.now as f64 / 1e6,
-                w.end_us as f64 / 1e6,
+                 rejected {:>7}  proxies on {:>6}  core {:.1} s agents {:.1} s of {:.1} s",
+                w.now.saturating_sub(w.trace_start_us) as f64 / 1e6,
+                w.end_us.saturating_sub(w.trace_start_us) as f64 / 1e6,
                 w.r.sim_events,
                 w.attached,
                 w.waiting,
                 w.r.rejected,
                 w.on_machines,
                 w.core_time.as_secs_f64(),
+                w.agents.time.as_secs_f64(),
                 started.elapsed().as_secs_f64()
             );
         }
@@ -219,8 +255,16 @@ impl<'a> World<'a> {
             .enumerate()
             .map(|(i, m)| (m.id, i))
             .collect();
+        let heartbeat_us = u64::from(cfg.core.heartbeat_interval_ms.max(1)) * 1000;
+        let trace_start_us = match cfg.proxies {
+            ProxyModel::Synthetic => 0,
+            // Agents start within one heartbeat interval (machines do not beat in step), then
+            // connect, register and announce; the PNC recomputes tiers once per Δt/10 window.
+            ProxyModel::Agent => heartbeat_us + 4 * cfg.control_delay_us + cfg.core.tick_micros(),
+        };
         // The run lasts until every logoff was carried out and the tree had time to unwind.
-        let end_us = trace.end_us()
+        let end_us = trace_start_us
+            + trace.end_us()
             + 4 * cfg.activation_delay_us
             + 4 * cfg.control_delay_us
             + cfg.core.heartbeat_timeout_ms * 1000;
@@ -228,8 +272,7 @@ impl<'a> World<'a> {
             cfg,
             trace,
             core: Coordinator::new(core_cfg),
-            queue: BinaryHeap::new(),
-            seq: 0,
+            queue: Queue::default(),
             now: 0,
             rng: Rng::new(cfg.seed),
             machines,
@@ -242,82 +285,49 @@ impl<'a> World<'a> {
                 .collect(),
             viewers: Vec::new(),
             audience: HashMap::new(),
-            heartbeat_us: u64::from(cfg.core.heartbeat_interval_ms) * 1000,
+            agents: Agents::default(),
+            heartbeat_us,
+            trace_start_us,
             end_us,
             on_machines: 0,
             attached: 0,
             waiting: 0,
             wait: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
             core_time: Duration::ZERO,
+            inbox: Inbox::new(trace_start_us),
             r: Report {
                 policy: "seed".into(),
+                proxy_model: cfg.proxies.name().into(),
                 seed: cfg.seed,
                 proxies: o.relays(),
+                warmup_s: trace_start_us as f64 / 1e6,
                 ..Report::default()
             },
         }
     }
 
     fn at(&mut self, delay: u64, ev: Ev) {
-        self.seq += 1;
-        self.queue.push(Queued {
-            at: self.now + delay,
-            seq: self.seq,
-            ev,
-        });
+        self.queue.push(self.now + delay, ev);
     }
 
-    /// Registers every machine and announces every stream at its origin, at time 0.
+    /// The proxies start, then at the trace's time 0 the trace, the time series and the
+    /// crashes (on the trace's clock).
     fn setup(&mut self) {
-        let o = &self.cfg.overlay;
-        for i in 0..self.machines.len() {
-            let m = &self.machines[i];
-            let region = if m.origin {
-                "origins".to_string()
-            } else {
-                String::new() // the operator's settings name it
-            };
-            let reg = Registration {
-                proxy: ProxyId(m.id),
-                name: format!("p{}", m.id),
-                data_addr: addr(m.id),
-                region: (!region.is_empty()).then_some(region),
-                capacity: Capacity {
-                    connections: m.capacity,
-                    bits_per_sec: if m.origin {
-                        u64::MAX / 4
-                    } else {
-                        o.bits_per_sec
-                    },
-                },
-                streams: vec![],
-                rtts: vec![],
-            };
-            self.core(Event::Register(reg));
+        match self.cfg.proxies {
+            ProxyModel::Synthetic => self.setup_synthetic(),
+            ProxyModel::Agent => self.setup_agents(),
         }
-        for (s, name) in self.trace.streams.iter().enumerate() {
-            let origin = 1 + s as u32 % o.origins.max(1);
-            self.core(Event::Message {
-                from: ProxyId(origin),
-                msg: ProxyMsg::StreamAnnounce {
-                    stream: name.clone(),
-                    source: SourceInfo {
-                        source: format!("origin{origin}"),
-                        content_type: "video/mp2t".into(),
-                        bitrate_bps: self.cfg.bitrate_bps,
-                    },
-                },
-            });
+        let start = self.trace_start_us;
+        if let Some(first) = self.trace.rows.first() {
+            self.at(start + first.at_us, Ev::Trace(0));
         }
-        if !self.trace.rows.is_empty() {
-            let first = self.trace.rows[0].at_us;
-            self.at(first, Ev::Trace(0));
-        }
+        // The core has no `poll_timeout()` (yet): `Event::Tick` every `tick_micros()`, as its
+        // docs ask (heartbeat timeouts).
         self.at(self.cfg.core.tick_micros(), Ev::Tick);
-        self.at(0, Ev::Sample);
+        self.at(start, Ev::Sample);
         for &(t, relay) in &self.cfg.crashes {
-            let id = o.origins.max(1) + 1 + relay;
-            self.at(t, Ev::Crash { proxy: id });
+            let id = self.cfg.overlay.origins.max(1) + 1 + relay;
+            self.at(start + t, Ev::Crash { proxy: id });
         }
     }
 
@@ -334,6 +344,14 @@ impl<'a> World<'a> {
                     self.at(self.cfg.control_delay_us, Ev::ToProxy { to: to.0, msg })
                 }
                 Command::Resolved(r) => resolved = Some(r),
+                Command::Log(d) if self.cfg.log_decisions => eprintln!(
+                    "{:10.3} {:?} {} {}: {}",
+                    self.trace_secs(),
+                    d.rule,
+                    d.stream.as_deref().unwrap_or("-"),
+                    d.proxy.map_or("-".to_string(), |p| p.to_string()),
+                    d.reason
+                ),
                 Command::Log(_) => {}
             }
         }
@@ -352,22 +370,41 @@ impl<'a> World<'a> {
                     Kind::Logoff => self.logoff(row.stream, row.region),
                 }
             }
-            Ev::ToPnc { from, msg } => {
+            Ev::ToPnc { from, msg } => self.pnc_receives(from, msg),
+            Ev::ControlClosed { from } => {
                 if self.machine(from).is_some_and(|m| m.alive) {
-                    self.core(Event::Message {
-                        from: ProxyId(from),
-                        msg,
+                    self.core(Event::Disconnected {
+                        proxy: ProxyId(from),
                     });
                 }
             }
-            Ev::ToProxy { to, msg } => self.deliver_to_proxy(to, msg),
-            Ev::Arrive { viewer, proxy } => self.arrive(viewer, proxy),
+            Ev::ToProxy { to, msg } => self.proxy_receives(to, msg),
+            Ev::Arrive {
+                viewer,
+                proxy,
+                moved,
+            } => self.arrive(viewer, proxy, moved),
             Ev::Ready {
                 proxy,
                 stream,
                 epoch,
             } => self.ready(proxy, stream, epoch),
             Ev::Heartbeat { proxy } => self.heartbeat(proxy),
+            Ev::AgentTimer {
+                machine,
+                generation,
+            } => self.agent_timer(machine, generation),
+            Ev::AgentInput { machine, input } => self.drive(machine, input),
+            Ev::ChildConnects {
+                parent,
+                child,
+                stream,
+            } => self.child_connects(parent, child, stream),
+            Ev::ChildDisconnects {
+                parent,
+                child,
+                stream,
+            } => self.child_disconnects(parent, child, stream),
             Ev::Tick => {
                 self.core(Event::Tick);
                 self.at(self.cfg.core.tick_micros(), Ev::Tick);
@@ -379,16 +416,73 @@ impl<'a> World<'a> {
                 }
             }
             Ev::Sample => {
+                let period = self.cfg.sample_us.max(1);
                 self.r.series.push(Sample {
-                    t_s: self.now as f64 / 1e6,
+                    t_s: self.now.saturating_sub(self.trace_start_us) as f64 / 1e6,
                     viewers: self.attached,
                     waiting: self.waiting,
                     active_proxies: self.on_machines,
                     rejected: self.r.rejected,
+                    pnc_per_s: self.inbox.take_since_sample() as f64 * 1e6 / period as f64,
                 });
-                self.at(self.cfg.sample_us.max(1), Ev::Sample);
+                self.at(period, Ev::Sample);
             }
         }
+    }
+
+    /// A proxy's message reaches the PNC (unless its machine died meanwhile). A Hello goes
+    /// through the service's check first, as on the wire.
+    fn pnc_receives(&mut self, from: u32, msg: ProxyMsg) {
+        if !self.machine(from).is_some_and(|m| m.alive) {
+            return;
+        }
+        self.inbox.received(self.now, &msg);
+        match msg {
+            ProxyMsg::Hello(hello) => match check_hello(&hello, agents::TOKEN) {
+                Ok(()) => {
+                    self.core(Event::Register(hello.into()));
+                }
+                Err(reason) => self.at(
+                    self.cfg.control_delay_us,
+                    Ev::ToProxy {
+                        to: from,
+                        msg: PncMsg::Refused(reason),
+                    },
+                ),
+            },
+            msg => {
+                self.core(Event::Message {
+                    from: ProxyId(from),
+                    msg,
+                });
+            }
+        }
+    }
+
+    /// A PNC message reaches a proxy (a dead one hears nothing).
+    fn proxy_receives(&mut self, to: u32, msg: PncMsg) {
+        let Some(mi) = self.machine_ix(to) else {
+            return;
+        };
+        if !self.machines[mi].alive {
+            return;
+        }
+        match &msg {
+            PncMsg::SwitchToParent { .. } => self.r.parent_switches += 1,
+            PncMsg::StopAccepting { .. } | PncMsg::StartAccepting { .. } => {
+                self.r.phase_orders += 1
+            }
+            _ => {}
+        }
+        match self.cfg.proxies {
+            ProxyModel::Synthetic => self.synthetic_order(mi, msg),
+            ProxyModel::Agent => self.drive(mi, Input::Received(msg)),
+        }
+    }
+
+    /// Now on the trace's clock, in seconds (negative during the warm-up).
+    fn trace_secs(&self) -> f64 {
+        (self.now as f64 - self.trace_start_us as f64) / 1e6
     }
 
     fn machine(&self, id: u32) -> Option<&Machine> {
@@ -397,6 +491,10 @@ impl<'a> World<'a> {
 
     fn machine_ix(&self, id: u32) -> Option<usize> {
         self.by_id.get(&id).copied()
+    }
+
+    fn stream_ix(&self, name: &str) -> Option<u32> {
+        self.stream_ids.get(name).copied()
     }
 
     fn login(&mut self, stream: u32, region: u32) {
@@ -415,6 +513,7 @@ impl<'a> World<'a> {
             login_at: self.now,
             delayed: false,
             served: false,
+            bounces: 0,
         });
         self.resolve(v);
     }
@@ -422,7 +521,8 @@ impl<'a> World<'a> {
     /// `GET /resolve/{stream}` ([0033]): the core names a proxy or refuses.
     fn resolve(&mut self, v: u32) {
         let (stream, region) = {
-            let x = &self.viewers[v as usize];
+            let x = &mut self.viewers[v as usize];
+            x.bounces = 0;
             (x.stream, x.region)
         };
         let answer = self.core(Event::Resolve {
@@ -439,11 +539,15 @@ impl<'a> World<'a> {
                     Ev::Arrive {
                         viewer: v,
                         proxy: peer.id.0,
+                        moved: false,
                     },
                 );
             }
             None => {
                 self.r.rejected += 1;
+                if self.cfg.log_decisions {
+                    eprintln!("{:10.3} rejected viewer {v}", self.trace_secs());
+                }
                 self.leave(v);
             }
         }
@@ -480,7 +584,7 @@ impl<'a> World<'a> {
         self.leave(v);
     }
 
-    fn arrive(&mut self, v: u32, proxy: u32) {
+    fn arrive(&mut self, v: u32, proxy: u32, moved: bool) {
         if self.viewers[v as usize].state != State::Connecting {
             return; // left meanwhile
         }
@@ -488,6 +592,7 @@ impl<'a> World<'a> {
         let Some(mi) = self.machine_ix(proxy) else {
             return;
         };
+        let now = self.now;
         let m = &mut self.machines[mi];
         let serving = if m.alive {
             m.streams.get_mut(&stream)
@@ -500,15 +605,39 @@ impl<'a> World<'a> {
                 self.viewers[v as usize].delayed = true;
                 self.resolve(v);
             }
+            Some(s) if !s.accepting && !moved => {
+                // [0030] [0035] a proxy in its contraction phase answers `307` to one that
+                // accepts, or `503` when it knows none: the viewer asks the PNC again.
+                let to = (!s.redirect_to.is_empty()).then(|| {
+                    let to = s.redirect_to[s.next_redirect % s.redirect_to.len()];
+                    s.next_redirect = s.next_redirect.wrapping_add(1);
+                    to
+                });
+                self.r.bounced += 1;
+                let x = &mut self.viewers[v as usize];
+                x.delayed = true;
+                x.bounces = x.bounces.saturating_add(1);
+                match to {
+                    Some(to) if x.bounces <= MAX_BOUNCES => self.at(
+                        self.cfg.control_delay_us,
+                        Ev::Arrive {
+                            viewer: v,
+                            proxy: to,
+                            moved: false,
+                        },
+                    ),
+                    _ => self.resolve(v),
+                }
+            }
             Some(s) => {
-                let ready = self.now >= s.ready_at;
+                let ready = now >= s.ready_at;
                 self.attach(v, mi, ready);
             }
         }
     }
 
-    /// The viewer is connected to machine `mi` and its LOGIN goes out; it receives at once if
-    /// the stream is `ready` there, else it waits for the activation to finish.
+    /// The viewer is connected to machine `mi` and its proxy hears of it; it receives at once
+    /// if the stream is `ready` there, else it waits for the activation to finish.
     fn attach(&mut self, v: u32, mi: usize, ready: bool) {
         let stream = self.viewers[v as usize].stream;
         let m = &mut self.machines[mi];
@@ -536,17 +665,15 @@ impl<'a> World<'a> {
             x.delayed = true;
             self.waiting += 1;
         }
-        let name = self.trace.streams[stream as usize].clone();
-        self.at(
-            self.cfg.control_delay_us,
-            Ev::ToPnc {
-                from: id,
-                msg: ProxyMsg::Login {
-                    stream: name,
-                    child: Child::Viewer,
+        match self.cfg.proxies {
+            ProxyModel::Synthetic => self.synthetic_viewer_login(id, stream),
+            ProxyModel::Agent => self.agent_hears(
+                mi,
+                Input::ViewerJoined {
+                    stream: self.trace.streams[stream as usize].clone(),
                 },
-            },
-        );
+            ),
+        }
     }
 
     /// A connected viewer gets its first bytes.
@@ -565,8 +692,8 @@ impl<'a> World<'a> {
         self.r.peak_viewers = self.r.peak_viewers.max(self.attached);
     }
 
-    /// Takes a connected viewer off its machine; `tell` sends the LOGOFF (a crashed machine
-    /// tells nothing).
+    /// Takes a connected viewer off its machine; `tell`: the proxy's control side hears of it
+    /// (not when the machine crashed, nor when a synthetic proxy's PNC already wrote it off).
     fn detach(&mut self, v: u32, tell: bool) {
         let (stream, proxy, pos) = {
             let x = &self.viewers[v as usize];
@@ -590,17 +717,15 @@ impl<'a> World<'a> {
         }
         self.viewers[v as usize].state = State::Connecting;
         if tell {
-            let name = self.trace.streams[stream as usize].clone();
-            self.at(
-                self.cfg.control_delay_us,
-                Ev::ToPnc {
-                    from: proxy,
-                    msg: ProxyMsg::Logoff {
-                        stream: name,
-                        child: Child::Viewer,
+            match self.cfg.proxies {
+                ProxyModel::Synthetic => self.synthetic_viewer_logoff(proxy, stream),
+                ProxyModel::Agent => self.agent_hears(
+                    mi,
+                    Input::ViewerLeft {
+                        stream: self.trace.streams[stream as usize].clone(),
                     },
-                },
-            );
+                ),
+            }
         }
     }
 
@@ -620,123 +745,46 @@ impl<'a> World<'a> {
         }
     }
 
-    fn heartbeat(&mut self, proxy: u32) {
-        let Some(mi) = self.machine_ix(proxy) else {
-            return;
-        };
-        if !self.machines[mi].alive {
-            return;
-        }
-        let m = &self.machines[mi];
-        let streams: Vec<StreamLoad> = m
-            .streams
-            .iter()
-            .map(|(&s, sv)| StreamLoad {
-                stream: self.trace.streams[s as usize].clone(),
-                viewers: sv.viewers.len() as u32,
-                child_proxies: 0,
-                bits_per_sec: sv.viewers.len() as u64 * self.cfg.bitrate_bps,
-                login_rate: 0.0,
-                logoff_rate: 0.0,
-            })
-            .collect();
-        let msg = ProxyMsg::Heartbeat {
-            streams,
-            connections: m.connections,
-            bits_per_sec: u64::from(m.connections) * self.cfg.bitrate_bps,
-            rtts: vec![],
-        };
-        self.at(self.cfg.control_delay_us, Ev::ToPnc { from: proxy, msg });
-        self.at(self.heartbeat_us, Ev::Heartbeat { proxy });
-    }
-
-    fn deliver_to_proxy(&mut self, to: u32, msg: PncMsg) {
-        let Some(mi) = self.machine_ix(to) else {
-            return;
-        };
-        if !self.machines[mi].alive {
+    /// Machine `mi` starts serving stream `s` in `tier`: it is ready after the activation
+    /// delay (ΔT of [0009], [0058]).
+    fn start_serving(&mut self, mi: usize, s: u32, tier: u32, accepting: bool) {
+        self.r.max_tier = self.r.max_tier.max(tier);
+        let ready_at = self.now + self.cfg.activation_delay_us;
+        let m = &mut self.machines[mi];
+        if m.streams.contains_key(&s) {
             return;
         }
-        match msg {
-            PncMsg::Welcome { heartbeat_ms, .. } => {
-                self.heartbeat_us = u64::from(heartbeat_ms.max(1)) * 1000;
-                // Machines do not beat in step: spread the first beat over one interval.
-                let first = self.rng.below(self.heartbeat_us as usize) as u64;
-                self.at(first, Ev::Heartbeat { proxy: to });
-            }
-            PncMsg::Activate { stream, tier, .. } => {
-                let Some(&s) = self.stream_ids.get(&stream) else {
-                    return;
-                };
-                self.r.max_tier = self.r.max_tier.max(tier);
-                let ready_at = self.now + self.cfg.activation_delay_us;
-                let m = &mut self.machines[mi];
-                if m.streams.contains_key(&s) {
-                    return;
-                }
-                self.r.activations += 1;
-                let epoch = self.r.activations as u32;
-                m.streams.insert(
-                    s,
-                    Serving {
-                        ready_at,
-                        epoch,
-                        viewers: Vec::new(),
-                    },
-                );
-                if m.on_since.is_none() && !m.origin {
-                    m.on_since = Some(self.now);
-                    self.on_machines += 1;
-                    self.r.peak_active_proxies = self.r.peak_active_proxies.max(self.on_machines);
-                }
-                self.at(
-                    self.cfg.activation_delay_us,
-                    Ev::Ready {
-                        proxy: to,
-                        stream: s,
-                        epoch,
-                    },
-                );
-            }
-            PncMsg::SwitchToParent { .. } => self.r.parent_switches += 1,
-            PncMsg::RedirectChildren { stream, to: target } => {
-                let Some(&s) = self.stream_ids.get(&stream) else {
-                    return;
-                };
-                let moving = self.take_viewers(mi, s, true);
-                for v in moving {
-                    self.r.viewer_migrations += 1;
-                    self.at(
-                        self.cfg.control_delay_us,
-                        Ev::Arrive {
-                            viewer: v,
-                            proxy: target.id.0,
-                        },
-                    );
-                }
-            }
-            PncMsg::Deactivate { stream } => {
-                let Some(&s) = self.stream_ids.get(&stream) else {
-                    return;
-                };
-                // The PNC has already written these viewers off: no LOGOFF for them.
-                let orphans = self.take_viewers(mi, s, false);
-                self.drop_stream(mi, s);
-                self.r.deactivations += 1;
-                for v in orphans {
-                    self.r.viewer_migrations += 1;
-                    self.at(self.cfg.reconnect_delay_us, Ev::Reresolve { viewer: v });
-                }
-            }
-            PncMsg::StopAccepting { .. }
-            | PncMsg::StartAccepting { .. }
-            | PncMsg::MonitorList { .. }
-            | PncMsg::Refused(_) => {}
+        self.r.activations += 1;
+        let epoch = self.r.activations as u32;
+        m.streams.insert(
+            s,
+            Serving {
+                ready_at,
+                epoch,
+                viewers: Vec::new(),
+                accepting,
+                redirect_to: Vec::new(),
+                next_redirect: 0,
+            },
+        );
+        if m.on_since.is_none() && !m.origin {
+            m.on_since = Some(self.now);
+            self.on_machines += 1;
+            self.r.peak_active_proxies = self.r.peak_active_proxies.max(self.on_machines);
         }
+        let id = m.id;
+        self.at(
+            self.cfg.activation_delay_us,
+            Ev::Ready {
+                proxy: id,
+                stream: s,
+                epoch,
+            },
+        );
     }
 
     /// Every viewer of stream `s` connected to machine `mi`, taken off it (in state
-    /// `Connecting`); `tell` sends their LOGOFFs.
+    /// `Connecting`); `tell` as in [`World::detach`].
     fn take_viewers(&mut self, mi: usize, s: u32, tell: bool) -> Vec<u32> {
         let connected = match self.machines[mi].streams.get(&s) {
             Some(sv) => sv.viewers.clone(),
@@ -746,6 +794,14 @@ impl<'a> World<'a> {
             self.detach(v, tell);
         }
         connected
+    }
+
+    /// Viewers whose proxy dropped them resolve again after the reconnect delay.
+    fn orphan(&mut self, viewers: Vec<u32>) {
+        for v in viewers {
+            self.r.viewer_migrations += 1;
+            self.at(self.cfg.reconnect_delay_us, Ev::Reresolve { viewer: v });
+        }
     }
 
     fn drop_stream(&mut self, mi: usize, s: u32) {
@@ -770,13 +826,13 @@ impl<'a> World<'a> {
         for s in streams {
             let lost = self.take_viewers(mi, s, false);
             self.drop_stream(mi, s);
-            for v in lost {
-                self.r.crashed_viewers += 1;
-                self.r.viewer_migrations += 1;
-                self.at(self.cfg.reconnect_delay_us, Ev::Reresolve { viewer: v });
-            }
+            self.r.crashed_viewers += lost.len() as u64;
+            self.orphan(lost);
         }
         self.machines[mi].alive = false;
+        if self.cfg.proxies == ProxyModel::Agent {
+            self.crash_agent(mi);
+        }
         // The control connection closes with the process; the PNC declares the crash only
         // when the heartbeats stop ([0066]).
         self.core(Event::Disconnected {
@@ -813,8 +869,12 @@ impl<'a> World<'a> {
         } else {
             0.0
         };
-        self.r.simulated_s = self.now as f64 / 1e6;
+        self.r.simulated_s = self.now.saturating_sub(self.trace_start_us) as f64 / 1e6;
+        self.r.pnc = self.inbox.load(self.now, self.r.proxies);
+        self.r.protocol_errors = self.core.counters().protocol_errors;
         self.r.core_s = self.core_time.as_secs_f64();
+        self.r.agent_s = self.agents.time.as_secs_f64();
+        self.r.agent_events = self.agents.handled;
         self.r.wall_s = started.elapsed().as_secs_f64();
         self.r.core_us_per_event = if self.r.core_events > 0 {
             self.r.core_s * 1e6 / self.r.core_events as f64
@@ -833,7 +893,7 @@ impl Machine {
             capacity,
             alive: true,
             connections: 0,
-            streams: HashMap::new(),
+            streams: BTreeMap::new(),
             on_since: None,
         }
     }
@@ -846,105 +906,4 @@ fn trace_region(trace: &Trace, r: u32) -> String {
         .get(r as usize)
         .cloned()
         .unwrap_or_else(|| format!("r{r}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::{Overlay, Shape};
-    use super::*;
-
-    fn config(seed: u64) -> SimConfig {
-        SimConfig {
-            seed,
-            overlay: Overlay {
-                regions: 2,
-                tier_sizes: vec![2, 4, 20],
-                capacity: 50,
-                bits_per_sec: 10_000_000_000,
-                origins: 1,
-            },
-            core: control::core::Config {
-                delta_t_ms: 2_000,
-                heartbeat_timeout_ms: 3_000,
-                heartbeat_interval_ms: 500,
-                ..control::core::Config::default()
-            },
-            bitrate_bps: 1_000_000,
-            activation_delay_us: 500_000,
-            control_delay_us: 10_000,
-            reconnect_delay_us: 200_000,
-            crashes: vec![],
-            sample_us: 1_000_000,
-            progress: false,
-        }
-    }
-
-    fn flash(viewers: u64) -> Trace {
-        Trace::generate(
-            &Shape::Flash {
-                viewers,
-                ramp: 20.0,
-                end: 40.0,
-                leave: 5.0,
-            },
-            1,
-            0.0,
-            2,
-            5,
-        )
-    }
-
-    #[test]
-    fn a_crowd_within_capacity_is_served_and_the_tree_unwinds() {
-        let r = simulate(&config(1), &flash(1500));
-        assert_eq!(r.logins, 1500);
-        assert_eq!(r.rejected, 0, "{}", r.table());
-        assert_eq!(r.peak_viewers, 1500);
-        assert!(r.activations >= 1500 / 50, "{}", r.table());
-        assert_eq!(
-            r.activations, r.deactivations,
-            "the tree unwinds when all left"
-        );
-        assert_eq!(r.series.last().map(|s| s.viewers), Some(0));
-        assert!(r.proxy_seconds > 0.0 && r.core_events > 3000);
-        assert_eq!(r.max_tier, 3);
-    }
-
-    #[test]
-    fn the_same_seed_gives_the_same_run() {
-        let a = simulate(&config(3), &flash(600));
-        let b = simulate(&config(3), &flash(600));
-        let figures = |r: &Report| {
-            (
-                r.rejected,
-                r.delayed,
-                r.activations,
-                r.viewer_migrations,
-                r.proxy_seconds.to_bits(),
-                r.sim_events,
-                r.core_events,
-            )
-        };
-        assert_eq!(figures(&a), figures(&b));
-    }
-
-    #[test]
-    fn more_viewers_than_the_overlay_holds_are_rejected_not_overloaded() {
-        // 2 regions × 20 bottom machines × 50 connections = 2000 places.
-        let r = simulate(&config(1), &flash(3000));
-        assert!(r.rejected >= 1000, "{}", r.table());
-        assert!(r.peak_viewers <= 2000, "{}", r.table());
-    }
-
-    #[test]
-    fn viewers_of_a_crashed_machine_resolve_again() {
-        let mut cfg = config(2);
-        // Relays 6..26 are region 0's bottom tier (after 2 in tier 1 and 4 in tier 2); the
-        // first six of them crash mid-event, some of them serving viewers.
-        cfg.crashes = (6..12).map(|k| (25_000_000, k)).collect();
-        let r = simulate(&cfg, &flash(1000));
-        assert!(r.crashed_viewers > 0, "{}", r.table());
-        assert!(r.viewer_migrations >= r.crashed_viewers);
-        assert_eq!(r.rejected, 0, "{}", r.table());
-    }
 }

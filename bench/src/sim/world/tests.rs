@@ -1,0 +1,183 @@
+use super::super::{Overlay, ProxyModel, Shape};
+use super::*;
+
+const BOTH: [ProxyModel; 2] = [ProxyModel::Agent, ProxyModel::Synthetic];
+
+fn config(seed: u64, proxies: ProxyModel) -> SimConfig {
+    SimConfig {
+        seed,
+        proxies,
+        overlay: Overlay {
+            regions: 2,
+            tier_sizes: vec![2, 4, 20],
+            capacity: 50,
+            bits_per_sec: 10_000_000_000,
+            origins: 1,
+        },
+        core: control::core::Config {
+            delta_t_ms: 2_000,
+            heartbeat_timeout_ms: 3_000,
+            heartbeat_interval_ms: 500,
+            ..control::core::Config::default()
+        },
+        bitrate_bps: 1_000_000,
+        activation_delay_us: 500_000,
+        control_delay_us: 10_000,
+        reconnect_delay_us: 200_000,
+        crashes: vec![],
+        sample_us: 1_000_000,
+        progress: false,
+        log_decisions: false,
+    }
+}
+
+fn flash(viewers: u64) -> Trace {
+    Trace::generate(
+        &Shape::Flash {
+            viewers,
+            ramp: 20.0,
+            end: 40.0,
+            leave: 5.0,
+        },
+        1,
+        0.0,
+        2,
+        5,
+    )
+}
+
+#[test]
+fn a_crowd_within_capacity_is_served() {
+    for model in BOTH {
+        let r = simulate(&config(1, model), &flash(1500));
+        assert_eq!(r.logins, 1500);
+        assert_eq!(r.rejected, 0, "{model:?}\n{}", r.table());
+        assert_eq!(r.peak_viewers, 1500, "{model:?}\n{}", r.table());
+        assert!(r.activations >= 1500 / 50, "{model:?}\n{}", r.table());
+        assert_eq!(r.series.last().map(|s| s.viewers), Some(0));
+        assert!(r.proxy_seconds > 0.0 && r.core_events > 1000);
+        assert_eq!(r.max_tier, 3, "{model:?}");
+    }
+}
+
+#[test]
+fn synthetic_proxies_unwind_the_tree_when_all_left() {
+    let r = simulate(&config(1, ProxyModel::Synthetic), &flash(1500));
+    assert_eq!(r.activations, r.deactivations, "{}", r.table());
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    for model in BOTH {
+        let a = simulate(&config(3, model), &flash(600));
+        let b = simulate(&config(3, model), &flash(600));
+        let figures = |r: &Report| {
+            (
+                r.rejected,
+                r.delayed,
+                r.activations,
+                r.deactivations,
+                r.viewer_migrations,
+                r.proxy_seconds.to_bits(),
+                r.sim_events,
+                r.core_events,
+                r.agent_events,
+                r.pnc.by_kind.clone(),
+                r.series.iter().map(|s| s.viewers).collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(figures(&a), figures(&b), "{model:?}");
+    }
+}
+
+#[test]
+fn more_viewers_than_the_overlay_holds_are_rejected_not_overloaded() {
+    // 2 regions × 20 bottom machines × 50 connections = 2000 places.
+    for model in BOTH {
+        let r = simulate(&config(1, model), &flash(3000));
+        assert!(r.rejected >= 1000, "{model:?}\n{}", r.table());
+        assert!(r.peak_viewers <= 2000, "{model:?}\n{}", r.table());
+    }
+}
+
+#[test]
+fn viewers_of_a_crashed_machine_resolve_again() {
+    for model in BOTH {
+        let mut cfg = config(2, model);
+        // Relays 6..26 are region 0's bottom tier (after 2 in tier 1 and 4 in tier 2); the
+        // first six of them crash mid-event, some of them serving viewers.
+        cfg.crashes = (6..12).map(|k| (25_000_000, k)).collect();
+        let r = simulate(&cfg, &flash(1000));
+        assert!(r.crashed_viewers > 0, "{model:?}\n{}", r.table());
+        assert!(r.viewer_migrations >= r.crashed_viewers);
+        assert_eq!(r.rejected, 0, "{model:?}\n{}", r.table());
+    }
+}
+
+#[test]
+fn agents_send_no_message_per_viewer_synthetic_proxies_one_each() {
+    let agent = simulate(&config(4, ProxyModel::Agent), &flash(1500));
+    let kinds = &agent.pnc.by_kind;
+    assert!(
+        !kinds.contains_key("login_viewer") && !kinds.contains_key("logoff_viewer"),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds["heartbeat"] > 0 && kinds["login_proxy"] > 0,
+        "{kinds:?}"
+    );
+    let synthetic = simulate(&config(4, ProxyModel::Synthetic), &flash(1500));
+    let admitted = synthetic.logins - synthetic.rejected;
+    assert!(synthetic.pnc.by_kind["login_viewer"] >= admitted);
+    assert!(agent.pnc.messages < synthetic.pnc.messages);
+}
+
+/// Issue 10: the PNC's message rate is bounded by proxies × heartbeat rate, not by viewers.
+/// Over a run of T seconds each agent sends at most T/heartbeat + 1 periodic heartbeats, one
+/// DISTRIBUTE or CONSOLIDATE per phase (a phase starts at an activation or a phase order), each
+/// with a heartbeat of its own, and one child-proxy LOGIN or LOGOFF per link its data plane
+/// opened or closed.
+#[test]
+fn agent_messages_to_the_pnc_are_bounded_by_heartbeats_and_tree_changes() {
+    for viewers in [300, 1500] {
+        let cfg = config(5, ProxyModel::Agent);
+        let r = simulate(&cfg, &flash(viewers));
+        let agents = r.proxies + u64::from(cfg.overlay.origins);
+        let beats = r.simulated_s / (f64::from(cfg.core.heartbeat_interval_ms) / 1000.0);
+        let periodic = agents as f64 * (beats.floor() + 2.0);
+        let tree_changes = 2 * (r.activations + r.phase_orders) + r.child_links_changed;
+        assert!(
+            r.pnc.messages as f64 <= periodic + tree_changes as f64,
+            "{} messages > {periodic} + {tree_changes}\n{}",
+            r.pnc.messages,
+            r.table()
+        );
+        let decisions = r.pnc.by_kind.get("distribute").unwrap_or(&0)
+            + r.pnc.by_kind.get("consolidate").unwrap_or(&0);
+        let heartbeats = r.pnc.by_kind["heartbeat"];
+        assert!(
+            heartbeats as f64 <= periodic + decisions as f64,
+            "{heartbeats} heartbeats\n{}",
+            r.table()
+        );
+    }
+}
+
+/// An agent is driven only at its own `poll_timeout()`: a machine that carries nothing costs one
+/// input per heartbeat interval, however many machines there are.
+#[test]
+fn idle_agents_cost_one_input_per_heartbeat() {
+    let mut cfg = config(6, ProxyModel::Agent);
+    cfg.overlay.tier_sizes = vec![20, 200, 2000];
+    let r = simulate(&cfg, &flash(20));
+    let agents = r.proxies + u64::from(cfg.overlay.origins);
+    let beats = (r.simulated_s + r.warmup_s) / (f64::from(cfg.core.heartbeat_interval_ms) / 1000.0);
+    // Per agent: its periodic timeouts and the Welcome round trip (start, Connected, Welcome).
+    let idle = agents as f64 * (beats.ceil() + 4.0);
+    assert!(
+        (r.agent_events as f64) < idle + 200.0 * r.logins as f64,
+        "{} inputs for {agents} agents over {beats:.0} heartbeats\n{}",
+        r.agent_events,
+        r.table()
+    );
+}
