@@ -485,18 +485,25 @@ impl CheckedViewers {
                 .enumerate()
                 .filter_map(|(i, v)| {
                     let next = v.live.next_seq.load(Ordering::Relaxed);
+                    let ended = if v.live.ended.load(Ordering::Relaxed) {
+                        " (its response ended)"
+                    } else {
+                        ""
+                    };
                     (next <= seq).then(|| match next {
-                        0 => format!("viewer {i}: no record"),
-                        n => format!("viewer {i}: up to {}", n - 1),
+                        0 => format!("viewer {i}: no record{ended}"),
+                        n => format!("viewer {i}: up to {}{ended}", n - 1),
                     })
                 })
                 .collect();
             if behind.is_empty() {
                 return Ok(());
             }
-            if Instant::now() >= deadline {
+            // A viewer whose response ended gets nothing more: no use waiting for it.
+            let hopeless = behind.iter().any(|b| b.ends_with("ended)"));
+            if hopeless || Instant::now() >= deadline {
                 return Err(format!(
-                    "{} of {} viewers had not received record {seq} within {limit:?}: {}",
+                    "{} of {} viewers had not received record {seq} (waited up to {limit:?}): {}",
                     behind.len(),
                     self.viewers.len(),
                     behind.join(", ")
