@@ -1,9 +1,11 @@
 //! Helpers for the end-to-end tests: locating and starting the real binaries, stopping every
-//! process a test starts (by PID, from `Drop`), and small raw-HTTP clients over `TcpStream`.
+//! process a test starts (by PID, from `Drop`), small raw-HTTP clients over `TcpStream`, and
+//! tests that cannot run here ([`skip`]). Generated sources and checking viewers are in
+//! [`checked`].
 //!
-//! The binaries are the ones `scripts/test.sh` builds: `target/<profile>/dataplane`,
-//! `target/<profile>/vanbench` and this crate's `deny_io_uring`, found next to the test
-//! executable's `deps/` directory. Everything listens on and connects to 127.0.0.1 only.
+//! The binaries are the ones `scripts/test.sh` builds: `target/<profile>/dataplane` and this
+//! crate's `deny_io_uring`, found next to the test executable's `deps/` directory. Everything
+//! listens on and connects to 127.0.0.1 only.
 
 use anyhow::{Context, Result, anyhow, bail};
 use std::fs::File;
@@ -684,74 +686,6 @@ impl RawViewer {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Runs `vanbench` with `args` and a JSON summary on stdout; waits up to `limit`, then parses it.
-pub fn vanbench_json(args: &[String], limit: Duration) -> Result<serde_json::Value> {
-    let mut proc = vanbench(args, Stdio::piped())?;
-    let mut stdout = proc.child_mut().stdout.take().expect("piped");
-    let reader = std::thread::spawn(move || {
-        let mut out = String::new();
-        let _ = stdout.read_to_string(&mut out);
-        out
-    });
-    let status = proc.wait_timeout(limit);
-    if status.is_none() {
-        proc.kill();
-        bail!("vanbench {args:?} did not finish within {limit:?}");
-    }
-    let out = reader.join().expect("reader thread");
-    let status = status.expect("checked");
-    if !status.success() {
-        bail!("vanbench {args:?} failed with {status}; stdout: {out}");
-    }
-    // The summary is one JSON object, possibly pretty-printed over several lines, after any
-    // other output.
-    let json = if out.starts_with('{') {
-        Some(out.as_str())
-    } else {
-        out.find("\n{").map(|i| &out[i + 1..])
-    }
-    .ok_or_else(|| anyhow!("no JSON summary in vanbench output: {out}"))?;
-    serde_json::from_str(json).with_context(|| format!("parsing {json}"))
-}
-
-/// Starts `vanbench` in the background (its stderr goes to the test's stderr).
-pub fn vanbench(args: &[String], stdout: Stdio) -> Result<Proc> {
-    Proc::spawn(
-        "vanbench",
-        Command::new(bin("vanbench"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(stdout),
-    )
-}
-
-/// Arguments of a `vanbench source` publishing generated records to `stream` on `relay`.
-pub fn source_args(relay: &Relay, stream: &str, bitrate: &str, duration: &str) -> Vec<String> {
-    [
-        "source",
-        "--url",
-        &relay.url(&format!("/live/{stream}")),
-        "--user",
-        SOURCE_USER,
-        "--password",
-        SOURCE_PASSWORD,
-        "--bitrate",
-        bitrate,
-        "--duration",
-        duration,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
-/// Reads a numeric field of a vanbench summary (a missing or non-numeric field fails the test).
-pub fn field(json: &serde_json::Value, name: &str) -> f64 {
-    json.get(name)
-        .and_then(serde_json::Value::as_f64)
-        .unwrap_or_else(|| panic!("summary field {name} missing or not a number in {json}"))
 }
 
 /// A VAN frame viewer over a raw connection: collects frames until an end frame or EOF.

@@ -5,9 +5,9 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
-use van_e2e::{Relay, connect, read_head, source_args, vanbench};
+use van_e2e::checked::GeneratedSource;
+use van_e2e::{Relay, connect, read_head};
 
 /// Opens `n` plain viewers and reads their response heads (200 each).
 fn join(relay: &Relay, n: usize) -> Vec<TcpStream> {
@@ -38,7 +38,7 @@ fn wait_viewers(relay: &Relay, ok: impl Fn(&[f64]) -> bool) -> Vec<f64> {
 #[test]
 fn viewers_are_spread_evenly_and_every_one_is_served() {
     let relay = Relay::start();
-    let _source = vanbench(&source_args(&relay, "spread", "2M", "60s"), Stdio::null()).unwrap();
+    let _source = GeneratedSource::start(&relay, "spread", 2_000_000, 0);
     relay.wait_live("spread", Duration::from_secs(20)).unwrap();
 
     let mut viewers = join(&relay, 41);
