@@ -90,5 +90,8 @@ where
     } else {
         reader.buffered()
     };
-    assert_eq!(streamed, whole, "the streaming reader and the frame decoder disagree");
+    assert_eq!(
+        streamed, whole,
+        "the streaming reader and the frame decoder disagree"
+    );
 }
