@@ -89,8 +89,10 @@ fn reconnect_within_grace_continues_and_past_grace_ends_the_stream() {
 
     // Now the source goes for good: past the grace period every response ends.
     let mut van_viewer = VanViewer::open(relay.data, "re", VAN_TOKEN).unwrap();
-    let second = second.stop().unwrap();
+    // Taken before the source closes its connection: no response may end sooner than the
+    // grace period after this (give or take the relay's timer tick).
     let stopped = Instant::now();
+    let second = second.stop().unwrap();
     let last = second.next_seq - 1;
     let limit = GRACE + Duration::from_secs(15);
     let (plain_ended, van_ended) = (
