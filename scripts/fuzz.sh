@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for SECONDS each (default 15) on stable Rust (no sanitizer), after
 # installing cargo-fuzz if it is missing. Crashes are saved under fuzz/artifacts/TARGET/ and
-# make the script fail; the corpus grows in fuzz/corpus/TARGET/ (both git-ignored).
+# make the script fail. Each run starts from the committed seeds in fuzz/seeds/TARGET/ (valid
+# heads, chunked bodies, VAN frames, control messages, MPEG-TS; tests/tests/fuzz_seeds.rs builds
+# and checks them) plus what earlier runs found in fuzz/corpus/TARGET/, where new inputs go
+# (git-ignored, so the seeds stay as committed).
 #   scripts/fuzz.sh 15             # every target, 15 s each
 #   scripts/fuzz.sh 60 chunked     # one target
 set -euo pipefail
@@ -20,10 +23,15 @@ cargo fuzz build --fuzz-dir fuzz --sanitizer none
 for target in "${targets[@]}"; do
   echo "fuzz: ${target} for ${seconds}s"
   mkdir -p "fuzz/corpus/${target}"
+  if [ ! -d "fuzz/seeds/${target}" ]; then
+    echo "fuzz: no seeds for ${target} in fuzz/seeds/${target}" >&2
+    exit 1
+  fi
   log="$(mktemp)"
-  if cargo fuzz run --fuzz-dir fuzz --sanitizer none "${target}" "fuzz/corpus/${target}" -- \
+  if cargo fuzz run --fuzz-dir fuzz --sanitizer none "${target}" "fuzz/corpus/${target}" \
+    "fuzz/seeds/${target}" -- \
     -max_total_time="${seconds}" -print_final_stats=1 >"${log}" 2>&1; then
-    grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' "${log}" || tail -n 5 "${log}"
+    grep -E '^(INFO: seed corpus|Done|stat::number_of_executed_units|stat::peak_rss_mb)' "${log}" || tail -n 5 "${log}"
     rm -f "${log}"
   else
     cat "${log}"

@@ -1,9 +1,11 @@
 //! Helpers for the end-to-end tests: locating and starting the real binaries, stopping every
-//! process a test starts (by PID, from `Drop`), and small raw-HTTP clients over `TcpStream`.
+//! process a test starts (by PID, from `Drop`), small raw-HTTP clients over `TcpStream`, and
+//! tests that cannot run here ([`skip`]). Generated sources and checking viewers are in
+//! [`checked`].
 //!
-//! The binaries are the ones `scripts/test.sh` builds: `target/<profile>/dataplane`,
-//! `target/<profile>/vanbench` and this crate's `deny_io_uring`, found next to the test
-//! executable's `deps/` directory. Everything listens on and connects to 127.0.0.1 only.
+//! The binaries are the ones `scripts/test.sh` builds: `target/<profile>/dataplane` and this
+//! crate's `deny_io_uring`, found next to the test executable's `deps/` directory. Everything
+//! listens on and connects to 127.0.0.1 only.
 
 use anyhow::{Context, Result, anyhow, bail};
 use std::fs::File;
@@ -43,23 +45,54 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+pub mod checked;
+
 /// True if an outside tool (ffmpeg, prlimit, ...) is an executable on the PATH.
-/// Under CI (`CI` set) a missing tool fails the test instead of skipping it: `.ci/run`
-/// installs every tool, so a skip there would hide a broken install step.
 pub fn have_tool(tool: &str) -> bool {
-    let found = std::env::var_os("PATH").is_some_and(|path| {
+    std::env::var_os("PATH").is_some_and(|path| {
         std::env::split_paths(&path).any(|dir| {
             std::fs::metadata(dir.join(tool)).is_ok_and(|m| {
                 m.is_file()
                     && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
             })
         })
-    });
+    })
+}
+
+/// True if every one of `tools` is installed; otherwise [`skip`]s `test` naming the missing ones.
+pub fn require_tools(test: &str, tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools.iter().copied().filter(|t| !have_tool(t)).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    skip(test, &format!("{} not installed", missing.join(", ")));
+    false
+}
+
+/// The file `scripts/test.sh` collects skips in (one `test: reason` line each) and lists at the
+/// end of the run: `cargo test` shows a test that returned early as "ok" and hides its output.
+pub const SKIPS_FILE_ENV: &str = "VAN_SKIPS_FILE";
+
+/// Records that `test` cannot run here, for `reason`, and returns (the caller then returns).
+/// Under CI (`CI` set) it fails the test instead: `.ci/run` installs every tool, so a skip there
+/// would hide a broken install step and pass a test that never ran.
+pub fn skip(test: &str, reason: &str) {
     assert!(
-        found || std::env::var_os("CI").is_none(),
-        "{tool} is not installed, and CI must run every test (.ci/run installs it)"
+        std::env::var_os("CI").is_none(),
+        "{test} cannot run: {reason}; under CI every test must run (.ci/run installs its tools)"
     );
-    found
+    eprintln!("SKIPPED {test}: {reason}");
+    if let Some(path) = std::env::var_os(SKIPS_FILE_ENV) {
+        let line = format!("{test}: {reason}\n");
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = written {
+            panic!("could not record the skip of {test} in {path:?}: {e}");
+        }
+    }
 }
 
 /// A directory removed on drop.
@@ -298,9 +331,10 @@ impl Relay {
         self.proc.pid()
     }
 
-    /// What the relay logged to stderr so far.
+    /// What the relay logged to stderr so far, without terminal colour codes.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
+        let raw = std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default();
+        strip_ansi(&raw)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -324,6 +358,62 @@ impl Relay {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmRSS line")
+    }
+
+    /// Per-core values of one `van_dataplane_{family}` series of the relay's /metrics (for a
+    /// family with more labels, e.g. `connections_rejected`, the samples of a core are summed).
+    pub fn metric_per_core(&self, family: &str) -> Vec<f64> {
+        let metrics = request(
+            self.admin,
+            b"GET /metrics HTTP/1.0\r\n\r\n",
+            Duration::from_secs(10),
+        )
+        .expect("GET /metrics");
+        let text = String::from_utf8_lossy(&metrics.body).into_owned();
+        let prefix = format!("van_dataplane_{family}{{core=\"");
+        let mut values = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix(&prefix) {
+                let (core, rest) = rest.split_once('"').expect("a labelled sample");
+                let value: f64 = rest
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("a number in {line:?}"));
+                let core: usize = core.parse().expect("core number");
+                if values.len() <= core {
+                    values.resize(core + 1, 0.0);
+                }
+                values[core] += value;
+            }
+        }
+        assert!(
+            !values.is_empty(),
+            "no van_dataplane_{family} in /metrics:\n{text}"
+        );
+        values
+    }
+
+    /// A /metrics family summed over the cores.
+    pub fn metric_total(&self, family: &str) -> f64 {
+        self.metric_per_core(family).iter().sum()
+    }
+
+    /// The relay's /status entry of `stream`, if it has one.
+    pub fn stream_status(&self, stream: &str) -> Option<serde_json::Value> {
+        let answer = request(
+            self.admin,
+            b"GET /status HTTP/1.0\r\n\r\n",
+            Duration::from_secs(10),
+        )
+        .expect("GET /status");
+        let status: serde_json::Value =
+            serde_json::from_slice(&answer.body).expect("/status is JSON");
+        status["streams"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == stream)
+            .cloned()
     }
 
     /// Polls `GET /live/{stream}` until it answers 200 (the stream is live), up to `limit`.
@@ -351,6 +441,27 @@ impl Drop for Relay {
             eprintln!("---- relay stderr ----\n{}", self.log());
         }
     }
+}
+
+/// `text` without ANSI escape sequences (`ESC [ ... letter`), which the relay's log has when
+/// its subscriber decides to colour.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Parses `listening data=IP:PORT admin=IP:PORT`.
@@ -577,74 +688,6 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Runs `vanbench` with `args` and a JSON summary on stdout; waits up to `limit`, then parses it.
-pub fn vanbench_json(args: &[String], limit: Duration) -> Result<serde_json::Value> {
-    let mut proc = vanbench(args, Stdio::piped())?;
-    let mut stdout = proc.child_mut().stdout.take().expect("piped");
-    let reader = std::thread::spawn(move || {
-        let mut out = String::new();
-        let _ = stdout.read_to_string(&mut out);
-        out
-    });
-    let status = proc.wait_timeout(limit);
-    if status.is_none() {
-        proc.kill();
-        bail!("vanbench {args:?} did not finish within {limit:?}");
-    }
-    let out = reader.join().expect("reader thread");
-    let status = status.expect("checked");
-    if !status.success() {
-        bail!("vanbench {args:?} failed with {status}; stdout: {out}");
-    }
-    // The summary is one JSON object, possibly pretty-printed over several lines, after any
-    // other output.
-    let json = if out.starts_with('{') {
-        Some(out.as_str())
-    } else {
-        out.find("\n{").map(|i| &out[i + 1..])
-    }
-    .ok_or_else(|| anyhow!("no JSON summary in vanbench output: {out}"))?;
-    serde_json::from_str(json).with_context(|| format!("parsing {json}"))
-}
-
-/// Starts `vanbench` in the background (its stderr goes to the test's stderr).
-pub fn vanbench(args: &[String], stdout: Stdio) -> Result<Proc> {
-    Proc::spawn(
-        "vanbench",
-        Command::new(bin("vanbench"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(stdout),
-    )
-}
-
-/// Arguments of a `vanbench source` publishing generated records to `stream` on `relay`.
-pub fn source_args(relay: &Relay, stream: &str, bitrate: &str, duration: &str) -> Vec<String> {
-    [
-        "source",
-        "--url",
-        &relay.url(&format!("/live/{stream}")),
-        "--user",
-        SOURCE_USER,
-        "--password",
-        SOURCE_PASSWORD,
-        "--bitrate",
-        bitrate,
-        "--duration",
-        duration,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
-/// Reads a numeric field of a vanbench summary (a missing or non-numeric field fails the test).
-pub fn field(json: &serde_json::Value, name: &str) -> f64 {
-    json.get(name)
-        .and_then(serde_json::Value::as_f64)
-        .unwrap_or_else(|| panic!("summary field {name} missing or not a number in {json}"))
-}
-
 /// A VAN frame viewer over a raw connection: collects frames until an end frame or EOF.
 pub struct VanViewer {
     viewer: RawViewer,
@@ -763,4 +806,15 @@ fn read_all(mut from: impl Read) -> String {
     let mut s = String::new();
     let _ = from.read_to_string(&mut s);
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_codes_are_stripped_from_log_lines() {
+        let line = "\u{1b}[2m2026\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m refused \u{1b}[3mstatus\u{1b}[0m\u{1b}[2m=\u{1b}[0m400";
+        assert_eq!(strip_ansi(line), "2026  INFO refused status=400");
+    }
 }

@@ -4,7 +4,7 @@
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use van_e2e::{Proc, Relay, have_tool, run_to_end};
+use van_e2e::{Proc, Relay, require_tools, run_to_end};
 
 /// ffmpeg encoding a live test pattern (bounded to 60 s) to `url` with extra output options.
 fn publish(url: &str, output_options: &[&str]) -> Proc {
@@ -71,8 +71,10 @@ fn probe_and_decode(relay: &Relay, stream: &str) {
 
 #[test]
 fn ffmpeg_icecast_source_plays_without_decode_errors() {
-    if !have_tool("ffmpeg") || !have_tool("ffprobe") {
-        eprintln!("SKIPPED: ffmpeg/ffprobe not installed (.ci/run installs them)");
+    if !require_tools(
+        "ffmpeg_icecast_source_plays_without_decode_errors",
+        &["ffmpeg", "ffprobe"],
+    ) {
         return;
     }
     let relay = Relay::start();
@@ -84,8 +86,10 @@ fn ffmpeg_icecast_source_plays_without_decode_errors() {
 
 #[test]
 fn ffmpeg_put_source_plays_without_decode_errors() {
-    if !have_tool("ffmpeg") || !have_tool("ffprobe") {
-        eprintln!("SKIPPED: ffmpeg/ffprobe not installed (.ci/run installs them)");
+    if !require_tools(
+        "ffmpeg_put_source_plays_without_decode_errors",
+        &["ffmpeg", "ffprobe"],
+    ) {
         return;
     }
     let relay = Relay::start();

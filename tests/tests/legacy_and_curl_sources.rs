@@ -6,7 +6,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use van_e2e::{Proc, RawViewer, Relay, SOURCE_PASSWORD, SOURCE_USER, basic, connect, read_head};
+use van_e2e::{
+    Proc, RawViewer, Relay, SOURCE_PASSWORD, SOURCE_USER, basic, connect, read_head, require_tools,
+};
 
 const LINE: usize = 16;
 
@@ -103,8 +105,7 @@ fn icecast_source_method_over_http_1_0_and_ice_1_0() {
 
 #[test]
 fn curl_chunked_upload_from_stdin() {
-    if Command::new("curl").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: curl not installed (.ci/run installs it)");
+    if !require_tools("curl_chunked_upload_from_stdin", &["curl"]) {
         return;
     }
     let relay = Relay::start();

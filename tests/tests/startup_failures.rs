@@ -8,13 +8,15 @@ use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 use van_e2e::{
     RawSource, RawViewer, Relay, RelayOptions, SOURCE_PASSWORD, SOURCE_USER, VAN_TOKEN, VanViewer,
-    bin, have_tool,
+    bin, require_tools,
 };
 
 #[test]
 fn memlock_too_small_for_the_pool_exits_2_naming_rlimit_memlock() {
-    if !have_tool("prlimit") || !have_tool("setpriv") {
-        eprintln!("SKIPPED: prlimit/setpriv (util-linux) not installed");
+    if !require_tools(
+        "memlock_too_small_for_the_pool_exits_2_naming_rlimit_memlock",
+        &["prlimit", "setpriv"],
+    ) {
         return;
     }
     // 64 KiB of locked memory and CAP_IPC_LOCK dropped from the bounding set, so that even

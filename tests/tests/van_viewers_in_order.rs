@@ -1,44 +1,53 @@
-//! (b) 200 VAN viewers receive every sequence number once and in order for 5 s at 8 Mbit/s.
+//! (b) 200 VAN viewers receive every sequence number once and in order at 8 Mbit/s: for each
+//! viewer, every frame follows the one before, and the records inside the frames arrive whole,
+//! unchanged and without a gap from its first byte up to the source's last record.
 
-use std::process::Stdio;
 use std::time::Duration;
-use van_e2e::{Relay, VAN_TOKEN, field, source_args, vanbench, vanbench_json};
+use van_e2e::checked::{
+    CheckedViewers, GeneratedSource, Kind, assert_every_byte_right, assert_every_ratio_at_least,
+    delivered_ratios,
+};
+use van_e2e::{Relay, RelayOptions};
+
+const VIEWERS: usize = 200;
+const WINDOW: Duration = Duration::from_secs(5);
 
 #[test]
 fn two_hundred_van_viewers_get_every_sequence_number_once_in_order() {
-    let relay = Relay::start();
-    let _source = vanbench(&source_args(&relay, "van8m", "8M", "90s"), Stdio::null()).unwrap();
+    // The relay disconnects a VAN viewer whose send stays pending past --send-timeout (2 s by
+    // default). On a loaded two-core machine a viewer thread of this test can be off the CPU
+    // that long, which is the test machine's lag, not the relay's: give it 20 s.
+    let relay = Relay::start_with(RelayOptions::args(&["--send-timeout", "20"]));
+    let source = GeneratedSource::start(&relay, "van8m", 8_000_000, 0);
     relay.wait_live("van8m", Duration::from_secs(20)).unwrap();
-
-    let args: Vec<String> = [
-        "viewers",
-        "--van-url",
-        &relay.url("/van/van8m"),
-        "--token",
-        VAN_TOKEN,
-        "-n",
-        "200",
-        "--duration",
-        "5s",
-        "--bitrate",
-        "8M",
-        "--json",
-        "-",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let summary = vanbench_json(&args, Duration::from_secs(90)).unwrap();
-    eprintln!("vanbench summary: {summary}");
-
-    assert_eq!(field(&summary, "connected"), 200.0, "{summary}");
-    assert!(field(&summary, "frames") > 0.0, "no frames: {summary}");
-    assert_eq!(field(&summary, "seq_gaps"), 0.0, "{summary}");
-    assert_eq!(field(&summary, "duplicated"), 0.0, "{summary}");
-    assert_eq!(field(&summary, "out_of_order"), 0.0, "{summary}");
-    // Wide margin: the machine running the tests is shared and loaded.
-    assert!(
-        field(&summary, "delivered_ratio") >= 0.8,
-        "rate fell short: {summary}"
+    let viewers = CheckedViewers::open(
+        relay.data,
+        Kind::Van,
+        "van8m",
+        VIEWERS,
+        Duration::from_secs(60),
     );
+
+    let (viewers_before, source_before) = (viewers.payload_bytes(), source.bytes());
+    std::thread::sleep(WINDOW);
+    let (viewers_after, source_after) = (viewers.payload_bytes(), source.bytes());
+
+    let report = source.stop().unwrap();
+    let last = report.next_seq - 1;
+    let caught_up = viewers.wait_until_all_have(last, Duration::from_secs(60));
+    let reports = viewers.stop();
+    assert_every_byte_right(&reports);
+    caught_up.unwrap();
+    for r in &reports {
+        assert!(r.frames.frames > 0, "viewer {}: no data frame", r.index);
+    }
+    let ratios = delivered_ratios(
+        &viewers_before,
+        &viewers_after,
+        source_after - source_before,
+    );
+    eprintln!("per-viewer share of the source's bytes over {WINDOW:?}: {ratios:.3?}");
+    // 200 × 8 Mbit/s through loopback on two loaded cores: each viewer must keep up at least
+    // half-way within the window; that it gets everything is checked above.
+    assert_every_ratio_at_least(&ratios, 0.5, "the source's bytes");
 }

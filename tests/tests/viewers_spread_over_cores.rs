@@ -5,29 +5,9 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
-use van_e2e::{Relay, connect, read_head, request, source_args, vanbench};
-
-/// Per-core values of one `van_dataplane_*` family from the relay's /metrics.
-fn per_core(relay: &Relay, family: &str) -> Vec<f64> {
-    let metrics = request(
-        relay.admin,
-        b"GET /metrics HTTP/1.0\r\n\r\n",
-        Duration::from_secs(5),
-    )
-    .expect("GET /metrics");
-    let text = String::from_utf8_lossy(&metrics.body).into_owned();
-    let mut values = vec![0.0; 2];
-    let prefix = format!("van_dataplane_{family}{{core=\"");
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix(&prefix) {
-            let (core, value) = rest.split_once("\"} ").expect("a labelled sample");
-            values[core.parse::<usize>().expect("core number")] = value.parse().expect("number");
-        }
-    }
-    values
-}
+use van_e2e::checked::GeneratedSource;
+use van_e2e::{Relay, connect, read_head};
 
 /// Opens `n` plain viewers and reads their response heads (200 each).
 fn join(relay: &Relay, n: usize) -> Vec<TcpStream> {
@@ -47,7 +27,7 @@ fn join(relay: &Relay, n: usize) -> Vec<TcpStream> {
 fn wait_viewers(relay: &Relay, ok: impl Fn(&[f64]) -> bool) -> Vec<f64> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let v = per_core(relay, "viewers");
+        let v = relay.metric_per_core("viewers");
         if ok(&v) || Instant::now() > deadline {
             return v;
         }
@@ -58,7 +38,7 @@ fn wait_viewers(relay: &Relay, ok: impl Fn(&[f64]) -> bool) -> Vec<f64> {
 #[test]
 fn viewers_are_spread_evenly_and_every_one_is_served() {
     let relay = Relay::start();
-    let _source = vanbench(&source_args(&relay, "spread", "2M", "60s"), Stdio::null()).unwrap();
+    let _source = GeneratedSource::start(&relay, "spread", 2_000_000, 0);
     relay.wait_live("spread", Duration::from_secs(20)).unwrap();
 
     let mut viewers = join(&relay, 41);
@@ -67,7 +47,7 @@ fn viewers_are_spread_evenly_and_every_one_is_served() {
     assert!(
         (counts[0] - counts[1]).abs() <= 2.0,
         "viewers per core {counts:?}, handed off {:?}",
-        per_core(&relay, "viewers_handed_off")
+        relay.metric_per_core("viewers_handed_off_total")
     );
     // Every viewer, handed over or not, gets the stream.
     for (i, v) in viewers.iter_mut().enumerate() {
