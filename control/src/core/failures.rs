@@ -135,7 +135,7 @@ impl Coordinator {
         };
         let Some(p) = s.pairs.remove(&x) else { return };
         if let Some(t) = s.tiers.get_mut(&(p.region, p.tier)) {
-            t.active.retain(|&q| q != x);
+            t.active.remove(x);
         }
         if let Some(f) = s.farms.get_mut(&p.farm) {
             f.retain(|&q| q != x);
@@ -216,7 +216,7 @@ impl Coordinator {
         };
         let Some(p) = s.pairs.remove(&x) else { return };
         if let Some(t) = s.tiers.get_mut(&(region, tier)) {
-            t.active.retain(|&q| q != x);
+            t.active.remove(x);
         }
         if let Some(f) = s.farms.get_mut(&p.farm) {
             f.retain(|&q| q != x);

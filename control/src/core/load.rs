@@ -211,7 +211,7 @@ impl Coordinator {
         };
         let Some(p) = s.pairs.remove(&px) else { return };
         if let Some(t) = s.tiers.get_mut(&(p.region, p.tier)) {
-            t.active.retain(|&q| q != px);
+            t.active.remove(px);
         }
         if let Some(f) = s.farms.get_mut(&p.farm) {
             f.retain(|&q| q != px);

@@ -65,6 +65,7 @@ pub mod predict;
 pub mod tiering;
 
 mod activation;
+mod active_set;
 mod consolidate;
 mod distribute;
 mod failures;
@@ -90,6 +91,7 @@ use crate::protocol::{
     Capacity, Child, PROTOCOL_VERSION, Peer, PncMsg, ProxyId, ProxyMsg, SourceInfo, StreamLoad,
     StreamState,
 };
+use active_set::ActiveSet;
 use ids::{FarmId, Px, RegionId, Regions, Sx};
 use output::id_list;
 use overlay::{Overlay, OverlayKey};
@@ -118,6 +120,8 @@ pub struct Coordinator {
     now: Time,
     window: u64,
     out: Vec<Command>,
+    /// Scratch for `refresh_accepting`, kept to reuse its allocation.
+    touched: Vec<Px>,
 }
 
 impl Coordinator {
@@ -147,6 +151,7 @@ impl Coordinator {
             now: Time::ZERO,
             window: 0,
             out: Vec::new(),
+            touched: Vec::new(),
         }
     }
 
@@ -190,6 +195,9 @@ impl Coordinator {
             } => self.resolve(request, stream, region, client),
             Event::Tick => self.check_timeouts(),
         }
+        self.refresh_accepting();
+        #[cfg(debug_assertions)]
+        self.check_accepting_index();
         std::mem::take(&mut self.out)
     }
 }

@@ -1,5 +1,7 @@
 //! Viewer redirection: which proxy a new viewer should use ([0033], [0042]).
 
+use std::ops::Bound::{Excluded, Unbounded};
+
 use super::*;
 
 impl Coordinator {
@@ -64,8 +66,9 @@ impl Coordinator {
             }
         };
         let bottom = self.bottom_tier(sx, region_id);
-        let mut cands = self.accepting_with_room(sx, region_id, bottom);
-        if cands.is_empty() {
+        self.refresh_accepting();
+        let mut accepting = self.accepting_len(sx, region_id, bottom);
+        if accepting == 0 {
             let members = self.tier_members(sx, region_id, bottom);
             let no_path = self
                 .streams
@@ -103,9 +106,10 @@ impl Coordinator {
                     "no proxy left in the viewers' tier",
                 );
             }
-            cands = self.accepting_with_room(sx, region_id, bottom);
+            self.refresh_accepting();
+            accepting = self.accepting_len(sx, region_id, bottom);
         }
-        if cands.is_empty() {
+        if accepting == 0 {
             answer(
                 self,
                 region,
@@ -114,7 +118,7 @@ impl Coordinator {
             );
             return;
         }
-        // [0042] round-robin across the accepting proxies (a farm).
+        // [0042] round-robin across the accepting proxies (a farm), in activation order.
         let Some(rec) = self
             .streams
             .get_mut(&sx)
@@ -123,28 +127,81 @@ impl Coordinator {
             answer(self, region, None, "no tier".into());
             return;
         };
-        let px = cands[(rec.rr % cands.len() as u64) as usize];
+        let Some(px) = rec
+            .active
+            .nth_accepting((rec.rr % u64::from(accepting)) as u32)
+        else {
+            answer(self, region, None, "no tier".into());
+            return;
+        };
         rec.rr += 1;
         let peer = self.peer(px);
         answer(
             self,
             region,
             Some(peer),
-            format!(
-                "round-robin over {} accepting proxies [0033] [0042]",
-                cands.len()
-            ),
+            format!("round-robin over {accepting} accepting proxies [0033] [0042]"),
         );
     }
 
-    pub(super) fn accepting_with_room(&self, sx: Sx, region: RegionId, tier: u32) -> Vec<Px> {
-        self.tier_members(sx, region, tier)
-            .into_iter()
-            .filter(|&q| {
-                self.proxies[q].alive
-                    && self.pair(sx, q).is_some_and(|p| p.accepting)
-                    && self.room(sx, q) >= 1
-            })
-            .collect()
+    /// Proxies of (`region`, `tier`) that take a new viewer now (as of the last refresh).
+    fn accepting_len(&self, sx: Sx, region: RegionId, tier: u32) -> u32 {
+        self.streams
+            .get(&sx)
+            .and_then(|s| s.tiers.get(&(region, tier)))
+            .map_or(0, |t| t.active.accepting_len())
+    }
+
+    /// Whether `px` takes a new viewer of `sx` now: accepting, alive, with room.
+    fn takes_a_viewer(&self, sx: Sx, px: Px) -> bool {
+        self.proxies[px].alive
+            && self.pair(sx, px).is_some_and(|p| p.accepting)
+            && self.room(sx, px) >= 1
+    }
+
+    /// Bring the index of the proxies that take a new viewer up to date for every proxy touched
+    /// since the last refresh, on each of its streams: a change on one machine (load,
+    /// reservations, capacity, liveness) changes its room for every stream it carries ([0047]).
+    pub(super) fn refresh_accepting(&mut self) {
+        let mut touched = std::mem::take(&mut self.touched);
+        self.proxies.take_touched(&mut touched);
+        for &px in &touched {
+            let mut after: Option<Sx> = None;
+            loop {
+                let streams = &self.proxies[px].streams;
+                let next = match after {
+                    None => streams.iter().next(),
+                    Some(a) => streams.range((Excluded(a), Unbounded)).next(),
+                };
+                let Some(&sx) = next else { break };
+                after = Some(sx);
+                let yes = self.takes_a_viewer(sx, px);
+                if let Some(s) = self.streams.get_mut(&sx)
+                    && let Some(p) = s.pairs.get(&px)
+                    && let Some(t) = s.tiers.get_mut(&(p.region, p.tier))
+                {
+                    t.active.set_accepting(px, yes);
+                }
+            }
+        }
+        self.touched = touched;
+    }
+
+    /// The index agrees with a scan of every tier (debug builds, after every event).
+    #[cfg(debug_assertions)]
+    pub(super) fn check_accepting_index(&self) {
+        for (&sx, s) in &self.streams {
+            for t in s.tiers.values() {
+                let scan: Vec<Px> = t
+                    .active
+                    .iter()
+                    .filter(|&q| self.takes_a_viewer(sx, q))
+                    .collect();
+                let index: Vec<Px> = (0..t.active.accepting_len())
+                    .filter_map(|k| t.active.nth_accepting(k))
+                    .collect();
+                assert_eq!(scan, index, "accepting index of stream {}", s.name);
+            }
+        }
     }
 }

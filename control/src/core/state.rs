@@ -40,31 +40,52 @@ pub(super) struct ProxyRec {
     pub(super) streams: BTreeSet<Sx>,
 }
 
-/// Every registered proxy, indexed by [`Px`].
+/// Every registered proxy, indexed by [`Px`]. Every proxy borrowed mutably is noted as
+/// touched: what takes viewers on its machine may have changed (see
+/// [`Coordinator::refresh_accepting`]).
 #[derive(Debug, Default)]
-pub(super) struct ProxyTable(Vec<ProxyRec>);
+pub(super) struct ProxyTable {
+    recs: Vec<ProxyRec>,
+    touched: Vec<Px>,
+}
 
 impl ProxyTable {
     pub(super) fn push(&mut self, rec: ProxyRec) -> Px {
-        self.0.push(rec);
-        Px(self.0.len() as u32 - 1)
+        self.recs.push(rec);
+        let px = Px(self.recs.len() as u32 - 1);
+        self.touched.push(px);
+        px
     }
 
     pub(super) fn iter(&self) -> impl Iterator<Item = (Px, &ProxyRec)> {
-        self.0.iter().enumerate().map(|(i, p)| (Px(i as u32), p))
+        self.recs.iter().enumerate().map(|(i, p)| (Px(i as u32), p))
+    }
+
+    /// Note that the load, capacity or liveness of `px`, or a pair on it, may have changed.
+    pub(super) fn touch(&mut self, px: Px) {
+        self.touched.push(px);
+    }
+
+    /// The proxies touched since the last call, each once, into `into` (cleared first).
+    pub(super) fn take_touched(&mut self, into: &mut Vec<Px>) {
+        into.clear();
+        std::mem::swap(into, &mut self.touched);
+        into.sort_unstable();
+        into.dedup();
     }
 }
 
 impl std::ops::Index<Px> for ProxyTable {
     type Output = ProxyRec;
     fn index(&self, px: Px) -> &ProxyRec {
-        &self.0[px.index()]
+        &self.recs[px.index()]
     }
 }
 
 impl std::ops::IndexMut<Px> for ProxyTable {
     fn index_mut(&mut self, px: Px) -> &mut ProxyRec {
-        &mut self.0[px.index()]
+        self.touched.push(px);
+        &mut self.recs[px.index()]
     }
 }
 
@@ -79,8 +100,8 @@ pub(super) struct FarmSizing {
 /// Active proxies of one (stream, region, tier).
 #[derive(Debug, Default)]
 pub(super) struct TierRec {
-    /// In activation order (oldest first).
-    pub(super) active: Vec<Px>,
+    /// In activation order (oldest first), the ones that take a new viewer indexed.
+    pub(super) active: ActiveSet,
     /// Round-robin position for new viewers ([0042]).
     pub(super) rr: u64,
     pub(super) sizing: FarmSizing,
@@ -200,6 +221,7 @@ impl Coordinator {
     }
 
     pub(super) fn pair_mut(&mut self, sx: Sx, px: Px) -> Option<&mut Pair> {
+        self.proxies.touch(px);
         self.streams.get_mut(&sx)?.pairs.get_mut(&px)
     }
 
@@ -316,7 +338,7 @@ impl Coordinator {
         self.streams
             .get(&sx)
             .and_then(|s| s.tiers.get(&(region, tier)))
-            .map(|t| t.active.clone())
+            .map(|t| t.active.iter().collect())
             .unwrap_or_default()
     }
 

@@ -89,7 +89,7 @@ impl Coordinator {
                     overlay: Vec::new(),
                     active: Vec::new(),
                 });
-                for &px in &rec.active {
+                for px in rec.active.iter() {
                     if let Some(v) = self.pair_view(*sx, px) {
                         tv.active.push(v);
                     }
