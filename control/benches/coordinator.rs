@@ -543,31 +543,26 @@ fn per_event(c: &mut Criterion) {
                 total
             })
         });
-        // LOGIN of resolved viewers (resolved beforehand, untimed); as many of the oldest
-        // viewers log off afterwards (untimed), so that the level stays where it is.
+        // A viewer arrives as in `grow_to`: resolved (untimed), then its LOGIN (timed); the
+        // oldest viewer logs off (untimed), so that the level stays where it is.
+        let gap = u64::from(param("VAN_BENCH_ARRIVAL_US", 10_000));
         group.bench_function(BenchmarkId::new("login", target), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
-                let mut left = iters;
-                while left > 0 {
-                    let n = left.min(CHUNK);
-                    left -= n;
-                    let now = level.tick();
-                    let targets: Vec<ProxyId> = (0..n)
-                        .filter_map(|_| resolved(&level.core.handle(resolve_event(), now)))
-                        .collect();
-                    level.unresolved += n - targets.len() as u64;
-                    let events: Vec<Event> = targets.iter().map(|&p| viewer_msg(p, true)).collect();
+                for _ in 0..iters {
+                    level.now = level.now.plus_micros(gap);
+                    let now = level.now;
+                    let Some(p) = resolved(&level.core.handle(resolve_event(), now)) else {
+                        level.unresolved += 1;
+                        continue;
+                    };
+                    let login = viewer_msg(p, true);
                     let t = Instant::now();
-                    for e in events {
-                        black_box(level.core.handle(e, now));
-                    }
+                    black_box(level.core.handle(login, now));
                     total += t.elapsed();
-                    for &p in &targets {
-                        level.logged_in.push_back(p);
-                        if let Some(old) = level.logged_in.pop_front() {
-                            level.core.handle(viewer_msg(old, false), now);
-                        }
+                    level.logged_in.push_back(p);
+                    if let Some(old) = level.logged_in.pop_front() {
+                        level.core.handle(viewer_msg(old, false), now);
                     }
                 }
                 total
@@ -622,9 +617,10 @@ fn per_event(c: &mut Criterion) {
                 total
             })
         });
+        let c = level.core.counters();
         eprintln!(
-            "per_event: {target} viewers: {} resolves unanswered in all",
-            level.unresolved
+            "per_event: {target} viewers: {} resolves unanswered in all; {} DISTRIBUTEs, {} regroups, {} activations",
+            level.unresolved, c.distributes, c.regroups, c.activations
         );
     }
     group.finish();

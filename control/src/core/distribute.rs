@@ -177,7 +177,8 @@ impl Coordinator {
             mins.push((min_s as u64 + 1, std::cmp::Reverse(seq), q));
         }
         mins.sort();
-        let l = (1..=mins.len()).find(|&l| mins.iter().filter(|m| m.0 <= l as u64).count() >= l)?;
+        let sorted: Vec<u64> = mins.iter().map(|m| m.0).collect();
+        let l = group_size(&sorted)?;
         Some(mins.into_iter().take(l).map(|m| m.2).collect())
     }
 
@@ -241,5 +242,45 @@ impl Coordinator {
                 })
             })
             .count() as u32
+    }
+}
+
+/// [0061] l = the smallest size with |{s : MIN_s ≤ l}| ≥ l, over MIN_s values sorted ascending;
+/// `None` if no size qualifies. One pass: the count of values ≤ l only grows with l.
+fn group_size(sorted_min_s: &[u64]) -> Option<usize> {
+    let mut at_most = 0;
+    for l in 1..=sorted_min_s.len() {
+        while at_most < sorted_min_s.len() && sorted_min_s[at_most] <= l as u64 {
+            at_most += 1;
+        }
+        if at_most >= l {
+            return Some(l);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::group_size;
+
+    proptest! {
+        /// The one-pass search gives the seed's definition, checked size by size.
+        #[test]
+        fn group_size_is_the_smallest_l_with_l_values_at_most_l(mut mins in proptest::collection::vec(1u64..40, 0..60)) {
+            mins.sort();
+            let naive = (1..=mins.len()).find(|&l| mins.iter().filter(|&&m| m <= l as u64).count() >= l);
+            prop_assert_eq!(group_size(&mins), naive);
+        }
+    }
+
+    #[test]
+    fn group_size_examples() {
+        assert_eq!(group_size(&[]), None);
+        assert_eq!(group_size(&[1]), Some(1));
+        assert_eq!(group_size(&[2, 2]), Some(2));
+        assert_eq!(group_size(&[3, 3]), None);
     }
 }
