@@ -256,3 +256,69 @@ impl Coordinator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+    use super::*;
+
+    fn hello(id: u32) -> Event {
+        Event::Register(Registration {
+            proxy: ProxyId(id),
+            name: format!("p{id}"),
+            data_addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8000),
+            region: None,
+            capacity: Capacity {
+                connections: 10,
+                bits_per_sec: 1_000_000_000,
+            },
+            streams: vec![],
+            rtts: vec![],
+        })
+    }
+
+    fn heartbeat(id: u32) -> Event {
+        Event::Message {
+            from: ProxyId(id),
+            msg: ProxyMsg::Heartbeat {
+                streams: vec![],
+                connections: 0,
+                bits_per_sec: 0,
+                rtts: vec![],
+            },
+        }
+    }
+
+    fn crashed(out: &[Command]) -> bool {
+        out.iter()
+            .any(|c| matches!(c, Command::Log(d) if d.rule == Rule::Crash))
+    }
+
+    /// poll_timeout names the time a Tick is needed: ticking just before finds nothing, ticking
+    /// then declares the silent proxy crashed ([0066]); nothing left to watch gives `None`.
+    #[test]
+    fn poll_timeout_is_the_next_heartbeat_deadline() {
+        let config = Config {
+            heartbeat_timeout_ms: 4_000,
+            ..Config::default()
+        };
+        let mut core = Coordinator::new(config);
+        assert_eq!(core.poll_timeout(), None);
+        core.handle(hello(1), Time::from_secs(10));
+        assert_eq!(core.poll_timeout(), Some(Time::from_secs(14)));
+        // Heard at 12 s: the deadline at 14 s is stale; the tick there re-queues 16 s.
+        core.handle(heartbeat(1), Time::from_secs(12));
+        assert!(!crashed(
+            &core.handle(Event::Tick, Time::from_millis(13_999))
+        ));
+        assert_eq!(core.poll_timeout(), Some(Time::from_secs(14)));
+        assert!(!crashed(&core.handle(Event::Tick, Time::from_secs(14))));
+        assert_eq!(core.poll_timeout(), Some(Time::from_secs(16)));
+        assert!(!crashed(
+            &core.handle(Event::Tick, Time::from_millis(15_999))
+        ));
+        assert!(crashed(&core.handle(Event::Tick, Time::from_secs(16))));
+        assert_eq!(core.poll_timeout(), None);
+    }
+}

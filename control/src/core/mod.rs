@@ -51,7 +51,8 @@
 //!   log and close. On `Ok`, feed `Event::Register(hello.into())`: the core answers
 //!   `PncMsg::Welcome` through `Command::Send`.
 //! - Every later frame: `Event::Message { from, msg }`. A closed connection:
-//!   `Event::Disconnected`. `Event::Tick` at least every [`Config::tick_micros`] (heartbeat
+//!   `Event::Disconnected`. `Event::Tick` at [`Coordinator::poll_timeout`] (or at least every
+//!   [`Config::tick_micros`]) (heartbeat
 //!   timeouts). `Event::Resolve` for `GET /resolve/{stream}` (and, if wanted, DNS queries that
 //!   find no accepting proxy), answered by one `Command::Resolved` with the same `request`.
 //! - Carry out `Command::Send` (drop it if the proxy is not connected), log `Command::Log`.
@@ -161,6 +162,14 @@ impl Coordinator {
 
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// When the core next needs an [`Event::Tick`]: the earliest heartbeat deadline it has
+    /// queued, `None` if none (quinn's `poll_timeout`). A tick before that time finds nothing to
+    /// do, so a simulator can jump its clock there instead of ticking blindly; rates and tiers
+    /// catch up lazily on any event and need no tick.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        self.deadlines.front().map(|&(at, _)| at)
     }
 
     /// Handle one event at time `now` (times must not go backwards; an earlier `now` is taken
