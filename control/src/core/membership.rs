@@ -6,7 +6,7 @@ use super::*;
 impl Coordinator {
     pub(super) fn heard(&mut self, px: Px) {
         let timeout = self.config.heartbeat_timeout_ms.saturating_mul(1000);
-        let rec = &mut self.proxies[px];
+        let rec = self.proxies.untracked_mut(px);
         rec.last_heard = self.now;
         let deadline = self.now.plus_micros(timeout);
         // Queue a new deadline at most every timeout/4 per proxy: the queue stays small.
@@ -153,7 +153,11 @@ impl Coordinator {
             ProxyMsg::Heartbeat { streams, rtts, .. } => {
                 let mut new_peer = false;
                 for rtt in &rtts {
-                    new_peer |= record_rtt(&mut self.proxies[px].rtts, rtt.peer, rtt.micros);
+                    new_peer |= record_rtt(
+                        &mut self.proxies.untracked_mut(px).rtts,
+                        rtt.peer,
+                        rtt.micros,
+                    );
                 }
                 if new_peer {
                     self.mark_overlays_dirty();
@@ -214,7 +218,9 @@ impl Coordinator {
         let Some(sx) = self.active_sx(px, &load.stream) else {
             return;
         };
-        let Some(p) = self.pair_mut(sx, px) else {
+        // Not `pair_mut`: the reported rates do not change what the machine takes, and a change
+        // of viewers is accounted (and so noted) below.
+        let Some(p) = self.streams.get_mut(&sx).and_then(|s| s.pairs.get_mut(&px)) else {
             return;
         };
         p.reported = (load.login_rate, load.logoff_rate);
@@ -250,7 +256,7 @@ impl Coordinator {
                 self.crash(px, "heartbeat timeout [0066]");
             } else if rec.queued_deadline <= self.now {
                 let d = rec.last_heard.plus_micros(timeout);
-                self.proxies[px].queued_deadline = d;
+                self.proxies.untracked_mut(px).queued_deadline = d;
                 self.deadlines.push_back((d, px));
             }
         }

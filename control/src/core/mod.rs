@@ -123,6 +123,8 @@ pub struct Coordinator {
     out: Vec<Command>,
     /// Scratch for `refresh_accepting`, kept to reuse its allocation.
     touched: Vec<Px>,
+    /// Scratch for `refresh_accepting`: each stream of one machine, whether it takes a viewer.
+    decided: Vec<(Sx, bool)>,
 }
 
 impl Coordinator {
@@ -153,6 +155,7 @@ impl Coordinator {
             window: 0,
             out: Vec::new(),
             touched: Vec::new(),
+            decided: Vec::new(),
         }
     }
 

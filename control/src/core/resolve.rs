@@ -1,7 +1,5 @@
 //! Viewer redirection: which proxy a new viewer should use ([0033], [0042]).
 
-use std::ops::Bound::{Excluded, Unbounded};
-
 use super::*;
 
 impl Coordinator {
@@ -152,7 +150,9 @@ impl Coordinator {
             .map_or(0, |t| t.active.accepting_len())
     }
 
-    /// Whether `px` takes a new viewer of `sx` now: accepting, alive, with room.
+    /// Whether `px` takes a new viewer of `sx` now: accepting, alive, with room (the plain
+    /// definition `refresh_accepting` computes faster; the debug check compares them).
+    #[cfg(debug_assertions)]
     fn takes_a_viewer(&self, sx: Sx, px: Px) -> bool {
         self.proxies[px].alive
             && self.pair(sx, px).is_some_and(|p| p.accepting)
@@ -164,18 +164,31 @@ impl Coordinator {
     /// reservations, capacity, liveness) changes its room for every stream it carries ([0047]).
     pub(super) fn refresh_accepting(&mut self) {
         let mut touched = std::mem::take(&mut self.touched);
+        let mut decided = std::mem::take(&mut self.decided);
         self.proxies.take_touched(&mut touched);
         for &px in &touched {
-            let mut after: Option<Sx> = None;
-            loop {
-                let streams = &self.proxies[px].streams;
-                let next = match after {
-                    None => streams.iter().next(),
-                    Some(a) => streams.range((Excluded(a), Unbounded)).next(),
+            // One pass for the machine's reservations, one to decide each of its streams: the
+            // same Max_s as `takes_a_viewer`, without summing the other streams per stream.
+            let rec = &self.proxies[px];
+            let reserved: u32 = rec
+                .streams
+                .iter()
+                .filter_map(|o| self.streams.get(o)?.pairs.get(&px).map(Pair::reserved))
+                .sum();
+            decided.clear();
+            for &sx in &rec.streams {
+                let Some(p) = self.streams.get(&sx).and_then(|s| s.pairs.get(&px)) else {
+                    continue;
                 };
-                let Some(&sx) = next else { break };
-                after = Some(sx);
-                let yes = self.takes_a_viewer(sx, px);
+                let yes = rec.alive
+                    && p.accepting
+                    && self
+                        .max_s_with(sx, px, reserved - p.reserved())
+                        .saturating_sub(p.load().saturating_add(p.reserved()))
+                        >= 1;
+                decided.push((sx, yes));
+            }
+            for &(sx, yes) in &decided {
                 if let Some(s) = self.streams.get_mut(&sx)
                     && let Some(p) = s.pairs.get(&px)
                     && let Some(t) = s.tiers.get_mut(&(p.region, p.tier))
@@ -185,6 +198,7 @@ impl Coordinator {
             }
         }
         self.touched = touched;
+        self.decided = decided;
     }
 
     /// The index agrees with a scan of every tier (debug builds, after every event).

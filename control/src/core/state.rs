@@ -61,6 +61,13 @@ impl ProxyTable {
         self.recs.iter().enumerate().map(|(i, p)| (Px(i as u32), p))
     }
 
+    /// `px` for the fields that do not change what its machine takes (when it was last heard,
+    /// its queued deadline, its RTTs): not noted as touched, so a heartbeat that changes no load
+    /// costs no refresh of the machine's streams.
+    pub(super) fn untracked_mut(&mut self, px: Px) -> &mut ProxyRec {
+        &mut self.recs[px.index()]
+    }
+
     /// Note that the load, capacity or liveness of `px`, or a pair on it, may have changed.
     pub(super) fn touch(&mut self, px: Px) {
         self.touched.push(px);
@@ -242,20 +249,25 @@ impl Coordinator {
     /// capacity left by the other streams on the machine, in connections and in bits/s,
     /// whichever binds first. Works for a proxy not (yet) active for the stream.
     pub(super) fn max_s(&self, sx: Sx, px: Px) -> u32 {
+        // Connections reserved on this machine by the other streams (standby children, moved
+        // viewers on their way) count as taken: capacity is machine-wide ([0047]).
+        let other_reserved: u32 = self.proxies[px]
+            .streams
+            .iter()
+            .filter(|&&o| o != sx)
+            .filter_map(|o| self.streams.get(o)?.pairs.get(&px).map(Pair::reserved))
+            .sum();
+        self.max_s_with(sx, px, other_reserved)
+    }
+
+    /// Max_s given the connections the machine's other streams reserve.
+    pub(super) fn max_s_with(&self, sx: Sx, px: Px, other_reserved: u32) -> u32 {
         let rec = &self.proxies[px];
         let Some(s) = self.streams.get(&sx) else {
             return 0;
         };
         let own = s.pairs.get(&px).map_or(0, Pair::load);
         let bitrate = s.info.bitrate_bps;
-        // Connections reserved on this machine by the other streams (standby children, moved
-        // viewers on their way) count as taken: capacity is machine-wide ([0047]).
-        let other_reserved: u32 = rec
-            .streams
-            .iter()
-            .filter(|&&o| o != sx)
-            .filter_map(|o| self.streams.get(o)?.pairs.get(&px).map(Pair::reserved))
-            .sum();
         let other = rec
             .connections
             .saturating_sub(own)
