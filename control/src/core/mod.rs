@@ -25,7 +25,9 @@
 //! - `distribute`: DISTRIBUTE, farm sizing and regrouping by MIN_s;
 //! - `consolidate`: CONSOLIDATE;
 //! - `failures`: LinkDowngrade, crashes, eviction of a subtree;
-//! - `resolve`: viewer redirection; `views`: the read-only views for the service;
+//! - `resolve`: viewer redirection, over `active_set` (a tier's active proxies in activation
+//!   order, the ones that take a viewer indexed for the round-robin); `views`: the read-only
+//!   views for the service;
 //! - `output`: the messages and decisions the core emits; [`api`], [`config`], [`predict`]: the
 //!   public types, the configuration and the rate predictors.
 //!
