@@ -20,4 +20,8 @@ report_skips() {
 trap report_skips EXIT
 cargo test --workspace --lib --bins "$@"
 cargo build --workspace --release --bins
+# The control protocol and core build alone, without the pnc service stack (what the dataplane
+# and a proxy-side agent link), and with the proxy client only.
+cargo build -p control --no-default-features
+cargo build -p control --no-default-features --features proxy-client
 cargo test --workspace --release "$@"

@@ -1,16 +1,24 @@
-//! Coordinator targets (issue 3): one DISTRIBUTE decision with 10,000 proxies and 1,000 streams
-//! in < 1 ms; one heartbeat in < 2 µs; < 1 KiB per active (proxy, stream) pair.
+//! Two cases, `cargo bench -p control --bench coordinator` runs both (`VAN_BENCH_CASE=figures`
+//! or `VAN_BENCH_CASE=per_event` runs one):
 //!
-//! A program that prints figures (`cargo bench -p control --bench coordinator`), not a timed
-//! test. Memory is measured with a counting global allocator: the heap held by the coordinator
-//! after the trees are built, minus the heap held before any proxy was activated, divided by
-//! the number of active (proxy, stream) pairs.
+//! - `figures`, the coordinator targets of issue 3: one DISTRIBUTE decision with 10,000 proxies
+//!   and 1,000 streams in < 1 ms; one heartbeat in < 2 µs; < 1 KiB per active (proxy, stream)
+//!   pair. A program that prints figures, not a timed test. Memory is measured with a counting
+//!   global allocator: the heap held by the coordinator after the trees are built, minus the
+//!   heap held before any proxy was activated, divided by the number of active pairs.
+//! - `per_event` (issue 6, criterion): 10,000 proxies, one stream whose bottom tier holds about
+//!   1,000 active proxies at 10^5 viewers; the cost of one `resolve`, one LOGIN and one
+//!   heartbeat at 10^3, 10^4 and 10^5 viewers resolved and logged in. The cost of one event must
+//!   not grow with the viewers (acceptance: within 2x from 10^3 to 10^5).
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::VecDeque;
 use std::hint::black_box;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion};
 
 use control::core::*;
 use control::protocol::*;
@@ -68,6 +76,22 @@ fn addr(id: u32) -> SocketAddr {
 }
 
 fn main() {
+    let case = std::env::var("VAN_BENCH_CASE").unwrap_or_default();
+    if case.is_empty() || case == "figures" {
+        figures();
+    }
+    if case.is_empty() || case == "per_event" {
+        let mut c = Criterion::default()
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(300))
+            .measurement_time(Duration::from_secs(1))
+            .configure_from_args();
+        per_event(&mut c);
+        c.final_summary();
+    }
+}
+
+fn figures() {
     let proxies_n = param("VAN_BENCH_PROXIES", 10_000);
     let streams_n = param("VAN_BENCH_STREAMS", 1_000);
     let started = Instant::now();
@@ -327,4 +351,277 @@ fn main() {
         "  (first, cold decision: {first:.1} µs, not in the figures above; slowest after it: #{})",
         slowest_at + 1
     );
+}
+
+/// The stream of the `per_event` case.
+const STREAM: &str = "live";
+/// Bottom-tier proxies take this many connections each: 10^5 viewers fill about 1,000.
+const BOTTOM_CAPACITY: u32 = 100;
+/// Tier-1 proxies (they feed the bottom tier).
+const TIER1: u32 = 50;
+
+/// 10,000 proxies in one region: the origin (id 1), `TIER1` proxies near it (tier 1), the rest
+/// farther (the bottom tier, `BOTTOM_CAPACITY` connections each); one stream announced.
+fn one_stream_network(proxies_n: u32) -> Coordinator {
+    let mut config = Config {
+        tier_spread_ms: 15.0,
+        delta_t_ms: 1_000,
+        heartbeat_timeout_ms: u64::MAX / 4_000,
+        ..Config::default()
+    };
+    for id in 1..=proxies_n {
+        let d = match id {
+            1 => 0.0,
+            _ if id <= 1 + TIER1 => 10.0,
+            _ => 50.0,
+        };
+        let angle = f64::from(id) * 0.001;
+        config.proxies.push(ProxySettings {
+            id: ProxyId(id),
+            region: None,
+            coordinates: Some([d * angle.cos(), d * angle.sin()]),
+            tier: None,
+            source_tiers: Default::default(),
+            logical_connections: None,
+            connections: None,
+            bits_per_sec: None,
+        });
+    }
+    let mut core = Coordinator::new(config);
+    let now = Time::from_secs(1);
+    for id in 1..=proxies_n {
+        let connections = match id {
+            1 => 1_000_000,
+            _ if id <= 1 + TIER1 => 2_000,
+            _ => BOTTOM_CAPACITY,
+        };
+        core.handle(
+            Event::Register(Registration {
+                proxy: ProxyId(id),
+                name: format!("p{id}"),
+                data_addr: addr(id),
+                region: Some("r".into()),
+                capacity: Capacity {
+                    connections,
+                    bits_per_sec: 100_000_000_000,
+                },
+                streams: vec![],
+                rtts: vec![],
+            }),
+            now,
+        );
+    }
+    core.handle(
+        Event::Message {
+            from: ProxyId(1),
+            msg: ProxyMsg::StreamAnnounce {
+                stream: STREAM.into(),
+                source: SourceInfo {
+                    source: "src".into(),
+                    content_type: "video/mp2t".into(),
+                    bitrate_bps: 2_000_000,
+                },
+            },
+        },
+        now,
+    );
+    core
+}
+
+fn resolve_event() -> Event {
+    Event::Resolve {
+        request: 0,
+        stream: STREAM.into(),
+        region: Some("r".into()),
+        client: None,
+    }
+}
+
+fn viewer_msg(from: ProxyId, login: bool) -> Event {
+    let stream = STREAM.to_string();
+    let child = Child::Viewer;
+    Event::Message {
+        from,
+        msg: if login {
+            ProxyMsg::Login { stream, child }
+        } else {
+            ProxyMsg::Logoff { stream, child }
+        },
+    }
+}
+
+fn resolved(out: &[Command]) -> Option<ProxyId> {
+    out.iter().find_map(|c| match c {
+        Command::Resolved(r) => r.target.map(|p| p.id),
+        _ => None,
+    })
+}
+
+/// The network of `one_stream_network`, its clock, and the viewers it logged in.
+struct Level {
+    core: Coordinator,
+    now: Time,
+    viewers: u64,
+    /// Where each logged-in viewer is, oldest first.
+    logged_in: VecDeque<ProxyId>,
+    /// Resolves answered with no proxy (none expected).
+    unresolved: u64,
+}
+
+impl Level {
+    /// Resolve and log in viewers until `target`, one every `VAN_BENCH_ARRIVAL_US` (10 ms).
+    fn grow_to(&mut self, target: u64) {
+        let gap = u64::from(param("VAN_BENCH_ARRIVAL_US", 10_000));
+        while self.viewers < target {
+            self.now = self.now.plus_micros(gap);
+            let out = self.core.handle(resolve_event(), self.now);
+            if let Some(p) = resolved(&out) {
+                self.core.handle(viewer_msg(p, true), self.now);
+                self.logged_in.push_back(p);
+            } else {
+                self.unresolved += 1;
+            }
+            self.viewers += 1;
+        }
+    }
+
+    fn tick(&mut self) -> Time {
+        self.now = self.now.plus_micros(1);
+        self.now
+    }
+}
+
+/// Events are built in chunks before the clock starts: only `handle` is timed.
+const CHUNK: u64 = 1_000;
+
+fn per_event(c: &mut Criterion) {
+    let proxies_n = param("VAN_BENCH_PROXIES", 10_000);
+    let mut group = c.benchmark_group("per_event");
+    for target in [1_000u64, 10_000, 100_000] {
+        // A fresh network per level: the events of one level's measurements do not leak into
+        // the next.
+        let mut level = Level {
+            core: one_stream_network(proxies_n),
+            now: Time::from_secs(2),
+            viewers: 0,
+            logged_in: VecDeque::new(),
+            unresolved: 0,
+        };
+        level.grow_to(target);
+        let topo = level.core.topology();
+        let bottom_active: usize = topo.streams[0].regions[0]
+            .tiers
+            .last()
+            .map_or(0, |t| t.active.len());
+        eprintln!(
+            "per_event: {target} viewers ({} unresolved), {bottom_active} active proxies in the bottom tier, {} activations",
+            level.unresolved,
+            level.core.counters().activations
+        );
+        drop(topo);
+        group.bench_function(BenchmarkId::new("resolve", target), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut left = iters;
+                while left > 0 {
+                    let n = left.min(CHUNK);
+                    left -= n;
+                    let events: Vec<Event> = (0..n).map(|_| resolve_event()).collect();
+                    let now = level.tick();
+                    let t = Instant::now();
+                    for e in events {
+                        let out = black_box(level.core.handle(e, now));
+                        if resolved(&out).is_none() {
+                            if level.unresolved == 0 && std::env::var("VAN_BENCH_DEBUG").is_ok() {
+                                eprintln!("first unanswered resolve: {out:?}");
+                            }
+                            level.unresolved += 1;
+                        }
+                    }
+                    total += t.elapsed();
+                }
+                total
+            })
+        });
+        // A viewer arrives as in `grow_to`: resolved (untimed), then its LOGIN (timed); the
+        // oldest viewer logs off (untimed), so that the level stays where it is.
+        let gap = u64::from(param("VAN_BENCH_ARRIVAL_US", 10_000));
+        group.bench_function(BenchmarkId::new("login", target), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    level.now = level.now.plus_micros(gap);
+                    let now = level.now;
+                    let Some(p) = resolved(&level.core.handle(resolve_event(), now)) else {
+                        level.unresolved += 1;
+                        continue;
+                    };
+                    let login = viewer_msg(p, true);
+                    let t = Instant::now();
+                    black_box(level.core.handle(login, now));
+                    total += t.elapsed();
+                    level.logged_in.push_back(p);
+                    if let Some(old) = level.logged_in.pop_front() {
+                        level.core.handle(viewer_msg(old, false), now);
+                    }
+                }
+                total
+            })
+        });
+        // Heartbeats of the active bottom proxies that change their load and rates: one viewer
+        // more, then back to the count the core holds.
+        let loads: Vec<(ProxyId, u32)> = {
+            let topo = level.core.topology();
+            topo.streams[0].regions[0]
+                .tiers
+                .last()
+                .map(|t| t.active.iter().map(|a| (a.proxy, a.viewers)).collect())
+                .unwrap_or_default()
+        };
+        group.bench_function(BenchmarkId::new("heartbeat", target), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut done = 0u64;
+                while done < iters {
+                    let n = (iters - done).min(CHUNK);
+                    let events: Vec<Event> = (done..done + n)
+                        .map(|i| {
+                            let (p, v) = loads[(i / 2) as usize % loads.len()];
+                            let up = i % 2 == 0;
+                            Event::Message {
+                                from: p,
+                                msg: ProxyMsg::Heartbeat {
+                                    streams: vec![StreamLoad {
+                                        stream: STREAM.into(),
+                                        viewers: v + u32::from(up),
+                                        child_proxies: 0,
+                                        bits_per_sec: 0,
+                                        login_rate: if up { 2.0 } else { 1.0 },
+                                        logoff_rate: if up { 0.5 } else { 1.0 },
+                                    }],
+                                    connections: 0,
+                                    bits_per_sec: 0,
+                                    rtts: vec![],
+                                },
+                            }
+                        })
+                        .collect();
+                    done += n;
+                    let now = level.tick();
+                    let t = Instant::now();
+                    for e in events {
+                        black_box(level.core.handle(e, now));
+                    }
+                    total += t.elapsed();
+                }
+                total
+            })
+        });
+        let c = level.core.counters();
+        eprintln!(
+            "per_event: {target} viewers: {} resolves unanswered in all; {} DISTRIBUTEs, {} regroups, {} activations",
+            level.unresolved, c.distributes, c.regroups, c.activations
+        );
+    }
+    group.finish();
 }

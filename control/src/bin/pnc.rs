@@ -11,8 +11,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use control::proxy_client::script::{ScriptOptions, parse_script, run_script};
 use control::service::config::{ServiceConfig, read_token};
-use control::service::script::{ScriptOptions, parse_script, run_script};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

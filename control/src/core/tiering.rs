@@ -17,9 +17,9 @@ use crate::protocol::ProxyId;
 
 /// One proxy as tiering sees it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Candidate {
+pub struct Candidate<R = String> {
     pub id: ProxyId,
-    pub region: String,
+    pub region: R,
     pub connections: u32,
     /// Distance to the source, if known.
     pub distance: Option<f64>,
@@ -28,18 +28,22 @@ pub struct Candidate {
 }
 
 /// Regions → tiers (index 0 is tier 1) → proxies sorted by id.
-pub type Tiers = BTreeMap<String, Vec<Vec<ProxyId>>>;
+pub type Tiers<R = String> = BTreeMap<R, Vec<Vec<ProxyId>>>;
 
 /// Partition `candidates` into regions and tiers.
-pub fn compute(candidates: &[Candidate], spread: f64, max_tiers: u32) -> Tiers {
+pub fn compute<R: Ord + Clone>(
+    candidates: &[Candidate<R>],
+    spread: f64,
+    max_tiers: u32,
+) -> Tiers<R> {
     let max_tiers = max_tiers.max(1) as usize;
-    let mut by_region: BTreeMap<&str, Vec<&Candidate>> = BTreeMap::new();
+    let mut by_region: BTreeMap<&R, Vec<&Candidate<R>>> = BTreeMap::new();
     for c in candidates {
-        by_region.entry(c.region.as_str()).or_default().push(c);
+        by_region.entry(&c.region).or_default().push(c);
     }
     let mut out = Tiers::new();
     for (region, members) in by_region {
-        let mut measured: Vec<&Candidate> = members
+        let mut measured: Vec<&Candidate<R>> = members
             .iter()
             .copied()
             .filter(|c| c.pin.is_none() && c.distance.is_some())
@@ -51,7 +55,7 @@ pub fn compute(candidates: &[Candidate], spread: f64, max_tiers: u32) -> Tiers {
                 .then(a.id.cmp(&b.id))
         });
         // Bands of distance ([0049]: tiers by distance from the source).
-        let mut tiers: Vec<Vec<&Candidate>> = Vec::new();
+        let mut tiers: Vec<Vec<&Candidate<R>>> = Vec::new();
         let mut band_start = f64::NEG_INFINITY;
         for c in measured {
             let d = c.distance.unwrap_or(0.0);
@@ -105,7 +109,7 @@ pub fn compute(candidates: &[Candidate], spread: f64, max_tiers: u32) -> Tiers {
         for t in &mut ids {
             t.sort();
         }
-        out.insert(region.to_string(), ids);
+        out.insert(region.clone(), ids);
     }
     out
 }

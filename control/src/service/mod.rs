@@ -4,8 +4,10 @@
 //! - [`control`]: the control socket and the one task that owns the [`Coordinator`];
 //! - [`http`]: admin port (`/api/topology`, `/metrics`, `/status`, the topology page) and public
 //!   port (`/resolve/{stream}`);
-//! - [`dns`]: `A`/`AAAA` answers for `{stream}.{zone}`;
-//! - [`script`]: a scripted proxy client, to exercise the service without a dataplane.
+//! - [`dns`]: `A`/`AAAA` answers for `{stream}.{zone}`.
+//!
+//! The scripted proxy client that exercises the service is a proxy's side, in
+//! [`crate::proxy_client`].
 //!
 //! [`start`] binds every socket first (so a port in use fails before anything runs), then
 //! spawns the tasks and returns the bound addresses.
@@ -14,7 +16,6 @@ pub mod config;
 pub mod control;
 pub mod dns;
 pub mod http;
-pub mod script;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

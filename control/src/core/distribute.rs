@@ -1,0 +1,286 @@
+//! DISTRIBUTE ([0059]–[0061]): the capacity check over sp, regrouping by MIN_s, and farm sizing
+//! from the arrival rate ([0039]–[0042]).
+
+use super::*;
+
+impl Coordinator {
+    pub(super) fn distribute(&mut self, sx: Sx, px: Px, why: &str) {
+        let name = self.sname(sx);
+        let id = self.pid(px);
+        let Some(p) = self.pair(sx, px) else { return };
+        let (region, tier, farm, served) = (p.region, p.tier, p.farm, p.distribute_served);
+        if tier == 0 {
+            return;
+        }
+        if served {
+            self.log(
+                Rule::Distribute,
+                Some(&name),
+                Some(id),
+                "DISTRIBUTE already served for this proxy (or its farm); ignored [0042]".into(),
+            );
+            return;
+        }
+        self.counters.distributes += 1;
+        // [0042] a DISTRIBUTE from any farm member is the farm's.
+        let group = self.farm_group(sx, px, farm, tier, region);
+        let mut stopped = Vec::new();
+        for &q in &group {
+            if let Some(gp) = self.pair_mut(sx, q) {
+                // [0030] a served proxy moves to the contraction phase, takes no new viewers.
+                gp.phase = Phase::Contraction;
+                gp.distribute_served = true;
+                if gp.accepting {
+                    gp.accepting = false;
+                    stopped.push(q);
+                }
+            }
+        }
+        let gids = id_list(group.iter().map(|&q| self.pid(q)));
+        self.log(
+            Rule::Distribute,
+            Some(&name),
+            Some(id),
+            format!(
+                "DISTRIBUTE from farm {gids} in {region_name} tier {tier}: {why}",
+                region_name = self.regions.name(region)
+            ),
+        );
+        // [0059] capacity check over sp.
+        let (lin, loff) = self.tier_rates(sx, region, tier);
+        let demand = ((lin - loff) * self.sp_secs()).max(0.0);
+        let others: Vec<Px> = self
+            .tier_members(sx, region, tier)
+            .into_iter()
+            .filter(|q| !group.contains(q) && self.proxies[*q].alive)
+            .collect();
+        let available: u64 = others.iter().map(|&q| u64::from(self.room(sx, q))).sum();
+        let unit = u64::from(self.max_s(sx, px).max(1));
+        let mut new_accepting: Vec<Px> = Vec::new();
+        let sufficient = available > 0 && demand <= available as f64;
+        let mut regrouped = false;
+        if sufficient {
+            // [0060] [0061] enough capacity: regroup existing proxies by MIN_s.
+            if let Some(members) = self.regroup(sx, &others, lin) {
+                regrouped = true;
+                self.counters.regroups += 1;
+                let bottom = self.bottom_tier(sx, region);
+                for &q in &members {
+                    let Some(gp) = self.pair_mut(sx, q) else {
+                        continue;
+                    };
+                    gp.phase = Phase::Expansion;
+                    gp.distribute_served = false;
+                    if tier == bottom && !gp.accepting {
+                        gp.accepting = true;
+                        self.send(
+                            q,
+                            PncMsg::StartAccepting {
+                                stream: name.clone(),
+                            },
+                        );
+                    }
+                    if tier == bottom {
+                        new_accepting.push(q);
+                    }
+                }
+                let mids = id_list(members.iter().map(|&q| self.pid(q)));
+                self.log(
+                    Rule::Regroup,
+                    Some(&name),
+                    Some(id),
+                    format!(
+                        "capacity over sp suffices (room {available} ≥ demand {demand:.1}); group of l = {} by MIN_s: {mids} [0060] [0061]",
+                        members.len()
+                    ),
+                );
+            }
+        }
+        if !regrouped {
+            // [0059] add the minimum m over sp; [0039]–[0041] farm size; activate the larger.
+            let short = (demand - available as f64).max(0.0);
+            let m = ((short / unit as f64).ceil() as u64).max(1);
+            let n = self.farm_size(sx, region, tier);
+            let count = m.max(u64::from(n));
+            let which = if u64::from(n) > m {
+                format!("farm size Round(…) = {n} > m = {m} [0041]")
+            } else {
+                format!(
+                    "m = {m} ≥ farm size {n} (demand {demand:.1} over sp, room {available}) [0059]"
+                )
+            };
+            self.log(
+                Rule::FarmSize,
+                Some(&name),
+                Some(id),
+                format!("activate {count}: {which}"),
+            );
+            let new_farm = self.next_farm_id();
+            let mut activated = 0u32;
+            for _ in 0..count {
+                match self.activate(sx, region, tier, new_farm, "DISTRIBUTE [0059]") {
+                    Some(q) => {
+                        activated += 1;
+                        if self.pair(sx, q).is_some_and(|p| p.accepting) {
+                            new_accepting.push(q);
+                        }
+                    }
+                    // [0059] activate as many as possible.
+                    None => break,
+                }
+            }
+            if activated > 1 {
+                self.counters.farms += 1;
+            }
+            if activated > 0 {
+                let now = self.now;
+                if let Some(t) = self
+                    .streams
+                    .get_mut(&sx)
+                    .and_then(|s| s.tiers.get_mut(&(region, tier)))
+                {
+                    t.sizing.last_time = Some(now);
+                    t.sizing.last_n = activated;
+                }
+            }
+        }
+        let redirect: Vec<Peer> = new_accepting.iter().map(|&q| self.peer(q)).collect();
+        for q in stopped {
+            self.send(
+                q,
+                PncMsg::StopAccepting {
+                    stream: name.clone(),
+                    redirect_to: redirect.clone(),
+                },
+            );
+        }
+    }
+
+    /// [0061] MIN_s = ⌊SysLinRate / (Loffrate_s + (Max_s − Load_s)/ΔT)⌋ + 1 (∞ if the
+    /// denominator is 0); l = the smallest size with |{s : MIN_s ≤ l}| ≥ l; members by ascending
+    /// MIN_s, then most recently activated. `None` if no l exists.
+    pub(super) fn regroup(&mut self, sx: Sx, others: &[Px], sys_lin: f64) -> Option<Vec<Px>> {
+        let dt = self.delta_t_secs().max(1e-9);
+        let mut mins: Vec<(u64, std::cmp::Reverse<u64>, Px)> = Vec::new();
+        for &q in others {
+            let room = self.room(sx, q);
+            let (_, loff) = self.pair_rates(sx, q);
+            let denom = loff + f64::from(room) / dt;
+            if denom <= 0.0 || room == 0 {
+                continue; // MIN_s = ∞: never eligible.
+            }
+            let min_s = (sys_lin / denom).floor();
+            if !min_s.is_finite() || min_s >= (u32::MAX as f64) {
+                continue;
+            }
+            let seq = self.pair(sx, q).map_or(0, |p| p.seq);
+            mins.push((min_s as u64 + 1, std::cmp::Reverse(seq), q));
+        }
+        mins.sort();
+        let sorted: Vec<u64> = mins.iter().map(|m| m.0).collect();
+        let l = group_size(&sorted)?;
+        Some(mins.into_iter().take(l).map(|m| m.2).collect())
+    }
+
+    /// [0039]–[0041] Number_of_Proxies_assigned for the next farm of (stream, region, tier).
+    pub(super) fn farm_size(&mut self, sx: Sx, region: RegionId, tier: u32) -> u32 {
+        let now = self.now;
+        let fa = self.config.farm_alpha;
+        let idle = self.idle_count(sx, region, tier);
+        let Some(t) = self
+            .streams
+            .get_mut(&sx)
+            .and_then(|s| s.tiers.get_mut(&(region, tier)))
+        else {
+            return 1;
+        };
+        let sizing = &mut t.sizing;
+        let Some(last) = sizing.last_time else {
+            // The first DISTRIBUTE activates one proxy.
+            return 1;
+        };
+        let dt = now.secs_since(last).max(1e-6);
+        // [0039] New_User_Arrival_Rate = Number_of_Proxies_assigned / (now − last DISTRIBUTE).
+        let new_rate = f64::from(sizing.last_n) / dt;
+        let n = match sizing.avg {
+            None => {
+                sizing.avg = Some(new_rate);
+                f64::from(sizing.last_n)
+            }
+            Some(old) => {
+                // [0040] read as a normalised average (DESIGN "Farm size").
+                let avg = (new_rate + fa * old) / (1.0 + fa);
+                sizing.avg = Some(avg);
+                if old > 0.0 {
+                    // [0041] Round(Number_of_Proxies_assigned × Avg / Old_Avg).
+                    (f64::from(sizing.last_n) * avg / old).round()
+                } else {
+                    f64::from(sizing.last_n)
+                }
+            }
+        };
+        (n.max(1.0).min(f64::from(idle.max(1)))) as u32
+    }
+
+    pub(super) fn idle_count(&self, sx: Sx, region: RegionId, tier: u32) -> u32 {
+        let Some(s) = self.streams.get(&sx) else {
+            return 0;
+        };
+        let Some(members) = self
+            .overlays
+            .get(&s.overlay)
+            .and_then(|o| o.tiers.get(&region))
+            .and_then(|t| t.get(tier.saturating_sub(1) as usize))
+        else {
+            return 0;
+        };
+        members
+            .iter()
+            .filter(|id| {
+                self.by_id.get(id).is_some_and(|&px| {
+                    px != s.origin && self.proxies[px].alive && !s.pairs.contains_key(&px)
+                })
+            })
+            .count() as u32
+    }
+}
+
+/// [0061] l = the smallest size with |{s : MIN_s ≤ l}| ≥ l, over MIN_s values sorted ascending;
+/// `None` if no size qualifies. One pass: the count of values ≤ l only grows with l.
+fn group_size(sorted_min_s: &[u64]) -> Option<usize> {
+    let mut at_most = 0;
+    for l in 1..=sorted_min_s.len() {
+        while at_most < sorted_min_s.len() && sorted_min_s[at_most] <= l as u64 {
+            at_most += 1;
+        }
+        if at_most >= l {
+            return Some(l);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::group_size;
+
+    proptest! {
+        /// The one-pass search gives the seed's definition, checked size by size.
+        #[test]
+        fn group_size_is_the_smallest_l_with_l_values_at_most_l(mut mins in proptest::collection::vec(1u64..40, 0..60)) {
+            mins.sort();
+            let naive = (1..=mins.len()).find(|&l| mins.iter().filter(|&&m| m <= l as u64).count() >= l);
+            prop_assert_eq!(group_size(&mins), naive);
+        }
+    }
+
+    #[test]
+    fn group_size_examples() {
+        assert_eq!(group_size(&[]), None);
+        assert_eq!(group_size(&[1]), Some(1));
+        assert_eq!(group_size(&[2, 2]), Some(2));
+        assert_eq!(group_size(&[3, 3]), None);
+    }
+}

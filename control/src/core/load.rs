@@ -1,0 +1,251 @@
+//! LOGIN and LOGOFF, and what a change of load sets off: DISTRIBUTE at capacity or when
+//! predicted within ΔT ([0035], [0054]), a standby joining its parents ([0054]), an idle proxy
+//! leaving the tree ([0030], [0055]).
+
+use super::*;
+
+impl Coordinator {
+    pub(super) fn login(&mut self, sx: Sx, px: Px, child: Child) {
+        let (w, sm) = (self.window, self.smoothing);
+        match child {
+            Child::Viewer => {
+                let Some(p) = self.pair_mut(sx, px) else {
+                    return;
+                };
+                p.viewers = p.viewers.saturating_add(1);
+                p.login.observe(w, &sm);
+                self.account(sx, px, 1);
+            }
+            Child::Proxy(cid) => {
+                let Some(&cx) = self.by_id.get(&cid) else {
+                    self.protocol_error(px, &self.sname(sx), "LOGIN of an unknown child proxy");
+                    return;
+                };
+                if self.pair(sx, cx).is_none() {
+                    let name = self.sname(sx);
+                    self.protocol_error(
+                        px,
+                        &name,
+                        "LOGIN of a child proxy not active for the stream",
+                    );
+                    return;
+                }
+                let expected = self.pair(sx, cx).is_some_and(|c| c.parents.contains(&px));
+                if !expected {
+                    let name = self.sname(sx);
+                    let id = self.pid(px);
+                    self.log(
+                        Rule::Protocol,
+                        Some(&name),
+                        Some(id),
+                        format!("{cid} logged in without being assigned here; adopted as a child"),
+                    );
+                }
+                let already = self.pair(sx, px).is_some_and(|p| p.children.contains(&cx));
+                if already {
+                    return;
+                }
+                self.link(sx, px, cx, true);
+                if let Some(p) = self.pair_mut(sx, px) {
+                    p.login.observe(w, &sm);
+                }
+                // The child joined: it is no longer a standby.
+                if self.pair(sx, cx).is_some_and(|c| c.standby) {
+                    self.join_parents(sx, cx);
+                }
+            }
+        }
+        if let Some(s) = self.streams.get_mut(&sx) {
+            s.sys_login.observe(w, &sm);
+        }
+        if self.pair(sx, px).is_some_and(|p| p.standby) {
+            self.join_parents(sx, px);
+        }
+        self.after_load_increase(sx, px);
+    }
+
+    /// [0054] a standby proxy's first LOGIN makes it join its parents (a LOGIN there).
+    pub(super) fn join_parents(&mut self, sx: Sx, px: Px) {
+        let Some(p) = self.pair_mut(sx, px) else {
+            return;
+        };
+        if !p.standby {
+            return;
+        }
+        p.standby = false;
+        let parents = p.parents.clone();
+        let name = self.sname(sx);
+        let id = self.pid(px);
+        let ids = id_list(parents.iter().map(|&q| self.pid(q)));
+        self.log(
+            Rule::Standby,
+            Some(&name),
+            Some(id),
+            format!("first LOGIN: standby joins its parents {ids} [0054]"),
+        );
+        let (w, sm) = (self.window, self.smoothing);
+        for q in parents {
+            let joined = self.pair(sx, q).is_some_and(|p| p.children.contains(&px));
+            if joined {
+                continue;
+            }
+            self.link(sx, q, px, true);
+            if let Some(qp) = self.pair_mut(sx, q) {
+                qp.login.observe(w, &sm);
+            }
+            if self.pair(sx, q).is_some_and(|p| p.standby) {
+                self.join_parents(sx, q);
+            }
+            self.after_load_increase(sx, q);
+        }
+    }
+
+    pub(super) fn logoff(&mut self, sx: Sx, px: Px, child: Child) {
+        let (w, sm) = (self.window, self.smoothing);
+        match child {
+            Child::Viewer => {
+                let Some(p) = self.pair_mut(sx, px) else {
+                    return;
+                };
+                if p.viewers == 0 {
+                    let name = self.sname(sx);
+                    self.protocol_error(px, &name, "LOGOFF of a viewer at a proxy with none");
+                    return;
+                }
+                p.viewers -= 1;
+                p.logoff.observe(w, &sm);
+                let draining_to = p.draining_to;
+                self.account(sx, px, -1);
+                // A moved viewer left: its reservation at the new proxy ends.
+                if let Some(t) = draining_to
+                    && let Some(tp) = self.pair_mut(sx, t)
+                {
+                    tp.incoming = tp.incoming.saturating_sub(1);
+                }
+            }
+            Child::Proxy(cid) => {
+                let Some(&cx) = self.by_id.get(&cid) else {
+                    return;
+                };
+                let was = self.pair(sx, px).is_some_and(|p| p.children.contains(&cx));
+                if !was {
+                    return;
+                }
+                self.unlink_at_parent(sx, px, cx);
+                if let Some(c) = self.pair_mut(sx, cx) {
+                    c.parents.retain(|&q| q != px);
+                }
+                if let Some(p) = self.pair_mut(sx, px) {
+                    p.logoff.observe(w, &sm);
+                }
+            }
+        }
+        if let Some(s) = self.streams.get_mut(&sx) {
+            s.sys_logoff.observe(w, &sm);
+        }
+        self.after_load_decrease(sx, px);
+    }
+
+    /// DISTRIBUTE when the load reaches Max_s ([0035]) or is predicted to within ΔT ([0054]).
+    pub(super) fn after_load_increase(&mut self, sx: Sx, px: Px) {
+        let Some(p) = self.pair(sx, px) else { return };
+        if p.tier == 0 || p.phase != Phase::Expansion || p.distribute_served {
+            return;
+        }
+        let load = p.load();
+        let max = self.max_s(sx, px);
+        if load >= max {
+            self.distribute(
+                sx,
+                px,
+                &format!("load {load} reached capacity {max} [0035]"),
+            );
+            return;
+        }
+        let (lin, loff) = self.pair_rates(sx, px);
+        let ahead = f64::from(load) + (lin - loff) * self.delta_t_secs();
+        if ahead >= f64::from(max) {
+            self.distribute(
+                sx,
+                px,
+                &format!(
+                    "load {load} + ({lin:.3} − {loff:.3})/s × ΔT reaches capacity {max} within ΔT [0054]"
+                ),
+            );
+        }
+    }
+
+    /// A proxy whose load falls to zero becomes idle and logs off its parent ([0030], [0055]).
+    pub(super) fn after_load_decrease(&mut self, sx: Sx, px: Px) {
+        let Some(p) = self.pair(sx, px) else { return };
+        if p.tier == 0 || p.standby || p.load() > 0 || p.incoming > 0 {
+            return;
+        }
+        // Standbys waiting under it that never got a child go with it: with no load left here
+        // the stream has no viewer below, and the tree unwinds to the source ([0030], [0055]).
+        let pending: Vec<Px> = p.pending.iter().copied().collect();
+        let idle_standbys = pending.iter().all(|&c| {
+            self.pair(sx, c)
+                .is_none_or(|c| c.standby && c.load() == 0 && c.reserved() == 0)
+        });
+        if !idle_standbys {
+            return;
+        }
+        for c in pending {
+            let id = self.pid(c);
+            let name = self.sname(sx);
+            self.log(
+                Rule::Idle,
+                Some(&name),
+                Some(id),
+                "standby whose parent became idle: deactivated with it [0030]".into(),
+            );
+            self.evict(sx, c);
+        }
+        self.go_idle(sx, px, "load fell to zero [0030] [0055]");
+    }
+
+    pub(super) fn go_idle(&mut self, sx: Sx, px: Px, why: &str) {
+        let Some(s) = self.streams.get_mut(&sx) else {
+            return;
+        };
+        let Some(p) = s.pairs.remove(&px) else { return };
+        if let Some(t) = s.tiers.get_mut(&(p.region, p.tier)) {
+            t.active.remove(px);
+        }
+        if let Some(f) = s.farms.get_mut(&p.farm) {
+            f.retain(|&q| q != px);
+            if f.is_empty() {
+                s.farms.remove(&p.farm);
+            }
+        }
+        // Drained proxies that were sending their viewers here send them nowhere now.
+        for other in s.pairs.values_mut() {
+            if other.draining_to == Some(px) {
+                other.draining_to = None;
+            }
+        }
+        let name = s.name.clone();
+        let load = p.load();
+        self.account(sx, px, -i64::from(load));
+        self.proxies[px].streams.remove(&sx);
+        self.counters.deactivations += 1;
+        self.send(
+            px,
+            PncMsg::Deactivate {
+                stream: name.clone(),
+            },
+        );
+        let id = self.pid(px);
+        self.log(
+            Rule::Idle,
+            Some(&name),
+            Some(id),
+            format!("{why}: idle, deactivated"),
+        );
+        for q in p.parents {
+            self.unlink_at_parent(sx, q, px);
+            self.after_load_decrease(sx, q);
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! What the core emits: messages to proxies and decisions with their reasons.
+
+use super::*;
+
+/// `[P11, P21]`: proxy ids for decision reasons.
+pub(super) fn id_list(ids: impl Iterator<Item = ProxyId>) -> String {
+    let v: Vec<String> = ids.map(|i| i.to_string()).collect();
+    format!("[{}]", v.join(", "))
+}
+
+impl Coordinator {
+    pub(super) fn log(
+        &mut self,
+        rule: Rule,
+        stream: Option<&str>,
+        proxy: Option<ProxyId>,
+        reason: String,
+    ) {
+        self.out.push(Command::Log(Decision {
+            at: self.now,
+            rule,
+            stream: stream.map(str::to_string),
+            proxy,
+            reason,
+        }));
+    }
+
+    pub(super) fn send(&mut self, px: Px, msg: PncMsg) {
+        self.out.push(Command::Send {
+            to: self.proxies[px].id,
+            msg,
+        });
+    }
+}

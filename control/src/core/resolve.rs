@@ -1,0 +1,221 @@
+//! Viewer redirection: which proxy a new viewer should use ([0033], [0042]).
+
+use super::*;
+
+impl Coordinator {
+    pub(super) fn resolve(
+        &mut self,
+        request: u64,
+        stream: String,
+        region: Option<String>,
+        client: Option<IpAddr>,
+    ) {
+        self.counters.resolves += 1;
+        let mut region = region
+            .or_else(|| client.map(|a| self.region_of(a)))
+            .unwrap_or_else(|| self.config.default_region.clone());
+        let answer = |this: &mut Self, region: String, target: Option<Peer>, reason: String| {
+            if target.is_none() {
+                this.counters.resolve_failures += 1;
+            }
+            this.out.push(Command::Resolved(Resolution {
+                request,
+                stream: stream.clone(),
+                region,
+                target,
+                reason,
+            }));
+        };
+        let Some(sx) = self.stream_ids.get(&stream).copied() else {
+            answer(self, region, None, "no source publishes this stream".into());
+            return;
+        };
+        let key = self.streams[&sx].overlay.clone();
+        self.ensure_overlay(&key);
+        let Some(overlay) = self.overlays.get(&key) else {
+            answer(
+                self,
+                region,
+                None,
+                "the source's overlay has no proxy".into(),
+            );
+            return;
+        };
+        let known = self
+            .regions
+            .get(&region)
+            .filter(|r| overlay.tiers.contains_key(r));
+        let region_id = match (known, overlay.first_region) {
+            (Some(r), _) => r,
+            // No proxy of the source's overlay in the viewer's region: the first region that
+            // has some (a choice: the seed assumes every region has proxies, [0049]).
+            (None, Some(first)) => {
+                region = self.regions.name(first).to_string();
+                first
+            }
+            (None, None) => {
+                answer(
+                    self,
+                    region,
+                    None,
+                    "the source's overlay has no proxy".into(),
+                );
+                return;
+            }
+        };
+        let bottom = self.bottom_tier(sx, region_id);
+        self.refresh_accepting();
+        let mut accepting = self.accepting_len(sx, region_id, bottom);
+        if accepting == 0 {
+            let members = self.tier_members(sx, region_id, bottom);
+            let no_path = self
+                .streams
+                .get(&sx)
+                .is_none_or(|s| !s.pairs.values().any(|p| p.region == region_id));
+            if no_path {
+                // [0032] [0035] start: one proxy per tier forming a path to the source.
+                let name = self.sname(sx);
+                self.log(
+                    Rule::StreamStart,
+                    Some(&name),
+                    None,
+                    format!(
+                        "first viewer in {region}: one proxy per tier of {bottom} [0032] [0035]"
+                    ),
+                );
+                let farm = self.next_farm_id();
+                self.activate(sx, region_id, bottom, farm, "start of the stream [0032]");
+            } else if let Some(&last) = members
+                .iter()
+                .max_by_key(|&&q| self.pair(sx, q).map_or(0, |p| p.seq))
+            {
+                self.distribute(
+                    sx,
+                    last,
+                    "no accepting proxy with room for a new viewer [0033]",
+                );
+            } else {
+                let farm = self.next_farm_id();
+                self.activate(
+                    sx,
+                    region_id,
+                    bottom,
+                    farm,
+                    "no proxy left in the viewers' tier",
+                );
+            }
+            self.refresh_accepting();
+            accepting = self.accepting_len(sx, region_id, bottom);
+        }
+        if accepting == 0 {
+            answer(
+                self,
+                region,
+                None,
+                "no proxy with room can be activated".into(),
+            );
+            return;
+        }
+        // [0042] round-robin across the accepting proxies (a farm), in activation order.
+        let Some(rec) = self
+            .streams
+            .get_mut(&sx)
+            .and_then(|s| s.tiers.get_mut(&(region_id, bottom)))
+        else {
+            answer(self, region, None, "no tier".into());
+            return;
+        };
+        let Some(px) = rec
+            .active
+            .nth_accepting((rec.rr % u64::from(accepting)) as u32)
+        else {
+            answer(self, region, None, "no tier".into());
+            return;
+        };
+        rec.rr += 1;
+        let peer = self.peer(px);
+        answer(
+            self,
+            region,
+            Some(peer),
+            format!("round-robin over {accepting} accepting proxies [0033] [0042]"),
+        );
+    }
+
+    /// Proxies of (`region`, `tier`) that take a new viewer now (as of the last refresh).
+    fn accepting_len(&self, sx: Sx, region: RegionId, tier: u32) -> u32 {
+        self.streams
+            .get(&sx)
+            .and_then(|s| s.tiers.get(&(region, tier)))
+            .map_or(0, |t| t.active.accepting_len())
+    }
+
+    /// Whether `px` takes a new viewer of `sx` now: accepting, alive, with room (the plain
+    /// definition `refresh_accepting` computes faster; the debug check compares them).
+    #[cfg(debug_assertions)]
+    fn takes_a_viewer(&self, sx: Sx, px: Px) -> bool {
+        self.proxies[px].alive
+            && self.pair(sx, px).is_some_and(|p| p.accepting)
+            && self.room(sx, px) >= 1
+    }
+
+    /// Bring the index of the proxies that take a new viewer up to date for every proxy touched
+    /// since the last refresh, on each of its streams: a change on one machine (load,
+    /// reservations, capacity, liveness) changes its room for every stream it carries ([0047]).
+    pub(super) fn refresh_accepting(&mut self) {
+        let mut touched = std::mem::take(&mut self.touched);
+        let mut decided = std::mem::take(&mut self.decided);
+        self.proxies.take_touched(&mut touched);
+        for &px in &touched {
+            // One pass for the machine's reservations, one to decide each of its streams: the
+            // same Max_s as `takes_a_viewer`, without summing the other streams per stream.
+            let rec = &self.proxies[px];
+            let reserved: u32 = rec
+                .streams
+                .iter()
+                .filter_map(|o| self.streams.get(o)?.pairs.get(&px).map(Pair::reserved))
+                .sum();
+            decided.clear();
+            for &sx in &rec.streams {
+                let Some(p) = self.streams.get(&sx).and_then(|s| s.pairs.get(&px)) else {
+                    continue;
+                };
+                let yes = rec.alive
+                    && p.accepting
+                    && self
+                        .max_s_with(sx, px, reserved - p.reserved())
+                        .saturating_sub(p.load().saturating_add(p.reserved()))
+                        >= 1;
+                decided.push((sx, yes));
+            }
+            for &(sx, yes) in &decided {
+                if let Some(s) = self.streams.get_mut(&sx)
+                    && let Some(p) = s.pairs.get(&px)
+                    && let Some(t) = s.tiers.get_mut(&(p.region, p.tier))
+                {
+                    t.active.set_accepting(px, yes);
+                }
+            }
+        }
+        self.touched = touched;
+        self.decided = decided;
+    }
+
+    /// The index agrees with a scan of every tier (debug builds, after every event).
+    #[cfg(debug_assertions)]
+    pub(super) fn check_accepting_index(&self) {
+        for (&sx, s) in &self.streams {
+            for t in s.tiers.values() {
+                let scan: Vec<Px> = t
+                    .active
+                    .iter()
+                    .filter(|&q| self.takes_a_viewer(sx, q))
+                    .collect();
+                let index: Vec<Px> = (0..t.active.accepting_len())
+                    .filter_map(|k| t.active.nth_accepting(k))
+                    .collect();
+                assert_eq!(scan, index, "accepting index of stream {}", s.name);
+            }
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! What the core holds per proxy, per stream and per (proxy, stream) pair, and the accounting
+//! over it: loads, reservations, Max_s and room ([0047], [0048]), tier rates ([0061]).
+
+use super::*;
+
+/// RTTs kept per proxy at most: a proxy cannot grow the PNC's memory without bound by reporting
+/// made-up peers.
+pub(super) const MAX_RTTS_PER_PROXY: usize = 16_384;
+
+/// Record an RTT; true if the peer is new.
+pub(super) fn record_rtt(rtts: &mut BTreeMap<ProxyId, u32>, peer: ProxyId, micros: u32) -> bool {
+    if let Some(v) = rtts.get_mut(&peer) {
+        *v = micros;
+        return false;
+    }
+    if rtts.len() >= MAX_RTTS_PER_PROXY {
+        return false;
+    }
+    rtts.insert(peer, micros);
+    true
+}
+
+/// A registered proxy.
+#[derive(Debug)]
+pub(super) struct ProxyRec {
+    pub(super) id: ProxyId,
+    pub(super) name: String,
+    pub(super) addr: SocketAddr,
+    pub(super) region: RegionId,
+    pub(super) capacity: Capacity,
+    pub(super) alive: bool,
+    pub(super) last_heard: Time,
+    /// Latest deadline queued for the timeout check.
+    pub(super) queued_deadline: Time,
+    /// Connections over all streams, from the core's view ([0047]).
+    pub(super) connections: u32,
+    /// Outgoing bits/s over all streams (load × bitrate).
+    pub(super) bps: u64,
+    pub(super) rtts: BTreeMap<ProxyId, u32>,
+    pub(super) streams: BTreeSet<Sx>,
+}
+
+/// Every registered proxy, indexed by [`Px`]. Every proxy borrowed mutably is noted as
+/// touched: what takes viewers on its machine may have changed (see
+/// [`Coordinator::refresh_accepting`]).
+#[derive(Debug, Default)]
+pub(super) struct ProxyTable {
+    recs: Vec<ProxyRec>,
+    touched: Vec<Px>,
+}
+
+impl ProxyTable {
+    pub(super) fn push(&mut self, rec: ProxyRec) -> Px {
+        self.recs.push(rec);
+        let px = Px(self.recs.len() as u32 - 1);
+        self.touched.push(px);
+        px
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (Px, &ProxyRec)> {
+        self.recs.iter().enumerate().map(|(i, p)| (Px(i as u32), p))
+    }
+
+    /// `px` for the fields that do not change what its machine takes (when it was last heard,
+    /// its queued deadline, its RTTs): not noted as touched, so a heartbeat that changes no load
+    /// costs no refresh of the machine's streams.
+    pub(super) fn untracked_mut(&mut self, px: Px) -> &mut ProxyRec {
+        &mut self.recs[px.index()]
+    }
+
+    /// Note that the load, capacity or liveness of `px`, or a pair on it, may have changed.
+    pub(super) fn touch(&mut self, px: Px) {
+        self.touched.push(px);
+    }
+
+    /// The proxies touched since the last call, each once, into `into` (cleared first).
+    pub(super) fn take_touched(&mut self, into: &mut Vec<Px>) {
+        into.clear();
+        std::mem::swap(into, &mut self.touched);
+        into.sort_unstable();
+        into.dedup();
+    }
+}
+
+impl std::ops::Index<Px> for ProxyTable {
+    type Output = ProxyRec;
+    fn index(&self, px: Px) -> &ProxyRec {
+        &self.recs[px.index()]
+    }
+}
+
+impl std::ops::IndexMut<Px> for ProxyTable {
+    fn index_mut(&mut self, px: Px) -> &mut ProxyRec {
+        self.touched.push(px);
+        &mut self.recs[px.index()]
+    }
+}
+
+/// Farm sizing state of one (stream, region, tier) ([0039]–[0041]).
+#[derive(Debug, Default, Clone)]
+pub(super) struct FarmSizing {
+    pub(super) last_time: Option<Time>,
+    pub(super) last_n: u32,
+    pub(super) avg: Option<f64>,
+}
+
+/// Active proxies of one (stream, region, tier).
+#[derive(Debug, Default)]
+pub(super) struct TierRec {
+    /// In activation order (oldest first), the ones that take a new viewer indexed.
+    pub(super) active: ActiveSet,
+    /// Round-robin position for new viewers ([0042]).
+    pub(super) rr: u64,
+    pub(super) sizing: FarmSizing,
+}
+
+/// A sorted set of proxies in a vector: children of one proxy are few, and a `BTreeSet` node
+/// would cost more than 100 bytes per (proxy, stream) pair.
+#[derive(Debug, Default, Clone)]
+pub(super) struct SmallSet(Vec<Px>);
+
+impl SmallSet {
+    pub(super) fn insert(&mut self, x: Px) -> bool {
+        match self.0.binary_search(&x) {
+            Ok(_) => false,
+            Err(i) => {
+                self.0.insert(i, x);
+                true
+            }
+        }
+    }
+    pub(super) fn remove(&mut self, x: &Px) -> bool {
+        match self.0.binary_search(x) {
+            Ok(i) => {
+                self.0.remove(i);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+    pub(super) fn contains(&self, x: &Px) -> bool {
+        self.0.binary_search(x).is_ok()
+    }
+    pub(super) fn iter(&self) -> std::slice::Iter<'_, Px> {
+        self.0.iter()
+    }
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// One proxy's state for one stream.
+#[derive(Debug)]
+pub(super) struct Pair {
+    /// 0 for the origin.
+    pub(super) tier: u32,
+    pub(super) region: RegionId,
+    pub(super) phase: Phase,
+    pub(super) accepting: bool,
+    /// Activated, not yet joined its parents (no child yet) ([0054]).
+    pub(super) standby: bool,
+    pub(super) viewers: u32,
+    /// Child proxies that joined.
+    pub(super) children: SmallSet,
+    /// Child proxies assigned but still standby: reserved, not load.
+    pub(super) pending: SmallSet,
+    /// Viewers on their way here from a drained proxy: reserved.
+    pub(super) incoming: u32,
+    pub(super) parents: Vec<Px>,
+    pub(super) farm: FarmId,
+    /// Activation order, global: larger is more recent.
+    pub(super) seq: u64,
+    pub(super) activated_at: Time,
+    pub(super) distribute_served: bool,
+    pub(super) draining_to: Option<Px>,
+    pub(super) login: Predictor,
+    pub(super) logoff: Predictor,
+    pub(super) reported: (f32, f32),
+}
+
+impl Pair {
+    pub(super) fn load(&self) -> u32 {
+        self.viewers.saturating_add(self.children.len() as u32)
+    }
+    pub(super) fn reserved(&self) -> u32 {
+        (self.pending.len() as u32).saturating_add(self.incoming)
+    }
+}
+
+/// One stream.
+#[derive(Debug)]
+pub(super) struct StreamRec {
+    pub(super) name: String,
+    pub(super) info: SourceInfo,
+    pub(super) origin: Px,
+    pub(super) overlay: OverlayKey,
+    pub(super) pairs: BTreeMap<Px, Pair>,
+    pub(super) tiers: BTreeMap<(RegionId, u32), TierRec>,
+    pub(super) farms: BTreeMap<FarmId, Vec<Px>>,
+    /// Re-registered links whose parent has not re-registered yet: parent → (child, joined).
+    pub(super) awaiting_parent: BTreeMap<ProxyId, Vec<(Px, bool)>>,
+    /// System-wide logins and logoffs of the stream ([0064]).
+    pub(super) sys_login: Predictor,
+    pub(super) sys_logoff: Predictor,
+}
+
+impl Coordinator {
+    pub(super) fn peer(&self, px: Px) -> Peer {
+        Peer {
+            id: self.proxies[px].id,
+            addr: self.proxies[px].addr,
+        }
+    }
+
+    pub(super) fn pid(&self, px: Px) -> ProxyId {
+        self.proxies[px].id
+    }
+
+    pub(super) fn sname(&self, sx: Sx) -> String {
+        self.streams
+            .get(&sx)
+            .map(|s| s.name.clone())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn pair(&self, sx: Sx, px: Px) -> Option<&Pair> {
+        self.streams.get(&sx)?.pairs.get(&px)
+    }
+
+    pub(super) fn pair_mut(&mut self, sx: Sx, px: Px) -> Option<&mut Pair> {
+        self.proxies.touch(px);
+        self.streams.get_mut(&sx)?.pairs.get_mut(&px)
+    }
+
+    pub(super) fn delta_t_secs(&self) -> f64 {
+        self.config.delta_t_ms as f64 / 1000.0
+    }
+
+    pub(super) fn sp_secs(&self) -> f64 {
+        self.config.sp_ms as f64 / 1000.0
+    }
+
+    pub(super) fn next_farm_id(&mut self) -> FarmId {
+        self.next_farm += 1;
+        self.next_farm
+    }
+
+    /// Max_s of `px` for stream `sx` now ([0047], [0048]): logical capacity, and the physical
+    /// capacity left by the other streams on the machine, in connections and in bits/s,
+    /// whichever binds first. Works for a proxy not (yet) active for the stream.
+    pub(super) fn max_s(&self, sx: Sx, px: Px) -> u32 {
+        // Connections reserved on this machine by the other streams (standby children, moved
+        // viewers on their way) count as taken: capacity is machine-wide ([0047]).
+        let other_reserved: u32 = self.proxies[px]
+            .streams
+            .iter()
+            .filter(|&&o| o != sx)
+            .filter_map(|o| self.streams.get(o)?.pairs.get(&px).map(Pair::reserved))
+            .sum();
+        self.max_s_with(sx, px, other_reserved)
+    }
+
+    /// Max_s given the connections the machine's other streams reserve.
+    pub(super) fn max_s_with(&self, sx: Sx, px: Px, other_reserved: u32) -> u32 {
+        let rec = &self.proxies[px];
+        let Some(s) = self.streams.get(&sx) else {
+            return 0;
+        };
+        let own = s.pairs.get(&px).map_or(0, Pair::load);
+        let bitrate = s.info.bitrate_bps;
+        let other = rec
+            .connections
+            .saturating_sub(own)
+            .saturating_add(other_reserved);
+        let logical = self
+            .settings
+            .get(&rec.id)
+            .and_then(|st| st.logical_connections)
+            .unwrap_or(rec.capacity.connections);
+        let mut m = logical.min(rec.capacity.connections.saturating_sub(other));
+        if bitrate > 0 {
+            let other_bps = rec
+                .bps
+                .saturating_sub(u64::from(own).saturating_mul(bitrate));
+            let by_bps = rec.capacity.bits_per_sec.saturating_sub(other_bps) / bitrate;
+            m = m.min(by_bps.min(u64::from(u32::MAX)) as u32);
+        }
+        m
+    }
+
+    /// Free connections of an active pair, reservations included.
+    pub(super) fn room(&self, sx: Sx, px: Px) -> u32 {
+        match self.pair(sx, px) {
+            Some(p) => self
+                .max_s(sx, px)
+                .saturating_sub(p.load().saturating_add(p.reserved())),
+            None => self.max_s(sx, px),
+        }
+    }
+
+    /// Change the machine-wide accounting of `px` by `delta` connections of stream `sx`.
+    pub(super) fn account(&mut self, sx: Sx, px: Px, delta: i64) {
+        let bitrate = self.streams.get(&sx).map_or(0, |s| s.info.bitrate_bps);
+        let rec = &mut self.proxies[px];
+        if delta >= 0 {
+            rec.connections = rec.connections.saturating_add(delta as u32);
+            rec.bps = rec.bps.saturating_add(bitrate.saturating_mul(delta as u64));
+        } else {
+            let d = delta.unsigned_abs();
+            rec.connections = rec.connections.saturating_sub(d as u32);
+            rec.bps = rec.bps.saturating_sub(bitrate.saturating_mul(d));
+        }
+    }
+
+    /// The deepest tier of `region` in the overlay of `sx` (viewers are served there).
+    pub(super) fn bottom_tier(&self, sx: Sx, region: RegionId) -> u32 {
+        let Some(s) = self.streams.get(&sx) else {
+            return 0;
+        };
+        self.overlays
+            .get(&s.overlay)
+            .and_then(|o| o.tiers.get(&region))
+            .map_or(0, |t| t.len() as u32)
+    }
+
+    /// The members of `px`'s farm still in its (region, tier); `px` alone when it has no farm
+    /// ([0042]: a farm's DISTRIBUTE is one, and a farm is deactivated together).
+    pub(super) fn farm_group(
+        &self,
+        sx: Sx,
+        px: Px,
+        farm: FarmId,
+        tier: u32,
+        region: RegionId,
+    ) -> Vec<Px> {
+        self.streams
+            .get(&sx)
+            .and_then(|s| s.farms.get(&farm))
+            .cloned()
+            .unwrap_or_else(|| vec![px])
+            .into_iter()
+            .filter(|q| {
+                self.pair(sx, *q)
+                    .is_some_and(|p| p.tier == tier && p.region == region)
+            })
+            .collect()
+    }
+
+    pub(super) fn tier_members(&self, sx: Sx, region: RegionId, tier: u32) -> Vec<Px> {
+        self.streams
+            .get(&sx)
+            .and_then(|s| s.tiers.get(&(region, tier)))
+            .map(|t| t.active.iter().collect())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn pair_rates(&mut self, sx: Sx, px: Px) -> (f64, f64) {
+        let (w, sm) = (self.window, self.smoothing);
+        match self.pair_mut(sx, px) {
+            Some(p) => (p.login.rate(w, &sm), p.logoff.rate(w, &sm)),
+            None => (0.0, 0.0),
+        }
+    }
+
+    /// SysLinRate and the summed logoff rate of a tier ([0061]): the sum over its active proxies.
+    pub(super) fn tier_rates(&mut self, sx: Sx, region: RegionId, tier: u32) -> (f64, f64) {
+        let mut lin = 0.0;
+        let mut loff = 0.0;
+        for px in self.tier_members(sx, region, tier) {
+            let (a, b) = self.pair_rates(sx, px);
+            lin += a;
+            loff += b;
+        }
+        (lin, loff)
+    }
+}

@@ -1,0 +1,130 @@
+//! Start and end of a stream: a source announced at its origin ([0032]), a tree torn down.
+
+use super::*;
+
+impl Coordinator {
+    pub(super) fn announce(&mut self, px: Px, name: String, info: SourceInfo) {
+        if let Some(&sx) = self.stream_ids.get(&name) {
+            let origin = self.streams[&sx].origin;
+            if origin == px {
+                if let Some(s) = self.streams.get_mut(&sx) {
+                    s.info = info;
+                }
+                return;
+            }
+            let o = self.pid(origin);
+            self.protocol_error(px, &name, &format!("stream already published at {o}"));
+            return;
+        }
+        let sx = Sx(self.next_stream);
+        self.next_stream += 1;
+        let key = (info.source.clone(), px);
+        self.overlays.entry(key.clone()).or_insert_with(|| Overlay {
+            dirty: true,
+            ..Default::default()
+        });
+        let w = self.window;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let mut pairs = BTreeMap::new();
+        pairs.insert(
+            px,
+            Pair {
+                tier: 0,
+                // The origin serves no region (tier 0).
+                region: self.regions.intern(""),
+                phase: Phase::Expansion,
+                accepting: false,
+                standby: false,
+                viewers: 0,
+                children: SmallSet::default(),
+                pending: SmallSet::default(),
+                incoming: 0,
+                parents: Vec::new(),
+                farm: 0,
+                seq,
+                activated_at: self.now,
+                distribute_served: false,
+                draining_to: None,
+                login: Predictor::new(w),
+                logoff: Predictor::new(w),
+                reported: (0.0, 0.0),
+            },
+        );
+        self.streams.insert(
+            sx,
+            StreamRec {
+                name: name.clone(),
+                info: info.clone(),
+                origin: px,
+                overlay: key.clone(),
+                pairs,
+                tiers: BTreeMap::new(),
+                farms: BTreeMap::new(),
+                awaiting_parent: BTreeMap::new(),
+                sys_login: Predictor::new(w),
+                sys_logoff: Predictor::new(w),
+            },
+        );
+        self.stream_ids.insert(name.clone(), sx);
+        self.proxies[px].streams.insert(sx);
+        self.counters.streams_started += 1;
+        let id = self.pid(px);
+        self.log(
+            Rule::StreamStart,
+            Some(&name),
+            Some(id),
+            format!(
+                "source {} publishes here ({}, {} bit/s); proxies are activated on the first viewer [0032]",
+                info.source, info.content_type, info.bitrate_bps
+            ),
+        );
+        self.ensure_overlay(&key);
+        if let Some(pending) = self.pending_rebuild.remove(&name) {
+            for (qx, st) in pending {
+                if self.proxies[qx].alive {
+                    self.apply_rebuild(sx, qx, st);
+                }
+            }
+        }
+    }
+
+    pub(super) fn teardown(&mut self, sx: Sx, why: &str) {
+        let Some(s) = self.streams.remove(&sx) else {
+            return;
+        };
+        self.stream_ids.remove(&s.name);
+        self.counters.streams_ended += 1;
+        let bitrate = s.info.bitrate_bps;
+        for (&px, p) in &s.pairs {
+            let load = p.load();
+            let rec = &mut self.proxies[px];
+            rec.connections = rec.connections.saturating_sub(load);
+            rec.bps = rec
+                .bps
+                .saturating_sub(u64::from(load).saturating_mul(bitrate));
+            rec.streams.remove(&sx);
+        }
+        let origin = s.origin;
+        let active: Vec<Px> = s.pairs.keys().copied().filter(|&px| px != origin).collect();
+        for &px in &active {
+            if self.proxies[px].alive {
+                self.counters.deactivations += 1;
+                self.send(
+                    px,
+                    PncMsg::Deactivate {
+                        stream: s.name.clone(),
+                    },
+                );
+            }
+        }
+        let ids = id_list(active.iter().map(|&px| self.pid(px)));
+        let o = self.pid(origin);
+        self.log(
+            Rule::Teardown,
+            Some(&s.name),
+            Some(o),
+            format!("{why}: tree torn down, deactivated {ids}"),
+        );
+    }
+}
