@@ -1,6 +1,7 @@
 //! The fuzz targets' seed inputs (`fuzz/seeds/<target>/`, which `scripts/fuzz.sh` hands to
 //! libFuzzer besides the growing `fuzz/corpus/<target>/`): valid request heads, chunked bodies,
-//! VAN frames, control messages of both directions and MPEG-TS with PAT, PMT and keyframe PES,
+//! VAN frames (for the buffering decoder and the streaming reader), a parent's response heads,
+//! control messages of both directions and MPEG-TS with PAT, PMT and keyframe PES,
 //! built here with the real encoders so that a short fuzzing run starts deep in each parser.
 //! Each seed must be accepted whole by its decoder, and the committed files must be exactly
 //! these; `VAN_WRITE_FUZZ_SEEDS=1 cargo test -p van-e2e --test fuzz_seeds` rewrites them.
@@ -115,6 +116,36 @@ fn van_frame_seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
     .into_iter()
     .map(|(name, wire)| (name, with_split_seed(&wire)))
+    .collect()
+}
+
+/// A parent's answers to `GET /van/...`: the heads a child proxy parses before its frames.
+fn response_head_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    [
+        (
+            "van_blocks_200",
+            "HTTP/1.1 200 OK\r\nContent-Type: application/x-van-blocks\r\n\
+             Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+        ),
+        (
+            "redirect_307",
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://10.0.0.2:8080/van/demo?from=8\r\n\
+             Content-Length: 0\r\n\r\n",
+        ),
+        (
+            "refused_503",
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
+             Content-Length: 21\r\nRetry-After: 1\r\n\r\n",
+        ),
+        ("continue_100", "HTTP/1.1 100 Continue\r\n\r\n"),
+        (
+            "chunked_401",
+            "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\n\
+             Transfer-Encoding: chunked\r\n\r\n",
+        ),
+    ]
+    .into_iter()
+    .map(|(name, head)| (name, head.as_bytes().to_vec()))
     .collect()
 }
 
@@ -403,6 +434,9 @@ fn seeds() -> BTreeMap<&'static str, Vec<(&'static str, Vec<u8>)>> {
         ("http_request", http_request_seeds()),
         ("chunked", chunked_seeds()),
         ("van_frame", van_frame_seeds()),
+        // The streaming reader takes the same input as the buffering decoder's target.
+        ("frame_reader", van_frame_seeds()),
+        ("response_head", response_head_seeds()),
         ("control_message", control_message_seeds()),
         ("mpegts", mpegts_seeds()),
     ])
@@ -456,6 +490,20 @@ fn every_seed_is_accepted_whole_by_its_decoder() {
             frames += 1;
         }
         assert!(frames > 0 && decoder.buffered() == 0, "van_frame/{name}");
+    }
+    for (name, data) in van_frame_seeds() {
+        let (frames, error) = dataplane::frame_reader::read_events(&data[1..], &[]);
+        assert!(
+            !frames.is_empty() && error.is_none(),
+            "frame_reader/{name}"
+        );
+    }
+    for (name, data) in response_head_seeds() {
+        let head = dataplane::response_head::parse_response_head(&data);
+        assert!(
+            matches!(&head, Ok(Some(h)) if h.len == data.len()),
+            "response_head/{name}: {head:?}"
+        );
     }
     for (name, data) in control_message_seeds() {
         let wire = &data[1..];
