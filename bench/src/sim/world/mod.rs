@@ -177,6 +177,8 @@ struct World<'a> {
     waiting: u64,
     wait: Histogram<u64>,
     core_time: Duration,
+    /// When the queued tick is due (`u64::MAX`: none queued).
+    tick_at: u64,
     inbox: Inbox,
     r: Report,
 }
@@ -294,6 +296,7 @@ impl<'a> World<'a> {
             waiting: 0,
             wait: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
             core_time: Duration::ZERO,
+            tick_at: u64::MAX,
             inbox: Inbox::new(trace_start_us),
             r: Report {
                 policy: "seed".into(),
@@ -321,9 +324,9 @@ impl<'a> World<'a> {
         if let Some(first) = self.trace.rows.first() {
             self.at(start + first.at_us, Ev::Trace(0));
         }
-        // The core has no `poll_timeout()` (yet): `Event::Tick` every `tick_micros()`, as its
-        // docs ask (heartbeat timeouts).
-        self.at(self.cfg.core.tick_micros(), Ev::Tick);
+        // Ticks come when the core asks for one (`poll_timeout`: its next heartbeat deadline),
+        // never blindly: an idle overlay of 10,000 machines costs no ticks.
+        self.arm_tick();
         self.at(start, Ev::Sample);
         for &(t, relay) in &self.cfg.crashes {
             let id = self.cfg.overlay.origins.max(1) + 1 + relay;
@@ -337,6 +340,7 @@ impl<'a> World<'a> {
         let out = self.core.handle(ev, Time(self.now));
         self.core_time += t.elapsed();
         self.r.core_events += 1;
+        self.arm_tick();
         let mut resolved = None;
         for c in out {
             match c {
@@ -356,6 +360,17 @@ impl<'a> World<'a> {
             }
         }
         resolved
+    }
+
+    /// Queues a tick at the core's `poll_timeout()` if that is earlier than the one queued.
+    fn arm_tick(&mut self) {
+        if let Some(t) = self.core.poll_timeout() {
+            let t = t.micros().max(self.now);
+            if t < self.tick_at {
+                self.tick_at = t;
+                self.at(t - self.now, Ev::Tick);
+            }
+        }
     }
 
     fn step(&mut self, ev: Ev) {
@@ -405,9 +420,11 @@ impl<'a> World<'a> {
                 child,
                 stream,
             } => self.child_disconnects(parent, child, stream),
+            // A tick armed for a deadline that an earlier tick already passed is stale.
+            Ev::Tick if self.now < self.tick_at => {}
             Ev::Tick => {
+                self.tick_at = u64::MAX;
                 self.core(Event::Tick);
-                self.at(self.cfg.core.tick_micros(), Ev::Tick);
             }
             Ev::Crash { proxy } => self.crash(proxy),
             Ev::Reresolve { viewer } => {
