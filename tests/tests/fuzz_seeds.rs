@@ -493,10 +493,7 @@ fn every_seed_is_accepted_whole_by_its_decoder() {
     }
     for (name, data) in van_frame_seeds() {
         let (frames, error) = dataplane::frame_reader::read_events(&data[1..], &[]);
-        assert!(
-            !frames.is_empty() && error.is_none(),
-            "frame_reader/{name}"
-        );
+        assert!(!frames.is_empty() && error.is_none(), "frame_reader/{name}");
     }
     for (name, data) in response_head_seeds() {
         let head = dataplane::response_head::parse_response_head(&data);

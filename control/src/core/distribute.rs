@@ -46,16 +46,42 @@ impl Coordinator {
                 region_name = self.regions.name(region)
             ),
         );
+        self.add_capacity(sx, region, tier, &group, Some(px), &stopped);
+    }
+
+    /// The capacity a DISTRIBUTE adds to (`region`, `tier`) of `sx`: [0059]'s check over sp,
+    /// then regrouping the tier's other proxies by MIN_s ([0060]–[0061]) if their room
+    /// suffices, else activating idle proxies ([0039]–[0041], [0059]). `served` is the group
+    /// whose DISTRIBUTE this is (none when the core itself finds no proxy of the viewers' tier
+    /// taking a viewer); `stopped` are told to stop accepting and where new viewers now go.
+    pub(super) fn add_capacity(
+        &mut self,
+        sx: Sx,
+        region: RegionId,
+        tier: u32,
+        served: &[Px],
+        requester: Option<Px>,
+        stopped: &[Px],
+    ) {
+        let name = self.sname(sx);
+        let id = requester.map(|q| self.pid(q));
         // [0059] capacity check over sp.
         let (lin, loff) = self.tier_rates(sx, region, tier);
         let demand = ((lin - loff) * self.sp_secs()).max(0.0);
         let others: Vec<Px> = self
             .tier_members(sx, region, tier)
             .into_iter()
-            .filter(|q| !group.contains(q) && self.proxies[*q].alive)
+            // [0063] a proxy CONSOLIDATE is draining goes idle: it adds no capacity.
+            .filter(|&q| {
+                !served.contains(&q)
+                    && self.proxies[q].alive
+                    && self.pair(sx, q).is_some_and(|p| p.draining_to.is_none())
+            })
             .collect();
         let available: u64 = others.iter().map(|&q| u64::from(self.room(sx, q))).sum();
-        let unit = u64::from(self.max_s(sx, px).max(1));
+        let unit = requester
+            .or_else(|| others.last().copied())
+            .map_or(1, |q| u64::from(self.max_s(sx, q).max(1)));
         let mut new_accepting: Vec<Px> = Vec::new();
         let sufficient = available > 0 && demand <= available as f64;
         let mut regrouped = false;
@@ -88,7 +114,7 @@ impl Coordinator {
                 self.log(
                     Rule::Regroup,
                     Some(&name),
-                    Some(id),
+                    id,
                     format!(
                         "capacity over sp suffices (room {available} ≥ demand {demand:.1}); group of l = {} by MIN_s: {mids} [0060] [0061]",
                         members.len()
@@ -112,7 +138,7 @@ impl Coordinator {
             self.log(
                 Rule::FarmSize,
                 Some(&name),
-                Some(id),
+                id,
                 format!("activate {count}: {which}"),
             );
             let new_farm = self.next_farm_id();
@@ -145,7 +171,7 @@ impl Coordinator {
             }
         }
         let redirect: Vec<Peer> = new_accepting.iter().map(|&q| self.peer(q)).collect();
-        for q in stopped {
+        for &q in stopped {
             self.send(
                 q,
                 PncMsg::StopAccepting {

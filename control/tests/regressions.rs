@@ -1,0 +1,88 @@
+//! Regression tests for the defects of issue 7, each named for its defect. Viewers arrive through
+//! `resolve` and leave with a LOGOFF at their proxy, far apart in time (every predicted rate is
+//! 0), on tiers of three proxies each.
+
+mod common;
+
+use common::Net;
+use control::core::*;
+
+const S: u32 = 1;
+
+/// S plus tiers of three proxies (ids 11–13, 21–23, 31–33) of capacity `cap`.
+fn tiers_of_three(cap: u32) -> Net {
+    let mut net = Net::new(Config::default());
+    net.register(S, None, 1000, &[]);
+    for tier in 1..=3u32 {
+        for j in 1..=3u32 {
+            net.register(tier * 10 + j, None, cap, &[(S, tier * 20 - 10)]);
+        }
+    }
+    net.announce(S, "demo", "src");
+    net
+}
+
+/// One viewer step: `+n` arrives, `-n` leaves the proxy it was sent to.
+enum V {
+    Join(usize),
+    Leave(usize),
+}
+
+/// Play `steps` 100 s apart; the viewers refused, in order.
+fn play(net: &mut Net, steps: &[V]) -> Vec<usize> {
+    let mut at: Vec<Option<u32>> = vec![None; 16];
+    let mut refused = Vec::new();
+    let mut t = 100;
+    for step in steps {
+        net.at(t);
+        t += 100;
+        let out = match *step {
+            V::Join(u) => match net.resolve("demo", None, None) {
+                Some(p) => {
+                    at[u] = Some(p);
+                    net.login(p, "demo")
+                }
+                None => {
+                    refused.push(u);
+                    Vec::new()
+                }
+            },
+            V::Leave(u) => match at[u].take() {
+                Some(p) => net.logoff(p, "demo"),
+                None => Vec::new(),
+            },
+        };
+        net.check_invariants(&out);
+    }
+    refused
+}
+
+#[test]
+fn no_503_while_idle_proxies_exist_after_the_new_proxy_goes_idle() {
+    // u4 fills nothing, leaves P32 empty (idle again); P31 is full and its DISTRIBUTE served.
+    let mut net = tiers_of_three(3);
+    let steps = [
+        V::Join(1),
+        V::Join(2),
+        V::Join(3),
+        V::Join(4),
+        V::Leave(4),
+        V::Join(5),
+    ];
+    assert_eq!(play(&mut net, &steps), Vec::<usize>::new());
+}
+
+#[test]
+fn no_503_while_idle_proxies_exist_or_a_contracting_proxy_has_room() {
+    let mut net = tiers_of_three(2);
+    let steps = [
+        V::Join(1),
+        V::Join(2),
+        V::Join(3),
+        V::Leave(1),
+        V::Join(4),
+        V::Leave(2),
+        V::Join(5),
+    ];
+    assert_eq!(play(&mut net, &steps), Vec::<usize>::new());
+}
