@@ -86,3 +86,41 @@ fn no_503_while_idle_proxies_exist_or_a_contracting_proxy_has_room() {
     ];
     assert_eq!(play(&mut net, &steps), Vec::<usize>::new());
 }
+
+#[test]
+fn no_503_while_idle_proxies_exist_or_room_remains_under_a_high_predicted_demand() {
+    // Tiers 1, 1, 2 of capacity 100, 100, 10; viewers every 100 ms. P31 fills (P32 activated),
+    // five of its viewers leave; P32 fills: the demand predicted over sp exceeds the room P31
+    // has and no idle proxy is left, so P31's room must take the next viewers: all 25 fit.
+    let mut net = Net::new(Config::default());
+    net.register(S, None, 1000, &[]);
+    net.register(11, None, 100, &[(S, 10)]);
+    net.register(21, None, 100, &[(S, 30)]);
+    net.register(31, None, 10, &[(S, 50)]);
+    net.register(32, None, 10, &[(S, 50)]);
+    net.announce(S, "demo", "src");
+    let mut refused = 0;
+    let mut join = |net: &mut Net| {
+        net.advance_ms(100);
+        match net.resolve("demo", None, None) {
+            Some(p) => {
+                let out = net.login(p, "demo");
+                net.check_invariants(&out);
+            }
+            None => refused += 1,
+        }
+    };
+    for _ in 0..10 {
+        join(&mut net);
+    }
+    for _ in 0..5 {
+        net.advance_ms(100);
+        let out = net.logoff(31, "demo");
+        net.check_invariants(&out);
+    }
+    for _ in 0..15 {
+        join(&mut net);
+    }
+    assert_eq!(refused, 0);
+    assert_eq!(net.stream_view("demo").unwrap().viewers, 20);
+}

@@ -90,26 +90,7 @@ impl Coordinator {
             if let Some(members) = self.regroup(sx, &others, lin) {
                 regrouped = true;
                 self.counters.regroups += 1;
-                let bottom = self.bottom_tier(sx, region);
-                for &q in &members {
-                    let Some(gp) = self.pair_mut(sx, q) else {
-                        continue;
-                    };
-                    gp.phase = Phase::Expansion;
-                    gp.distribute_served = false;
-                    if tier == bottom && !gp.accepting {
-                        gp.accepting = true;
-                        self.send(
-                            q,
-                            PncMsg::StartAccepting {
-                                stream: name.clone(),
-                            },
-                        );
-                    }
-                    if tier == bottom {
-                        new_accepting.push(q);
-                    }
-                }
+                self.back_to_expansion(sx, region, tier, &members, &mut new_accepting);
                 let mids = id_list(members.iter().map(|&q| self.pid(q)));
                 self.log(
                     Rule::Regroup,
@@ -155,6 +136,30 @@ impl Coordinator {
                     None => break,
                 }
             }
+            if activated == 0 && available > 0 {
+                // [0059] as many as possible: with no idle proxy left, the room the tier still
+                // has takes the viewers (by MIN_s if a group exists, else all of it): a viewer
+                // is never refused while the region has room.
+                let members = match self.regroup(sx, &others, lin) {
+                    Some(members) => members,
+                    None => others
+                        .iter()
+                        .copied()
+                        .filter(|&q| self.room(sx, q) >= 1)
+                        .collect(),
+                };
+                self.counters.regroups += 1;
+                self.back_to_expansion(sx, region, tier, &members, &mut new_accepting);
+                let mids = id_list(members.iter().map(|&q| self.pid(q)));
+                self.log(
+                    Rule::Regroup,
+                    Some(&name),
+                    id,
+                    format!(
+                        "no idle proxy to activate: the tier's room {available} is used, group {mids} [0059] [0060] [0061]"
+                    ),
+                );
+            }
             if activated > 1 {
                 self.counters.farms += 1;
             }
@@ -179,6 +184,39 @@ impl Coordinator {
                     redirect_to: redirect.clone(),
                 },
             );
+        }
+    }
+
+    /// Regrouped `members` of (`region`, `tier`) go back to the expansion phase; in the viewers'
+    /// tier they take viewers again (StartAccepting) and are listed in `new_accepting`.
+    fn back_to_expansion(
+        &mut self,
+        sx: Sx,
+        region: RegionId,
+        tier: u32,
+        members: &[Px],
+        new_accepting: &mut Vec<Px>,
+    ) {
+        let name = self.sname(sx);
+        let bottom = self.bottom_tier(sx, region);
+        for &q in members {
+            let Some(gp) = self.pair_mut(sx, q) else {
+                continue;
+            };
+            gp.phase = Phase::Expansion;
+            gp.distribute_served = false;
+            if tier == bottom && !gp.accepting {
+                gp.accepting = true;
+                self.send(
+                    q,
+                    PncMsg::StartAccepting {
+                        stream: name.clone(),
+                    },
+                );
+            }
+            if tier == bottom {
+                new_accepting.push(q);
+            }
         }
     }
 
