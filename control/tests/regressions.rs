@@ -6,6 +6,7 @@ mod common;
 
 use common::Net;
 use control::core::*;
+use control::protocol::*;
 
 const S: u32 = 1;
 
@@ -123,4 +124,83 @@ fn no_503_while_idle_proxies_exist_or_room_remains_under_a_high_predicted_demand
     }
     assert_eq!(refused, 0);
     assert_eq!(net.stream_view("demo").unwrap().viewers, 20);
+}
+
+/// Carry out the moves the core orders: each viewer of a proxy told to redirect its children
+/// logs in at the new proxy, then off the old one (make-before-break, as the dataplane does).
+fn follow_moves(net: &mut Net, out: Vec<Command>) {
+    for c in out {
+        if let Command::Send {
+            to,
+            msg: PncMsg::RedirectChildren { stream, to: dest },
+        } = c
+        {
+            let n = net.pair(&stream, to.0).map_or(0, |a| a.viewers);
+            for _ in 0..n {
+                let o = net.login(dest.id.0, &stream);
+                net.check_invariants(&o);
+                follow_moves(net, o);
+                let o = net.logoff(to.0, &stream);
+                net.check_invariants(&o);
+            }
+        }
+    }
+}
+
+#[test]
+fn distribute_does_not_regroup_onto_a_proxy_consolidate_is_draining() {
+    // Capacity 2: u1, u2 at P31, u3 at P32 (P22 a standby). u1 leaves: P31 consolidates into
+    // P32, which fills and DISTRIBUTEs. P31 is being drained: the DISTRIBUTE must add a new
+    // proxy (P33 under P22), not regroup onto P31, which goes idle at once.
+    let mut net = tiers_of_three(2);
+    let mut at = Vec::new();
+    for t in [100, 200, 300] {
+        net.at(t);
+        at.push(net.viewer_joins("demo", None));
+    }
+    assert_eq!(at, vec![31, 31, 32]);
+    net.at(400);
+    let out = net.logoff(31, "demo");
+    net.check_invariants(&out);
+    // P31's agent reports more logoffs than logins and asks to CONSOLIDATE ([0062]).
+    net.msg(
+        31,
+        ProxyMsg::Heartbeat {
+            streams: vec![StreamLoad {
+                stream: "demo".into(),
+                viewers: 1,
+                child_proxies: 0,
+                bits_per_sec: 0,
+                login_rate: 0.0,
+                logoff_rate: 1.0,
+            }],
+            connections: 1,
+            bits_per_sec: 0,
+            rtts: vec![],
+        },
+    );
+    let out = net.msg(
+        31,
+        ProxyMsg::Consolidate {
+            stream: "demo".into(),
+        },
+    );
+    net.check_invariants(&out);
+    let consolidated = out.iter().any(|c| {
+        matches!(
+            c,
+            Command::Send {
+                to: ProxyId(31),
+                msg: PncMsg::RedirectChildren { .. }
+            }
+        )
+    });
+    assert!(consolidated, "P31 consolidates into P32");
+    follow_moves(&mut net, out);
+    assert!(net.pair("demo", 31).is_none(), "P31 drained and idle");
+    let p33 = net.pair("demo", 33).expect("a new proxy in tier 3");
+    assert_eq!(p33.parents, vec![ProxyId(22)]);
+    assert!(p33.accepting);
+    net.at(500);
+    assert_eq!(net.viewer_joins("demo", None), 33);
 }
