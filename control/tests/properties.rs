@@ -124,7 +124,10 @@ fn apply(net: &mut Net, step: &Step, crashes: &mut u32) {
             });
             match target {
                 Some(p) => net.login(p.id.0, stream),
-                None => Vec::new(),
+                None => {
+                    assert_refusal_is_justified(net, stream);
+                    Vec::new()
+                }
             }
         }
         Step::Leave(s, k) => {
@@ -224,6 +227,60 @@ fn apply(net: &mut Net, step: &Step, crashes: &mut u32) {
     };
     net.check_invariants(&out);
     follow(net, out);
+}
+
+/// A viewer of `stream` was refused: the region must have had no way to add a proxy (issue 7,
+/// defect 2). A path of new proxies could be activated if every tier of the viewers' region
+/// holds a machine entirely unused (no connection, active for no stream, so nothing reserved
+/// on it either) and the origin has a connection free after its standby children's
+/// reservations; then the refusal is a defect.
+fn assert_refusal_is_justified(net: &Net, stream: &str) {
+    let topo = net.core.topology();
+    let Some(view) = topo.streams.iter().find(|s| s.stream == stream) else {
+        return;
+    };
+    let active_anywhere: Vec<ProxyId> = topo
+        .streams
+        .iter()
+        .flat_map(|s| &s.regions)
+        .flat_map(|r| &r.tiers)
+        .flat_map(|t| &t.active)
+        .map(|a| a.proxy)
+        .collect();
+    let unused = |id: &ProxyId| {
+        !active_anywhere.contains(id)
+            && topo
+                .proxies
+                .iter()
+                .any(|p| p.proxy == *id && p.alive && p.connections == 0)
+    };
+    let Some(origin) = topo.proxies.iter().find(|p| p.proxy == view.origin) else {
+        return;
+    };
+    let standbys_at_origin = topo
+        .streams
+        .iter()
+        .flat_map(|s| &s.regions)
+        .flat_map(|r| &r.tiers)
+        .flat_map(|t| &t.active)
+        .filter(|a| a.standby && a.parents.contains(&view.origin))
+        .count() as u32;
+    let origin_room = origin
+        .capacity
+        .connections
+        .saturating_sub(origin.connections)
+        .saturating_sub(standbys_at_origin);
+    let viewers_region = &net.core.config().default_region;
+    for region in view.regions.iter().filter(|r| &r.region == viewers_region) {
+        let path_possible = !region.tiers.is_empty()
+            && region.tiers.iter().all(|t| t.overlay.iter().any(unused))
+            && origin_room >= 1;
+        assert!(
+            !path_possible,
+            "viewer of {stream} refused while {} could activate a path of idle proxies: {region:?}",
+            region.region
+        );
+    }
 }
 
 fn heartbeat(net: &mut Net, id: u32) -> Vec<Command> {

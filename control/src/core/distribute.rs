@@ -46,16 +46,42 @@ impl Coordinator {
                 region_name = self.regions.name(region)
             ),
         );
+        self.add_capacity(sx, region, tier, &group, Some(px), &stopped);
+    }
+
+    /// The capacity a DISTRIBUTE adds to (`region`, `tier`) of `sx`: [0059]'s check over sp,
+    /// then regrouping the tier's other proxies by MIN_s ([0060]–[0061]) if their room
+    /// suffices, else activating idle proxies ([0039]–[0041], [0059]). `served` is the group
+    /// whose DISTRIBUTE this is (none when the core itself finds no proxy of the viewers' tier
+    /// taking a viewer); `stopped` are told to stop accepting and where new viewers now go.
+    pub(super) fn add_capacity(
+        &mut self,
+        sx: Sx,
+        region: RegionId,
+        tier: u32,
+        served: &[Px],
+        requester: Option<Px>,
+        stopped: &[Px],
+    ) {
+        let name = self.sname(sx);
+        let id = requester.map(|q| self.pid(q));
         // [0059] capacity check over sp.
         let (lin, loff) = self.tier_rates(sx, region, tier);
         let demand = ((lin - loff) * self.sp_secs()).max(0.0);
         let others: Vec<Px> = self
             .tier_members(sx, region, tier)
             .into_iter()
-            .filter(|q| !group.contains(q) && self.proxies[*q].alive)
+            // [0063] a proxy CONSOLIDATE is draining goes idle: it adds no capacity.
+            .filter(|&q| {
+                !served.contains(&q)
+                    && self.proxies[q].alive
+                    && self.pair(sx, q).is_some_and(|p| p.draining_to.is_none())
+            })
             .collect();
         let available: u64 = others.iter().map(|&q| u64::from(self.room(sx, q))).sum();
-        let unit = u64::from(self.max_s(sx, px).max(1));
+        let unit = requester
+            .or_else(|| others.last().copied())
+            .map_or(1, |q| u64::from(self.max_s(sx, q).max(1)));
         let mut new_accepting: Vec<Px> = Vec::new();
         let sufficient = available > 0 && demand <= available as f64;
         let mut regrouped = false;
@@ -64,31 +90,12 @@ impl Coordinator {
             if let Some(members) = self.regroup(sx, &others, lin) {
                 regrouped = true;
                 self.counters.regroups += 1;
-                let bottom = self.bottom_tier(sx, region);
-                for &q in &members {
-                    let Some(gp) = self.pair_mut(sx, q) else {
-                        continue;
-                    };
-                    gp.phase = Phase::Expansion;
-                    gp.distribute_served = false;
-                    if tier == bottom && !gp.accepting {
-                        gp.accepting = true;
-                        self.send(
-                            q,
-                            PncMsg::StartAccepting {
-                                stream: name.clone(),
-                            },
-                        );
-                    }
-                    if tier == bottom {
-                        new_accepting.push(q);
-                    }
-                }
+                self.back_to_expansion(sx, region, tier, &members, &mut new_accepting);
                 let mids = id_list(members.iter().map(|&q| self.pid(q)));
                 self.log(
                     Rule::Regroup,
                     Some(&name),
-                    Some(id),
+                    id,
                     format!(
                         "capacity over sp suffices (room {available} ≥ demand {demand:.1}); group of l = {} by MIN_s: {mids} [0060] [0061]",
                         members.len()
@@ -112,7 +119,7 @@ impl Coordinator {
             self.log(
                 Rule::FarmSize,
                 Some(&name),
-                Some(id),
+                id,
                 format!("activate {count}: {which}"),
             );
             let new_farm = self.next_farm_id();
@@ -128,6 +135,30 @@ impl Coordinator {
                     // [0059] activate as many as possible.
                     None => break,
                 }
+            }
+            if activated == 0 && available > 0 {
+                // [0059] as many as possible: with no idle proxy left, the room the tier still
+                // has takes the viewers (by MIN_s if a group exists, else all of it): a viewer
+                // is never refused while the region has room.
+                let members = match self.regroup(sx, &others, lin) {
+                    Some(members) => members,
+                    None => others
+                        .iter()
+                        .copied()
+                        .filter(|&q| self.room(sx, q) >= 1)
+                        .collect(),
+                };
+                self.counters.regroups += 1;
+                self.back_to_expansion(sx, region, tier, &members, &mut new_accepting);
+                let mids = id_list(members.iter().map(|&q| self.pid(q)));
+                self.log(
+                    Rule::Regroup,
+                    Some(&name),
+                    id,
+                    format!(
+                        "no idle proxy to activate: the tier's room {available} is used, group {mids} [0059] [0060] [0061]"
+                    ),
+                );
             }
             if activated > 1 {
                 self.counters.farms += 1;
@@ -145,7 +176,7 @@ impl Coordinator {
             }
         }
         let redirect: Vec<Peer> = new_accepting.iter().map(|&q| self.peer(q)).collect();
-        for q in stopped {
+        for &q in stopped {
             self.send(
                 q,
                 PncMsg::StopAccepting {
@@ -153,6 +184,39 @@ impl Coordinator {
                     redirect_to: redirect.clone(),
                 },
             );
+        }
+    }
+
+    /// Regrouped `members` of (`region`, `tier`) go back to the expansion phase; in the viewers'
+    /// tier they take viewers again (StartAccepting) and are listed in `new_accepting`.
+    fn back_to_expansion(
+        &mut self,
+        sx: Sx,
+        region: RegionId,
+        tier: u32,
+        members: &[Px],
+        new_accepting: &mut Vec<Px>,
+    ) {
+        let name = self.sname(sx);
+        let bottom = self.bottom_tier(sx, region);
+        for &q in members {
+            let Some(gp) = self.pair_mut(sx, q) else {
+                continue;
+            };
+            gp.phase = Phase::Expansion;
+            gp.distribute_served = false;
+            if tier == bottom && !gp.accepting {
+                gp.accepting = true;
+                self.send(
+                    q,
+                    PncMsg::StartAccepting {
+                        stream: name.clone(),
+                    },
+                );
+            }
+            if tier == bottom {
+                new_accepting.push(q);
+            }
         }
     }
 

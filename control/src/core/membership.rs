@@ -12,7 +12,7 @@ impl Coordinator {
         // Queue a new deadline at most every timeout/4 per proxy: the queue stays small.
         if deadline.0 >= rec.queued_deadline.0.saturating_add(timeout / 4) {
             rec.queued_deadline = deadline;
-            self.deadlines.push_back((deadline, px));
+            self.deadlines.push(Reverse((deadline, px)));
         }
     }
 
@@ -243,11 +243,11 @@ impl Coordinator {
 
     pub(super) fn check_timeouts(&mut self) {
         let timeout = self.config.heartbeat_timeout_ms.saturating_mul(1000);
-        while let Some(&(deadline, px)) = self.deadlines.front() {
+        while let Some(&Reverse((deadline, px))) = self.deadlines.peek() {
             if deadline > self.now {
                 break;
             }
-            self.deadlines.pop_front();
+            self.deadlines.pop();
             let rec = &self.proxies[px];
             if !rec.alive {
                 continue;
@@ -257,7 +257,7 @@ impl Coordinator {
             } else if rec.queued_deadline <= self.now {
                 let d = rec.last_heard.plus_micros(timeout);
                 self.proxies.untracked_mut(px).queued_deadline = d;
-                self.deadlines.push_back((d, px));
+                self.deadlines.push(Reverse((d, px)));
             }
         }
     }
@@ -326,5 +326,29 @@ mod tests {
         ));
         assert!(crashed(&core.handle(Event::Tick, Time::from_secs(16))));
         assert_eq!(core.poll_timeout(), None);
+    }
+    /// Issue 7, defect 4: a deadline re-queued behind a later one was found only after that
+    /// one, up to twice the timeout. Proxy 1 goes silent after 10.5 s (crash due at 14.5 s)
+    /// while proxy 2's heartbeat at 13 s queued 17 s: the crash is found at 14.5 s.
+    #[test]
+    fn crash_detection_within_the_heartbeat_timeout_not_twice_it() {
+        let config = Config {
+            heartbeat_timeout_ms: 4_000,
+            ..Config::default()
+        };
+        let mut core = Coordinator::new(config);
+        core.handle(hello(1), Time::from_secs(10));
+        core.handle(hello(2), Time::from_secs(10));
+        core.handle(heartbeat(1), Time::from_millis(10_500));
+        core.handle(heartbeat(2), Time::from_secs(13));
+        assert!(!crashed(&core.handle(Event::Tick, Time::from_secs(14))));
+        assert_eq!(core.poll_timeout(), Some(Time::from_millis(14_500)));
+        core.handle(heartbeat(2), Time::from_millis(14_400));
+        assert!(crashed(
+            &core.handle(Event::Tick, Time::from_millis(14_500))
+        ));
+        assert!(!core.proxies[core.by_id[&ProxyId(1)]].alive);
+        assert!(core.proxies[core.by_id[&ProxyId(2)]].alive);
+        assert_eq!(core.poll_timeout(), Some(Time::from_secs(17)));
     }
 }

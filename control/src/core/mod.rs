@@ -84,7 +84,8 @@ mod streams;
 mod tree;
 mod views;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
 pub use api::*;
@@ -116,7 +117,9 @@ pub struct Coordinator {
     overlays: BTreeMap<OverlayKey, Overlay>,
     /// Streams re-registered by non-origin proxies before their origin ([0031], rebuild).
     pending_rebuild: BTreeMap<String, Vec<(Px, StreamState)>>,
-    deadlines: VecDeque<(Time, Px)>,
+    /// Heartbeat deadlines, earliest first: a deadline re-queued after a later one is still
+    /// found on time (a crash within the timeout plus one tick, [0066]).
+    deadlines: BinaryHeap<Reverse<(Time, Px)>>,
     next_seq: u64,
     next_farm: FarmId,
     counters: Counters,
@@ -149,7 +152,7 @@ impl Coordinator {
             next_stream: 0,
             overlays: BTreeMap::new(),
             pending_rebuild: BTreeMap::new(),
-            deadlines: VecDeque::new(),
+            deadlines: BinaryHeap::new(),
             next_seq: 0,
             next_farm: 0,
             counters: Counters::default(),
@@ -174,7 +177,7 @@ impl Coordinator {
     /// do, so a simulator can jump its clock there instead of ticking blindly; rates and tiers
     /// catch up lazily on any event and need no tick.
     pub fn poll_timeout(&self) -> Option<Time> {
-        self.deadlines.front().map(|&(at, _)| at)
+        self.deadlines.peek().map(|&Reverse((at, _))| at)
     }
 
     /// Handle one event at time `now` (times must not go backwards; an earlier `now` is taken

@@ -89,11 +89,30 @@ impl Coordinator {
                 .iter()
                 .max_by_key(|&&q| self.pair(sx, q).map_or(0, |p| p.seq))
             {
-                self.distribute(
-                    sx,
-                    last,
-                    "no accepting proxy with room for a new viewer [0033]",
-                );
+                if self.pair(sx, last).is_some_and(|p| !p.distribute_served) {
+                    self.distribute(
+                        sx,
+                        last,
+                        "no accepting proxy with room for a new viewer [0033]",
+                    );
+                    self.refresh_accepting();
+                }
+                if self.accepting_len(sx, region_id, bottom) == 0 {
+                    // Every DISTRIBUTE of the tier was served and none left a proxy taking a
+                    // viewer (the new proxy went idle, or its room went to others): a viewer is
+                    // never refused while the region has room, so the tier gets capacity as if
+                    // asked afresh: a proxy with room back into expansion ([0060]–[0061]), else
+                    // an idle one activated ([0059]).
+                    self.log(
+                        Rule::Distribute,
+                        Some(&self.sname(sx)),
+                        None,
+                        format!(
+                            "no proxy of {region} tier {bottom} takes a viewer and its DISTRIBUTEs were served: capacity added for the tier [0033] [0059]"
+                        ),
+                    );
+                    self.add_capacity(sx, region_id, bottom, &[], None, &[]);
+                }
             } else {
                 let farm = self.next_farm_id();
                 self.activate(
