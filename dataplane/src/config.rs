@@ -84,6 +84,10 @@ pub struct Args {
     /// (viewers stay, sequence numbers continue) [default: 5].
     #[arg(long, value_name = "SECONDS")]
     pub grace: Option<f64>,
+    /// A source that sends nothing for this long is closed and its stream goes into grace, as
+    /// Icecast's `source-timeout` [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub source_timeout: Option<f64>,
     /// A connection that has not sent a whole request head by then is closed [default: 10].
     #[arg(long, value_name = "SECONDS")]
     pub header_timeout: Option<f64>,
@@ -141,6 +145,7 @@ struct FileConfig {
     source_credentials: Option<PathBuf>,
     van_token_file: Option<PathBuf>,
     grace: Option<f64>,
+    source_timeout: Option<f64>,
     header_timeout: Option<f64>,
     send_timeout: Option<f64>,
     max_connections: Option<usize>,
@@ -168,6 +173,7 @@ pub struct Config {
     pub source_credentials: Option<PathBuf>,
     pub van_token_file: Option<PathBuf>,
     pub grace_us: u64,
+    pub source_timeout_us: u64,
     pub header_timeout_us: u64,
     pub send_timeout_us: u64,
     /// `None`: derived from the open-files limit at start-up.
@@ -218,6 +224,10 @@ impl Config {
             source_credentials: args.source_credentials.or(file.source_credentials),
             van_token_file: args.van_token_file.or(file.van_token_file),
             grace_us: secs("grace", args.grace.or(file.grace).unwrap_or(5.0))?,
+            source_timeout_us: secs(
+                "source-timeout",
+                args.source_timeout.or(file.source_timeout).unwrap_or(10.0),
+            )?,
             header_timeout_us: secs(
                 "header-timeout",
                 args.header_timeout.or(file.header_timeout).unwrap_or(10.0),
@@ -292,7 +302,7 @@ mod tests {
         std::fs::write(
             &path,
             "listen = \"127.0.0.1:9000\"\npool-blocks = 32\ngrace = 1.5\nzerocopy = \"off\"\n\
-             placement = \"reuseport\"\n",
+             placement = \"reuseport\"\nsource-timeout = 3\n",
         )
         .unwrap();
         let args = Args::parse_from([
@@ -311,6 +321,7 @@ mod tests {
         assert_eq!(cfg.placement, Placement::Reuseport);
         assert_eq!(cfg.block_size, 65536);
         assert_eq!(cfg.cores, 2);
+        assert_eq!(cfg.source_timeout_us, 3_000_000);
     }
 
     #[test]
@@ -324,5 +335,6 @@ mod tests {
         }
         let cfg = Config::load(Args::parse_from(["dataplane"]), 1).unwrap();
         assert_eq!(cfg.admin_max_connections, 32);
+        assert_eq!(cfg.source_timeout_us, 10_000_000);
     }
 }

@@ -44,6 +44,8 @@ pub struct Ingest {
     leftover: Vec<u8>,
     ended: bool,
     paused: bool,
+    /// When the source last sent a byte (wall µs; `None` until the first check or byte).
+    heard_us: Option<u64>,
     /// Scratch, kept to spare an allocation per read.
     raps: Vec<u64>,
     cuts: Vec<Cut>,
@@ -100,6 +102,12 @@ impl Ingest {
             BodyFraming::Length(n) => (None, Some(n)),
             BodyFraming::None | BodyFraming::UntilClose => (None, None),
         };
+        let mut leftover = leftover;
+        if let Some(n) = remaining {
+            // Bytes beyond Content-Length that came in the head's segment are not the body
+            // (issue 8, defect 5): never published.
+            leftover.truncate(usize::try_from(n).unwrap_or(usize::MAX));
+        }
         Self {
             stream,
             writer,
@@ -112,6 +120,7 @@ impl Ingest {
             leftover,
             ended: false,
             paused: false,
+            heard_us: None,
             raps: Vec::new(),
             cuts: Vec::new(),
         }
@@ -129,6 +138,18 @@ impl Ingest {
     /// Ingest is paused for want of a block and no read is in flight: try again.
     pub fn retry_due(&self) -> bool {
         self.paused && self.tail.is_none()
+    }
+
+    /// True once the source has sent nothing for `limit_us` up to `wall_us` (`--source-timeout`,
+    /// issue 8, defect 4): it is closed and its stream goes into grace. The silence counts from
+    /// the first check, and not while ingest is paused for want of a block (then it is the
+    /// relay that does not read).
+    pub fn silent_too_long(&mut self, wall_us: u64, limit_us: u64) -> bool {
+        if self.paused {
+            self.heard_us = Some(wall_us);
+        }
+        let heard = *self.heard_us.get_or_insert(wall_us);
+        wall_us.saturating_sub(heard) >= limit_us
     }
 
     /// Ages the window and frees the blocks no core uses any more (on every tick).
@@ -180,6 +201,9 @@ impl Ingest {
             .take()
             .expect("a feed follows a read into the tail");
         debug_assert!(n <= tail.len, "a read returns no more than it was given");
+        if n > 0 {
+            self.heard_us = Some(wall_us);
+        }
         // SAFETY: the writer owns the tail until it publishes it, no reader is given an
         // unpublished range, and the read into it has completed.
         let buf = unsafe { pool.slice_mut(tail.block, tail.offset, n) };
@@ -286,7 +310,9 @@ mod tests {
             min_read: 12 * TS_PACKET,
         };
         let registry = Registry::new(cfg, 1, BLOCK);
-        let (stream, writer, _) = registry.attach_source("s", content_type).unwrap();
+        let (stream, writer, _) = registry
+            .attach_source("s", content_type, crate::stream::LOOPBACK)
+            .unwrap();
         let ingest = Ingest::new(stream, writer, content_type, framing, leftover.to_vec());
         Source {
             pool,
@@ -420,6 +446,37 @@ mod tests {
         let lens: Vec<usize> = feeds.iter().map(|f| f.received).collect();
         assert_eq!(lens, [4, 6]);
         assert_eq!(src.published(), b"abcdefghij");
+    }
+
+    #[test]
+    fn defect5_bytes_beyond_content_length_are_never_published() {
+        // All of them in the head's segment.
+        let mut src = source("audio/mpeg", BodyFraming::Length(4), b"abcdEXTRA");
+        let (_, ended) = src.drive(b"MORE", &[]).unwrap();
+        assert!(ended);
+        assert_eq!(src.published(), b"abcd");
+        // Part in the head's segment, the rest later.
+        let mut src = source("audio/mpeg", BodyFraming::Length(6), b"abcd");
+        let (_, ended) = src.drive(b"efEXTRA", &[]).unwrap();
+        assert!(ended);
+        assert_eq!(src.published(), b"abcdef");
+    }
+
+    #[test]
+    fn defect4_a_silent_source_times_out_and_a_paused_one_does_not() {
+        let mut src = source("audio/mpeg", BodyFraming::UntilClose, b"");
+        // The silence counts from the first check.
+        assert!(!src.ingest.silent_too_long(1_000, 500));
+        assert!(!src.ingest.silent_too_long(1_499, 500));
+        assert!(src.ingest.silent_too_long(1_500, 500));
+        // A byte resets it.
+        let mut src = source("audio/mpeg", BodyFraming::UntilClose, b"");
+        assert!(!src.ingest.silent_too_long(0, 500));
+        src.drive(b"x", &[]).unwrap();
+        // The test's feeds are stamped with their index (0): heard at 0, silent at 500.
+        assert!(src.ingest.silent_too_long(500, 500));
+        src.ingest.paused = true;
+        assert!(!src.ingest.silent_too_long(10_000, 500));
     }
 
     #[test]

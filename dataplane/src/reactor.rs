@@ -771,9 +771,19 @@ impl Core {
             self.maybe_release(slot);
             return;
         }
-        if res >= 0 || res != -libc::ECANCELED {
+        if res == -libc::ECANCELED {
+            return;
+        }
+        if viewer_gone(res) {
             debug!(core = self.id, "viewer hung up");
             self.close(slot);
+        } else {
+            // A viewer that only shut its sending side (`nc -N`) still reads: it keeps
+            // receiving (issue 8, defect 8); a send error or a reset ends it.
+            debug!(
+                core = self.id,
+                "viewer half-closed its side: still sending to it"
+            );
         }
     }
 
@@ -1286,14 +1296,21 @@ impl Core {
                 self.close(slot);
             }
         }
-        // Window ageing and reclamation for the streams this core ingests; paused ingest retries.
+        // Window ageing and reclamation for the streams this core ingests; paused ingest
+        // retries; a silent source is closed (`--source-timeout`).
         let shared = self.shared;
         for i in 0..self.sources.len() {
             let slot = self.sources[i];
             let c = &mut self.conns[slot as usize];
             if let State::Source(src) = &mut c.state {
                 src.trim(&shared.pool, wall);
-                if src.retry_due() && !c.closing {
+                if c.closing {
+                    continue;
+                }
+                if src.silent_too_long(wall, shared.cfg.source_timeout_us) {
+                    info!(core = self.id, stream = %src.stream().name, timeout_s = shared.cfg.source_timeout_us as f64 / 1e6, "source sent nothing for --source-timeout: closed");
+                    self.close(slot);
+                } else if src.retry_due() {
                     self.source_read(slot);
                 }
             }
@@ -1430,6 +1447,13 @@ impl Core {
     }
 }
 
+/// Whether a hang-up poll's result (`res`, the events or `-errno`) means the viewer is gone: an
+/// error, a full hang-up, or a failed poll. `POLLRDHUP` alone is a half-close after the GET
+/// (issue 8, defect 8): the viewer may still read, so it is no disconnect.
+fn viewer_gone(res: i32) -> bool {
+    res < 0 || res & (libc::POLLHUP | libc::POLLERR) as i32 != 0
+}
+
 /// Answers 503 on a connection no core will serve, and closes it. Best effort and
 /// non-blocking: an overloaded or stopping relay spends nothing more on it.
 fn turn_away(fd: RawFd) {
@@ -1473,6 +1497,14 @@ impl std::os::fd::AsFd for BorrowedFd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defect8_a_half_close_is_not_a_hang_up() {
+        assert!(!viewer_gone(libc::POLLRDHUP as i32));
+        assert!(viewer_gone((libc::POLLRDHUP | libc::POLLHUP) as i32));
+        assert!(viewer_gone((libc::POLLRDHUP | libc::POLLERR) as i32));
+        assert!(viewer_gone(-libc::EBADF));
+    }
 
     #[test]
     fn user_data_round_trips() {

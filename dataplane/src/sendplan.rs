@@ -533,7 +533,9 @@ mod tests {
             min_read: 256,
         };
         let registry = Registry::new(cfg, 1, BLOCK);
-        let (stream, writer, _) = registry.attach_source("s", "audio/mpeg").unwrap();
+        let (stream, writer, _) = registry
+            .attach_source("s", "audio/mpeg", crate::stream::LOOPBACK)
+            .unwrap();
         let mut f = Fixture {
             pool: BlockPool::new(BLOCK, pool_blocks).unwrap(),
             registry,

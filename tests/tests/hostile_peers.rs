@@ -1,0 +1,183 @@
+//! Issue 8: the relay against hostile and broken peers, each defect against the real binary.
+//! A takeover in grace (defect 3), a source that goes silent (4), bytes beyond Content-Length
+//! (5), a viewer that half-closes after its GET (8).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use van_e2e::{
+    Proc, RawSource, Relay, RelayOptions, SOURCE_PASSWORD, SOURCE_USER, TempDir, basic, bin,
+    connect, parse_listening, poll, read_head, request,
+};
+
+const T: Duration = Duration::from_secs(10);
+
+/// A relay with its own source accounts (`user:password` lines), started like [`Relay`].
+struct AccountsRelay {
+    _proc: Proc,
+    data: SocketAddr,
+    dir: TempDir,
+}
+
+impl AccountsRelay {
+    fn start(accounts: &str, args: &[&str]) -> Self {
+        let dir = TempDir::new("accounts");
+        let creds = dir.path().join("sources");
+        std::fs::write(&creds, accounts).unwrap();
+        let stderr = std::fs::File::create(dir.path().join("stderr")).unwrap();
+        let mut cmd = Command::new(bin("dataplane"));
+        cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--cores", "2"])
+            .arg("--source-credentials")
+            .arg(&creds)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr));
+        let mut proc = Proc::spawn("dataplane", &mut cmd).unwrap();
+        let stdout = proc.child_mut().stdout.take().unwrap();
+        let mut line = String::new();
+        let mut lines = BufReader::new(stdout);
+        lines.read_line(&mut line).unwrap();
+        // Keep draining so the relay never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines.lines() {});
+        let (data, _) = parse_listening(line.trim()).unwrap();
+        Self {
+            _proc: proc,
+            data,
+            dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
+    }
+}
+
+fn put(name: &str, user: &str, password: &str) -> Vec<u8> {
+    format!(
+        "PUT /live/{name} HTTP/1.1\r\nHost: t\r\nAuthorization: {}\r\n\r\n",
+        basic(user, password)
+    )
+    .into_bytes()
+}
+
+#[test]
+fn defect3_another_account_cannot_take_a_stream_over_in_grace() {
+    let relay = AccountsRelay::start("ann:pw-ann\nbob:pw-bob\n", &["--grace", "30"]);
+    let mut ann = RawSource::publish(relay.data, "cam", Some(("ann", "pw-ann"))).unwrap();
+    ann.send(b"ann's bytes").unwrap();
+    ann.finish();
+    // Ann's source has left: the stream waits for her in grace. Bob is refused, told why.
+    let answer = poll(T, Duration::from_millis(100), || {
+        let a = request(relay.data, &put("cam", "bob", "pw-bob"), T).unwrap();
+        (a.status != 409 || relay.log().contains("in grace")).then_some(a)
+    })
+    .expect("the stream goes into grace");
+    assert_eq!(answer.status, 409, "{answer:?}");
+    let body = String::from_utf8_lossy(&answer.body);
+    assert!(body.contains("only its publisher"), "{body}");
+    assert!(
+        relay
+            .log()
+            .contains("the stream is in grace for its own publisher"),
+        "{}",
+        relay.log()
+    );
+    // Ann comes back and continues it.
+    assert!(RawSource::publish(relay.data, "cam", Some(("ann", "pw-ann"))).is_ok());
+}
+
+#[test]
+fn defect4_a_silent_source_is_closed_and_its_stream_goes_into_grace() {
+    let relay = Relay::start_with(RelayOptions::args(&[
+        "--source-timeout",
+        "1",
+        "--grace",
+        "30",
+    ]));
+    let auth = Some((SOURCE_USER, SOURCE_PASSWORD));
+    let mut quiet = RawSource::publish(relay.data, "quiet", auth).unwrap();
+    quiet.send(b"a few bytes, then nothing").unwrap();
+    let started = Instant::now();
+    // While it is live a second source is refused; once the silent one is closed the stream
+    // is in grace and its publisher continues it.
+    let back = poll(Duration::from_secs(8), Duration::from_millis(200), || {
+        RawSource::publish(relay.data, "quiet", auth).ok()
+    });
+    assert!(back.is_some(), "the silent source never timed out");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    let log = relay.log();
+    assert!(
+        log.contains("source sent nothing for --source-timeout"),
+        "{log}"
+    );
+    assert!(log.contains("stream in grace"), "{log}");
+    // The relay closed the silent source's connection.
+    quiet
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = quiet.stream.read_to_end(&mut rest);
+}
+
+#[test]
+fn defect5_bytes_beyond_content_length_are_never_published() {
+    let relay = Relay::start();
+    let mut s = connect(relay.data, T).unwrap();
+    // The body and more in the head's segment.
+    let head = format!(
+        "PUT /live/sized HTTP/1.1\r\nHost: t\r\nAuthorization: {}\r\nContent-Length: 5\r\n\r\nhelloEXTRA-BYTES",
+        basic(SOURCE_USER, SOURCE_PASSWORD)
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    assert_eq!(read_head(&mut s).unwrap().status, 200);
+    let bytes_in = poll(T, Duration::from_millis(100), || {
+        let status = request(relay.admin, b"GET /status HTTP/1.1\r\n\r\n", T).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&status.body).ok()?;
+        json["streams"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == "sized")
+            .and_then(|s| s["bytes_in"].as_u64())
+            .filter(|&n| n > 0)
+    })
+    .expect("the stream shows up");
+    assert_eq!(bytes_in, 5);
+}
+
+#[test]
+fn defect8_a_viewer_that_half_closes_after_its_get_keeps_receiving() {
+    let relay = Relay::start();
+    let mut src = RawSource::publish(relay.data, "half", Some((SOURCE_USER, SOURCE_PASSWORD)))
+        .expect("publish");
+    src.send(&[1u8; 1000]).unwrap();
+    // As `printf 'GET …' | nc -N`: the request, then the sending side shut.
+    let mut viewer = connect(relay.data, T).unwrap();
+    viewer
+        .write_all(b"GET /live/half HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    viewer.shutdown(Shutdown::Write).unwrap();
+    let head = read_head(&mut viewer).unwrap();
+    assert_eq!(head.status, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut got = head.body.len();
+    viewer
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = Instant::now() + T;
+    let mut chunk = [0u8; 4096];
+    while got < 20_000 && Instant::now() < deadline {
+        src.send(&[2u8; 1000]).unwrap();
+        match viewer.read(&mut chunk) {
+            Ok(0) => panic!("the relay ended a half-closed viewer after {got} bytes"),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("viewer read: {e}"),
+        }
+    }
+    assert!(got >= 20_000, "the half-closed viewer got {got} bytes");
+}
