@@ -298,6 +298,10 @@ impl SendPlan {
                 Lag::Disconnect => return Next::Disconnect,
             }
         }
+        if van && let Some(pin) = win.waiting_pin(self.cursor.seq) {
+            // Waiting at or ahead of the live edge: hold nothing older than the current block.
+            self.pin = pin;
+        }
         if stream.is_ended() && self.cursor.seq >= win.next_seq() {
             return if van {
                 Next::End {
@@ -691,6 +695,39 @@ mod tests {
                 Next::Plain(r) => prop_assert_eq!(r.len, 100),
                 other => prop_assert!(false, "{:?}", other),
             }
+        }
+    }
+
+    #[test]
+    fn defect2_a_van_child_parked_ahead_of_the_edge_pins_nothing() {
+        let cfg = cfg("0", "50000");
+        // A window of at most 4 blocks on a pool of 8.
+        let mut f = fixture_in(&[1000], 4, 8);
+        let ahead = f.stream.window.next_seq() + 500;
+        let (cur, pin, gap) = start(&f.stream, 0, Some(Some(ahead)), 0);
+        assert_eq!((cur.seq, gap), (ahead, None));
+        let mut plan = SendPlan::new(true, cur, pin, Vec::new());
+        // 500 frames of 1000 bytes: 125 blocks' worth, through a pool of 8.
+        while f.stream.window.next_seq() < ahead {
+            let t = f.writer.reserve(&f.stream.window, &f.pool);
+            assert!(t.is_some(), "the pool ran dry: {} in use", f.pool.in_use());
+            f.publish(1000);
+            // A fan-out pass: the child has nothing to send; the core's mark is its pin.
+            assert!(matches!(
+                plan.next(&f.stream, pace(&cfg, 1, 0), BLOCK as u32),
+                Next::Idle
+            ));
+            let mut mark = CoreMark::none();
+            mark.include(plan.pin());
+            mark.publish(&f.stream.window, 0);
+            f.writer.trim(&f.stream.window, &f.pool, 0);
+            assert!(f.pool.in_use() <= 5, "{} blocks in use", f.pool.in_use());
+        }
+        // The frame it waits for comes: it gets it, and only it.
+        f.publish(1000);
+        match plan.next(&f.stream, pace(&cfg, 1, 0), BLOCK as u32) {
+            Next::Van { total, .. } => assert_eq!(total, (HEADER_LEN + 1000) as u64),
+            other => panic!("{other:?}"),
         }
     }
 

@@ -181,3 +181,95 @@ fn defect8_a_viewer_that_half_closes_after_its_get_keeps_receiving() {
     }
     assert!(got >= 20_000, "the half-closed viewer got {got} bytes");
 }
+
+/// The relay's `/status` as JSON.
+fn status_json(admin: SocketAddr) -> serde_json::Value {
+    let answer = request(admin, b"GET /status HTTP/1.1\r\n\r\n", T).unwrap();
+    serde_json::from_slice(&answer.body).unwrap()
+}
+
+fn stream_field(json: &serde_json::Value, name: &str, field: &str) -> Option<u64> {
+    json["streams"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == name)?[field]
+        .as_u64()
+}
+
+#[test]
+fn defect2_van_receivers_ahead_of_the_edge_or_out_of_the_window_never_hold_the_pool() {
+    const WINDOW_BLOCKS: u64 = 8;
+    let relay = Relay::start_with(RelayOptions::args(&[
+        "--pool-blocks",
+        "64",
+        "--window-blocks",
+        &WINDOW_BLOCKS.to_string(),
+    ]));
+    let mut src = RawSource::publish(relay.data, "fast", Some((SOURCE_USER, SOURCE_PASSWORD)))
+        .expect("publish");
+    src.send(&[0u8; 1000]).unwrap();
+    // About 6 MB/s for 6 s: some 550 blocks through a pool of 64.
+    let feeder = std::thread::spawn(move || {
+        let chunk = [7u8; 32 * 1024];
+        let until = Instant::now() + Duration::from_secs(6);
+        while Instant::now() < until {
+            if src.send(&chunk).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        src
+    });
+    let next = poll(T, Duration::from_millis(50), || {
+        stream_field(&status_json(relay.admin), "fast", "next_seq")
+    })
+    .expect("the stream shows up");
+    // A receiver far ahead of the live edge (a child resuming from another life of the
+    // stream): it waits, and must not hold the blocks published meanwhile.
+    let mut parked = connect(relay.data, T).unwrap();
+    parked
+        .write_all(
+            format!(
+                "GET /van/fast?from={} HTTP/1.1\r\nAuthorization: Bearer {}\r\n\r\n",
+                next + 16_000,
+                van_e2e::VAN_TOKEN
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    assert_eq!(read_head(&mut parked).unwrap().status, 200);
+    let mut most = 0;
+    let mut first_seq = 0;
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        let json = status_json(relay.admin);
+        most = most.max(json["pool"]["in_use"].as_u64().unwrap());
+        first_seq = stream_field(&json, "fast", "first_seq").unwrap_or(0);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The window, plus the block being filled and what a send in flight may still read.
+    assert!(
+        most <= WINDOW_BLOCKS + 2,
+        "{most} pool blocks in use for one stream of at most {WINDOW_BLOCKS}"
+    );
+    assert!(first_seq > 0, "the window moved on");
+    // A receiver asking for a frame the window no longer holds is told where it starts.
+    let mut late = connect(relay.data, T).unwrap();
+    late.write_all(
+        format!(
+            "GET /van/fast?from=0 HTTP/1.1\r\nAuthorization: Bearer {}\r\n\r\n",
+            van_e2e::VAN_TOKEN
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let head = read_head(&mut late).unwrap();
+    assert_eq!(head.status, 200);
+    let gap: u64 = head
+        .header("x-van-gap")
+        .and_then(|v| v.strip_prefix("first="))
+        .and_then(|v| v.parse().ok())
+        .expect("an X-Van-Gap header");
+    assert!(gap >= first_seq, "gap at {gap}, window from {first_seq}");
+    feeder.join().unwrap().finish();
+}
