@@ -44,6 +44,8 @@ pub struct Ingest {
     leftover: Vec<u8>,
     ended: bool,
     paused: bool,
+    /// The source's socket was seen readable since a fresh block was last taken.
+    readable: bool,
     /// When the source last sent a byte (wall µs; `None` until the first check or byte).
     heard_us: Option<u64>,
     /// Scratch, kept to spare an allocation per read.
@@ -58,6 +60,10 @@ pub enum NextRead {
     Ended,
     /// This many bytes that came with the request head were copied into the block: feed them.
     Buffered(usize),
+    /// A fresh block is needed but the source has sent nothing yet: wait until its socket is
+    /// readable ([`Ingest::bytes_arrived`]), then ask again. A block is taken when bytes come,
+    /// not when a source connects (issue 8, defect 1): an idle source holds none.
+    AwaitBytes,
     /// The pool has no free block: ingest waits (retry on a later tick, when
     /// [`Ingest::retry_due`]). `first` when this pause begins, to be reported once.
     Paused { first: bool },
@@ -120,6 +126,7 @@ impl Ingest {
             leftover,
             ended: false,
             paused: false,
+            readable: false,
             heard_us: None,
             raps: Vec::new(),
             cuts: Vec::new(),
@@ -152,6 +159,11 @@ impl Ingest {
         wall_us.saturating_sub(heard) >= limit_us
     }
 
+    /// The source's socket is readable (after [`NextRead::AwaitBytes`]).
+    pub fn bytes_arrived(&mut self) {
+        self.readable = true;
+    }
+
     /// Ages the window and frees the blocks no core uses any more (on every tick).
     pub fn trim(&mut self, pool: &BlockPool, wall_us: u64) {
         self.writer.trim(&self.stream.window, pool, wall_us);
@@ -174,12 +186,16 @@ impl Ingest {
             self.tail = Some(tail);
             return NextRead::Buffered(n);
         }
+        if !self.readable && !self.writer.has_tail(win) {
+            return NextRead::AwaitBytes;
+        }
         let Some(tail) = self.writer.reserve(win, pool) else {
             let first = !self.paused;
             self.paused = true;
             return NextRead::Paused { first };
         };
         self.paused = false;
+        self.readable = false;
         let len = match self.remaining {
             Some(r) => tail.len.min(usize::try_from(r).unwrap_or(usize::MAX)),
             None => tail.len,
@@ -342,6 +358,11 @@ mod tests {
                             continue;
                         }
                         NextRead::Paused { .. } => panic!("the test pool never runs dry"),
+                        NextRead::AwaitBytes if at == wire.len() => return Ok((feeds, false)),
+                        NextRead::AwaitBytes => {
+                            self.ingest.bytes_arrived();
+                            continue;
+                        }
                         NextRead::Read { block, offset, len } => (block, offset, len),
                     },
                 };
@@ -477,6 +498,19 @@ mod tests {
         assert!(src.ingest.silent_too_long(500, 500));
         src.ingest.paused = true;
         assert!(!src.ingest.silent_too_long(10_000, 500));
+    }
+
+    #[test]
+    fn defect1_a_source_takes_a_block_when_its_bytes_arrive_not_before() {
+        let mut src = source("audio/mpeg", BodyFraming::UntilClose, b"");
+        assert_eq!(src.ingest.next_read(&src.pool), NextRead::AwaitBytes);
+        assert_eq!(src.pool.in_use(), 0, "an idle source holds no block");
+        src.ingest.bytes_arrived();
+        assert!(matches!(
+            src.ingest.next_read(&src.pool),
+            NextRead::Read { offset: 0, .. }
+        ));
+        assert_eq!(src.pool.in_use(), 1);
     }
 
     #[test]

@@ -65,6 +65,8 @@ const K_WAKE: u64 = 7;
 const K_IGNORE: u64 = 8;
 const K_HANDOFF: u64 = 9;
 const K_COALESCE: u64 = 10;
+/// A source's socket became readable (it waits for bytes before it takes a block).
+const K_READABLE: u64 = 11;
 
 const TICK_NS: u32 = 100_000_000;
 const HEAD_BUF_START: usize = 1024;
@@ -459,6 +461,7 @@ impl Core {
                     K_READ => self.on_read(slot, res),
                     K_SEND => self.on_send(slot, res, flags),
                     K_POLL => self.on_poll(slot, res, flags),
+                    K_READABLE => self.on_readable(slot, res),
                     _ => {}
                 }
             }
@@ -820,6 +823,12 @@ impl Core {
                     self.m().add(&self.m().ingest_paused, 1);
                     return;
                 }
+                NextRead::AwaitBytes => {
+                    let e = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+                        .build()
+                        .user_data(ud(K_READABLE, slot, generation));
+                    return self.submit(slot, e);
+                }
                 NextRead::Read { block, offset, len } => {
                     // SAFETY: in bounds of the block (offset + len <= block size).
                     let ptr = unsafe { shared.pool.block_ptr(block).add(offset) };
@@ -830,6 +839,27 @@ impl Core {
                     return self.submit(slot, e);
                 }
             }
+        }
+    }
+
+    /// The source's socket is readable: take a block and read.
+    fn on_readable(&mut self, slot: u32, res: i32) {
+        let c = &mut self.conns[slot as usize];
+        if c.closing {
+            self.maybe_release(slot);
+            return;
+        }
+        if res < 0 {
+            if let Some(src) = self.source_mut(slot) {
+                let name = src.stream().name.clone();
+                info!(core = self.id, stream = %name, "source poll failed: {}", io::Error::from_raw_os_error(-res));
+            }
+            self.close(slot);
+            return;
+        }
+        if let Some(src) = self.source_mut(slot) {
+            src.bytes_arrived();
+            self.source_read(slot);
         }
     }
 

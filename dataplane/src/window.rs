@@ -365,6 +365,15 @@ impl Writer {
         self.blocks.len() + self.retired.len()
     }
 
+    /// True if [`Writer::reserve`] would return the current block's tail without taking a
+    /// block from the pool.
+    pub fn has_tail(&self, win: &StreamWindow) -> bool {
+        let want = self.cfg.min_read.min(self.block_size);
+        self.blocks.back().is_some_and(|cur| {
+            !self.sealed && self.block_size - cur.fill >= want && cur.frames < win.capacity() / 4
+        })
+    }
+
     /// The free tail of the current block, sealing it and taking a new block when it is too
     /// small. `None` when the pool has no free block (the caller pauses ingest and retries).
     pub fn reserve(&mut self, win: &StreamWindow, pool: &BlockPool) -> Option<Tail> {
