@@ -69,7 +69,8 @@ pub struct Args {
     /// Blocks whose newest bytes are older than this leave a stream's window [default: 10].
     #[arg(long, value_name = "SECONDS")]
     pub window_seconds: Option<f64>,
-    /// Frames a stream's side index holds (rounded up to a power of two) [default: 16384].
+    /// Frames a stream's side index may hold (rounded up to a power of two); it starts at 64
+    /// and doubles as the stream's window needs [default: 16384].
     #[arg(long, value_name = "N")]
     pub window_frames: Option<usize>,
     /// File of `user:password` or `user:password:stream-prefix` lines allowed to publish. Without
