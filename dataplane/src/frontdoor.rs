@@ -142,6 +142,24 @@ impl FrontDoor<'_> {
                 info!(core, stream = %name, "source refused: stream already has a live source (409)");
                 return refuse(Reject::Conflict, 409, "Conflict", &[]);
             }
+            Err(AttachError::TooManyStreams) => {
+                info!(core, stream = %name, user = %publisher, "source refused: the relay holds --max-streams streams (503)");
+                return refuse_because(
+                    Reject::Other,
+                    503,
+                    "Service Unavailable",
+                    "the relay holds as many streams as it takes (--max-streams)",
+                );
+            }
+            Err(AttachError::TooManyForPublisher) => {
+                info!(core, stream = %name, user = %publisher, "source refused: the account holds --max-streams-per-source streams (429)");
+                return refuse_because(
+                    Reject::Other,
+                    429,
+                    "Too Many Requests",
+                    "this account publishes as many streams as it may (--max-streams-per-source)",
+                );
+            }
             Err(AttachError::NotPublisher) => {
                 info!(core, stream = %name, user = %publisher, "source refused: the stream is in grace for its own publisher (409)");
                 return refuse_because(

@@ -121,6 +121,30 @@ pub enum AttachError {
     Busy,
     /// The stream is in grace and belongs to another publisher (409).
     NotPublisher,
+    /// The relay holds `--max-streams` streams already (503).
+    TooManyStreams,
+    /// The publisher holds `--max-streams-per-source` streams already (429).
+    TooManyForPublisher,
+}
+
+/// How many streams the relay takes (issue 8, defect 1): a refused feed gets an answer, the
+/// streams already there are untouched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Streams at once, live or in grace (`--max-streams`).
+    pub max_streams: usize,
+    /// Streams one publisher (a source account, or loopback) holds at once, live or in grace
+    /// (`--max-streams-per-source`).
+    pub max_per_publisher: usize,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        Self {
+            max_streams: 1000,
+            max_per_publisher: 8,
+        }
+    }
 }
 
 pub struct Registry {
@@ -129,6 +153,7 @@ pub struct Registry {
     window: WindowConfig,
     cores: usize,
     block_size: usize,
+    limits: StreamLimits,
 }
 
 impl Registry {
@@ -139,7 +164,13 @@ impl Registry {
             window,
             cores,
             block_size,
+            limits: StreamLimits::default(),
         }
+    }
+
+    /// The same directory with other limits on how many streams it takes.
+    pub fn with_limits(self, limits: StreamLimits) -> Self {
+        Self { limits, ..self }
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Stream>>> {
@@ -200,6 +231,16 @@ impl Registry {
             *s.content_type.lock().expect("never poisoned") = content_type.to_owned();
             s.state.store(LIVE, Ordering::Release);
             return Ok((s.clone(), writer, true));
+        }
+        if map.len() >= self.limits.max_streams {
+            return Err(AttachError::TooManyStreams);
+        }
+        // A scan, not a per-publisher count to keep in step: only on a new stream's attach.
+        if feed == Feed::Source
+            && map.values().filter(|s| s.publisher == publisher).count()
+                >= self.limits.max_per_publisher
+        {
+            return Err(AttachError::TooManyForPublisher);
         }
         let window = StreamWindow::new(&self.window, self.cores, first_seq);
         let writer = Box::new(Writer::new(self.window, self.block_size, &window));
@@ -349,6 +390,37 @@ mod tests {
         assert_eq!(s.state(), StreamState::Grace, "the stream is untouched");
         let (s2, _, resumed) = r.attach_source("a", "video/mp2t", "ann").unwrap();
         assert!(resumed && Arc::ptr_eq(&s, &s2));
+    }
+
+    #[test]
+    fn defect1_streams_are_capped_per_publisher_and_in_total() {
+        let r = reg().with_limits(StreamLimits {
+            max_streams: 3,
+            max_per_publisher: 2,
+        });
+        let (a1, w, _) = r.attach_source("a1", "x", "ann").unwrap();
+        r.attach_source("a2", "x", "ann").unwrap();
+        assert_eq!(
+            r.attach_source("a3", "x", "ann").err(),
+            Some(AttachError::TooManyForPublisher)
+        );
+        // A stream in grace still counts, and its publisher may still continue it.
+        r.detach_source(&a1, w, 1000);
+        assert_eq!(
+            r.attach_source("a3", "x", "ann").err(),
+            Some(AttachError::TooManyForPublisher)
+        );
+        assert!(r.attach_source("a1", "x", "ann").is_ok());
+        r.attach_source("b1", "x", "bob").unwrap();
+        assert_eq!(
+            r.attach_source("b2", "x", "bob").err(),
+            Some(AttachError::TooManyStreams)
+        );
+        assert_eq!(
+            r.attach_parents("p", "x", 0).err(),
+            Some(AttachError::TooManyStreams)
+        );
+        assert_eq!(r.snapshot().len(), 3, "the streams there are untouched");
     }
 
     #[test]

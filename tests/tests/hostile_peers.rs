@@ -17,6 +17,7 @@ const T: Duration = Duration::from_secs(10);
 struct AccountsRelay {
     _proc: Proc,
     data: SocketAddr,
+    admin: SocketAddr,
     dir: TempDir,
 }
 
@@ -42,12 +43,17 @@ impl AccountsRelay {
         lines.read_line(&mut line).unwrap();
         // Keep draining so the relay never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines.lines() {});
-        let (data, _) = parse_listening(line.trim()).unwrap();
+        let (data, admin) = parse_listening(line.trim()).unwrap();
         Self {
             _proc: proc,
             data,
+            admin,
             dir,
         }
+    }
+
+    fn admin(&self) -> SocketAddr {
+        self.admin
     }
 
     fn log(&self) -> String {
@@ -273,4 +279,118 @@ fn defect2_van_receivers_ahead_of_the_edge_or_out_of_the_window_never_hold_the_p
         .expect("an X-Van-Gap header");
     assert!(gap >= first_seq, "gap at {gap}, window from {first_seq}");
     feeder.join().unwrap().finish();
+}
+
+/// Resident memory of process `pid`, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Room for `n` more sockets in this test process.
+fn raise_open_files(n: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_cur.max(n).min(lim.rlim_max);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+}
+
+#[test]
+fn defect1_idle_sources_hold_no_block_and_little_memory_and_a_new_stream_flows() {
+    const IDLE: usize = 1000;
+    raise_open_files(4 * IDLE as u64);
+    let relay = AccountsRelay::start(
+        "ann:pw-ann\nbob:pw-bob\n",
+        &[
+            "--max-streams-per-source",
+            "5000",
+            "--max-streams",
+            "5000",
+            "--source-timeout",
+            "120",
+        ],
+    );
+    let before = rss_kib(relay._proc.pid());
+    let idle: Vec<RawSource> = (0..IDLE)
+        .map(|i| {
+            RawSource::publish(relay.data, &format!("idle{i}"), Some(("ann", "pw-ann")))
+                .unwrap_or_else(|s| panic!("idle source {i} refused: {s}"))
+        })
+        .collect();
+    let status = status_json(relay.admin());
+    assert_eq!(status["streams"].as_array().unwrap().len(), IDLE);
+    assert_eq!(status["pool"]["in_use"], 0, "an idle source holds no block");
+    let per_source = (rss_kib(relay._proc.pid()) - before) * 1024 / IDLE as u64;
+    eprintln!("relay memory per idle source: {per_source} bytes");
+    assert!(per_source < 16 * 1024, "{per_source} bytes per idle source");
+    // A legitimate new stream flows to its viewer.
+    let mut legit = RawSource::publish(relay.data, "legit", Some(("bob", "pw-bob"))).unwrap();
+    let mut viewer = connect(relay.data, T).unwrap();
+    viewer
+        .write_all(b"GET /live/legit HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_head(&mut viewer).unwrap().status, 200);
+    let mut got = 0;
+    let mut chunk = [0u8; 4096];
+    viewer
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let deadline = Instant::now() + T;
+    while got < 100_000 && Instant::now() < deadline {
+        legit.send(&[5u8; 10_000]).unwrap();
+        match viewer.read(&mut chunk) {
+            Ok(0) => panic!("the viewer was ended"),
+            Ok(n) => got += n,
+            Err(_) => {}
+        }
+    }
+    assert!(got >= 100_000, "the new stream's viewer got {got} bytes");
+    drop(idle);
+}
+
+#[test]
+fn defect1_a_refused_source_is_told_why_and_the_streams_there_are_untouched() {
+    let relay = AccountsRelay::start(
+        "ann:pw-ann\nbob:pw-bob\n",
+        &["--max-streams-per-source", "2", "--max-streams", "3"],
+    );
+    let ann = Some(("ann", "pw-ann"));
+    let _a1 = RawSource::publish(relay.data, "a1", ann).unwrap();
+    let _a2 = RawSource::publish(relay.data, "a2", ann).unwrap();
+    let refused = request(relay.data, &put("a3", "ann", "pw-ann"), T).unwrap();
+    assert_eq!(refused.status, 429);
+    let body = String::from_utf8_lossy(&refused.body);
+    assert!(body.contains("--max-streams-per-source"), "{body}");
+    let _b1 = RawSource::publish(relay.data, "b1", Some(("bob", "pw-bob"))).unwrap();
+    let full = request(relay.data, &put("b2", "bob", "pw-bob"), T).unwrap();
+    assert_eq!(full.status, 503);
+    assert!(String::from_utf8_lossy(&full.body).contains("--max-streams"));
+    let log = relay.log();
+    assert!(
+        log.contains("source refused: the account holds --max-streams-per-source streams (429)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("source refused: the relay holds --max-streams streams (503)"),
+        "{log}"
+    );
+    let status = status_json(relay.admin());
+    let live: Vec<&str> = status["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["source_connected"] == true)
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(live, ["a1", "a2", "b1"]);
 }
