@@ -1410,8 +1410,9 @@ impl Core {
         let stream = &v.stream;
         match v
             .plan
-            .stalled(first, now, timeout, || !stream.is_ended() && !stopping)
-        {
+            .stalled(first, now, timeout, self.shared.cfg.window_us, || {
+                !stream.is_ended() && !stopping
+            }) {
             Stall::Keep => {}
             Stall::Drop => {
                 info!(core = self.id, stream = %v.stream.name, "stalled viewer dropped: its zero-copy send cannot be taken back");
@@ -1429,6 +1430,12 @@ impl Core {
                 );
             }
             Stall::Close => self.close(slot),
+            Stall::GiveUp => {
+                info!(core = self.id, stream = %v.stream.name, "viewer took nothing for --window-seconds: disconnected");
+                let m = &self.shared.metrics[self.id];
+                m.add(&m.viewers_dropped, 1);
+                self.close(slot);
+            }
             Stall::Disconnect => self.drop_van(slot, "send pending too long"),
         }
     }

@@ -394,3 +394,64 @@ fn defect1_a_refused_source_is_told_why_and_the_streams_there_are_untouched() {
         .collect();
     assert_eq!(live, ["a1", "a2", "b1"]);
 }
+
+#[test]
+fn defect6_a_viewer_that_never_reads_is_disconnected_and_a_reading_one_is_not() {
+    let relay = Relay::start_with(RelayOptions::args(&[
+        "--window-seconds",
+        "2",
+        "--send-timeout",
+        "1",
+    ]));
+    let mut src = RawSource::publish(relay.data, "flood", Some((SOURCE_USER, SOURCE_PASSWORD)))
+        .expect("publish");
+    src.send(&[0u8; 1000]).unwrap();
+    let get = b"GET /live/flood HTTP/1.1\r\nHost: t\r\n\r\n";
+    // Never reads a byte, not even the response head.
+    let mut stuck = connect(relay.data, T).unwrap();
+    stuck.write_all(get).unwrap();
+    let mut reading = connect(relay.data, T).unwrap();
+    reading.write_all(get).unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut total = 0usize;
+        let mut chunk = [0u8; 64 * 1024];
+        reading
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        while let Ok(n) = reading.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        total
+    });
+    // About 3 MB/s until the stuck viewer is let go (at most 20 s).
+    let chunk = [7u8; 32 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut sent = 0usize;
+    while Instant::now() < deadline && !relay.log().contains("viewer took nothing") {
+        src.send(&chunk).unwrap();
+        sent += chunk.len();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let log = relay.log();
+    assert!(
+        log.contains("viewer took nothing for --window-seconds: disconnected"),
+        "{log}"
+    );
+    let status = status_json(relay.admin);
+    assert_eq!(
+        stream_field(&status, "flood", "viewers"),
+        Some(1),
+        "{status}"
+    );
+    // The reading viewer got (nearly) everything meanwhile and is still served.
+    src.finish();
+    let got = reader.join().unwrap();
+    assert!(
+        got >= sent / 2,
+        "the reading viewer got {got} of {sent} bytes"
+    );
+    drop(stuck);
+}
