@@ -428,11 +428,22 @@ impl Writer {
     /// True if [`Writer::reserve`] would return the current block's tail without taking a
     /// block from the pool.
     pub fn has_tail(&self, win: &StreamWindow) -> bool {
-        let want = self.cfg.min_read.min(self.block_size);
-        self.blocks.back().is_some_and(|cur| {
-            !self.sealed
-                && self.block_size - cur.fill >= want
-                && cur.frames < win.max_capacity() / 4
+        self.current_tail(win, self.cfg.min_read.min(self.block_size))
+            .is_some()
+    }
+
+    /// The current block's free tail, if it has room for `want` bytes and for another frame
+    /// (a block holds less than a quarter of the largest index, so the index can always make
+    /// room).
+    fn current_tail(&self, win: &StreamWindow, want: usize) -> Option<Tail> {
+        let cur = self.blocks.back()?;
+        let room = !self.sealed
+            && self.block_size - cur.fill >= want
+            && cur.frames < win.max_capacity() / 4;
+        room.then_some(Tail {
+            block: cur.block,
+            offset: cur.fill,
+            len: self.block_size - cur.fill,
         })
     }
 
@@ -467,17 +478,8 @@ impl Writer {
         pool: &BlockPool,
         want: usize,
     ) -> Option<Tail> {
-        let quarter = win.max_capacity() / 4;
-        if let Some(cur) = self.blocks.back()
-            && !self.sealed
-            && self.block_size - cur.fill >= want
-            && cur.frames < quarter
-        {
-            return Some(Tail {
-                block: cur.block,
-                offset: cur.fill,
-                len: self.block_size - cur.fill,
-            });
+        if let Some(tail) = self.current_tail(win, want) {
+            return Some(tail);
         }
         self.sealed = true;
         while self.blocks.len() >= self.cfg.max_blocks {
