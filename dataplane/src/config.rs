@@ -69,7 +69,8 @@ pub struct Args {
     /// Blocks whose newest bytes are older than this leave a stream's window [default: 10].
     #[arg(long, value_name = "SECONDS")]
     pub window_seconds: Option<f64>,
-    /// Frames a stream's side index holds (rounded up to a power of two) [default: 16384].
+    /// Frames a stream's side index may hold (rounded up to a power of two); it starts at 16
+    /// and doubles as the stream's window needs [default: 16384].
     #[arg(long, value_name = "N")]
     pub window_frames: Option<usize>,
     /// File of `user:password` or `user:password:stream-prefix` lines allowed to publish. Without
@@ -84,6 +85,22 @@ pub struct Args {
     /// (viewers stay, sequence numbers continue) [default: 5].
     #[arg(long, value_name = "SECONDS")]
     pub grace: Option<f64>,
+    /// A source that sends nothing for this long is closed and its stream goes into grace, as
+    /// Icecast's `source-timeout` [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub source_timeout: Option<f64>,
+    /// Streams at once, live or in grace; a new source beyond it gets 503 with the reason
+    /// [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub max_streams: Option<usize>,
+    /// Streams one source account (or loopback, without credentials) holds at once; a new
+    /// source beyond it gets 429 with the reason [default: 8].
+    #[arg(long, value_name = "N")]
+    pub max_streams_per_source: Option<usize>,
+    /// The largest share of the pool one stream's window may hold (0 to 1): its window is at
+    /// most this many of --pool-blocks, and at most --window-blocks [default: 0.0625].
+    #[arg(long, value_name = "FRACTION")]
+    pub stream_pool_share: Option<f64>,
     /// A connection that has not sent a whole request head by then is closed [default: 10].
     #[arg(long, value_name = "SECONDS")]
     pub header_timeout: Option<f64>,
@@ -141,6 +158,10 @@ struct FileConfig {
     source_credentials: Option<PathBuf>,
     van_token_file: Option<PathBuf>,
     grace: Option<f64>,
+    source_timeout: Option<f64>,
+    max_streams: Option<usize>,
+    max_streams_per_source: Option<usize>,
+    stream_pool_share: Option<f64>,
     header_timeout: Option<f64>,
     send_timeout: Option<f64>,
     max_connections: Option<usize>,
@@ -168,6 +189,10 @@ pub struct Config {
     pub source_credentials: Option<PathBuf>,
     pub van_token_file: Option<PathBuf>,
     pub grace_us: u64,
+    pub source_timeout_us: u64,
+    pub max_streams: usize,
+    pub max_streams_per_source: usize,
+    pub stream_pool_share: f64,
     pub header_timeout_us: u64,
     pub send_timeout_us: u64,
     /// `None`: derived from the open-files limit at start-up.
@@ -218,6 +243,19 @@ impl Config {
             source_credentials: args.source_credentials.or(file.source_credentials),
             van_token_file: args.van_token_file.or(file.van_token_file),
             grace_us: secs("grace", args.grace.or(file.grace).unwrap_or(5.0))?,
+            source_timeout_us: secs(
+                "source-timeout",
+                args.source_timeout.or(file.source_timeout).unwrap_or(10.0),
+            )?,
+            max_streams: args.max_streams.or(file.max_streams).unwrap_or(1000),
+            max_streams_per_source: args
+                .max_streams_per_source
+                .or(file.max_streams_per_source)
+                .unwrap_or(8),
+            stream_pool_share: args
+                .stream_pool_share
+                .or(file.stream_pool_share)
+                .unwrap_or(0.0625),
             header_timeout_us: secs(
                 "header-timeout",
                 args.header_timeout.or(file.header_timeout).unwrap_or(10.0),
@@ -255,6 +293,15 @@ impl Config {
                 cfg.admin_max_connections
             );
         }
+        if cfg.max_streams == 0 || cfg.max_streams_per_source == 0 {
+            bail!("--max-streams and --max-streams-per-source must be at least 1");
+        }
+        if !(cfg.stream_pool_share > 0.0 && cfg.stream_pool_share <= 1.0) {
+            bail!(
+                "--stream-pool-share must be above 0 and at most 1, got {}",
+                cfg.stream_pool_share
+            );
+        }
         if cfg.cores == 0 || cfg.cores > 64 {
             bail!("--cores must be between 1 and 64, got {}", cfg.cores);
         }
@@ -271,6 +318,16 @@ impl Config {
             );
         }
         Ok(cfg)
+    }
+}
+
+impl Config {
+    /// Blocks one stream's window holds at most: `--window-blocks`, within the stream's share
+    /// of the pool (`--stream-pool-share`), never fewer than 2 (issue 8, defect 1: one account
+    /// with many streams cannot take the whole pool).
+    pub fn stream_window_blocks(&self) -> usize {
+        let share = (self.pool_blocks as f64 * self.stream_pool_share) as usize;
+        self.window_blocks.min(share).max(2)
     }
 }
 
@@ -292,7 +349,7 @@ mod tests {
         std::fs::write(
             &path,
             "listen = \"127.0.0.1:9000\"\npool-blocks = 32\ngrace = 1.5\nzerocopy = \"off\"\n\
-             placement = \"reuseport\"\n",
+             placement = \"reuseport\"\nsource-timeout = 3\n",
         )
         .unwrap();
         let args = Args::parse_from([
@@ -311,6 +368,7 @@ mod tests {
         assert_eq!(cfg.placement, Placement::Reuseport);
         assert_eq!(cfg.block_size, 65536);
         assert_eq!(cfg.cores, 2);
+        assert_eq!(cfg.source_timeout_us, 3_000_000);
     }
 
     #[test]
@@ -324,5 +382,29 @@ mod tests {
         }
         let cfg = Config::load(Args::parse_from(["dataplane"]), 1).unwrap();
         assert_eq!(cfg.admin_max_connections, 32);
+        assert_eq!(cfg.source_timeout_us, 10_000_000);
+        assert_eq!((cfg.max_streams, cfg.max_streams_per_source), (1000, 8));
+        assert_eq!(cfg.stream_pool_share, 0.0625);
+        for share in ["0", "1.5", "nan"] {
+            let args = Args::parse_from(["dataplane", "--stream-pool-share", share]);
+            assert!(Config::load(args, 1).is_err(), "{share}");
+        }
+    }
+
+    #[test]
+    fn a_stream_window_is_at_most_its_pool_share() {
+        let args = Args::parse_from(["dataplane", "--pool-blocks", "64"]);
+        let cfg = Config::load(args, 1).unwrap();
+        assert_eq!(cfg.stream_window_blocks(), 4);
+        let cfg = Config::load(Args::parse_from(["dataplane"]), 1).unwrap();
+        assert_eq!(cfg.stream_window_blocks(), 64);
+        let args = Args::parse_from([
+            "dataplane",
+            "--pool-blocks",
+            "8",
+            "--stream-pool-share",
+            "0.01",
+        ]);
+        assert_eq!(Config::load(args, 1).unwrap().stream_window_blocks(), 2);
     }
 }

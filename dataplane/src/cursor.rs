@@ -58,7 +58,7 @@ pub fn van_start(win: &StreamWindow, from: Option<u64>) -> (Cursor, Option<u64>)
         // already has is not sent again. A request absurdly far ahead (another incarnation of the
         // stream) starts at the live edge instead.
         Some(n) if n >= next => {
-            if n - next <= win.capacity() as u64 {
+            if n - next <= win.max_capacity() as u64 {
                 (Cursor::at(n), None)
             } else {
                 (Cursor::at(next), None)

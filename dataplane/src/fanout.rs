@@ -189,7 +189,11 @@ mod tests {
     fn streams(n: usize) -> (Registry, Vec<Arc<Stream>>) {
         let r = Registry::new(WindowConfig::default(), 4, 65536);
         let s = (0..n)
-            .map(|i| r.attach_source(&format!("s{i}"), "x").unwrap().0)
+            .map(|i| {
+                r.attach_source(&format!("s{i}"), "x", crate::stream::LOOPBACK)
+                    .unwrap()
+                    .0
+            })
             .collect();
         (r, s)
     }

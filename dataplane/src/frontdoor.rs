@@ -17,7 +17,7 @@ use crate::frame;
 use crate::http::{self, HttpError, Request, Route};
 use crate::ingest::Ingest;
 use crate::metrics::Reject;
-use crate::stream::{AttachError, Registry, Stream};
+use crate::stream::{AttachError, LOOPBACK, Registry, Stream};
 
 /// What the data port does with a parsed request.
 pub enum Admission {
@@ -131,11 +131,43 @@ impl FrontDoor<'_> {
             .content_type
             .clone()
             .unwrap_or_else(|| "application/octet-stream".to_owned());
-        let (stream, writer, resumed) = match self.streams.attach_source(&name, &ct) {
+        // Who publishes: the account, or the loopback peer when no credentials are configured.
+        let publisher = match (self.creds, &req.basic_auth) {
+            (Some(_), Some((user, _))) => user.as_str(),
+            _ => LOOPBACK,
+        };
+        let (stream, writer, resumed) = match self.streams.attach_source(&name, &ct, publisher) {
             Ok(x) => x,
             Err(AttachError::Busy) => {
                 info!(core, stream = %name, "source refused: stream already has a live source (409)");
                 return refuse(Reject::Conflict, 409, "Conflict", &[]);
+            }
+            Err(AttachError::TooManyStreams) => {
+                info!(core, stream = %name, user = %publisher, "source refused: the relay holds --max-streams streams (503)");
+                return refuse_because(
+                    Reject::Other,
+                    503,
+                    "Service Unavailable",
+                    "the relay holds as many streams as it takes (--max-streams)",
+                );
+            }
+            Err(AttachError::TooManyForPublisher) => {
+                info!(core, stream = %name, user = %publisher, "source refused: the account holds --max-streams-per-source streams (429)");
+                return refuse_because(
+                    Reject::Other,
+                    429,
+                    "Too Many Requests",
+                    "this account publishes as many streams as it may (--max-streams-per-source)",
+                );
+            }
+            Err(AttachError::NotPublisher) => {
+                info!(core, stream = %name, user = %publisher, "source refused: the stream is in grace for its own publisher (409)");
+                return refuse_because(
+                    Reject::Conflict,
+                    409,
+                    "Conflict",
+                    "the stream is in its grace period and only its publisher may continue it",
+                );
             }
         };
         let ingest = Box::new(Ingest::new(stream, writer, &ct, req.body, leftover));
@@ -162,6 +194,13 @@ fn refuse(why: Reject, code: u16, reason: &str, extra: &[(&str, &str)]) -> Admis
     Admission::Refuse {
         why,
         reply: http::error_response(code, reason, extra),
+    }
+}
+
+fn refuse_because(why: Reject, code: u16, status: &str, reason: &str) -> Admission {
+    Admission::Refuse {
+        why,
+        reply: http::error_response_because(code, status, reason),
     }
 }
 
@@ -311,6 +350,39 @@ mod tests {
     }
 
     #[test]
+    fn defect3_another_account_cannot_take_a_stream_over_in_grace() {
+        let streams = registry();
+        let creds = SourceCredentials::parse("ann:secret:cam\nbob:hunter2:cam").unwrap();
+        let door = FrontDoor {
+            streams: &streams,
+            creds: Some(&creds),
+            tokens: None,
+            core: 0,
+        };
+        // ann:secret and bob:hunter2 in Basic auth.
+        let ann = "PUT /live/cam1 HTTP/1.1\r\nAuthorization: Basic YW5uOnNlY3JldA==\r\n\r\n";
+        let bob = "PUT /live/cam1 HTTP/1.1\r\nAuthorization: Basic Ym9iOmh1bnRlcjI=\r\n\r\n";
+        let Admission::Source { ingest, .. } = door.admit(req(ann), Vec::new(), || false) else {
+            panic!("ann publishes");
+        };
+        assert_eq!(ingest.stream().publisher, "ann");
+        let (stream, writer) = ingest.into_parts();
+        streams.detach_source(&stream, writer, u64::MAX);
+        match door.admit(req(bob), Vec::new(), || false) {
+            Admission::Refuse { why, reply } => {
+                assert_eq!((why, status(&reply)), (Reject::Conflict, "409"));
+                let text = String::from_utf8_lossy(&reply);
+                assert!(text.contains("only its publisher"), "{text}");
+            }
+            _ => panic!("bob does not take ann's stream over"),
+        }
+        assert!(matches!(
+            door.admit(req(ann), Vec::new(), || false),
+            Admission::Source { .. }
+        ));
+    }
+
+    #[test]
     fn viewers_find_live_streams_and_van_viewers_need_a_token() {
         let streams = registry();
         let tokens = VanTokens::parse("t0ken").unwrap();
@@ -322,7 +394,9 @@ mod tests {
         };
         let a = door.admit(req("GET /live/a HTTP/1.1\r\n\r\n"), Vec::new(), || true);
         assert_eq!(refused(a), (Reject::NotFound, "404".into()));
-        streams.attach_source("a", "audio/mpeg").unwrap();
+        streams
+            .attach_source("a", "audio/mpeg", crate::stream::LOOPBACK)
+            .unwrap();
         match door.admit(req("GET /live/a HTTP/1.1\r\n\r\n"), Vec::new(), || true) {
             Admission::Viewer { stream, van } => {
                 assert_eq!((stream.name.as_str(), van), ("a", None))
@@ -355,7 +429,9 @@ mod tests {
     #[test]
     fn a_viewer_is_owed_the_head_then_the_psi_and_a_van_child_its_gap() {
         let streams = registry();
-        let (s, _, _) = streams.attach_source("a", "video/mp2t").unwrap();
+        let (s, _, _) = streams
+            .attach_source("a", "video/mp2t", crate::stream::LOOPBACK)
+            .unwrap();
         s.is_ts.store(true, std::sync::atomic::Ordering::Relaxed);
         s.set_psi(b"PATPMT");
         let plain = viewer_prefix(&s, false, None);

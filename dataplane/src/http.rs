@@ -492,6 +492,11 @@ pub fn error_response(status: u16, reason: &str, extra_headers: &[(&str, &str)])
     response_with_body(status, reason, reason, extra_headers)
 }
 
+/// An error response whose body says why (`reason`), for a refusal the client cannot guess.
+pub fn error_response_because(status: u16, status_text: &str, reason: &str) -> Vec<u8> {
+    response_with_body(status, status_text, reason, &[])
+}
+
 fn response_with_body(
     status: u16,
     reason: &str,

@@ -44,6 +44,10 @@ pub struct Ingest {
     leftover: Vec<u8>,
     ended: bool,
     paused: bool,
+    /// The source's socket was seen readable since a fresh block was last taken.
+    readable: bool,
+    /// When the source last sent a byte (wall µs; `None` until the first check or byte).
+    heard_us: Option<u64>,
     /// Scratch, kept to spare an allocation per read.
     raps: Vec<u64>,
     cuts: Vec<Cut>,
@@ -56,6 +60,10 @@ pub enum NextRead {
     Ended,
     /// This many bytes that came with the request head were copied into the block: feed them.
     Buffered(usize),
+    /// A fresh block is needed but the source has sent nothing yet: wait until its socket is
+    /// readable ([`Ingest::bytes_arrived`]), then ask again. A block is taken when bytes come,
+    /// not when a source connects (issue 8, defect 1): an idle source holds none.
+    AwaitBytes,
     /// The pool has no free block: ingest waits (retry on a later tick, when
     /// [`Ingest::retry_due`]). `first` when this pause begins, to be reported once.
     Paused { first: bool },
@@ -100,6 +108,12 @@ impl Ingest {
             BodyFraming::Length(n) => (None, Some(n)),
             BodyFraming::None | BodyFraming::UntilClose => (None, None),
         };
+        let mut leftover = leftover;
+        if let Some(n) = remaining {
+            // Bytes beyond Content-Length that came in the head's segment are not the body
+            // (issue 8, defect 5): never published.
+            leftover.truncate(usize::try_from(n).unwrap_or(usize::MAX));
+        }
         Self {
             stream,
             writer,
@@ -112,6 +126,8 @@ impl Ingest {
             leftover,
             ended: false,
             paused: false,
+            readable: false,
+            heard_us: None,
             raps: Vec::new(),
             cuts: Vec::new(),
         }
@@ -129,6 +145,23 @@ impl Ingest {
     /// Ingest is paused for want of a block and no read is in flight: try again.
     pub fn retry_due(&self) -> bool {
         self.paused && self.tail.is_none()
+    }
+
+    /// True once the source has sent nothing for `limit_us` up to `wall_us` (`--source-timeout`,
+    /// issue 8, defect 4): it is closed and its stream goes into grace. The silence counts from
+    /// the first check, and not while ingest is paused for want of a block (then it is the
+    /// relay that does not read).
+    pub fn silent_too_long(&mut self, wall_us: u64, limit_us: u64) -> bool {
+        if self.paused {
+            self.heard_us = Some(wall_us);
+        }
+        let heard = *self.heard_us.get_or_insert(wall_us);
+        wall_us.saturating_sub(heard) >= limit_us
+    }
+
+    /// The source's socket is readable (after [`NextRead::AwaitBytes`]).
+    pub fn bytes_arrived(&mut self) {
+        self.readable = true;
     }
 
     /// Ages the window and frees the blocks no core uses any more (on every tick).
@@ -153,12 +186,16 @@ impl Ingest {
             self.tail = Some(tail);
             return NextRead::Buffered(n);
         }
+        if !self.readable && !self.writer.has_tail(win) {
+            return NextRead::AwaitBytes;
+        }
         let Some(tail) = self.writer.reserve(win, pool) else {
             let first = !self.paused;
             self.paused = true;
             return NextRead::Paused { first };
         };
         self.paused = false;
+        self.readable = false;
         let len = match self.remaining {
             Some(r) => tail.len.min(usize::try_from(r).unwrap_or(usize::MAX)),
             None => tail.len,
@@ -180,6 +217,9 @@ impl Ingest {
             .take()
             .expect("a feed follows a read into the tail");
         debug_assert!(n <= tail.len, "a read returns no more than it was given");
+        if n > 0 {
+            self.heard_us = Some(wall_us);
+        }
         // SAFETY: the writer owns the tail until it publishes it, no reader is given an
         // unpublished range, and the read into it has completed.
         let buf = unsafe { pool.slice_mut(tail.block, tail.offset, n) };
@@ -235,11 +275,24 @@ impl Ingest {
         let win = &stream.window;
         let earlier = cut_at_raps(base, payload, &self.raps, &mut self.cuts);
         if let Some(r) = earlier
-            && let Some((pseq, pstart)) = self.prev
-            && r >= pstart
+            && let Some((mut seq, mut start)) = self.prev
         {
-            // The keyframe's packet began in the previous read.
-            self.writer.set_rap(win, pseq, (r - pstart) as u32);
+            // The keyframe's packet began in an earlier read, maybe several reads back (a
+            // packet can come a few bytes at a time): walk back from the last frame to the one
+            // that holds it, never before this source's first byte.
+            while r < start {
+                let Some(f) = seq.checked_sub(1).and_then(|s| win.frame(s)) else {
+                    break;
+                };
+                if u64::from(f.len) > start {
+                    break;
+                }
+                seq -= 1;
+                start -= u64::from(f.len);
+            }
+            if r >= start {
+                self.writer.set_rap(win, seq, (r - start) as u32);
+            }
         }
         for cut in &self.cuts {
             let flags = if cut.rap { FLAG_RANDOM_ACCESS } else { 0 };
@@ -286,7 +339,9 @@ mod tests {
             min_read: 12 * TS_PACKET,
         };
         let registry = Registry::new(cfg, 1, BLOCK);
-        let (stream, writer, _) = registry.attach_source("s", content_type).unwrap();
+        let (stream, writer, _) = registry
+            .attach_source("s", content_type, crate::stream::LOOPBACK)
+            .unwrap();
         let ingest = Ingest::new(stream, writer, content_type, framing, leftover.to_vec());
         Source {
             pool,
@@ -316,6 +371,11 @@ mod tests {
                             continue;
                         }
                         NextRead::Paused { .. } => panic!("the test pool never runs dry"),
+                        NextRead::AwaitBytes if at == wire.len() => return Ok((feeds, false)),
+                        NextRead::AwaitBytes => {
+                            self.ingest.bytes_arrived();
+                            continue;
+                        }
                         NextRead::Read { block, offset, len } => (block, offset, len),
                     },
                 };
@@ -423,6 +483,50 @@ mod tests {
     }
 
     #[test]
+    fn defect5_bytes_beyond_content_length_are_never_published() {
+        // All of them in the head's segment.
+        let mut src = source("audio/mpeg", BodyFraming::Length(4), b"abcdEXTRA");
+        let (_, ended) = src.drive(b"MORE", &[]).unwrap();
+        assert!(ended);
+        assert_eq!(src.published(), b"abcd");
+        // Part in the head's segment, the rest later.
+        let mut src = source("audio/mpeg", BodyFraming::Length(6), b"abcd");
+        let (_, ended) = src.drive(b"efEXTRA", &[]).unwrap();
+        assert!(ended);
+        assert_eq!(src.published(), b"abcdef");
+    }
+
+    #[test]
+    fn defect4_a_silent_source_times_out_and_a_paused_one_does_not() {
+        let mut src = source("audio/mpeg", BodyFraming::UntilClose, b"");
+        // The silence counts from the first check.
+        assert!(!src.ingest.silent_too_long(1_000, 500));
+        assert!(!src.ingest.silent_too_long(1_499, 500));
+        assert!(src.ingest.silent_too_long(1_500, 500));
+        // A byte resets it.
+        let mut src = source("audio/mpeg", BodyFraming::UntilClose, b"");
+        assert!(!src.ingest.silent_too_long(0, 500));
+        src.drive(b"x", &[]).unwrap();
+        // The test's feeds are stamped with their index (0): heard at 0, silent at 500.
+        assert!(src.ingest.silent_too_long(500, 500));
+        src.ingest.paused = true;
+        assert!(!src.ingest.silent_too_long(10_000, 500));
+    }
+
+    #[test]
+    fn defect1_a_source_takes_a_block_when_its_bytes_arrive_not_before() {
+        let mut src = source("audio/mpeg", BodyFraming::UntilClose, b"");
+        assert_eq!(src.ingest.next_read(&src.pool), NextRead::AwaitBytes);
+        assert_eq!(src.pool.in_use(), 0, "an idle source holds no block");
+        src.ingest.bytes_arrived();
+        assert!(matches!(
+            src.ingest.next_read(&src.pool),
+            NextRead::Read { offset: 0, .. }
+        ));
+        assert_eq!(src.pool.in_use(), 1);
+    }
+
+    #[test]
     fn a_content_length_body_ends_at_its_length_and_reads_no_further() {
         let mut src = source("audio/mpeg", BodyFraming::Length(5000), b"");
         let (feeds, ended) = src.drive(&[1; 6000], &[]).unwrap();
@@ -503,10 +607,22 @@ mod tests {
         assert!(src.rap_starts().is_empty());
     }
 
+    #[test]
+    fn a_keyframe_whose_packet_spans_three_reads_is_recorded() {
+        let (s, keys) = sample::stream(1);
+        let key = keys[0] as usize;
+        let mut src = source("video/mp2t", BodyFraming::UntilClose, b"");
+        src.drive(&s[..key + 10], &[]).unwrap();
+        src.drive(&s[key + 10..key + 20], &[]).unwrap();
+        assert_eq!(src.stream().window.last_rap(), None);
+        src.drive(&s[key + 20..], &[]).unwrap();
+        assert_eq!(src.last_rap(), Some(key as u64));
+    }
+
     proptest! {
         /// However a chunked MPEG-TS body is framed into chunks and split into reads, the
-        /// stream gets the same payload bytes, the same PSI and the same newest keyframe; and
-        /// every frame flagged random-access starts at a keyframe.
+        /// stream gets the same payload bytes, the same PSI and the same newest keyframe,
+        /// exactly; and every frame flagged random-access starts at a keyframe.
         #[test]
         fn any_split_of_a_chunked_body_publishes_the_same_stream(
             gops in 1usize..6,
@@ -525,9 +641,8 @@ mod tests {
             for at in src.rap_starts() {
                 prop_assert!(keys.contains(&at), "a frame flagged at {}", at);
             }
-            if let Some(rap) = src.last_rap() {
-                prop_assert!(keys.contains(&rap), "newest keyframe at {}", rap);
-            }
+            // The newest keyframe is recorded, however many reads its packet took.
+            prop_assert_eq!(src.last_rap(), keys.last().copied());
         }
 
         /// Reads that end on packet boundaries cut a frame at every keyframe.

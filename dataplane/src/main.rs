@@ -21,7 +21,7 @@ use dataplane::config::{Args, Config};
 use dataplane::metrics;
 use dataplane::pool::BlockPool;
 use dataplane::reactor::{self, Core, SetupError, Shared};
-use dataplane::stream::Registry;
+use dataplane::stream::{Registry, StreamLimits};
 use dataplane::window::WindowConfig;
 use mimalloc::MiMalloc;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -199,10 +199,14 @@ fn run(args: Args) -> Result<(), Fatal> {
     let pool = BlockPool::new(cfg.block_size, cfg.pool_blocks)?;
     let pool_mib = pool.len() >> 20;
     let window = WindowConfig {
-        max_blocks: cfg.window_blocks,
+        max_blocks: cfg.stream_window_blocks(),
         frame_capacity: cfg.window_frames,
         max_age_us: cfg.window_us,
         min_read: (cfg.block_size / 16).max(4096).min(cfg.block_size),
+    };
+    let limits = StreamLimits {
+        max_streams: cfg.max_streams,
+        max_per_publisher: cfg.max_streams_per_source,
     };
     let cores = cfg.cores;
     // Listeners in core order; the first resolves port 0 and the others share its address.
@@ -224,7 +228,7 @@ fn run(args: Args) -> Result<(), Fatal> {
     let shared: &'static Shared = Box::leak(Box::new(Shared::new(
         cfg,
         pool,
-        Registry::new(window, cores, block_size),
+        Registry::new(window, cores, block_size).with_limits(limits),
         cores,
         max_connections,
         creds,

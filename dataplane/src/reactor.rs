@@ -65,6 +65,8 @@ const K_WAKE: u64 = 7;
 const K_IGNORE: u64 = 8;
 const K_HANDOFF: u64 = 9;
 const K_COALESCE: u64 = 10;
+/// A source's socket became readable (it waits for bytes before it takes a block).
+const K_READABLE: u64 = 11;
 
 const TICK_NS: u32 = 100_000_000;
 const HEAD_BUF_START: usize = 1024;
@@ -459,6 +461,7 @@ impl Core {
                     K_READ => self.on_read(slot, res),
                     K_SEND => self.on_send(slot, res, flags),
                     K_POLL => self.on_poll(slot, res, flags),
+                    K_READABLE => self.on_readable(slot, res),
                     _ => {}
                 }
             }
@@ -771,9 +774,19 @@ impl Core {
             self.maybe_release(slot);
             return;
         }
-        if res >= 0 || res != -libc::ECANCELED {
+        if res == -libc::ECANCELED {
+            return;
+        }
+        if viewer_gone(res) {
             debug!(core = self.id, "viewer hung up");
             self.close(slot);
+        } else {
+            // A viewer that only shut its sending side (`nc -N`) still reads: it keeps
+            // receiving (issue 8, defect 8); a send error or a reset ends it.
+            debug!(
+                core = self.id,
+                "viewer half-closed its side: still sending to it"
+            );
         }
     }
 
@@ -810,6 +823,12 @@ impl Core {
                     self.m().add(&self.m().ingest_paused, 1);
                     return;
                 }
+                NextRead::AwaitBytes => {
+                    let e = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+                        .build()
+                        .user_data(ud(K_READABLE, slot, generation));
+                    return self.submit(slot, e);
+                }
                 NextRead::Read { block, offset, len } => {
                     // SAFETY: in bounds of the block (offset + len <= block size).
                     let ptr = unsafe { shared.pool.block_ptr(block).add(offset) };
@@ -820,6 +839,27 @@ impl Core {
                     return self.submit(slot, e);
                 }
             }
+        }
+    }
+
+    /// The source's socket is readable: take a block and read.
+    fn on_readable(&mut self, slot: u32, res: i32) {
+        let c = &mut self.conns[slot as usize];
+        if c.closing {
+            self.maybe_release(slot);
+            return;
+        }
+        if res < 0 {
+            if let Some(src) = self.source_mut(slot) {
+                let name = src.stream().name.clone();
+                info!(core = self.id, stream = %name, "source poll failed: {}", io::Error::from_raw_os_error(-res));
+            }
+            self.close(slot);
+            return;
+        }
+        if let Some(src) = self.source_mut(slot) {
+            src.bytes_arrived();
+            self.source_read(slot);
         }
     }
 
@@ -1286,14 +1326,21 @@ impl Core {
                 self.close(slot);
             }
         }
-        // Window ageing and reclamation for the streams this core ingests; paused ingest retries.
+        // Window ageing and reclamation for the streams this core ingests; paused ingest
+        // retries; a silent source is closed (`--source-timeout`).
         let shared = self.shared;
         for i in 0..self.sources.len() {
             let slot = self.sources[i];
             let c = &mut self.conns[slot as usize];
             if let State::Source(src) = &mut c.state {
                 src.trim(&shared.pool, wall);
-                if src.retry_due() && !c.closing {
+                if c.closing {
+                    continue;
+                }
+                if src.silent_too_long(wall, shared.cfg.source_timeout_us) {
+                    info!(core = self.id, stream = %src.stream().name, timeout_s = shared.cfg.source_timeout_us as f64 / 1e6, "source sent nothing for --source-timeout: closed");
+                    self.close(slot);
+                } else if src.retry_due() {
                     self.source_read(slot);
                 }
             }
@@ -1363,8 +1410,9 @@ impl Core {
         let stream = &v.stream;
         match v
             .plan
-            .stalled(first, now, timeout, || !stream.is_ended() && !stopping)
-        {
+            .stalled(first, now, timeout, self.shared.cfg.window_us, || {
+                !stream.is_ended() && !stopping
+            }) {
             Stall::Keep => {}
             Stall::Drop => {
                 info!(core = self.id, stream = %v.stream.name, "stalled viewer dropped: its zero-copy send cannot be taken back");
@@ -1382,6 +1430,12 @@ impl Core {
                 );
             }
             Stall::Close => self.close(slot),
+            Stall::GiveUp => {
+                info!(core = self.id, stream = %v.stream.name, "viewer took nothing for --window-seconds: disconnected");
+                let m = &self.shared.metrics[self.id];
+                m.add(&m.viewers_dropped, 1);
+                self.close(slot);
+            }
             Stall::Disconnect => self.drop_van(slot, "send pending too long"),
         }
     }
@@ -1430,6 +1484,13 @@ impl Core {
     }
 }
 
+/// Whether a hang-up poll's result (`res`, the events or `-errno`) means the viewer is gone: an
+/// error, a full hang-up, or a failed poll. `POLLRDHUP` alone is a half-close after the GET
+/// (issue 8, defect 8): the viewer may still read, so it is no disconnect.
+fn viewer_gone(res: i32) -> bool {
+    res < 0 || res & (libc::POLLHUP | libc::POLLERR) as i32 != 0
+}
+
 /// Answers 503 on a connection no core will serve, and closes it. Best effort and
 /// non-blocking: an overloaded or stopping relay spends nothing more on it.
 fn turn_away(fd: RawFd) {
@@ -1473,6 +1534,14 @@ impl std::os::fd::AsFd for BorrowedFd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defect8_a_half_close_is_not_a_hang_up() {
+        assert!(!viewer_gone(libc::POLLRDHUP as i32));
+        assert!(viewer_gone((libc::POLLRDHUP | libc::POLLHUP) as i32));
+        assert!(viewer_gone((libc::POLLRDHUP | libc::POLLERR) as i32));
+        assert!(viewer_gone(-libc::EBADF));
+    }
 
     #[test]
     fn user_data_round_trips() {

@@ -172,6 +172,9 @@ pub enum Stall {
     Close,
     /// The VAN viewer is too slow: end it.
     Disconnect,
+    /// The viewer took nothing for the give-up time (its kernel queue is full and stays full,
+    /// and what it would need has left the window): close it, counted as dropped.
+    GiveUp,
 }
 
 /// One subscriber's sending state.
@@ -187,6 +190,11 @@ pub struct SendPlan {
     inflight: Option<InFlight>,
     /// When the last send started.
     since_us: u64,
+    /// The cursor when the lag policy last looked, and when it last saw it move (or the
+    /// viewer idle): how long the viewer has taken nothing. Kept by the policy, at ticks, so
+    /// that a send costs nothing more.
+    seen: Cursor,
+    progress_us: Option<u64>,
 }
 
 impl SendPlan {
@@ -201,6 +209,8 @@ impl SendPlan {
             close_after_prefix: false,
             inflight: None,
             since_us: 0,
+            seen: cursor,
+            progress_us: None,
         }
     }
 
@@ -297,6 +307,10 @@ impl SendPlan {
                 Lag::SkipToLive => return Next::SkipToLive,
                 Lag::Disconnect => return Next::Disconnect,
             }
+        }
+        if van && let Some(pin) = win.waiting_pin(self.cursor.seq) {
+            // Waiting at or ahead of the live edge: hold nothing older than the current block.
+            self.pin = pin;
         }
         if stream.is_ended() && self.cursor.seq >= win.next_seq() {
             return if van {
@@ -400,17 +414,29 @@ impl SendPlan {
     /// The lag policy at a tick for a send still pending: `first` is the window's oldest
     /// frame, `max_pending_us` the send timeout; `can_skip` when the stream goes on and the
     /// core is not stopping (else there is no live edge to skip to).
+    /// A viewer that has taken nothing for `give_up_us` (a skip to the live edge is no
+    /// progress) is given up: it holds a full kernel queue and cannot catch up (issue 8,
+    /// defect 6).
     pub fn stalled(
         &mut self,
         first: u64,
         now_us: u64,
         max_pending_us: u64,
+        give_up_us: u64,
         can_skip: impl FnOnce() -> bool,
     ) -> Stall {
         let van = self.is_van();
+        if self.inflight.is_none() || self.cursor != self.seen {
+            self.seen = self.cursor;
+            self.progress_us = Some(now_us);
+        }
+        let progress = *self.progress_us.get_or_insert(now_us);
         let Some(sent) = &mut self.inflight else {
             return Stall::Keep;
         };
+        if now_us.saturating_sub(progress) >= give_up_us {
+            return Stall::GiveUp;
+        }
         if sent.cancelled {
             return Stall::Keep;
         }
@@ -444,6 +470,11 @@ impl SendPlan {
     pub fn skip_to_live(&mut self, stream: &Stream, core: usize, burst_bytes: u64) -> u64 {
         debug_assert!(self.inflight.is_none(), "skipped only between sends");
         let (cur, pin, _) = start(stream, core, None, burst_bytes);
+        // Moved, not progressed: the give-up clock runs on, unless it had taken bytes since
+        // the lag policy last looked.
+        if self.seen == self.cursor {
+            self.seen = cur;
+        }
         self.cursor = cur;
         self.pin = pin;
         self.prefix.clear();
@@ -533,7 +564,9 @@ mod tests {
             min_read: 256,
         };
         let registry = Registry::new(cfg, 1, BLOCK);
-        let (stream, writer, _) = registry.attach_source("s", "audio/mpeg").unwrap();
+        let (stream, writer, _) = registry
+            .attach_source("s", "audio/mpeg", crate::stream::LOOPBACK)
+            .unwrap();
         let mut f = Fixture {
             pool: BlockPool::new(BLOCK, pool_blocks).unwrap(),
             registry,
@@ -689,6 +722,39 @@ mod tests {
                 Next::Plain(r) => prop_assert_eq!(r.len, 100),
                 other => prop_assert!(false, "{:?}", other),
             }
+        }
+    }
+
+    #[test]
+    fn defect2_a_van_child_parked_ahead_of_the_edge_pins_nothing() {
+        let cfg = cfg("0", "50000");
+        // A window of at most 4 blocks on a pool of 8.
+        let mut f = fixture_in(&[1000], 4, 8);
+        let ahead = f.stream.window.next_seq() + 500;
+        let (cur, pin, gap) = start(&f.stream, 0, Some(Some(ahead)), 0);
+        assert_eq!((cur.seq, gap), (ahead, None));
+        let mut plan = SendPlan::new(true, cur, pin, Vec::new());
+        // 500 frames of 1000 bytes: 125 blocks' worth, through a pool of 8.
+        while f.stream.window.next_seq() < ahead {
+            let t = f.writer.reserve(&f.stream.window, &f.pool);
+            assert!(t.is_some(), "the pool ran dry: {} in use", f.pool.in_use());
+            f.publish(1000);
+            // A fan-out pass: the child has nothing to send; the core's mark is its pin.
+            assert!(matches!(
+                plan.next(&f.stream, pace(&cfg, 1, 0), BLOCK as u32),
+                Next::Idle
+            ));
+            let mut mark = CoreMark::none();
+            mark.include(plan.pin());
+            mark.publish(&f.stream.window, 0);
+            f.writer.trim(&f.stream.window, &f.pool, 0);
+            assert!(f.pool.in_use() <= 5, "{} blocks in use", f.pool.in_use());
+        }
+        // The frame it waits for comes: it gets it, and only it.
+        f.publish(1000);
+        match plan.next(&f.stream, pace(&cfg, 1, 0), BLOCK as u32) {
+            Next::Van { total, .. } => assert_eq!(total, (HEADER_LEN + 1000) as u64),
+            other => panic!("{other:?}"),
         }
     }
 
@@ -932,35 +998,111 @@ mod tests {
         };
         // Within the timeout: kept.
         let mut plan = sending(false);
-        assert_eq!(plan.stalled(0, 1_500, 1_000, || true), Stall::Keep);
+        assert_eq!(
+            plan.stalled(0, 1_500, 1_000, u64::MAX, || true),
+            Stall::Keep
+        );
         // Past it: a plain viewer's send is cancelled once, and its completion skips it.
-        assert_eq!(plan.stalled(0, 2_001, 1_000, || true), Stall::Cancel);
-        assert_eq!(plan.stalled(0, 3_000, 1_000, || true), Stall::Keep);
+        assert_eq!(
+            plan.stalled(0, 2_001, 1_000, u64::MAX, || true),
+            Stall::Cancel
+        );
+        assert_eq!(
+            plan.stalled(0, 3_000, 1_000, u64::MAX, || true),
+            Stall::Keep
+        );
         assert_eq!(
             plan.complete(-libc::ECANCELED, &f.stream.window),
             AfterSend::SkipToLive
         );
         // A cancelled send that completed anyway also skips.
         let mut plan = sending(false);
-        plan.stalled(0, 2_001, 1_000, || true);
+        plan.stalled(0, 2_001, 1_000, u64::MAX, || true);
         assert_eq!(plan.complete(10, &f.stream.window), AfterSend::SkipToLive);
         // No live edge to skip to (the stream ended, the core stops): closed.
         let mut plan = sending(false);
-        assert_eq!(plan.stalled(0, 2_001, 1_000, || false), Stall::Close);
+        assert_eq!(
+            plan.stalled(0, 2_001, 1_000, u64::MAX, || false),
+            Stall::Close
+        );
         // A VAN child is ended.
         let mut plan = sending(true);
-        assert_eq!(plan.stalled(0, 2_001, 1_000, || true), Stall::Disconnect);
+        assert_eq!(
+            plan.stalled(0, 2_001, 1_000, u64::MAX, || true),
+            Stall::Disconnect
+        );
         // A send_zc the kernel holds: kept while its block is in the window, dropped after.
         let mut plan = sending(false);
         plan.zc_sent(100);
-        assert_eq!(plan.stalled(0, 2_001, 1_000, || true), Stall::Keep);
-        assert_eq!(plan.stalled(1, 2_001, 1_000, || true), Stall::Drop);
+        assert_eq!(
+            plan.stalled(0, 2_001, 1_000, u64::MAX, || true),
+            Stall::Keep
+        );
+        assert_eq!(
+            plan.stalled(1, 2_001, 1_000, u64::MAX, || true),
+            Stall::Drop
+        );
         // A failed send closes.
         assert_eq!(
             plan.complete(-libc::EPIPE, &f.stream.window),
             AfterSend::Close
         );
         // Nothing in flight: nothing to decide.
-        assert_eq!(plan.stalled(1, 9_999, 1_000, || true), Stall::Keep);
+        assert_eq!(
+            plan.stalled(1, 9_999, 1_000, u64::MAX, || true),
+            Stall::Keep
+        );
+    }
+
+    #[test]
+    fn defect6_a_viewer_that_takes_nothing_is_given_up_and_a_slow_one_is_not() {
+        let cfg = cfg("0", "50000");
+        let mut f = fixture(&[100], 4);
+        let (cur, pin, _) = start(&f.stream, 0, None, u64::MAX);
+        let (send_timeout, give_up) = (2_000, 10_000);
+        // A viewer that never reads: every send pends until the lag policy cancels it, the
+        // viewer skips to the live edge, and its next send pends again.
+        let mut never = SendPlan::new(false, cur, pin, Vec::new());
+        let mut now = 0;
+        let mut given_up = None;
+        while now <= 2 * give_up {
+            f.publish(100);
+            if never.is_idle() {
+                assert!(matches!(
+                    never.next(&f.stream, pace(&cfg, 1, now), BLOCK as u32),
+                    Next::Plain(_)
+                ));
+            }
+            match never.stalled(0, now, send_timeout, give_up, || true) {
+                Stall::GiveUp => {
+                    given_up = Some(now);
+                    break;
+                }
+                Stall::Cancel => {
+                    let after = never.complete(-libc::ECANCELED, &f.stream.window);
+                    assert_eq!(after, AfterSend::SkipToLive);
+                    never.skip_to_live(&f.stream, 0, u64::MAX);
+                }
+                _ => {}
+            }
+            now += 100;
+        }
+        assert_eq!(given_up, Some(give_up));
+        // A slow viewer: each send pends for a while, then completes.
+        let (cur, pin, _) = start(&f.stream, 0, None, u64::MAX);
+        let mut slow = SendPlan::new(false, cur, pin, Vec::new());
+        for now in (0..5 * give_up).step_by(500) {
+            f.publish(100);
+            if slow.is_idle() {
+                slow.next(&f.stream, pace(&cfg, 1, now), BLOCK as u32);
+            } else if now % 1_500 == 0
+                && slow.complete(1, &f.stream.window) == AfterSend::SkipToLive
+            {
+                // It fell out of the window meanwhile: skipped, and it took a byte.
+                slow.skip_to_live(&f.stream, 0, u64::MAX);
+            }
+            let stall = slow.stalled(0, now, u64::MAX, give_up, || true);
+            assert_ne!(stall, Stall::GiveUp, "at {now}");
+        }
     }
 }

@@ -10,12 +10,19 @@
 //! otherwise the stream ends and the name is free. A stream in grace is not continued by a feed
 //! of the other kind (refused as busy until the grace ends): a source's numbers and the parents'
 //! are unrelated, and mixing them would make every parent frame look stale or a jump.
+//!
+//! A stream remembers who published it (the Basic-auth user, or [`LOOPBACK`] for a source
+//! taken without credentials): in grace only that publisher continues it, so that another
+//! account allowed on the name cannot take the viewers over (issue 8, defect 3).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::window::{StreamWindow, WindowConfig, Writer};
+
+/// The publisher of a source taken without credentials (from loopback).
+pub const LOOPBACK: &str = "loopback";
 
 const LIVE: u8 = 0;
 const GRACE: u8 = 1;
@@ -47,6 +54,8 @@ pub struct Stream {
     pub id: u64,
     pub name: String,
     pub feed: Feed,
+    /// Who published it: only they continue it in grace (empty for a parents' feed).
+    pub publisher: String,
     pub window: StreamWindow,
     state: AtomicU8,
     grace_deadline_us: AtomicU64,
@@ -110,6 +119,32 @@ impl Stream {
 pub enum AttachError {
     /// Another feed is live on that name, or one of the other kind holds it in grace (409).
     Busy,
+    /// The stream is in grace and belongs to another publisher (409).
+    NotPublisher,
+    /// The relay holds `--max-streams` streams already (503).
+    TooManyStreams,
+    /// The publisher holds `--max-streams-per-source` streams already (429).
+    TooManyForPublisher,
+}
+
+/// How many streams the relay takes (issue 8, defect 1): a refused feed gets an answer, the
+/// streams already there are untouched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Streams at once, live or in grace (`--max-streams`).
+    pub max_streams: usize,
+    /// Streams one publisher (a source account, or loopback) holds at once, live or in grace
+    /// (`--max-streams-per-source`).
+    pub max_per_publisher: usize,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        Self {
+            max_streams: 1000,
+            max_per_publisher: 8,
+        }
+    }
 }
 
 pub struct Registry {
@@ -118,6 +153,7 @@ pub struct Registry {
     window: WindowConfig,
     cores: usize,
     block_size: usize,
+    limits: StreamLimits,
 }
 
 impl Registry {
@@ -128,7 +164,13 @@ impl Registry {
             window,
             cores,
             block_size,
+            limits: StreamLimits::default(),
         }
+    }
+
+    /// The same directory with other limits on how many streams it takes.
+    pub fn with_limits(self, limits: StreamLimits) -> Self {
+        Self { limits, ..self }
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Stream>>> {
@@ -140,12 +182,14 @@ impl Registry {
     /// A source publishes `name`: a new stream numbered from 0, or the same stream continued if
     /// a source left it in grace (sequence numbers go on). Returns the stream and its writer,
     /// which the source's connection owns until it leaves, and whether it was continued.
+    /// Only `publisher`, the one who published it first, continues a stream in grace.
     pub fn attach_source(
         &self,
         name: &str,
         content_type: &str,
+        publisher: &str,
     ) -> Result<(Arc<Stream>, Box<Writer>, bool), AttachError> {
-        self.attach(name, Feed::Source, content_type, 0)
+        self.attach(name, Feed::Source, content_type, 0, publisher)
     }
 
     /// Parent proxies feed `name`: a new stream whose window starts at `first_seq` (the parent's
@@ -159,7 +203,7 @@ impl Registry {
         content_type: &str,
         first_seq: u64,
     ) -> Result<(Arc<Stream>, Box<Writer>, bool), AttachError> {
-        self.attach(name, Feed::Parents, content_type, first_seq)
+        self.attach(name, Feed::Parents, content_type, first_seq, "")
     }
 
     fn attach(
@@ -168,11 +212,15 @@ impl Registry {
         feed: Feed,
         content_type: &str,
         first_seq: u64,
+        publisher: &str,
     ) -> Result<(Arc<Stream>, Box<Writer>, bool), AttachError> {
         let mut map = self.map();
         if let Some(s) = map.get(name) {
             if s.state() != StreamState::Grace || s.feed != feed {
                 return Err(AttachError::Busy);
+            }
+            if s.publisher != publisher {
+                return Err(AttachError::NotPublisher);
             }
             let writer = s
                 .writer
@@ -184,12 +232,23 @@ impl Registry {
             s.state.store(LIVE, Ordering::Release);
             return Ok((s.clone(), writer, true));
         }
+        if map.len() >= self.limits.max_streams {
+            return Err(AttachError::TooManyStreams);
+        }
+        // A scan, not a per-publisher count to keep in step: only on a new stream's attach.
+        if feed == Feed::Source
+            && map.values().filter(|s| s.publisher == publisher).count()
+                >= self.limits.max_per_publisher
+        {
+            return Err(AttachError::TooManyForPublisher);
+        }
         let window = StreamWindow::new(&self.window, self.cores, first_seq);
         let writer = Box::new(Writer::new(self.window, self.block_size, &window));
         let stream = Arc::new(Stream {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             name: name.to_owned(),
             feed,
+            publisher: publisher.to_owned(),
             window,
             state: AtomicU8::new(LIVE),
             grace_deadline_us: AtomicU64::new(0),
@@ -280,32 +339,88 @@ mod tests {
     #[test]
     fn second_source_is_refused_while_live() {
         let r = reg();
-        let (_s, _w, resumed) = r.attach_source("a", "video/mp2t").unwrap();
+        let (_s, _w, resumed) = r.attach_source("a", "video/mp2t", LOOPBACK).unwrap();
         assert!(!resumed);
         assert!(matches!(
-            r.attach_source("a", "video/mp2t"),
+            r.attach_source("a", "video/mp2t", LOOPBACK),
             Err(AttachError::Busy)
         ));
-        assert!(r.attach_source("b", "x").is_ok());
+        assert!(r.attach_source("b", "x", LOOPBACK).is_ok());
     }
 
     #[test]
     fn reconnect_in_grace_continues_and_expiry_frees_the_name() {
         let r = reg();
-        let (s, w, _) = r.attach_source("a", "video/mp2t").unwrap();
+        let (s, w, _) = r.attach_source("a", "video/mp2t", LOOPBACK).unwrap();
         r.detach_source(&s, w, 1000);
         assert_eq!(s.state(), StreamState::Grace);
         assert!(r.lookup("a").is_some());
         assert!(r.expire(&s, 999).is_none());
-        let (s2, w2, resumed) = r.attach_source("a", "application/octet-stream").unwrap();
+        let (s2, w2, resumed) = r
+            .attach_source("a", "application/octet-stream", LOOPBACK)
+            .unwrap();
         assert!(resumed && Arc::ptr_eq(&s, &s2));
         assert_eq!(s2.content_type(), "application/octet-stream");
         r.detach_source(&s2, w2, 2000);
         assert!(r.expire(&s2, 2001).is_some());
         assert!(s2.is_ended());
         assert!(r.lookup("a").is_none());
-        let (s3, _, resumed) = r.attach_source("a", "x").unwrap();
+        let (s3, _, resumed) = r.attach_source("a", "x", LOOPBACK).unwrap();
         assert!(!resumed && !Arc::ptr_eq(&s, &s3));
+    }
+
+    #[test]
+    fn defect3_only_its_publisher_continues_a_stream_in_grace() {
+        let r = reg();
+        let (s, w, _) = r.attach_source("a", "video/mp2t", "ann").unwrap();
+        assert_eq!(s.publisher, "ann");
+        assert_eq!(
+            r.attach_source("a", "video/mp2t", "bob").err(),
+            Some(AttachError::Busy)
+        );
+        r.detach_source(&s, w, 1000);
+        assert_eq!(
+            r.attach_source("a", "video/mp2t", "bob").err(),
+            Some(AttachError::NotPublisher)
+        );
+        assert_eq!(
+            r.attach_source("a", "video/mp2t", LOOPBACK).err(),
+            Some(AttachError::NotPublisher)
+        );
+        assert_eq!(s.state(), StreamState::Grace, "the stream is untouched");
+        let (s2, _, resumed) = r.attach_source("a", "video/mp2t", "ann").unwrap();
+        assert!(resumed && Arc::ptr_eq(&s, &s2));
+    }
+
+    #[test]
+    fn defect1_streams_are_capped_per_publisher_and_in_total() {
+        let r = reg().with_limits(StreamLimits {
+            max_streams: 3,
+            max_per_publisher: 2,
+        });
+        let (a1, w, _) = r.attach_source("a1", "x", "ann").unwrap();
+        r.attach_source("a2", "x", "ann").unwrap();
+        assert_eq!(
+            r.attach_source("a3", "x", "ann").err(),
+            Some(AttachError::TooManyForPublisher)
+        );
+        // A stream in grace still counts, and its publisher may still continue it.
+        r.detach_source(&a1, w, 1000);
+        assert_eq!(
+            r.attach_source("a3", "x", "ann").err(),
+            Some(AttachError::TooManyForPublisher)
+        );
+        assert!(r.attach_source("a1", "x", "ann").is_ok());
+        r.attach_source("b1", "x", "bob").unwrap();
+        assert_eq!(
+            r.attach_source("b2", "x", "bob").err(),
+            Some(AttachError::TooManyStreams)
+        );
+        assert_eq!(
+            r.attach_parents("p", "x", 0).err(),
+            Some(AttachError::TooManyStreams)
+        );
+        assert_eq!(r.snapshot().len(), 3, "the streams there are untouched");
     }
 
     #[test]
@@ -330,13 +445,16 @@ mod tests {
     #[test]
     fn a_stream_in_grace_is_continued_only_by_its_own_kind_of_feed() {
         let r = reg();
-        let (s, w, _) = r.attach_source("a", "video/mp2t").unwrap();
+        let (s, w, _) = r.attach_source("a", "video/mp2t", LOOPBACK).unwrap();
         assert_eq!(s.feed, Feed::Source);
         r.detach_source(&s, w, 1000);
         assert_eq!(r.attach_parents("a", "x", 0).err(), Some(AttachError::Busy));
         let (p, pw, _) = r.attach_parents("b", "x", 0).unwrap();
         r.detach_source(&p, pw, 1000);
-        assert_eq!(r.attach_source("b", "x").err(), Some(AttachError::Busy));
+        assert_eq!(
+            r.attach_source("b", "x", LOOPBACK).err(),
+            Some(AttachError::Busy)
+        );
         // Once the grace is over the name is free for either kind.
         assert!(r.expire(&s, 1001).is_some());
         let (s2, _, resumed) = r.attach_parents("a", "x", 42).unwrap();

@@ -39,7 +39,8 @@
 //! No I/O here: the caller passes the time (`timestamp_us`, `now_us`) explicitly.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering, fence};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering, fence};
 
 use crossbeam::utils::CachePadded;
 
@@ -58,7 +59,9 @@ const INVALID: u64 = u64::MAX;
 pub struct WindowConfig {
     /// At most this many blocks held (at least 2).
     pub max_blocks: usize,
-    /// Frames the side index can hold (rounded up to a power of two, at least 64).
+    /// Frames the side index can grow to hold (rounded up to a power of two, at least 64). It
+    /// starts at 16 and doubles when the window holds more frames (issue 8, defect 1: a stream
+    /// that sends nothing, or little, costs little).
     pub frame_capacity: usize,
     /// Blocks whose newest frame is older than this are dropped (the current block stays).
     pub max_age_us: u64,
@@ -114,10 +117,46 @@ pub fn unpack_pos(p: u64) -> (u64, u32) {
     (p >> 24, (p & 0xff_ffff) as u32)
 }
 
-/// The part of a stream every core reads.
-pub struct StreamWindow {
+/// The side index: a ring of frame slots, `seq & mask` the slot of frame `seq`.
+struct Ring {
     slots: Box<[FrameSlot]>,
     mask: u64,
+}
+
+impl Ring {
+    fn new(cap: usize) -> Box<Self> {
+        let slots: Box<[FrameSlot]> = (0..cap)
+            .map(|_| {
+                let s = FrameSlot::default();
+                s.seq.store(INVALID, Ordering::Relaxed);
+                s
+            })
+            .collect();
+        Box::new(Self {
+            slots,
+            mask: cap as u64 - 1,
+        })
+    }
+
+    fn slot(&self, seq: u64) -> &FrameSlot {
+        &self.slots[(seq & self.mask) as usize]
+    }
+}
+
+/// The side index a stream starts with: 16 slots, 640 bytes.
+const MIN_FRAMES: usize = 16;
+
+/// The part of a stream every core reads.
+pub struct StreamWindow {
+    /// The current ring (owned: made by `Box::into_raw`, freed on drop). Only the writer
+    /// replaces it, with a larger copy ([`Writer`], `grow_index`).
+    ring: AtomicPtr<Ring>,
+    /// Rings outgrown, kept until the stream is dropped: a reader may still look into one (it
+    /// then finds a frame published since missing, and looks again in the current ring).
+    #[allow(clippy::vec_box)] // a reader may hold a pointer to a ring: it must not move
+    outgrown: Mutex<Vec<Box<Ring>>>,
+    /// What the ring may grow to.
+    max_frames: usize,
     next_seq: AtomicU64,
     first_seq: AtomicU64,
     cur_block_seq: AtomicU64,
@@ -130,17 +169,11 @@ pub struct StreamWindow {
 impl StreamWindow {
     /// A window for `cores` reading cores whose first frame will be `first_seq`.
     pub fn new(cfg: &WindowConfig, cores: usize, first_seq: u64) -> Self {
-        let cap = cfg.frame_capacity.max(64).next_power_of_two();
-        let slots: Box<[FrameSlot]> = (0..cap)
-            .map(|_| {
-                let s = FrameSlot::default();
-                s.seq.store(INVALID, Ordering::Relaxed);
-                s
-            })
-            .collect();
+        let max_frames = cfg.frame_capacity.max(64).next_power_of_two();
         Self {
-            slots,
-            mask: cap as u64 - 1,
+            ring: AtomicPtr::new(Box::into_raw(Ring::new(MIN_FRAMES))),
+            outgrown: Mutex::new(Vec::new()),
+            max_frames,
             next_seq: AtomicU64::new(first_seq),
             first_seq: AtomicU64::new(first_seq),
             cur_block_seq: AtomicU64::new(0),
@@ -152,8 +185,20 @@ impl StreamWindow {
         }
     }
 
+    fn ring(&self) -> &Ring {
+        // SAFETY: the pointer comes from `Box::into_raw` and the ring lives until the window
+        // is dropped (an outgrown one in `outgrown`).
+        unsafe { &*self.ring.load(Ordering::Acquire) }
+    }
+
+    /// Frames the side index holds now.
     pub fn capacity(&self) -> usize {
-        self.slots.len()
+        self.ring().slots.len()
+    }
+
+    /// Frames the side index may grow to hold (`frame_capacity`).
+    pub fn max_capacity(&self) -> usize {
+        self.max_frames
     }
 
     /// One past the newest published frame.
@@ -185,10 +230,17 @@ impl StreamWindow {
         if seq >= self.next_seq() {
             return None;
         }
-        let slot = &self.slots[(seq & self.mask) as usize];
-        let s1 = slot.seq.load(Ordering::Acquire);
-        if s1 != seq {
-            return None;
+        let mut ring = self.ring();
+        let mut slot = ring.slot(seq);
+        while slot.seq.load(Ordering::Acquire) != seq {
+            // Published (seq < next_seq) but not in this ring: the ring may have been outgrown
+            // since it was read; then look in the new one.
+            let now = self.ring();
+            if std::ptr::eq(now, ring) {
+                return None;
+            }
+            ring = now;
+            slot = ring.slot(seq);
         }
         let block_seq = slot.block_seq.load(Ordering::Relaxed);
         let loc = slot.loc.load(Ordering::Relaxed);
@@ -207,6 +259,14 @@ impl StreamWindow {
             timestamp_us: ts,
             flags: len_flags as u8,
         })
+    }
+}
+
+impl Drop for StreamWindow {
+    fn drop(&mut self) {
+        // SAFETY: the current ring came from `Box::into_raw`; no reader is left (we own the
+        // window exclusively).
+        drop(unsafe { Box::from_raw(*self.ring.get_mut()) });
     }
 }
 
@@ -365,6 +425,28 @@ impl Writer {
         self.blocks.len() + self.retired.len()
     }
 
+    /// True if [`Writer::reserve`] would return the current block's tail without taking a
+    /// block from the pool.
+    pub fn has_tail(&self, win: &StreamWindow) -> bool {
+        self.current_tail(win, self.cfg.min_read.min(self.block_size))
+            .is_some()
+    }
+
+    /// The current block's free tail, if it has room for `want` bytes and for another frame
+    /// (a block holds less than a quarter of the largest index, so the index can always make
+    /// room).
+    fn current_tail(&self, win: &StreamWindow, want: usize) -> Option<Tail> {
+        let cur = self.blocks.back()?;
+        let room = !self.sealed
+            && self.block_size - cur.fill >= want
+            && cur.frames < win.max_capacity() / 4;
+        room.then_some(Tail {
+            block: cur.block,
+            offset: cur.fill,
+            len: self.block_size - cur.fill,
+        })
+    }
+
     /// The free tail of the current block, sealing it and taking a new block when it is too
     /// small. `None` when the pool has no free block (the caller pauses ingest and retries).
     pub fn reserve(&mut self, win: &StreamWindow, pool: &BlockPool) -> Option<Tail> {
@@ -396,17 +478,8 @@ impl Writer {
         pool: &BlockPool,
         want: usize,
     ) -> Option<Tail> {
-        let quarter = win.capacity() / 4;
-        if let Some(cur) = self.blocks.back()
-            && !self.sealed
-            && self.block_size - cur.fill >= want
-            && cur.frames < quarter
-        {
-            return Some(Tail {
-                block: cur.block,
-                offset: cur.fill,
-                len: self.block_size - cur.fill,
-            });
+        if let Some(tail) = self.current_tail(win, want) {
+            return Some(tail);
         }
         self.sealed = true;
         while self.blocks.len() >= self.cfg.max_blocks {
@@ -522,12 +595,16 @@ impl Writer {
     /// Publishes the frame `self.next_seq`.
     fn append(&mut self, win: &StreamWindow, len: usize, timestamp_us: u64, flags: u8) {
         let seq = self.next_seq;
-        // Make room in the index ring; the current block holds < capacity/4 frames, so retiring
-        // older blocks always suffices.
-        while seq - win.first_seq.load(Ordering::SeqCst) >= win.capacity() as u64
-            && self.blocks.len() > 1
-        {
-            self.retire_oldest(win);
+        // Make room in the index ring: grow it while it may; at its largest, the current block
+        // holds < max/4 frames, so retiring older blocks always suffices.
+        while seq - win.first_seq.load(Ordering::SeqCst) >= win.capacity() as u64 {
+            if win.capacity() < win.max_capacity() {
+                self.grow_index(win, seq);
+            } else if self.blocks.len() > 1 {
+                self.retire_oldest(win);
+            } else {
+                break;
+            }
         }
         let cur = self
             .blocks
@@ -537,7 +614,7 @@ impl Writer {
             cur.fill + len <= self.block_size,
             "frame overflows its block"
         );
-        let slot = &win.slots[(seq & win.mask) as usize];
+        let slot = win.ring().slot(seq);
         slot.seq.store(INVALID, Ordering::Relaxed);
         fence(Ordering::Release);
         slot.block_seq.store(cur.block_seq, Ordering::Relaxed);
@@ -554,6 +631,37 @@ impl Writer {
         cur.newest_ts = timestamp_us;
         self.next_seq = seq + 1;
         win.next_seq.store(seq + 1, Ordering::Release);
+    }
+
+    /// Doubles the side index: the frames of the window (`first_seq..next`) are copied into a
+    /// ring twice the size, which then replaces the old one (kept for readers still in it).
+    /// At most log2(frame_capacity / 64) times in a stream's life.
+    fn grow_index(&mut self, win: &StreamWindow, next: u64) {
+        let old = win.ring();
+        let new = Ring::new(old.slots.len() * 2);
+        for seq in win.first_seq.load(Ordering::SeqCst)..next {
+            let (from, to) = (old.slot(seq), new.slot(seq));
+            // Only this writer stores into slots, so its own loads need no ordering.
+            to.block_seq
+                .store(from.block_seq.load(Ordering::Relaxed), Ordering::Relaxed);
+            to.loc
+                .store(from.loc.load(Ordering::Relaxed), Ordering::Relaxed);
+            to.len_flags
+                .store(from.len_flags.load(Ordering::Relaxed), Ordering::Relaxed);
+            to.ts
+                .store(from.ts.load(Ordering::Relaxed), Ordering::Relaxed);
+            to.seq
+                .store(from.seq.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        // Release: a reader that sees the new ring sees its slots filled.
+        let old = win.ring.swap(Box::into_raw(new), Ordering::AcqRel);
+        // SAFETY: `old` came from `Box::into_raw` and is no longer the current ring; it is kept
+        // (not freed) until the window is dropped.
+        let old = unsafe { Box::from_raw(old) };
+        win.outgrown
+            .lock()
+            .expect("outgrown rings never poisoned")
+            .push(old);
     }
 
     /// Records a random-access point at byte `off` of frame `seq`.
@@ -949,6 +1057,80 @@ mod tests {
         let checked = reader.join().unwrap();
         assert_eq!(seq, FRAMES);
         assert!(checked > 0);
+    }
+
+    #[test]
+    fn defect1_the_frame_index_starts_small_and_grows_to_what_the_window_holds() {
+        let (pool, win, mut w) = setup(64, 16384, 128);
+        assert_eq!((win.capacity(), win.max_capacity()), (16, 16384));
+        for i in 0..1000 {
+            put(&mut w, &win, &pool, &[1; 10], i).unwrap();
+        }
+        // 1000 frames of 10 bytes sit in 3 blocks: the index grew to hold them all.
+        assert_eq!(win.capacity(), 1024);
+        assert_eq!(win.first_seq(), 0);
+        for seq in 0..1000 {
+            assert_eq!(win.frame(seq).unwrap().seq, seq);
+        }
+    }
+
+    #[test]
+    fn a_reader_finds_every_frame_in_the_window_while_the_index_grows() {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
+        let pool = Arc::new(BlockPool::new(4096, 128).unwrap());
+        let cfg = WindowConfig {
+            max_blocks: 64,
+            frame_capacity: 4096,
+            max_age_us: u64::MAX / 2,
+            min_read: 512,
+        };
+        let win = Arc::new(StreamWindow::new(&cfg, 1, 0));
+        let done = Arc::new(AtomicBool::new(false));
+        let started = Arc::new(std::sync::Barrier::new(2));
+        let reader = {
+            let (win, done, started) = (win.clone(), done.clone(), started.clone());
+            std::thread::spawn(move || {
+                let mut seq = 0u64;
+                let mut found = 0u64;
+                started.wait();
+                loop {
+                    // `done` before the edge: once done, the edge read is the last one.
+                    let over = done.load(Ordering::Acquire);
+                    let next = win.next_seq();
+                    if over && seq >= next {
+                        break;
+                    }
+                    match win.frame(seq) {
+                        Some(f) => {
+                            assert_eq!(f.seq, seq);
+                            found += 1;
+                            seq += 1;
+                        }
+                        None if seq < next => {
+                            let first = win.first_seq();
+                            assert!(
+                                first > seq,
+                                "frame {seq} of the window (from {first}) missing"
+                            );
+                            seq = first;
+                        }
+                        None => std::hint::spin_loop(),
+                    }
+                }
+                found
+            })
+        };
+        let mut w = Writer::new(cfg, 4096, &win);
+        started.wait();
+        for seq in 0..50_000u64 {
+            let t = w.reserve(&win, &pool).unwrap();
+            pool.write(t.block, t.offset, &[0; 16]);
+            assert_eq!(w.publish(&win, 16, 0, 0), seq);
+        }
+        done.store(true, Ordering::Release);
+        assert!(reader.join().unwrap() > 0);
+        assert_eq!(win.capacity(), 4096);
     }
 
     #[test]

@@ -56,6 +56,17 @@ impl StreamWindow {
         }
     }
 
+    /// The pin of a subscriber waiting at `seq` for a frame not yet published, or `None` if
+    /// `seq` is published: the current block. Such a subscriber touches no older block, so it
+    /// must not hold one (issue 8, defect 2: a VAN child parked ahead of the live edge would
+    /// otherwise keep the block current when it joined, and with it every later one). The
+    /// current block is read before the edge: a frame not yet published when the edge is read
+    /// lands in that block or a later one.
+    pub fn waiting_pin(&self, seq: u64) -> Option<u64> {
+        let cur = self.cur_block_seq.load(Ordering::SeqCst);
+        (seq >= self.next_seq()).then_some(cur)
+    }
+
     /// The lowest mark of all cores: no block from this one on may be freed.
     pub(super) fn min_mark(&self) -> u64 {
         self.marks
