@@ -10,7 +10,7 @@
 //! Sums are kept per worker thread (a [`Tally`] each, found through a thread-local index), so a
 //! viewer's lock is never contended but by the progress reader every 10 ms.
 
-use crate::viewers::{
+use crate::viewing::{
     ClientKind, Outcome, Shared, Tally, ViewerCheck, ViewerMode, ViewersConfig, consume,
     open_within, request_head,
 };

@@ -24,3 +24,4 @@ pub mod sys;
 pub mod units;
 pub mod van;
 pub mod viewers;
+pub mod viewing;

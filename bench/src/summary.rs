@@ -3,7 +3,7 @@
 //! table for people.
 
 use crate::source::SourceReport;
-use crate::viewers::ClientKind;
+use crate::viewing::ClientKind;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;

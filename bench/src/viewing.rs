@@ -1,0 +1,310 @@
+//! What every viewer does, whichever client runs it ([`crate::viewers`]' shards or
+//! [`crate::crowd`]): the request it sends, reading the response head, checking each read's
+//! bytes (VAN frames → record checker → latency histogram), and the sums a group of viewers
+//! keeps ([`Tally`]) and publishes for progress lines ([`LiveFigures`]).
+
+use crate::http::HttpUrl;
+use crate::record::{CheckStats, RecordChecker};
+use crate::sys;
+use crate::van::{FrameChecker, FrameStats};
+use dataplane::response_head::parse_response_head;
+use hdrhistogram::Histogram;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub enum ViewerMode {
+    /// `GET /live/{stream}`: close-delimited raw bytes.
+    Plain,
+    /// `GET /van/{stream}` with `Authorization: Bearer {token}`: VAN frames.
+    Van { token: String },
+}
+
+/// How the viewers behave: two clients, so that the relay is measured with a harsh one too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientKind {
+    /// Few threads, each an epoll loop whose viewers share one read buffer and take turns of
+    /// a few reads: cheap enough to leave the CPU to the relay.
+    Shards,
+    /// Like an outside load generator: a multi-threaded tokio runtime, every viewer its own
+    /// task with its own 64 KiB buffer reading as fast as it can, all connecting at once
+    /// unless `connect_rate` paces them. See [`crowd`].
+    Crowd,
+}
+
+#[derive(Clone, Debug)]
+pub struct ViewersConfig {
+    /// Which client the viewers behave like.
+    pub client: ClientKind,
+    pub url: HttpUrl,
+    pub mode: ViewerMode,
+    pub n: usize,
+    /// The measured window; `None` runs until stopped.
+    pub duration: Option<Duration>,
+    /// New connections per second; `None` connects all at once.
+    pub connect_rate: Option<f64>,
+    /// How many viewers stop reading once connected.
+    pub stall: usize,
+    pub threads: usize,
+    /// Longest wait for one viewer's `200`.
+    pub connect_timeout: Duration,
+    /// The stream's bit rate, for `expected_bps`; unknown when `None` (then taken from
+    /// `source` if given).
+    pub bitrate: Option<u64>,
+    pub relay_pid: Option<u32>,
+    /// Print a live line to stderr this often.
+    pub progress: Option<Duration>,
+}
+
+/// Bytes read at a time while waiting for a response head.
+const HEAD_READ: usize = 4096;
+/// Failure reasons logged to stderr per group (the rest are only counted).
+const LOGGED_FAILURES: u32 = 5;
+
+/// Cross-thread state of one run.
+#[derive(Default)]
+pub(crate) struct Shared {
+    pub(crate) measuring: AtomicBool,
+    pub(crate) stop: AtomicBool,
+    pub(crate) connected: AtomicUsize,
+    pub(crate) failed: AtomicUsize,
+    pub(crate) ended: AtomicUsize,
+    pub(crate) stalled: AtomicUsize,
+    pub(crate) live: Vec<LiveFigures>,
+}
+
+/// What a shard publishes every tick for progress lines.
+#[derive(Default)]
+pub(crate) struct LiveFigures {
+    pub(crate) bytes: AtomicU64,
+    pub(crate) records: AtomicU64,
+    pub(crate) lost: AtomicU64,
+    pub(crate) corrupt: AtomicU64,
+    pub(crate) seq_gaps: AtomicU64,
+    /// p99 latency (µs) of the last progress interval.
+    pub(crate) interval_p99_us: AtomicU64,
+}
+
+/// What a group of viewers adds up: one per shard thread (shards) or per runtime worker
+/// thread (crowd), so that no lock is contended and the sums are plain.
+pub(crate) struct Tally {
+    pub(crate) stats: CheckStats,
+    pub(crate) frames: FrameStats,
+    pub(crate) latency: Histogram<u64>,
+    /// Latency of the current progress interval, kept only when progress lines are printed.
+    pub(crate) interval: Option<Histogram<u64>>,
+    pub(crate) connect: Histogram<u64>,
+    pub(crate) window_bytes: u64,
+    /// Microseconds from the run's start to the last `200`.
+    pub(crate) last_connected_us: u64,
+    pub(crate) failures: BTreeMap<String, u64>,
+    pub(crate) logged: u32,
+}
+
+pub(crate) fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+impl Tally {
+    pub(crate) fn new(progress: bool) -> Self {
+        Self {
+            stats: CheckStats::default(),
+            frames: FrameStats::default(),
+            latency: histogram(),
+            interval: progress.then(histogram),
+            connect: histogram(),
+            window_bytes: 0,
+            last_connected_us: 0,
+            failures: BTreeMap::new(),
+            logged: 0,
+        }
+    }
+
+    pub(crate) fn fail(&mut self, reason: String) {
+        if self.logged < LOGGED_FAILURES {
+            self.logged += 1;
+            eprintln!("vanbench: viewer failed: {reason}");
+        }
+        *self.failures.entry(reason).or_insert(0) += 1;
+    }
+
+    /// A viewer got its `200` after `took`, at `since_start` from the run's start.
+    pub(crate) fn connected(&mut self, took: Duration, since_start: Duration) {
+        self.connect
+            .saturating_record((took.as_micros() as u64).max(1));
+        self.last_connected_us = self.last_connected_us.max(since_start.as_micros() as u64);
+    }
+
+    /// Copies the running sums to `live` for progress lines; `interval` also takes (and resets)
+    /// the p99 of the interval just ended.
+    pub(crate) fn publish(&mut self, live: &LiveFigures, interval: bool) {
+        live.bytes.store(self.stats.bytes, Ordering::Relaxed);
+        live.records.store(self.stats.records, Ordering::Relaxed);
+        live.lost.store(self.stats.lost, Ordering::Relaxed);
+        live.corrupt.store(self.stats.corrupt, Ordering::Relaxed);
+        live.seq_gaps.store(self.frames.seq_gaps, Ordering::Relaxed);
+        if interval && let Some(h) = self.interval.as_mut() {
+            live.interval_p99_us
+                .store(h.value_at_quantile(0.99), Ordering::Relaxed);
+            h.reset();
+        }
+    }
+}
+
+/// A viewer's own checking state: all it keeps between reads.
+pub(crate) struct ViewerCheck {
+    records: RecordChecker,
+    frames: Option<FrameChecker>,
+}
+
+pub(crate) enum Outcome {
+    /// Keep reading.
+    More,
+    /// The stream ended (close, end or redirect frame).
+    Ended,
+    /// Bytes that are not VAN frames.
+    Broken(String),
+}
+
+impl ViewerCheck {
+    pub(crate) fn new(van: bool) -> Self {
+        Self {
+            records: RecordChecker::new(),
+            frames: van.then(FrameChecker::new),
+        }
+    }
+}
+
+/// Checks the bytes one read returned.
+pub(crate) fn consume(
+    tally: &mut Tally,
+    check: &mut ViewerCheck,
+    data: &[u8],
+    measuring: bool,
+) -> Outcome {
+    let Tally {
+        stats,
+        frames,
+        latency,
+        interval,
+        window_bytes,
+        ..
+    } = tally;
+    let now = sys::now_us();
+    let mut on_record = |_seq: u64, sent_us: u64| {
+        let l = now.saturating_sub(sent_us).max(1);
+        latency.saturating_record(l);
+        if let Some(h) = interval.as_mut() {
+            h.saturating_record(l);
+        }
+    };
+    match check.frames.as_mut() {
+        None => {
+            if measuring {
+                *window_bytes += data.len() as u64;
+            }
+            check.records.push(data, stats, &mut on_record);
+            Outcome::More
+        }
+        Some(reader) => {
+            let mut payload = 0u64;
+            let r = reader.push(data, frames, &mut |p| {
+                payload += p.len() as u64;
+                check.records.push(p, stats, &mut on_record);
+            });
+            if measuring {
+                *window_bytes += payload;
+            }
+            match r {
+                Ok(None) => Outcome::More,
+                Ok(Some(_)) => Outcome::Ended,
+                Err(e) => Outcome::Broken(e.to_string()),
+            }
+        }
+    }
+}
+
+pub(crate) fn request_head(cfg: &ViewersConfig) -> String {
+    let auth = match &cfg.mode {
+        ViewerMode::Plain => String::new(),
+        ViewerMode::Van { token } => format!("Authorization: Bearer {token}\r\n"),
+    };
+    format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: vanbench\r\nAccept: */*\r\n{auth}\
+         Connection: close\r\n\r\n",
+        cfg.url.path,
+        cfg.url.authority()
+    )
+}
+
+/// Connects and reads the response head; returns the stream and any body bytes after the head.
+pub(crate) async fn open(
+    addr: SocketAddr,
+    head: &str,
+) -> Result<(tokio::net::TcpStream, Vec<u8>), String> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(|e| format!("socket: {e}"))?;
+    let stream = sock
+        .connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    // Close with a reset: 10,000 viewers leave no TIME_WAIT behind to exhaust ports.
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+    let mut written = 0;
+    while written < head.len() {
+        stream.writable().await.map_err(|e| format!("write: {e}"))?;
+        match stream.try_write(&head.as_bytes()[written..]) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(format!("write: {e}")),
+        }
+    }
+    // The head is read into a buffer of its own that grows as needed; what follows it is
+    // handed back, so nothing is read twice.
+    let mut got = Vec::with_capacity(HEAD_READ);
+    loop {
+        stream.readable().await.map_err(|e| format!("read: {e}"))?;
+        let have = got.len();
+        got.resize(have + HEAD_READ, 0);
+        match stream.try_read(&mut got[have..]) {
+            Ok(0) => return Err("closed before a response".into()),
+            Ok(n) => got.truncate(have + n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                got.truncate(have);
+                continue;
+            }
+            Err(e) => return Err(format!("read: {e}")),
+        }
+        match parse_response_head(&got) {
+            Ok(None) => {}
+            Ok(Some(h)) if h.status == 200 && h.is_chunked() => {
+                return Err("chunked response bodies are not supported".into());
+            }
+            Ok(Some(h)) if h.status == 200 => {
+                got.drain(..h.len);
+                return Ok((stream, got));
+            }
+            Ok(Some(h)) => return Err(format!("HTTP {} {}", h.status, h.reason)),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// [`open`] bounded by the connect timeout; the error is the failure's reason.
+pub(crate) async fn open_within(
+    addr: SocketAddr,
+    head: &str,
+    timeout: Duration,
+) -> Result<(tokio::net::TcpStream, Vec<u8>), String> {
+    match tokio::time::timeout(timeout, open(addr, head)).await {
+        Ok(r) => r,
+        Err(_) => Err("no 200 within the connect timeout".into()),
+    }
+}
