@@ -241,6 +241,23 @@ pub enum PncMsg {
     },
 }
 
+impl PncMsg {
+    /// The variant's name, for logs and scripts (`expect Activate`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PncMsg::Welcome { .. } => "Welcome",
+            PncMsg::Refused(_) => "Refused",
+            PncMsg::Activate { .. } => "Activate",
+            PncMsg::SwitchToParent { .. } => "SwitchToParent",
+            PncMsg::StopAccepting { .. } => "StopAccepting",
+            PncMsg::StartAccepting { .. } => "StartAccepting",
+            PncMsg::RedirectChildren { .. } => "RedirectChildren",
+            PncMsg::Deactivate { .. } => "Deactivate",
+            PncMsg::MonitorList { .. } => "MonitorList",
+        }
+    }
+}
+
 /// Why a frame could not be decoded. After any of these the connection is closed.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {

@@ -29,7 +29,7 @@ impl Agent {
             order if matches!(self.link, Link::Up { .. }) => self.order(order),
             order => self.log(format!(
                 "control: order before Welcome ignored: {}",
-                kind(&order)
+                order.kind()
             )),
         }
     }
@@ -318,18 +318,4 @@ pub(super) fn peers(list: &[Peer]) -> String {
         .map(|p| format!("{}@{}", p.id, p.addr))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn kind(msg: &PncMsg) -> &'static str {
-    match msg {
-        PncMsg::Welcome { .. } => "Welcome",
-        PncMsg::Refused(_) => "Refused",
-        PncMsg::Activate { .. } => "Activate",
-        PncMsg::SwitchToParent { .. } => "SwitchToParent",
-        PncMsg::StopAccepting { .. } => "StopAccepting",
-        PncMsg::StartAccepting { .. } => "StartAccepting",
-        PncMsg::RedirectChildren { .. } => "RedirectChildren",
-        PncMsg::Deactivate { .. } => "Deactivate",
-        PncMsg::MonitorList { .. } => "MonitorList",
-    }
 }

@@ -114,21 +114,6 @@ const KINDS: [&str; 9] = [
     "MonitorList",
 ];
 
-/// The variant name of a message (what `expect` matches).
-pub fn kind_of(msg: &PncMsg) -> &'static str {
-    match msg {
-        PncMsg::Welcome { .. } => "Welcome",
-        PncMsg::Refused(_) => "Refused",
-        PncMsg::Activate { .. } => "Activate",
-        PncMsg::SwitchToParent { .. } => "SwitchToParent",
-        PncMsg::StopAccepting { .. } => "StopAccepting",
-        PncMsg::StartAccepting { .. } => "StartAccepting",
-        PncMsg::RedirectChildren { .. } => "RedirectChildren",
-        PncMsg::Deactivate { .. } => "Deactivate",
-        PncMsg::MonitorList { .. } => "MonitorList",
-    }
-}
-
 /// Default data address of a proxy: 127.0.X.Y:8000 from its id, so that every proxy of a test
 /// has its own loopback address.
 pub fn default_addr(id: ProxyId) -> SocketAddr {
@@ -479,7 +464,7 @@ impl Runner {
 
     fn note(&mut self, ev: Received) {
         match ev {
-            Received::Msg(p, m) => self.received.entry(p).or_default().push(kind_of(&m)),
+            Received::Msg(p, m) => self.received.entry(p).or_default().push(m.kind()),
             Received::Closed(p) => {
                 self.conns.remove(&p);
             }
