@@ -130,23 +130,10 @@ impl Coordinator {
         for c in kids {
             self.evict(sx, c);
         }
-        let Some(s) = self.streams.get_mut(&sx) else {
+        let Some(p) = self.take_pair(sx, x) else {
             return;
         };
-        let Some(p) = s.pairs.remove(&x) else { return };
-        if let Some(t) = s.tiers.get_mut(&(p.region, p.tier)) {
-            t.active.remove(x);
-        }
-        if let Some(f) = s.farms.get_mut(&p.farm) {
-            f.retain(|&q| q != x);
-        }
-        for other in s.pairs.values_mut() {
-            if other.draining_to == Some(x) {
-                other.draining_to = None;
-            }
-        }
-        let name = s.name.clone();
-        self.account(sx, x, -i64::from(p.load()));
+        let name = self.sname(sx);
         self.proxies[x].streams.remove(&sx);
         for q in p.parents {
             self.unlink_at_parent(sx, q, x);
@@ -211,11 +198,29 @@ impl Coordinator {
             }
         }
         // Remove x itself; its viewers are gone (they come back through redirection).
-        let Some(s) = self.streams.get_mut(&sx) else {
+        let Some(p) = self.take_pair(sx, x) else {
             return;
         };
-        let Some(p) = s.pairs.remove(&x) else { return };
-        if let Some(t) = s.tiers.get_mut(&(region, tier)) {
+        for q in parents {
+            self.unlink_at_parent(sx, q, x);
+            self.after_load_decrease(sx, q);
+        }
+        // Children left without a parent (no replacement found) stay in the view, parentless.
+        let orphans: Vec<Px> = p.children.iter().copied().collect();
+        for c in orphans {
+            if let Some(cp) = self.pair_mut(sx, c) {
+                cp.parents.retain(|&q| q != x);
+            }
+        }
+    }
+
+    /// Removes `x`'s pair from stream `sx` and from everything of the stream that names it (its
+    /// tier's active set, its farm, a drain towards it, a parent's pending children) and takes
+    /// its load off its machine. The caller unlinks its parents and children.
+    fn take_pair(&mut self, sx: Sx, x: Px) -> Option<Pair> {
+        let s = self.streams.get_mut(&sx)?;
+        let p = s.pairs.remove(&x)?;
+        if let Some(t) = s.tiers.get_mut(&(p.region, p.tier)) {
             t.active.remove(x);
         }
         if let Some(f) = s.farms.get_mut(&p.farm) {
@@ -228,16 +233,6 @@ impl Coordinator {
             other.pending.remove(&x);
         }
         self.account(sx, x, -i64::from(p.load()));
-        for q in parents {
-            self.unlink_at_parent(sx, q, x);
-            self.after_load_decrease(sx, q);
-        }
-        // Children left without a parent (no replacement found) stay in the view, parentless.
-        let orphans: Vec<Px> = p.children.iter().copied().collect();
-        for c in orphans {
-            if let Some(cp) = self.pair_mut(sx, c) {
-                cp.parents.retain(|&q| q != x);
-            }
-        }
+        Some(p)
     }
 }
