@@ -232,6 +232,23 @@ impl World {
     }
 
     /// Let `ms` pass in steps of 100 ms: the agents' timeouts and the core's ticks run.
+    /// The source starts publishing `demo` at the origin, and the network settles for 1 s.
+    fn start_demo_stream(&mut self) {
+        self.inbox.push_back((
+            S,
+            Input::SourceStarted {
+                stream: "demo".into(),
+                source: SourceInfo {
+                    source: "www.ccrl.com".into(),
+                    content_type: "video/mp2t".into(),
+                    bitrate_bps: 0,
+                },
+            },
+        ));
+        self.settle();
+        self.advance(1_000);
+    }
+
     fn advance(&mut self, ms: u64) {
         self.advance_micros(ms * 1000);
     }
@@ -302,19 +319,7 @@ fn figure_2_world() -> World {
         }
     }
     assert!(w.agents.values().all(Agent::is_registered));
-    w.inbox.push_back((
-        S,
-        Input::SourceStarted {
-            stream: "demo".into(),
-            source: SourceInfo {
-                source: "www.ccrl.com".into(),
-                content_type: "video/mp2t".into(),
-                bitrate_bps: 0,
-            },
-        },
-    ));
-    w.settle();
-    w.advance(1_000);
+    w.start_demo_stream();
     w
 }
 
@@ -432,19 +437,7 @@ fn flash_crowd_at_100_proxies_costs_the_pnc_heartbeats_not_viewers() {
     }
     assert_eq!(w.agents.len(), 100);
     assert!(w.agents.values().all(Agent::is_registered));
-    w.inbox.push_back((
-        S,
-        Input::SourceStarted {
-            stream: "demo".into(),
-            source: SourceInfo {
-                source: "www.ccrl.com".into(),
-                content_type: "video/mp2t".into(),
-                bitrate_bps: 0,
-            },
-        },
-    ));
-    w.settle();
-    w.advance(1_000);
+    w.start_demo_stream();
     let before = w.sent.clone();
     let start = w.now;
     const VIEWERS: u64 = 3_000;
