@@ -14,6 +14,8 @@
 //!   registered block memory), [`frame`] (the VAN frame).
 //! - The way out: [`fanout`] (each core's subscribers per stream), [`sendplan`] (what a
 //!   subscriber is sent next, coalescing, the lag policy), [`cursor`] (positions in the window).
+//! - Under a PNC: [`orders`] (the control thread's orders to the reactors, the reactors' events
+//!   for it, who may take a new viewer).
 //! - Around: [`config`], [`metrics`], [`admin`] (the admin port and its limits), and [`reactor`] (the completion loop, connections, timers,
 //!   syscalls).
 
@@ -30,6 +32,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod mpegts;
+pub mod orders;
 pub mod pool;
 pub mod reactor;
 pub mod response_head;
