@@ -9,6 +9,7 @@
 //! - [`fanout`]: a source and viewers together for a set time.
 //! - [`sim`]: `vanbench simulate`, a discrete-event simulation of a whole VAN around the
 //!   coordinator's own core, each relay machine running the proxies' own agent.
+//! - [`tree`]: `vanbench tree`, the PNC's topology drawn as a text tree.
 //! - [`summary`]: the JSON summary (a contract, /work/briefs/vanbench-cli.md) and its table.
 //!
 //! Benchmarks are programs that print figures; nothing here is a timed test.
@@ -21,6 +22,7 @@ pub mod sim;
 pub mod source;
 pub mod summary;
 pub mod sys;
+pub mod tree;
 pub mod units;
 pub mod van;
 pub mod viewers;

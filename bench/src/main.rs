@@ -42,6 +42,22 @@ enum Cmd {
     /// Discrete-event simulation of a whole VAN (the coordinator's own core, the proxies' own
     /// agents or synthetic proxies, viewers) on a generated or recorded login/logoff trace.
     Simulate(SimulateArgs),
+    /// The PNC's topology (`GET /api/topology` on its admin port) as a text tree, printed again
+    /// whenever it changes.
+    Tree(TreeArgs),
+}
+
+#[derive(Args)]
+struct TreeArgs {
+    /// The PNC's admin address (its `listening … admin=IP:PORT` line).
+    #[arg(long, value_name = "IP:PORT")]
+    admin: std::net::SocketAddr,
+    /// Poll this often and print the tree when it changed; without it, print once.
+    #[arg(long, value_parser = parse_duration)]
+    every: Option<Duration>,
+    /// Stop after this long (with --every).
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -517,6 +533,7 @@ fn main() -> anyhow::Result<()> {
             report(&summary, &a.crowd.json)?;
         }
         Cmd::Simulate(a) => simulate(a)?,
+        Cmd::Tree(a) => tree(a)?,
         Cmd::Fanout(a) => {
             if a.rate.bitrate.is_none() && !a.rate.unlimited {
                 bail!("give --bitrate RATE or --unlimited");
@@ -532,6 +549,32 @@ fn main() -> anyhow::Result<()> {
             let summary = run_fanout(cfg)?;
             report(&summary, &a.crowd.json)?;
         }
+    }
+    Ok(())
+}
+
+fn tree(a: TreeArgs) -> anyhow::Result<()> {
+    let timeout = Duration::from_secs(2);
+    let Some(every) = a.every else {
+        let t = vanbench::tree::fetch(a.admin, timeout).map_err(anyhow::Error::msg)?;
+        print!("{}", vanbench::tree::render(&t));
+        return Ok(());
+    };
+    let start = std::time::Instant::now();
+    let mut last = String::new();
+    while a.duration.is_none_or(|d| start.elapsed() < d) {
+        // The PNC may be restarting: say so once and keep polling.
+        let text = match vanbench::tree::fetch(a.admin, timeout) {
+            Ok(t) => vanbench::tree::render(&t),
+            Err(e) => format!("{e}\n"),
+        };
+        if text != last {
+            println!("--- {:.1} s", start.elapsed().as_secs_f64());
+            print!("{text}");
+            std::io::stdout().flush().ok();
+            last = text;
+        }
+        std::thread::sleep(every);
     }
     Ok(())
 }
