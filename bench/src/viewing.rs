@@ -240,11 +240,21 @@ pub(crate) fn request_head(cfg: &ViewersConfig) -> String {
     )
 }
 
-/// Connects and reads the response head; returns the stream and any body bytes after the head.
-pub(crate) async fn open(
-    addr: SocketAddr,
-    head: &str,
-) -> Result<(tokio::net::TcpStream, Vec<u8>), String> {
+/// What a connection's response head said.
+pub(crate) enum Opened {
+    /// `200`: the stream and any body bytes read after the head.
+    Stream(tokio::net::TcpStream, Vec<u8>),
+    /// `301`/`302`/`307`/`308` with a `Location` (a PNC's `/resolve`, or a proxy that stopped
+    /// accepting).
+    Redirect(String),
+}
+
+/// Redirects a viewer follows before it gives up (a PNC's `/resolve` is one, a proxy that
+/// stopped accepting meanwhile another).
+const MAX_REDIRECTS: usize = 4;
+
+/// Connects and reads the response head.
+pub(crate) async fn open(addr: SocketAddr, head: &str) -> Result<Opened, String> {
     let sock = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()
     } else {
@@ -289,7 +299,13 @@ pub(crate) async fn open(
             }
             Ok(Some(h)) if h.status == 200 => {
                 got.drain(..h.len);
-                return Ok((stream, got));
+                return Ok(Opened::Stream(stream, got));
+            }
+            Ok(Some(h)) if matches!(h.status, 301 | 302 | 307 | 308) => {
+                return match h.location {
+                    Some(to) => Ok(Opened::Redirect(to)),
+                    None => Err(format!("HTTP {} without a Location", h.status)),
+                };
             }
             Ok(Some(h)) => return Err(format!("HTTP {} {}", h.status, h.reason)),
             Err(e) => return Err(e.to_string()),
@@ -303,8 +319,59 @@ pub(crate) async fn open_within(
     head: &str,
     timeout: Duration,
 ) -> Result<(tokio::net::TcpStream, Vec<u8>), String> {
-    match tokio::time::timeout(timeout, open(addr, head)).await {
+    let follow = async {
+        let (mut addr, mut head) = (addr, head.to_string());
+        for _ in 0..=MAX_REDIRECTS {
+            match open(addr, &head).await? {
+                Opened::Stream(stream, rest) => return Ok((stream, rest)),
+                Opened::Redirect(to) => {
+                    let url = HttpUrl::parse(&to).map_err(|e| format!("redirect: {e}"))?;
+                    addr = url.socket_addr().map_err(|e| format!("redirect: {e}"))?;
+                    head = retarget(&head, &url);
+                }
+            }
+        }
+        Err(format!("more than {MAX_REDIRECTS} redirects"))
+    };
+    match tokio::time::timeout(timeout, follow).await {
         Ok(r) => r,
         Err(_) => Err("no 200 within the connect timeout".into()),
+    }
+}
+
+/// The same request (method, headers) aimed at `url`: the request line's target and `Host`
+/// replaced.
+fn retarget(head: &str, url: &HttpUrl) -> String {
+    let mut lines = head.split("\r\n");
+    let method = lines
+        .next()
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or("GET");
+    let mut out = format!("{method} {} HTTP/1.1\r\n", url.path);
+    for line in lines {
+        if line.len() > 5 && line[..5].eq_ignore_ascii_case("host:") {
+            out += &format!("Host: {}\r\n", url.authority());
+        } else if !line.is_empty() {
+            out += line;
+            out += "\r\n";
+        }
+    }
+    out + "\r\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redirected_request_keeps_its_headers_and_names_the_new_target() {
+        let head = "GET /resolve/demo HTTP/1.1\r\nHost: 127.0.0.1:7000\r\nUser-Agent: vanbench\r\n\
+                    Authorization: Bearer t\r\nConnection: close\r\n\r\n";
+        let url = HttpUrl::parse("http://127.0.0.2:9000/live/demo?x=1").unwrap();
+        assert_eq!(
+            retarget(head, &url),
+            "GET /live/demo?x=1 HTTP/1.1\r\nHost: 127.0.0.2:9000\r\nUser-Agent: vanbench\r\n\
+             Authorization: Bearer t\r\nConnection: close\r\n\r\n"
+        );
     }
 }
