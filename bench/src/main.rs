@@ -177,6 +177,18 @@ struct SimulateArgs {
     /// Print every decision of the coordinator core and every rejected login on stderr.
     #[arg(long)]
     decisions: bool,
+    /// Which policies run on the trace: `seed` (the coordinator core, predictive farms),
+    /// `static` (the peak's machines all along), `oracle` (knows the trace); repeatable or
+    /// comma-separated. With several, the JSON is an array and the chart draws them together.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "seed")]
+    policy: Vec<PolicyArg>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum PolicyArg {
+    Seed,
+    Static,
+    Oracle,
 }
 
 fn parse_crash(s: &str) -> Result<(u64, u32), String> {
@@ -256,8 +268,19 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         cfg.overlay.regions,
         cfg.proxies.name()
     );
-    let report = vanbench::sim::simulate(&cfg, &trace);
-    eprint!("{}", report.table());
+    use vanbench::sim::baseline::{self, Baseline};
+    let reports: Vec<vanbench::sim::Report> = a
+        .policy
+        .iter()
+        .map(|p| match p {
+            PolicyArg::Seed => vanbench::sim::simulate(&cfg, &trace),
+            PolicyArg::Static => baseline::run(Baseline::Static, &cfg, &trace),
+            PolicyArg::Oracle => baseline::run(Baseline::Oracle, &cfg, &trace),
+        })
+        .collect();
+    for report in &reports {
+        eprint!("{}", report.table());
+    }
     if let Some(p) = &a.svg {
         let title = match &a.trace {
             Some(t) => format!("trace {}", t.display()),
@@ -268,9 +291,13 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
                 cfg.overlay.relays()
             ),
         };
-        vanbench::sim::chart::write_svg(p, &title, &[&report])?;
+        let runs: Vec<&vanbench::sim::Report> = reports.iter().collect();
+        vanbench::sim::chart::write_svg(p, &title, &runs)?;
     }
-    write_json(&a.json, &report)
+    match reports.as_slice() {
+        [one] => write_json(&a.json, one),
+        all => write_json(&a.json, &all),
+    }
 }
 
 #[derive(Args)]

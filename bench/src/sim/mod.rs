@@ -17,6 +17,7 @@
 //! decision. The wall clock only measures where time goes: inside the core and inside the
 //! agents, apart from the simulator's own bookkeeping.
 
+pub mod baseline;
 pub mod chart;
 mod inbox;
 mod queue;
