@@ -4,8 +4,8 @@
 //! A frame keeps its parent's sequence number end to end ([`Writer::publish_at`]): the next one
 //! is published, a copy of one the stream has (another parent sent it first, [0029], [0044]) is
 //! dropped, a frame ahead is published as a counted jump, unless the caller says another parent
-//! is delivering in order (see [`crate::pull`]), then it is held back (dropped, that parent
-//! sends it again in its turn). A frame is placed whole once all of it has arrived: several
+//! is delivering in order (see [`crate::pull`]), then it is held back (dropped, and the caller
+//! asks that parent again from the next sequence). A frame is placed whole once all of it has arrived: several
 //! parents feed one writer, so none of them may own the block's tail across reads, and a parent
 //! that dies mid-frame leaves nothing half-written.
 //!

@@ -16,7 +16,9 @@
 //! - **Jumps.** A parent whose frame is ahead of the next sequence (its window had moved on) is
 //!   not followed while another parent delivered in order within [`IN_ORDER_US`]: the window
 //!   would restart there and the frames in between, which the other parent is about to
-//!   deliver, would be lost. Alone, it is followed (the jump is counted by the stream's writer).
+//!   deliver, would be lost. Its connection is asked again from the next sequence instead
+//!   (after [`BACKOFF_MIN_US`]), so that it holds those frames should the other parent die.
+//!   Alone, it is followed (the jump is counted by the stream's writer).
 
 use crate::orders::ParentAddr;
 

@@ -83,6 +83,9 @@ pub(super) struct ParentConn {
     opened_us: u64,
     /// Closed on purpose (a switch, a stop): no parent lost.
     retired: bool,
+    /// Closed to be asked again from the stream's next sequence (it was ahead of the stream
+    /// while another parent delivered in order): retried with back-off, no parent lost.
+    resync: bool,
 }
 
 impl ParentConn {
@@ -101,6 +104,8 @@ struct Took {
     fail: Option<String>,
     /// The parent told us to resume elsewhere.
     redirect: Option<SocketAddr>,
+    /// Ask this parent again from the stream's next sequence (see [`ParentConn::resync`]).
+    resync: bool,
 }
 
 impl Core {
@@ -386,6 +391,7 @@ impl Core {
             keep: false,
             opened_us: now,
             retired: false,
+            resync: false,
         });
         let slot = self.alloc_conn(fd, State::Parent(conn));
         let generation = self.conns[slot as usize].generation;
@@ -693,6 +699,7 @@ impl Core {
             retire,
             fail,
             redirect,
+            resync,
         } = took;
         if let Some(s) = published {
             self.notify(&s);
@@ -706,6 +713,9 @@ impl Core {
         }
         if let Some(why) = fail {
             info!(core = self.id, stream = %stream, parent = parent.id, "{why}");
+            if resync && let State::Parent(p) = &mut self.conns[slot as usize].state {
+                p.resync = true;
+            }
             return self.close(slot);
         }
         if let Some(to) = redirect {
@@ -738,6 +748,7 @@ impl Core {
         {
             debug!(core = self.id, stream = %p.stream, parent = p.parent.id, in_ms = at.saturating_sub(now) / 1000, "parent retried");
         }
+        let lost = !p.retired && !p.resync;
         if !pull.parents.any_delivering() && pull.feed.is_some() {
             let feed = pull.feed.take();
             let parked = self.park(&p.stream, feed, now);
@@ -745,7 +756,7 @@ impl Core {
                 pull.parked = parked;
             }
         }
-        if !p.retired {
+        if lost {
             self.parent_lost(&p.stream, p.parent.id);
         }
     }
@@ -798,7 +809,15 @@ fn deliver(
                 .extend(pull.parents.delivered(p.parent, true, now));
         }
         Offered::HeldBack => {
+            // Its frames between the stream's next and this one were never taken: ask it
+            // again from the next, so that it has them if the parent in order dies.
             pull.parents.delivered(p.parent, false, now);
+            took.resync = true;
+            return Err(format!(
+                "parent is ahead of the stream (at {}, the stream needs {}): asking it again from there",
+                h.seq,
+                feed.next_seq()
+            ));
         }
         Offered::PoolEmpty => {
             m.add(&m.ingest_paused, 1);
