@@ -62,8 +62,9 @@ pub struct ParentSet {
 /// What became of a link whose connection was lost.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lost {
-    /// Retried at this time.
-    RetryAt(u64),
+    /// Retried at `at`; `first` when the link worked until now (it delivered, or this is its
+    /// first failure): the loss worth reporting, once per outage.
+    RetryAt { at: u64, first: bool },
     /// Not retried: it was an old parent of a switch, or is no parent of the stream any more.
     Dropped,
 }
@@ -181,9 +182,13 @@ impl ParentSet {
         }
         let l = &mut self.links[i];
         let retry_at = now_us + backoff_us(l.failures);
+        let first = l.failures == 0;
         l.failures = l.failures.saturating_add(1);
         l.state = LinkState::Waiting { retry_at };
-        Lost::RetryAt(retry_at)
+        Lost::RetryAt {
+            at: retry_at,
+            first,
+        }
     }
 
     /// [0029], [0046] Pull from `parents` instead, make-before-break. Returns the old parents to
@@ -273,10 +278,12 @@ mod tests {
         s.due(0);
         let mut waits = Vec::new();
         let mut now = 0;
+        let mut firsts = Vec::new();
         for _ in 0..8 {
-            let Lost::RetryAt(at) = s.lost(p(1), now) else {
+            let Lost::RetryAt { at, first } = s.lost(p(1), now) else {
                 panic!("retried");
             };
+            firsts.push(first);
             waits.push(at - now);
             assert_eq!(s.due(at - 1), vec![]);
             assert_eq!(s.due(at), vec![p(1)]);
@@ -288,8 +295,18 @@ mod tests {
                 100_000, 200_000, 400_000, 800_000, 1_600_000, 2_000_000, 2_000_000, 2_000_000
             ]
         );
+        assert_eq!(
+            firsts,
+            [true, false, false, false, false, false, false, false]
+        );
         s.delivered(p(1), true, now);
-        assert_eq!(s.lost(p(1), now), Lost::RetryAt(now + BACKOFF_MIN_US));
+        assert_eq!(
+            s.lost(p(1), now),
+            Lost::RetryAt {
+                at: now + BACKOFF_MIN_US,
+                first: true
+            }
+        );
     }
 
     #[test]

@@ -81,6 +81,8 @@ pub(super) struct ParentConn {
     frame: Vec<u8>,
     keep: bool,
     opened_us: u64,
+    /// When it last received a byte.
+    heard_us: u64,
     /// Closed on purpose (a switch, a stop): no parent lost.
     retired: bool,
     /// Closed to be asked again from the stream's next sequence (it was ahead of the stream
@@ -318,6 +320,7 @@ impl Core {
     pub(super) fn tick_pulls(&mut self, now: u64, wall: u64) {
         let shared = self.shared;
         let mut hung = Vec::new();
+        let silent_limit = 2 * shared.cfg.source_timeout_us;
         let names: Vec<String> = self.pulls.keys().cloned().collect();
         for name in &names {
             let Some(pull) = self.pulls.get_mut(name) else {
@@ -328,18 +331,28 @@ impl Core {
             }
             for &(_, slot, generation) in &pull.conns {
                 let c = &self.conns[slot as usize];
-                if c.generation == generation
-                    && let State::Parent(p) = &c.state
-                    && !matches!(p.phase, Phase::Frames)
+                if c.generation != generation || c.closing {
+                    continue;
+                }
+                let State::Parent(p) = &c.state else {
+                    continue;
+                };
+                let silent_for = now.saturating_sub(p.heard_us);
+                if !matches!(p.phase, Phase::Frames)
                     && now.saturating_sub(p.opened_us) > ANSWER_TIMEOUT_US
                 {
+                    info!(core = self.id, stream = %name, parent = p.parent.id, "parent did not answer within 5 s: closed");
+                    hung.push(slot);
+                } else if silent_for > silent_limit {
+                    // A link that died without a reset (a cut cable) is found here: a source
+                    // silent that long is closed at the origin, and its stream ends there.
+                    info!(core = self.id, stream = %name, parent = p.parent.id, silent_s = silent_for / 1_000_000, "parent sent nothing for twice --source-timeout: closed");
                     hung.push(slot);
                 }
             }
             self.connect_due(name, now);
         }
         for slot in hung {
-            info!(core = self.id, "parent did not answer within 5 s: closed");
             self.close(slot);
         }
     }
@@ -390,6 +403,7 @@ impl Core {
             frame: Vec::new(),
             keep: false,
             opened_us: now,
+            heard_us: now,
             retired: false,
             resync: false,
         });
@@ -531,6 +545,7 @@ impl Core {
             return self.close(slot);
         }
         let n = res as usize;
+        p.heard_us = self.shared.now_us();
         let bytes = match &mut p.phase {
             Phase::Answer { buf } => {
                 // SAFETY: the kernel wrote `n` bytes into the spare capacity.
@@ -743,12 +758,15 @@ impl Core {
             return;
         };
         pull.conns.retain(|&(_, s, _)| s != slot);
+        // Reported once per outage (not at every failed retry), and not for a connection
+        // closed on purpose or to be asked again.
+        let mut lost = false;
         if !p.retired
-            && let Lost::RetryAt(at) = pull.parents.lost(p.parent, now)
+            && let Lost::RetryAt { at, first } = pull.parents.lost(p.parent, now)
         {
+            lost = first && !p.resync;
             debug!(core = self.id, stream = %p.stream, parent = p.parent.id, in_ms = at.saturating_sub(now) / 1000, "parent retried");
         }
-        let lost = !p.retired && !p.resync;
         if !pull.parents.any_delivering() && pull.feed.is_some() {
             let feed = pull.feed.take();
             let parked = self.park(&p.stream, feed, now);
