@@ -337,6 +337,14 @@ impl Config {
                     .collect::<anyhow::Result<_>>()?
             },
         };
+        for (i, p) in cfg.pulls.iter().enumerate() {
+            if cfg.pulls[..i].iter().any(|q| q.stream == p.stream) {
+                bail!(
+                    "--pull names stream {:?} twice: list all its parents in one --pull",
+                    p.stream
+                );
+            }
+        }
         if cfg.coalesce_us > 1_000_000 {
             bail!("--coalesce-ms must be at most 1000");
         }
@@ -476,6 +484,14 @@ mod tests {
             file.pull.as_deref(),
             Some(&["c=127.0.0.1:4".to_string()][..])
         );
+        let twice = Args::parse_from([
+            "dataplane",
+            "--pull",
+            "a=127.0.0.1:1",
+            "--pull",
+            "a=127.0.0.1:2",
+        ]);
+        assert!(Config::load(twice, 1).is_err());
         for bad in ["a", "=127.0.0.1:1", "a/b=127.0.0.1:1", "a=nowhere"] {
             assert!(PullSpec::parse(bad).is_err(), "{bad}");
         }
