@@ -235,8 +235,8 @@ impl PullSpec {
             bail!("--pull {text:?}: expected STREAM=HOST:PORT[,HOST:PORT...]");
         };
         let stream = stream.trim();
-        if stream.is_empty() || stream.contains('/') {
-            bail!("--pull {text:?}: the stream name must be non-empty and have no '/'");
+        if !crate::http::is_stream_name(stream) {
+            bail!("--pull {text:?}: a stream name is 1 to 128 of A-Z a-z 0-9 . _ ~ -");
         }
         let mut addrs = Vec::new();
         for p in parents.split(',').map(str::trim) {

@@ -179,6 +179,11 @@ impl Core {
     }
 
     fn start_pull(&mut self, stream: String, parents: &[ParentAddr], now: u64) {
+        // The name goes into a request line: only what a request may carry.
+        if !crate::http::is_stream_name(&stream) {
+            error!(core = self.id, stream = ?stream, "cannot pull: not a stream name (A-Z a-z 0-9 . _ ~ -, 1 to 128)");
+            return;
+        }
         if self
             .shared
             .tokens
@@ -845,3 +850,6 @@ fn deliver(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
