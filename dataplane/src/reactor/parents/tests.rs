@@ -348,3 +348,39 @@ fn stop_pulling_puts_the_stream_in_grace_and_a_bad_name_is_never_asked_for() {
     assert_eq!(p1.requests().len(), 1, "only g was asked for");
     assert_eq!(core.metric(|m| &m.parents_lost), 0);
 }
+
+#[test]
+fn fifty_consecutive_switches_lose_and_repeat_nothing() {
+    let parents = [FakeParent::start(), FakeParent::start()];
+    let core = OneCore::start();
+    core.shared.send_order(Order::Pull {
+        stream: "m".into(),
+        parents: vec![parent(0, &parents[0])],
+    });
+    core.wait_for_stream("m");
+    let viewer = van_viewer(core.data, "m");
+    for i in 1..=50 {
+        let (new, old) = (&parents[i % 2], &parents[(i + 1) % 2]);
+        core.shared.send_order(Order::SwitchParents {
+            stream: "m".into(),
+            parents: vec![parent((i % 2) as u32, new)],
+        });
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while old.open.load(Ordering::SeqCst) > 0 || new.open.load(Ordering::SeqCst) != 1 {
+            assert!(Instant::now() < deadline, "switch {i} did not complete");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    core.shared
+        .send_order(Order::Deactivate { stream: "m".into() });
+    let frames = viewer.join().unwrap();
+    let last = assert_whole(&frames);
+    assert_eq!(
+        frames.last().map(|f| (f.0, f.1)),
+        Some((FrameKind::End, last + 1))
+    );
+    assert_eq!(core.metric(|m| &m.parents_lost), 0);
+    assert_eq!(core.metric(|m| &m.parent_jumps), 0);
+    let asked: usize = parents.iter().map(|p| p.requests().len()).sum();
+    assert_eq!(asked, 51, "one connection per switch");
+}
