@@ -83,6 +83,8 @@ pub(super) struct ParentConn {
     opened_us: u64,
     /// When it last received a byte.
     heard_us: u64,
+    /// Why it ended, for the log line of a parent lost.
+    why: String,
     /// Closed on purpose (a switch, a stop): no parent lost.
     retired: bool,
     /// Closed to be asked again from the stream's next sequence (it was ahead of the stream
@@ -346,19 +348,18 @@ impl Core {
                 if !matches!(p.phase, Phase::Frames)
                     && now.saturating_sub(p.opened_us) > ANSWER_TIMEOUT_US
                 {
-                    info!(core = self.id, stream = %name, parent = p.parent.id, "parent did not answer within 5 s: closed");
-                    hung.push(slot);
+                    hung.push((slot, "no answer within 5 s".to_owned()));
                 } else if silent_for > silent_limit {
                     // A link that died without a reset (a cut cable) is found here: a source
                     // silent that long is closed at the origin, and its stream ends there.
-                    info!(core = self.id, stream = %name, parent = p.parent.id, silent_s = silent_for / 1_000_000, "parent sent nothing for twice --source-timeout: closed");
-                    hung.push(slot);
+                    let why = format!("nothing received for {} s", silent_for / 1_000_000);
+                    hung.push((slot, why));
                 }
             }
             self.connect_due(name, now);
         }
-        for slot in hung {
-            self.close(slot);
+        for (slot, why) in hung {
+            self.fail_parent(slot, why);
         }
     }
 
@@ -409,6 +410,7 @@ impl Core {
             keep: false,
             opened_us: now,
             heard_us: now,
+            why: String::new(),
             retired: false,
             resync: false,
         });
@@ -437,8 +439,8 @@ impl Core {
             return;
         };
         if res < 0 {
-            info!(core = self.id, stream = %p.stream, parent = p.parent.id, addr = %p.parent.addr, "cannot connect to parent: {}", io::Error::from_raw_os_error(-res));
-            return self.close(slot);
+            let why = format!("cannot connect: {}", io::Error::from_raw_os_error(-res));
+            return self.fail_parent(slot, why);
         }
         let from = self.pulls.get(&p.stream).and_then(Pull::resume_from);
         let token = shared.tokens.as_ref().and_then(|t| t.first()).unwrap_or("");
@@ -487,8 +489,7 @@ impl Core {
             return;
         };
         if res <= 0 {
-            info!(core = self.id, stream = %p.stream, parent = p.parent.id, "request to parent failed");
-            return self.close(slot);
+            return self.fail_parent(slot, "the request could not be sent".into());
         }
         let Phase::Request { out, sent } = &mut p.phase else {
             return;
@@ -533,7 +534,6 @@ impl Core {
     }
 
     pub(super) fn on_parent_recv(&mut self, slot: u32, res: i32) {
-        let core = self.id;
         let c = &mut self.conns[slot as usize];
         if c.closing {
             return self.maybe_release(slot);
@@ -542,12 +542,12 @@ impl Core {
             return;
         };
         if res <= 0 {
-            if res < 0 {
-                info!(core, stream = %p.stream, parent = p.parent.id, "parent read failed: {}", io::Error::from_raw_os_error(-res));
+            let why = if res < 0 {
+                format!("read failed: {}", io::Error::from_raw_os_error(-res))
             } else {
-                info!(core, stream = %p.stream, parent = p.parent.id, "parent closed the connection");
-            }
-            return self.close(slot);
+                "it closed the connection".to_owned()
+            };
+            return self.fail_parent(slot, why);
         }
         let n = res as usize;
         p.heard_us = self.shared.now_us();
@@ -594,16 +594,15 @@ impl Core {
                     return None;
                 }
                 Err(e) => {
-                    info!(core, stream = %p.stream, parent = p.parent.id, "parent's answer is not HTTP: {e}");
-                    self.close(slot);
+                    self.fail_parent(slot, format!("its answer is not HTTP: {e}"));
                     return None;
                 }
                 Ok(Some(h)) if (100..200).contains(&h.status) => {
                     buf.drain(..h.len);
                 }
                 Ok(Some(h)) if h.status != 200 => {
-                    info!(core, stream = %p.stream, parent = p.parent.id, status = h.status, reason = %h.reason, "parent refused the stream");
-                    self.close(slot);
+                    let why = format!("it answered {} {}", h.status, h.reason);
+                    self.fail_parent(slot, why);
                     return None;
                 }
                 Ok(Some(h)) => {
@@ -732,11 +731,10 @@ impl Core {
             self.retire_parents(&stream, &retire);
         }
         if let Some(why) = fail {
-            info!(core = self.id, stream = %stream, parent = parent.id, "{why}");
             if resync && let State::Parent(p) = &mut self.conns[slot as usize].state {
                 p.resync = true;
             }
-            return self.close(slot);
+            return self.fail_parent(slot, why);
         }
         if let Some(to) = redirect {
             info!(core = self.id, stream = %stream, parent = parent.id, to = %to, "parent redirects us");
@@ -753,6 +751,14 @@ impl Core {
         if !self.conns[slot as usize].closing {
             self.recv_parent(slot);
         }
+    }
+
+    /// Closes a parent connection that failed, saying why in the log line of its loss.
+    fn fail_parent(&mut self, slot: u32, why: String) {
+        if let State::Parent(p) = &mut self.conns[slot as usize].state {
+            p.why = why;
+        }
+        self.close(slot);
     }
 
     /// A parent connection is released: if it was not closed on purpose, its parent is lost
@@ -780,7 +786,11 @@ impl Core {
             }
         }
         if lost {
+            info!(core = self.id, stream = %p.stream, parent = p.parent.id, addr = %p.parent.addr, why = %p.why, "parent connection ended");
             self.parent_lost(&p.stream, p.parent.id);
+        } else if !p.retired {
+            // A retry that failed again, or a parent asked again from the next sequence.
+            debug!(core = self.id, stream = %p.stream, parent = p.parent.id, why = %p.why, "parent connection ended");
         }
     }
 }

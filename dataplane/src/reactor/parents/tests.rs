@@ -384,3 +384,66 @@ fn fifty_consecutive_switches_lose_and_repeat_nothing() {
     let asked: usize = parents.iter().map(|p| p.requests().len()).sum();
     assert_eq!(asked, 51, "one connection per switch");
 }
+
+/// A broken parent: every connection gets `answer` (after the request head), then is closed.
+/// Returns its address and how many connections it took.
+fn broken_parent(answer: Vec<u8>) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let taken = Arc::new(AtomicUsize::new(0));
+    let count = taken.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            count.fetch_add(1, Ordering::SeqCst);
+            read_head(&mut conn);
+            let _ = conn.write_all(&answer);
+        }
+    });
+    (addr, taken)
+}
+
+#[test]
+fn broken_parents_are_retried_with_back_off_and_break_nothing() {
+    let ok_head = format!("HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\n\r\n");
+    let mut huge = ok_head.clone().into_bytes();
+    huge.extend(crate::frame::FrameHeader::data(1, 0, 1 << 20, 0).encode());
+    let mut garbage = ok_head.into_bytes();
+    garbage.extend([0xffu8; 64]);
+    let answers = [
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        b"SSH-2.0-OpenSSH\r\n\r\n".to_vec(),
+        garbage,
+        huge,
+    ];
+    let core = OneCore::start();
+    let mut counts = Vec::new();
+    for (i, answer) in answers.into_iter().enumerate() {
+        let (addr, taken) = broken_parent(answer);
+        counts.push(taken);
+        core.shared.send_order(Order::Pull {
+            stream: format!("broken{i}"),
+            parents: vec![ParentAddr { id: 1, addr }],
+        });
+    }
+    std::thread::sleep(Duration::from_millis(1600));
+    for (i, taken) in counts.iter().enumerate() {
+        // Asked at 0, then after 0.1, 0.2, 0.4 and 0.8 s (each on the 100 ms tick): 4 to 5
+        // times in 1.6 s, never in a tight loop.
+        let n = taken.load(Ordering::SeqCst);
+        assert!(
+            (3..=6).contains(&n),
+            "broken parent {i} was asked {n} times"
+        );
+        assert!(core.shared.streams.lookup(&format!("broken{i}")).is_none());
+    }
+    // Each outage is reported once, however often the retries fail.
+    assert_eq!(core.metric(|m| &m.parents_lost), 4);
+    // The core still serves: a good parent's stream comes.
+    let good = FakeParent::start();
+    core.shared.send_order(Order::Pull {
+        stream: "good".into(),
+        parents: vec![parent(1, &good)],
+    });
+    core.wait_for_stream("good");
+}
