@@ -197,12 +197,18 @@ impl Core {
             return;
         }
         info!(core = self.id, stream = %stream, parents = ?parents, "pulling from parents");
+        // A stream its parents left in grace here (a stop, then a new order) is continued from
+        // where it stopped.
+        let parked =
+            self.shared.streams.lookup(&stream).filter(|s| {
+                s.feed == crate::stream::Feed::Parents && s.state() == StreamState::Grace
+            });
         self.pulls.insert(
             stream,
             Pull {
                 parents: ParentSet::new(parents, now),
                 feed: None,
-                parked: None,
+                parked,
                 content_type: "application/octet-stream".into(),
                 conns: Vec::new(),
             },

@@ -347,6 +347,23 @@ fn stop_pulling_puts_the_stream_in_grace_and_a_bad_name_is_never_asked_for() {
     assert_eq!(s.state(), StreamState::Grace);
     assert_eq!(p1.requests().len(), 1, "only g was asked for");
     assert_eq!(core.metric(|m| &m.parents_lost), 0);
+    // Ordered again within the grace: the same stream goes on from where it stopped.
+    let next = s.window.next_seq();
+    core.shared.send_order(Order::Pull {
+        stream: "g".into(),
+        parents: vec![parent(1, &p1)],
+    });
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while s.state() != StreamState::Live {
+        assert!(Instant::now() < deadline, "the stream was not continued");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let asked = p1.requests()[1].clone();
+    assert!(
+        asked.starts_with(&format!("GET /van/g?from={next} ")),
+        "{asked}"
+    );
+    assert_eq!(core.metric(|m| &m.parent_jumps), 0);
 }
 
 #[test]
