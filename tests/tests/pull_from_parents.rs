@@ -9,7 +9,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
-use van_e2e::checked::{CheckedViewers, GeneratedSource, Kind, assert_every_byte_right};
+use van_e2e::checked::{CheckedViewers, GeneratedSource, Kind, assert_every_byte_right, now_us};
 use van_e2e::ffmpeg::{probe_and_decode, publish};
 use van_e2e::{Relay, RelayOptions, require_tools};
 
@@ -100,6 +100,7 @@ fn kill_9_of_one_of_two_parents_loses_and_duplicates_nothing() {
     let plain = CheckedViewers::open(c.data, Kind::Plain, STREAM, 2, Duration::from_secs(10));
     std::thread::sleep(Duration::from_secs(2));
     let before = van.newest_common_seq();
+    let killed_at = now_us();
     a.proc.kill();
     std::thread::sleep(Duration::from_secs(3));
     let after = van.newest_common_seq();
@@ -112,6 +113,11 @@ fn kill_9_of_one_of_two_parents_loses_and_duplicates_nothing() {
     let plain_reports = plain.stop();
     assert_every_byte_right(&reports);
     assert_every_byte_right(&plain_reports);
+    let worst = reports
+        .iter()
+        .filter_map(|r| r.latency_quantile_us(killed_at, killed_at + 1_000_000, 1.0))
+        .max();
+    eprintln!("worst record latency at C's viewers in the second after A's kill: {worst:?} µs");
     assert!(
         c.metric_total("parents_lost_total") >= 1.0,
         "A's loss was seen"
