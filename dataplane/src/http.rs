@@ -343,7 +343,7 @@ fn route(method: &str, target: &str) -> Result<(Route, bool), HttpError> {
 
 /// `[A-Za-z0-9._~-]{1,128}`, but not `.` or `..` (they read as path segments to proxies and
 /// players in front of the relay).
-/// True if `name` is a stream name a request may carry (what [`stream_name`] accepts): the
+/// True if `name` is a stream name a request may carry (what a request line is checked for): the
 /// relay checks the names it is told to pull before it puts them in a request.
 pub fn is_stream_name(name: &str) -> bool {
     stream_name(name).is_ok()

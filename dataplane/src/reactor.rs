@@ -10,7 +10,10 @@
 //! - [`crate::fanout`]: which of this core's subscribers have something new;
 //! - [`crate::sendplan`]: what a subscriber is sent next, coalescing, the lag policy, and the
 //!   send in flight, ended exactly once by its final completion;
-//! - [`crate::window::reclaim`]: the marks that keep a block alive while a core uses it.
+//! - [`crate::window::reclaim`]: the marks that keep a block alive while a core uses it;
+//! - [`crate::pull`] and [`crate::parent_feed`]: which parents a pulled stream's connections go
+//!   to and what their frames do to it (the reactor's side, orders and parent connections, is
+//!   the `parents` submodule).
 //!
 //! Hot path. Ingest reads straight into the stream's current pool block (`ReadFixed`) and
 //! publishes each read as a frame (split at MPEG-TS keyframes). The ingest core then wakes every
