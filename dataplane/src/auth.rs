@@ -184,6 +184,11 @@ impl VanTokens {
         self.tokens.len()
     }
 
+    /// The token this relay presents to its own parents when it pulls (the first of the file).
+    pub fn first(&self) -> Option<&str> {
+        self.tokens.first().map(String::as_str)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty()
     }

@@ -142,6 +142,14 @@ pub struct Args {
     /// [default: 16384].
     #[arg(long, value_name = "BYTES")]
     pub coalesce_bytes: Option<u32>,
+    /// This relay's proxy id, sent to a parent as `X-Van-Proxy` when pulling [default: 0].
+    #[arg(long, value_name = "ID")]
+    pub proxy_id: Option<u32>,
+    /// Pull STREAM from parent relays at start-up and serve it here, e.g.
+    /// `--pull demo=origin:8080,backup:8080` (repeatable; several parents: redundant, no frame
+    /// lost when one dies). Needs --van-token-file: the first token is sent to the parents.
+    #[arg(long, value_name = "STREAM=HOST:PORT[,HOST:PORT...]")]
+    pub pull: Vec<String>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -173,6 +181,8 @@ struct FileConfig {
     coalesce_ms: Option<f64>,
     send_budget: Option<u32>,
     coalesce_bytes: Option<u32>,
+    proxy_id: Option<u32>,
+    pull: Option<Vec<String>>,
 }
 
 /// The effective configuration.
@@ -206,6 +216,41 @@ pub struct Config {
     pub coalesce_us: u64,
     pub send_budget: u32,
     pub coalesce_bytes: u32,
+    pub proxy_id: u32,
+    /// Streams pulled from parents at start-up (`--pull`), their parents in the order given.
+    pub pulls: Vec<PullSpec>,
+}
+
+/// One `--pull STREAM=HOST:PORT[,HOST:PORT...]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PullSpec {
+    pub stream: String,
+    pub parents: Vec<SocketAddr>,
+}
+
+impl PullSpec {
+    /// Parses `STREAM=HOST:PORT[,HOST:PORT...]`, resolving host names once, now.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let Some((stream, parents)) = text.split_once('=') else {
+            bail!("--pull {text:?}: expected STREAM=HOST:PORT[,HOST:PORT...]");
+        };
+        let stream = stream.trim();
+        if !crate::http::is_stream_name(stream) {
+            bail!("--pull {text:?}: a stream name is 1 to 128 of A-Z a-z 0-9 . _ ~ -");
+        }
+        let mut addrs = Vec::new();
+        for p in parents.split(',').map(str::trim) {
+            let addr = std::net::ToSocketAddrs::to_socket_addrs(p)
+                .with_context(|| format!("--pull {text:?}: cannot resolve parent {p:?}"))?
+                .next()
+                .with_context(|| format!("--pull {text:?}: parent {p:?} has no address"))?;
+            addrs.push(addr);
+        }
+        Ok(Self {
+            stream: stream.to_owned(),
+            parents: addrs,
+        })
+    }
 }
 
 fn secs(name: &str, v: f64) -> anyhow::Result<u64> {
@@ -279,7 +324,27 @@ impl Config {
             },
             send_budget: args.send_budget.or(file.send_budget).unwrap_or(50_000),
             coalesce_bytes: args.coalesce_bytes.or(file.coalesce_bytes).unwrap_or(16384),
+            proxy_id: args.proxy_id.or(file.proxy_id).unwrap_or(0),
+            pulls: {
+                let texts = if args.pull.is_empty() {
+                    file.pull.unwrap_or_default()
+                } else {
+                    args.pull
+                };
+                texts
+                    .iter()
+                    .map(|t| PullSpec::parse(t))
+                    .collect::<anyhow::Result<_>>()?
+            },
         };
+        for (i, p) in cfg.pulls.iter().enumerate() {
+            if cfg.pulls[..i].iter().any(|q| q.stream == p.stream) {
+                bail!(
+                    "--pull names stream {:?} twice: list all its parents in one --pull",
+                    p.stream
+                );
+            }
+        }
         if cfg.coalesce_us > 1_000_000 {
             bail!("--coalesce-ms must be at most 1000");
         }
@@ -388,6 +453,47 @@ mod tests {
         for share in ["0", "1.5", "nan"] {
             let args = Args::parse_from(["dataplane", "--stream-pool-share", share]);
             assert!(Config::load(args, 1).is_err(), "{share}");
+        }
+    }
+
+    #[test]
+    fn pulls_come_from_flags_or_the_file() {
+        let args = Args::parse_from([
+            "dataplane",
+            "--pull",
+            "a=127.0.0.1:1,127.0.0.1:2",
+            "--pull",
+            "b=localhost:3",
+            "--proxy-id",
+            "7",
+        ]);
+        let cfg = Config::load(args, 1).unwrap();
+        assert_eq!(cfg.proxy_id, 7);
+        assert_eq!(cfg.pulls.len(), 2);
+        assert_eq!(cfg.pulls[0].stream, "a");
+        assert_eq!(
+            cfg.pulls[0].parents,
+            vec![
+                "127.0.0.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap()
+            ]
+        );
+        assert_eq!(cfg.pulls[1].parents[0].port(), 3);
+        let file: FileConfig = toml::from_str("pull = [\"c=127.0.0.1:4\"]").unwrap();
+        assert_eq!(
+            file.pull.as_deref(),
+            Some(&["c=127.0.0.1:4".to_string()][..])
+        );
+        let twice = Args::parse_from([
+            "dataplane",
+            "--pull",
+            "a=127.0.0.1:1",
+            "--pull",
+            "a=127.0.0.1:2",
+        ]);
+        assert!(Config::load(twice, 1).is_err());
+        for bad in ["a", "=127.0.0.1:1", "a/b=127.0.0.1:1", "a=nowhere"] {
+            assert!(PullSpec::parse(bad).is_err(), "{bad}");
         }
     }
 

@@ -38,6 +38,11 @@ pub const FLAG_RANDOM_ACCESS: u8 = 0x01;
 /// MIME type of a VAN frame stream.
 pub const CONTENT_TYPE: &str = "application/x-van-blocks";
 
+/// The response header of `GET /van/{stream}` that names the content type of the frames'
+/// payload (the source's, e.g. `video/mp2t`), so that a child proxy serves its plain viewers
+/// the same type.
+pub const PAYLOAD_TYPE_HEADER: &str = "X-Van-Content-Type";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum FrameKind {

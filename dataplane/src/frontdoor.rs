@@ -233,12 +233,18 @@ pub fn unavailable() -> Vec<u8> {
 pub fn viewer_prefix(stream: &Stream, van: bool, gap: Option<u64>) -> Vec<u8> {
     if van {
         let mut head = http::viewer_ok_response(frame::CONTENT_TYPE);
+        // What the frames carry, for a child proxy to give its own plain viewers.
+        let mut lines = format!(
+            "{}: {}\r\n",
+            frame::PAYLOAD_TYPE_HEADER,
+            stream.content_type()
+        );
         if let Some(first) = gap {
-            // Insert before the blank line that ends the head.
-            let at = head.len() - 2;
-            let line = format!("X-Van-Gap: first={first}\r\n");
-            head.splice(at..at, line.into_bytes());
+            lines.push_str(&format!("X-Van-Gap: first={first}\r\n"));
         }
+        // Insert before the blank line that ends the head.
+        let at = head.len() - 2;
+        head.splice(at..at, lines.into_bytes());
         return head;
     }
     let mut prefix = http::viewer_ok_response(&stream.content_type());
@@ -438,11 +444,16 @@ mod tests {
         assert!(plain.ends_with(b"\r\n\r\nPATPMT"));
         let van = viewer_prefix(&s, true, Some(42));
         let head = std::str::from_utf8(&van).unwrap();
-        assert!(head.ends_with("\r\nX-Van-Gap: first=42\r\n\r\n"), "{head}");
-        assert_eq!(
-            viewer_prefix(&s, true, None),
-            http::viewer_ok_response(frame::CONTENT_TYPE)
+        assert!(
+            head.ends_with("\r\nX-Van-Content-Type: video/mp2t\r\nX-Van-Gap: first=42\r\n\r\n"),
+            "{head}"
         );
+        let van = viewer_prefix(&s, true, None);
+        let h = crate::response_head::parse_response_head(&van)
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.content_type.as_deref(), Some(frame::CONTENT_TYPE));
+        assert_eq!(h.payload_type.as_deref(), Some("video/mp2t"));
     }
 
     #[test]

@@ -343,6 +343,12 @@ fn route(method: &str, target: &str) -> Result<(Route, bool), HttpError> {
 
 /// `[A-Za-z0-9._~-]{1,128}`, but not `.` or `..` (they read as path segments to proxies and
 /// players in front of the relay).
+/// True if `name` is a stream name a request may carry (what a request line is checked for): the
+/// relay checks the names it is told to pull before it puts them in a request.
+pub fn is_stream_name(name: &str) -> bool {
+    stream_name(name).is_ok()
+}
+
 fn stream_name(name: &str) -> Result<String, HttpError> {
     if name.is_empty() || name.len() > MAX_STREAM_NAME {
         return Err(malformed("stream name must be 1 to 128 characters"));

@@ -23,7 +23,7 @@ use crate::http::BodyFraming;
 use crate::mpegts::{self, TsScanner};
 use crate::pool::BlockPool;
 use crate::stream::Stream;
-use crate::window::{Cut, Tail, Writer, cut_at_raps};
+use crate::window::{Cut, StreamWindow, Tail, Writer, cut_at_raps};
 
 /// One source's ingest: the stream it feeds, that stream's writer, and what it knows of the
 /// body so far.
@@ -275,24 +275,10 @@ impl Ingest {
         let win = &stream.window;
         let earlier = cut_at_raps(base, payload, &self.raps, &mut self.cuts);
         if let Some(r) = earlier
-            && let Some((mut seq, mut start)) = self.prev
+            && let Some(prev) = self.prev
+            && let Some((seq, off)) = earlier_rap(win, prev, r)
         {
-            // The keyframe's packet began in an earlier read, maybe several reads back (a
-            // packet can come a few bytes at a time): walk back from the last frame to the one
-            // that holds it, never before this source's first byte.
-            while r < start {
-                let Some(f) = seq.checked_sub(1).and_then(|s| win.frame(s)) else {
-                    break;
-                };
-                if u64::from(f.len) > start {
-                    break;
-                }
-                seq -= 1;
-                start -= u64::from(f.len);
-            }
-            if r >= start {
-                self.writer.set_rap(win, seq, (r - start) as u32);
-            }
+            self.writer.set_rap(win, seq, off);
         }
         for cut in &self.cuts {
             let flags = if cut.rap { FLAG_RANDOM_ACCESS } else { 0 };
@@ -307,6 +293,24 @@ impl Ingest {
         fed.new_block = tail.offset == 0;
         Ok(fed)
     }
+}
+
+/// Where the random-access point at payload offset `r` lies, when its TS packet began before
+/// the latest frame: `prev` is that frame (its seq, and the payload offset of its first byte).
+/// The packet may have come a few bytes at a time, several frames back: walk back from `prev`
+/// to the frame that holds `r`, never before the feed's first byte. `None` when the window no
+/// longer holds it.
+pub(crate) fn earlier_rap(win: &StreamWindow, prev: (u64, u64), r: u64) -> Option<(u64, u32)> {
+    let (mut seq, mut start) = prev;
+    while r < start {
+        let f = seq.checked_sub(1).and_then(|s| win.frame(s))?;
+        if u64::from(f.len) > start {
+            return None;
+        }
+        seq -= 1;
+        start -= u64::from(f.len);
+    }
+    Some((seq, (r - start) as u32))
 }
 
 #[cfg(test)]

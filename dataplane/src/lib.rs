@@ -5,8 +5,9 @@
 //!
 //! - The data port: [`frontdoor`] (what a request gets, on which core, the canned replies),
 //!   [`http`] (request heads), [`auth`] (who may publish or pull VAN frames).
-//! - Pulling from a parent: [`response_head`] (the parent's answer), [`frame_reader`] (its VAN
-//!   frames, straight into place).
+//! - Pulling from a parent: [`pull`] (the parents of a stream: connections, back-off,
+//!   make-before-break), [`response_head`] (the parent's answer), [`frame_reader`] (its VAN
+//!   frames), [`parent_feed`] (what a parent's frame does to the stream).
 //! - The way in: [`ingest`] (a source's reads become frames), [`chunked`] (chunked bodies),
 //!   [`mpegts`] (keyframes and PSI).
 //! - The stream: [`stream`] (the directory of streams and their life), [`window`] (the blocks
@@ -33,7 +34,9 @@ pub mod ingest;
 pub mod metrics;
 pub mod mpegts;
 pub mod orders;
+pub mod parent_feed;
 pub mod pool;
+pub mod pull;
 pub mod reactor;
 pub mod response_head;
 pub mod sendplan;

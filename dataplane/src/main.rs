@@ -19,6 +19,7 @@ use clap::Parser;
 use dataplane::auth::{SourceCredentials, VanTokens};
 use dataplane::config::{Args, Config};
 use dataplane::metrics;
+use dataplane::orders::{Order, ParentAddr};
 use dataplane::pool::BlockPool;
 use dataplane::reactor::{self, Core, SetupError, Shared};
 use dataplane::stream::{Registry, StreamLimits};
@@ -290,6 +291,23 @@ fn run(args: Args) -> Result<(), Fatal> {
         block_size,
         "relay ready"
     );
+    // `--pull`: the relay orders itself to pull, as the PNC would (parents numbered from 1 in
+    // the order given).
+    for spec in &shared.cfg.pulls {
+        let parents = spec
+            .parents
+            .iter()
+            .enumerate()
+            .map(|(i, &addr)| ParentAddr {
+                id: i as u32 + 1,
+                addr,
+            })
+            .collect();
+        shared.send_order(Order::Pull {
+            stream: spec.stream.clone(),
+            parents,
+        });
+    }
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening data={data_addr} admin={admin_addr}")?;

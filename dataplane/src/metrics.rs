@@ -74,6 +74,13 @@ pub struct CoreMetrics {
     pub wakeups: AtomicU64,
     pub viewers_handed_off: AtomicU64,
     pub ingest_paused: AtomicU64,
+    /// Parent connections that failed or ended while their order stood.
+    pub parents_lost: AtomicU64,
+    /// Frames from parents dropped as copies of frames the stream has ([0044]).
+    pub parent_duplicates: AtomicU64,
+    /// Jumps ahead taken on frames from parents, and the frames they skipped.
+    pub parent_jumps: AtomicU64,
+    pub parent_frames_missed: AtomicU64,
     pub rejected: [AtomicU64; 9],
 }
 
@@ -192,6 +199,30 @@ pub fn render_prometheus(
         "ingest_paused",
         "Times ingest waited for a free pool block",
         &|c| r(&c.ingest_paused),
+    );
+    counter(
+        &mut reg,
+        "parents_lost",
+        "Parent connections that failed or ended while the stream was pulled",
+        &|c| r(&c.parents_lost),
+    );
+    counter(
+        &mut reg,
+        "parent_duplicates",
+        "Frames from parents dropped as copies of frames the stream has",
+        &|c| r(&c.parent_duplicates),
+    );
+    counter(
+        &mut reg,
+        "parent_jumps",
+        "Jumps ahead in a pulled stream (a parent could not resume it where it stopped)",
+        &|c| r(&c.parent_jumps),
+    );
+    counter(
+        &mut reg,
+        "parent_frames_missed",
+        "Frames a pulled stream skipped in its jumps",
+        &|c| r(&c.parent_frames_missed),
     );
     let rej = Family::<RejectLabel, Counter>::default();
     for (i, c) in cores.iter().enumerate() {

@@ -10,7 +10,10 @@
 //! - [`crate::fanout`]: which of this core's subscribers have something new;
 //! - [`crate::sendplan`]: what a subscriber is sent next, coalescing, the lag policy, and the
 //!   send in flight, ended exactly once by its final completion;
-//! - [`crate::window::reclaim`]: the marks that keep a block alive while a core uses it.
+//! - [`crate::window::reclaim`]: the marks that keep a block alive while a core uses it;
+//! - [`crate::pull`] and [`crate::parent_feed`]: which parents a pulled stream's connections go
+//!   to and what their frames do to it (the reactor's side, orders and parent connections, is
+//!   the `parents` submodule).
 //!
 //! Hot path. Ingest reads straight into the stream's current pool block (`ReadFixed`) and
 //! publishes each read as a frame (split at MPEG-TS keyframes). The ingest core then wakes every
@@ -27,7 +30,9 @@
 //! [`http::MAX_HEAD`]) that is freed as soon as the head is parsed, so a connected viewer holds
 //! only its state (a few hundred bytes).
 
-use std::collections::VecDeque;
+mod parents;
+
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -49,6 +54,7 @@ use crate::frontdoor::{self, Admission, FrontDoor};
 use crate::http::{self, Request};
 use crate::ingest::{Ingest, NextRead};
 use crate::metrics::{CoreMetrics, Reject};
+use crate::orders::Order;
 use crate::pool::BlockPool;
 use crate::sendplan::{self, AfterSend, Next, Pace, SendPlan, Stall, VAN_BATCH};
 use crate::stream::{Registry, Stream};
@@ -67,6 +73,12 @@ const K_HANDOFF: u64 = 9;
 const K_COALESCE: u64 = 10;
 /// A source's socket became readable (it waits for bytes before it takes a block).
 const K_READABLE: u64 = 11;
+/// The core's order eventfd became readable: orders wait in its queue ([`Shared::send_order`]).
+const K_ORDERS: u64 = 12;
+/// A parent connection's connect, request send and receive ([`parents`]).
+const K_PCONNECT: u64 = 13;
+const K_PSEND: u64 = 14;
+const K_PRECV: u64 = 15;
 
 const TICK_NS: u32 = 100_000_000;
 const HEAD_BUF_START: usize = 1024;
@@ -104,6 +116,11 @@ pub struct Shared {
     pub placed: Vec<CachePadded<AtomicUsize>>,
     /// Viewers handed to each core, taken when its `K_HANDOFF` message arrives.
     handoffs: Vec<SegQueue<Handoff>>,
+    /// Orders for each core, taken when its order eventfd is readable ([`Shared::send_order`]).
+    orders: Vec<SegQueue<Order>>,
+    /// Per core, the eventfd an outside thread writes to wake it for its orders (-1 if the
+    /// kernel refused one: the orders then wait for the core's next tick).
+    order_wakers: Vec<RawFd>,
     pub shutdown: AtomicBool,
     pub connections: AtomicUsize,
     pub max_connections: usize,
@@ -137,6 +154,8 @@ impl Shared {
                 .map(|_| CachePadded::new(AtomicUsize::new(0)))
                 .collect(),
             handoffs: (0..cores).map(|_| SegQueue::new()).collect(),
+            orders: (0..cores).map(|_| SegQueue::new()).collect(),
+            order_wakers: (0..cores).map(|_| order_waker()).collect(),
             shutdown: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
             max_connections,
@@ -151,6 +170,60 @@ impl Shared {
     pub fn now_us(&self) -> u64 {
         self.start.elapsed().as_micros() as u64
     }
+
+    /// Hands `order` to the reactors, from any thread that is not one (the control thread).
+    /// Every order of one stream goes to the same core, chosen by a hash of the name, so that
+    /// the stream's writer and all its parent connections live there; a redirect of children
+    /// goes to every core, since a stream's viewers are spread over all of them.
+    ///
+    /// The core is woken at once through its eventfd, which its ring polls (`K_ORDERS`): an
+    /// eventfd write is one syscall from any thread with no state of the caller's, where a
+    /// `MsgRingData` from outside would need a ring per calling thread. Orders are rare (a few
+    /// per stream and minute), so its cost does not matter; nothing is allocated per order
+    /// beyond the order itself.
+    pub fn send_order(&self, order: Order) {
+        if matches!(order, Order::RedirectChildren { .. }) {
+            for core in 0..self.orders.len() {
+                self.orders[core].push(order.clone());
+                self.wake_for_orders(core);
+            }
+            return;
+        }
+        let core = self.stream_core(order.stream());
+        self.orders[core].push(order);
+        self.wake_for_orders(core);
+    }
+
+    /// The core that pulls `stream`: a fixed hash of its name (the same in every run).
+    pub fn stream_core(&self, stream: &str) -> usize {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        stream.hash(&mut h);
+        (h.finish() % self.orders.len().max(1) as u64) as usize
+    }
+
+    fn wake_for_orders(&self, core: usize) {
+        let fd = self.order_wakers[core];
+        if fd < 0 {
+            return;
+        }
+        let one: u64 = 1;
+        // SAFETY: an eventfd write of 8 bytes from a live local; the fd lives as long as Shared.
+        unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+    }
+}
+
+/// A non-blocking eventfd for a core's orders, or -1 (logged) if the kernel refuses one.
+fn order_waker() -> RawFd {
+    // SAFETY: plain syscall; the fd is owned by Shared, which lives for the whole process.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        warn!(
+            "cannot create an eventfd for orders ({}): orders wait for the next tick",
+            io::Error::last_os_error()
+        );
+    }
+    fd
 }
 
 /// Registers the pool once, on a ring of its own made by the calling thread, for the cores to
@@ -232,6 +305,8 @@ enum State {
     },
     Source(Box<Ingest>),
     Viewer(Box<Viewer>),
+    /// A connection to a parent proxy this core pulls a stream from.
+    Parent(Box<parents::ParentConn>),
 }
 
 struct Conn {
@@ -266,6 +341,8 @@ pub struct Core {
     cqes: Vec<(u64, i32, u32)>,
     stopping: Option<u64>,
     accept_armed: bool,
+    /// The streams this core pulls from parents, by name.
+    pulls: HashMap<String, parents::Pull>,
 }
 
 impl Core {
@@ -323,6 +400,7 @@ impl Core {
             cqes: Vec::with_capacity(4096),
             stopping: None,
             accept_armed: false,
+            pulls: HashMap::new(),
         })
     }
 
@@ -358,6 +436,8 @@ impl Core {
     /// The completion loop. Returns when the core has stopped (shutdown).
     pub fn run(mut self) {
         self.arm_accept();
+        self.arm_orders();
+        self.take_orders();
         self.push(
             opcode::Timeout::new(&*self.timespec as *const _)
                 .count(0)
@@ -443,6 +523,7 @@ impl Core {
                 self.coalesce_armed = false;
                 self.fanout.coalescing_due();
             }
+            K_ORDERS => self.on_orders(res, flags),
             K_IGNORE => {}
             _ => {
                 let Some(c) = self.conns.get_mut(slot as usize) else {
@@ -462,6 +543,9 @@ impl Core {
                     K_SEND => self.on_send(slot, res, flags),
                     K_POLL => self.on_poll(slot, res, flags),
                     K_READABLE => self.on_readable(slot, res),
+                    K_PCONNECT => self.on_parent_connect(slot, res),
+                    K_PSEND => self.on_parent_send(slot, res),
+                    K_PRECV => self.on_parent_recv(slot, res),
                     _ => {}
                 }
             }
@@ -1221,6 +1305,16 @@ impl Core {
         c.closing = true;
         // SAFETY: fd is this connection's open socket.
         unsafe { libc::shutdown(c.fd, libc::SHUT_RDWR) };
+        // A parent connection still connecting: its connect may not end by the shutdown.
+        if matches!(&c.state, State::Parent(p) if p.is_connecting()) {
+            let target = ud(K_PCONNECT, slot, c.generation);
+            self.push(
+                opcode::AsyncCancel::new(target)
+                    .build()
+                    .user_data(ud(K_IGNORE, 0, 0)),
+            );
+        }
+        let c = &mut self.conns[slot as usize];
         if c.poll_armed {
             let target = ud(K_POLL, slot, c.generation);
             self.push(
@@ -1261,6 +1355,7 @@ impl Core {
             State::Viewer(v) => self.remove_viewer(&v),
             State::Source(sc) => self.source_left(slot, sc),
             State::Reply { then: Some(sc), .. } => self.source_left(slot, sc),
+            State::Parent(p) => self.parent_closed(slot, p),
             _ => {}
         }
     }
@@ -1345,6 +1440,9 @@ impl Core {
                 }
             }
         }
+        // Pulled streams: window ageing, reconnections due, connections that hang.
+        self.tick_pulls(now, wall);
+        self.take_orders();
         // Grace periods.
         let mut i = 0;
         while i < self.grace.len() {
@@ -1467,6 +1565,7 @@ impl Core {
             }
             self.close(slot);
         }
+        self.stop_pulls();
         for slot in 0..self.conns.len() as u32 {
             if matches!(
                 self.conns[slot as usize].state,

@@ -34,6 +34,8 @@ pub struct ResponseHead {
     pub content_type: Option<String>,
     /// Where a redirect (`307`) points.
     pub location: Option<String>,
+    /// The content type of a VAN frame stream's payload ([`crate::frame::PAYLOAD_TYPE_HEADER`]).
+    pub payload_type: Option<String>,
 }
 
 impl ResponseHead {
@@ -84,6 +86,7 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, ResponseE
     let mut length = LengthHeaders::default();
     let mut content_type = None;
     let mut location = None;
+    let mut payload_type = None;
     for h in resp.headers.iter() {
         let value = trim(h.value);
         if length.read(h.name, value)? {
@@ -93,6 +96,11 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, ResponseE
             content_type = Some(String::from_utf8_lossy(value).into_owned());
         } else if h.name.eq_ignore_ascii_case("location") {
             location = Some(String::from_utf8_lossy(value).into_owned());
+        } else if h
+            .name
+            .eq_ignore_ascii_case(crate::frame::PAYLOAD_TYPE_HEADER)
+        {
+            payload_type = Some(String::from_utf8_lossy(value).into_owned());
         }
     }
     let body = length.finish()?;
@@ -108,6 +116,7 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, ResponseE
         body,
         content_type,
         location,
+        payload_type,
     }))
 }
 

@@ -195,6 +195,9 @@ pub struct SendPlan {
     /// that a send costs nothing more.
     seen: Cursor,
     progress_us: Option<u64>,
+    /// A redirect owed to this VAN viewer ([`SendPlan::redirect`]): where, and when it was
+    /// ordered.
+    redirect: Option<(Vec<u8>, u64)>,
 }
 
 impl SendPlan {
@@ -211,6 +214,7 @@ impl SendPlan {
             since_us: 0,
             seen: cursor,
             progress_us: None,
+            redirect: None,
         }
     }
 
@@ -258,6 +262,17 @@ impl SendPlan {
         }
         if self.close_after_prefix {
             return Next::Close;
+        }
+        if self.cursor.off == 0
+            && let Some((to, timestamp_us)) = self.redirect.take()
+        {
+            // [0037], [0046] At a frame boundary: where to resume, and from which sequence.
+            let seq = self.cursor.seq;
+            self.prefix = frame::encode_frame(FrameKind::Redirect, seq, timestamp_us, &to);
+            self.prefix_sent = 0;
+            self.close_after_prefix = true;
+            self.begin(Covers::Prefix, crate::window::NO_MARK, now);
+            return Next::Prefix(&self.prefix);
         }
         let win = &stream.window;
         let at_edge = |end: Cursor| end.off == 0 && end.seq >= win.next_seq();
@@ -322,6 +337,14 @@ impl SendPlan {
             };
         }
         Next::Idle
+    }
+
+    /// [0037], [0046] The VAN viewer is told to resume at `to` (`host:port`): it gets a
+    /// redirect frame naming `to` and the sequence number it would have got next, then is
+    /// closed. The frame goes at the next frame boundary (after a send cut short mid-frame, the
+    /// rest of that frame first), so the viewer's framing stays whole.
+    pub fn redirect(&mut self, to: &str, timestamp_us: u64) {
+        self.redirect = Some((to.as_bytes().to_vec(), timestamp_us));
     }
 
     /// The VAN viewer is ended: owed an `end` frame at `seq`, then closed.
@@ -948,6 +971,46 @@ mod tests {
             plan.complete(wire.len() as i32, &f.stream.window),
             AfterSend::Close
         );
+    }
+
+    #[test]
+    fn a_redirected_van_viewer_gets_where_and_its_next_sequence_at_a_frame_boundary() {
+        let cfg = cfg("0", "50000");
+        let f = fixture(&[100, 100, 100], 4);
+        let (cur, pin, _) = start(&f.stream, 0, Some(Some(0)), 0);
+        let mut plan = SendPlan::new(true, cur, pin, Vec::new());
+        // A send cut short inside the first frame: the rest of it goes before the redirect.
+        let next = plan.next(&f.stream, pace(&cfg, 1, 0), BLOCK as u32);
+        let wire = f.wire(&next);
+        assert_eq!(plan.complete(30, &f.stream.window), AfterSend::Next);
+        plan.redirect("10.0.0.2:8080", 99);
+        let mut got = wire[..30].to_vec();
+        loop {
+            let next = plan.next(&f.stream, pace(&cfg, 1, 0), BLOCK as u32);
+            let bytes = f.wire(&next);
+            got.extend_from_slice(&bytes);
+            if plan.complete(bytes.len() as i32, &f.stream.window) == AfterSend::Close {
+                break;
+            }
+        }
+        let mut dec = FrameDecoder::new();
+        dec.push(&got);
+        let mut frames = Vec::new();
+        while let Some((h, p)) = dec.next_frame().unwrap() {
+            frames.push((h.kind, h.seq, p.to_vec()));
+        }
+        let (kind, seq, to) = frames.pop().unwrap();
+        assert_eq!(
+            (kind, to.as_slice()),
+            (FrameKind::Redirect, &b"10.0.0.2:8080"[..])
+        );
+        assert!(frames.iter().all(|(k, _, _)| *k == FrameKind::Data));
+        assert_eq!(
+            seq,
+            frames.last().unwrap().1 + 1,
+            "resume right after the last frame sent"
+        );
+        assert_eq!(dec.buffered(), 0);
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 pub mod checked;
+pub mod ffmpeg;
 
 /// True if an outside tool (ffmpeg, prlimit, ...) is an executable on the PATH.
 pub fn have_tool(tool: &str) -> bool {
@@ -264,7 +265,15 @@ impl Relay {
             }
             None => Command::new(&dataplane),
         };
-        cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        // A test that restarts a relay at the same address gives its own --listen.
+        let listen_given = options
+            .args
+            .iter()
+            .any(|a| a == "--listen" || a.starts_with("--listen="));
+        if !listen_given {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd.args(["--admin-listen", "127.0.0.1:0"])
             .args(["--cores", "2"])
             .arg("--source-credentials")
             .arg(&creds)
