@@ -33,6 +33,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod mpegts;
 pub mod orders;
+pub mod pnc_link;
 pub mod pool;
 pub mod reactor;
 pub mod response_head;

@@ -49,9 +49,10 @@ use crate::frontdoor::{self, Admission, FrontDoor};
 use crate::http::{self, Request};
 use crate::ingest::{Ingest, NextRead};
 use crate::metrics::{CoreMetrics, Reject};
+use crate::orders::{self, LocalEvent};
 use crate::pool::BlockPool;
 use crate::sendplan::{self, AfterSend, Next, Pace, SendPlan, Stall, VAN_BATCH};
-use crate::stream::{Registry, Stream};
+use crate::stream::{Feed, Registry, Stream};
 use crate::window::Writer;
 use crate::window::reclaim::CoreMark;
 
@@ -84,6 +85,24 @@ fn ud_parts(ud: u64) -> (u64, u32, u32) {
     (ud >> 56, ((ud >> 32) & 0xff_ffff) as u32, ud as u32)
 }
 
+/// A viewer joined `stream`: a child proxy if it named one (`X-Van-Proxy`) on a VAN request.
+fn joined(stream: &str, child: Option<u32>) -> LocalEvent {
+    let stream = stream.to_owned();
+    match child {
+        Some(child) => LocalEvent::ChildJoined { stream, child },
+        None => LocalEvent::ViewerJoined { stream },
+    }
+}
+
+/// The counterpart of [`joined`].
+fn left(stream: &str, child: Option<u32>) -> LocalEvent {
+    let stream = stream.to_owned();
+    match child {
+        Some(child) => LocalEvent::ChildLeft { stream, child },
+        None => LocalEvent::ViewerLeft { stream },
+    }
+}
+
 pub fn wall_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -110,6 +129,11 @@ pub struct Shared {
     pub creds: Option<SourceCredentials>,
     pub tokens: Option<VanTokens>,
     pub cores_done: AtomicUsize,
+    /// Who takes new viewers per stream, as the PNC last ordered (read at routing).
+    pub admission: orders::Admission,
+    /// Where viewers, child proxies and sources coming and going are told, for the PNC link;
+    /// `None` without `--pnc`.
+    events: Option<tokio::sync::mpsc::UnboundedSender<LocalEvent>>,
     start: Instant,
 }
 
@@ -143,7 +167,25 @@ impl Shared {
             creds,
             tokens,
             cores_done: AtomicUsize::new(0),
+            admission: orders::Admission::default(),
+            events: None,
             start: Instant::now(),
+        }
+    }
+
+    /// Tell the PNC link (through `events`) of the viewers, child proxies and sources that come
+    /// and go.
+    pub fn with_events(mut self, events: tokio::sync::mpsc::UnboundedSender<LocalEvent>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// Tells the PNC link, if there is one. Never blocks: the channel is unbounded, and the
+    /// link drains it whether or not the PNC is reachable.
+    pub fn event(&self, event: LocalEvent) {
+        if let Some(tx) = &self.events {
+            // Fails only once the control thread is gone (shutdown): nothing to tell then.
+            let _ = tx.send(event);
         }
     }
 
@@ -200,6 +242,7 @@ struct Handoff {
     stream: Arc<Stream>,
     /// As in [`Admission::Viewer`].
     van: Option<Option<u64>>,
+    child: Option<u32>,
 }
 
 /// The iovecs and header of a VAN viewer's sendmsg.
@@ -218,6 +261,8 @@ struct Viewer {
     zc: bool,
     /// Its index in the stream's list in [`Fanout`].
     sub_index: usize,
+    /// The child proxy it is (`X-Van-Proxy`), if any.
+    child: Option<u32>,
 }
 
 enum State {
@@ -627,6 +672,7 @@ impl Core {
             streams: &shared.streams,
             creds: shared.creds.as_ref(),
             tokens: shared.tokens.as_ref(),
+            admission: &shared.admission,
             core: self.id,
         };
         let admission = door.admit(req, leftover, || peer_is_loopback(fd));
@@ -640,13 +686,26 @@ impl Core {
                 self.m().reject(why);
                 self.reply(slot, reply, None);
             }
-            Admission::Head { reply } => self.reply(slot, reply, None),
-            Admission::Source { ingest, reply } => {
+            Admission::Head { reply } | Admission::Redirect { reply } => {
+                self.reply(slot, reply, None)
+            }
+            Admission::Source {
+                ingest,
+                reply,
+                resumed,
+            } => {
+                if !resumed {
+                    let stream = ingest.stream();
+                    self.shared.event(LocalEvent::SourceStarted {
+                        stream: stream.name.clone(),
+                        content_type: stream.content_type(),
+                    });
+                }
                 self.m().sources.fetch_add(1, Ordering::Relaxed);
                 self.sources.push(slot);
                 self.reply(slot, reply, Some(ingest));
             }
-            Admission::Viewer { stream, van } => self.place_viewer(slot, stream, van),
+            Admission::Viewer { stream, van, child } => self.place_viewer(slot, stream, van, child),
         }
     }
 
@@ -667,11 +726,17 @@ impl Core {
 
     /// Serves a viewer here or hands it to the least-loaded core. A connection is moved at most
     /// once, before its first byte of response, and then lives on that core.
-    fn place_viewer(&mut self, slot: u32, s: Arc<Stream>, van: Option<Option<u64>>) {
+    fn place_viewer(
+        &mut self,
+        slot: u32,
+        s: Arc<Stream>,
+        van: Option<Option<u64>>,
+        child: Option<u32>,
+    ) {
         let target = self.viewer_core();
         self.shared.placed[target].fetch_add(1, Ordering::Relaxed);
         if target == self.id {
-            return self.start_viewer(slot, s, van);
+            return self.start_viewer(slot, s, van, child);
         }
         let c = &mut self.conns[slot as usize];
         debug_assert_eq!(c.ops, 0, "a parsed request has no operation in flight");
@@ -680,7 +745,12 @@ impl Core {
         self.free.push(slot);
         self.m().connections.fetch_sub(1, Ordering::Relaxed);
         self.m().add(&self.m().viewers_handed_off, 1);
-        self.shared.handoffs[target].push(Handoff { fd, stream: s, van });
+        self.shared.handoffs[target].push(Handoff {
+            fd,
+            stream: s,
+            van,
+            child,
+        });
         let ring = self.shared.ring_fds[target].load(Ordering::Acquire);
         // Generation 0: the message the target receives; 1: our own completion, posted only
         // if the message could not be delivered.
@@ -709,7 +779,7 @@ impl Core {
             }
             self.m().connections.fetch_add(1, Ordering::Relaxed);
             let slot = self.alloc_conn(h.fd, State::Free);
-            self.start_viewer(slot, h.stream, h.van);
+            self.start_viewer(slot, h.stream, h.van, h.child);
         }
     }
 
@@ -719,7 +789,13 @@ impl Core {
         self.shared.connections.fetch_sub(1, Ordering::AcqRel);
     }
 
-    fn start_viewer(&mut self, slot: u32, s: Arc<Stream>, from: Option<Option<u64>>) {
+    fn start_viewer(
+        &mut self,
+        slot: u32,
+        s: Arc<Stream>,
+        from: Option<Option<u64>>,
+        child: Option<u32>,
+    ) {
         let core = self.id;
         let van = from.is_some();
         let sub_index = self.fanout.join(&s, slot);
@@ -737,6 +813,7 @@ impl Core {
             s.viewers.fetch_add(1, Ordering::Relaxed);
             self.m().viewers.fetch_add(1, Ordering::Relaxed);
         }
+        self.shared.event(joined(&s.name, child));
         let msg = van.then(|| {
             Box::new(VanMsg {
                 iov: [libc::iovec {
@@ -753,6 +830,7 @@ impl Core {
             van: msg,
             zc,
             sub_index,
+            child,
         }));
         // Hang-up detection without a receive buffer.
         self.conns[slot as usize].poll_armed = true;
@@ -1275,6 +1353,7 @@ impl Core {
             v.stream.viewers.fetch_sub(1, Ordering::Relaxed);
             self.m().viewers.fetch_sub(1, Ordering::Relaxed);
         }
+        self.shared.event(left(&v.stream.name, v.child));
         let id = v.stream.id;
         if let Left::Remaining { moved } = self.fanout.leave(id, v.sub_index) {
             if let Some(moved) = moved
@@ -1292,6 +1371,9 @@ impl Core {
         let (stream, writer) = src.into_parts();
         if self.stopping.is_some() || stream.is_ended() {
             self.shared.streams.end_live(&stream);
+            self.shared.event(LocalEvent::SourceEnded {
+                stream: stream.name.clone(),
+            });
             self.notify(&stream);
             self.draining.push((stream, writer));
             return;
@@ -1353,6 +1435,11 @@ impl Core {
                 crate::stream::StreamState::Grace => {
                     if let Some(w) = shared.streams.expire(&s, now) {
                         info!(core = self.id, stream = %s.name, "grace period over: stream ended");
+                        if s.feed == Feed::Source {
+                            shared.event(LocalEvent::SourceEnded {
+                                stream: s.name.clone(),
+                            });
+                        }
                         self.grace.swap_remove(i);
                         self.notify(&s);
                         self.draining.push((s, w));
