@@ -46,6 +46,7 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 pub mod checked;
+pub mod pnc;
 
 /// True if an outside tool (ffmpeg, prlimit, ...) is an executable on the PATH.
 pub fn have_tool(tool: &str) -> bool {

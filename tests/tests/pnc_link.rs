@@ -1,0 +1,158 @@
+//! Relays under a real PNC (`dataplane --pnc`): they register (the PNC's `/api/topology` lists
+//! them), their heartbeats keep arriving, a source publishing at one of them is announced (the
+//! topology shows the stream with that proxy as its origin), and when the PNC is killed the
+//! relays keep relaying, then register again with the restarted PNC, which shows the same
+//! proxies and stream again (DESIGN.md: "a restarted PNC rebuilds its view from the proxies'
+//! registrations").
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use van_e2e::pnc::Pnc;
+use van_e2e::{RawSource, RawViewer, Relay, RelayOptions, SOURCE_PASSWORD, SOURCE_USER, poll};
+
+const HEARTBEAT_MS: u32 = 200;
+
+fn proxy(topology: &Value, id: u32) -> Option<&Value> {
+    topology["proxies"]
+        .as_array()?
+        .iter()
+        .find(|p| p["proxy"] == id)
+}
+
+fn registered(pnc: &Pnc, ids: &[u32]) -> Option<Value> {
+    let t = pnc.topology().ok()?;
+    ids.iter()
+        .all(|&id| proxy(&t, id).is_some_and(|p| p["alive"] == true))
+        .then_some(t)
+}
+
+/// The origin of `stream` in the topology, if the PNC knows the stream.
+fn origin(topology: &Value, stream: &str) -> Option<u64> {
+    topology["streams"]
+        .as_array()?
+        .iter()
+        .find(|s| s["stream"] == stream)?["origin"]
+        .as_u64()
+}
+
+fn relay(pnc: &Pnc, id: u32) -> Relay {
+    let mut args = pnc.relay_args(id);
+    args.extend(["--capacity-connections".into(), "100".into()]);
+    args.extend(["--source-name".into(), "www.ccrl.com".into()]);
+    Relay::start_with(RelayOptions {
+        args,
+        wrapper: Vec::new(),
+    })
+}
+
+#[test]
+fn relays_register_announce_and_come_back_after_a_pnc_restart() {
+    let started = Instant::now();
+    let pnc = Pnc::start(0, HEARTBEAT_MS, "").expect("pnc starts");
+    let control_port = pnc.control.port();
+    let relays = [relay(&pnc, 1), relay(&pnc, 2)];
+
+    // Registration: both proxies listed, alive, with the data address they listen on.
+    let topology = poll(Duration::from_secs(10), Duration::from_millis(100), || {
+        registered(&pnc, &[1, 2])
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the relays did not register; relay 1 log:\n{}",
+            relays[0].log()
+        )
+    });
+    for (i, r) in relays.iter().enumerate() {
+        let p = proxy(&topology, i as u32 + 1).unwrap();
+        assert_eq!(p["addr"], r.data.to_string(), "{p}");
+        assert_eq!(p["name"], format!("P{}", i + 1));
+        assert_eq!(p["capacity"]["connections"], 100);
+    }
+
+    // Heartbeats: the PNC keeps hearing from them.
+    let heard = |t: &Value| proxy(t, 1).and_then(|p| p["last_heard"].as_u64());
+    let first = heard(&topology).unwrap();
+    let later = poll(Duration::from_secs(5), Duration::from_millis(100), || {
+        let t = pnc.topology().ok()?;
+        heard(&t).filter(|&h| h >= first + 2 * u64::from(HEARTBEAT_MS) * 1000)
+    });
+    assert!(later.is_some(), "no heartbeat from proxy 1 after {first}");
+
+    // A source at proxy 1 is announced: the stream appears with proxy 1 as its origin.
+    let mut source =
+        RawSource::publish(relays[0].data, "demo", Some((SOURCE_USER, SOURCE_PASSWORD)))
+            .expect("source accepted");
+    source.send(&[0x55; 4096]).unwrap();
+    let shown = poll(Duration::from_secs(10), Duration::from_millis(100), || {
+        origin(&pnc.topology().ok()?, "demo")
+    });
+    assert_eq!(
+        shown,
+        Some(1),
+        "the stream was not announced; topology: {:?}",
+        pnc.topology()
+    );
+    let topology = pnc.topology().unwrap();
+    let demo = topology["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stream"] == "demo")
+        .unwrap();
+    assert_eq!(demo["source"]["source"], "www.ccrl.com", "{demo}");
+
+    // The PNC dies: the relay keeps relaying (a viewer joins and gets bytes).
+    drop(pnc);
+    let mut viewer = RawViewer::open(relays[0].data, "/live/demo", "").expect("viewer");
+    assert_eq!(viewer.head.status, 200);
+    source.send(&[0x66; 8192]).unwrap();
+    let mut got = std::mem::take(&mut viewer.head.body);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got.len() < 8192 && Instant::now() < deadline {
+        let mut chunk = [0u8; 16384];
+        match std::io::Read::read(&mut viewer.stream, &mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+        }
+    }
+    assert!(
+        got.len() >= 8192,
+        "the relay stopped relaying without its PNC: {} bytes",
+        got.len()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+
+    // A new PNC where the old one was: the relays register again, with their stream.
+    let pnc = Pnc::start(control_port, HEARTBEAT_MS, "").expect("pnc restarts on its port");
+    let down_until = Instant::now();
+    let topology = poll(Duration::from_secs(15), Duration::from_millis(100), || {
+        let t = registered(&pnc, &[1, 2])?;
+        (origin(&t, "demo") == Some(1)).then_some(t)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the relays did not come back to the restarted PNC; topology {:?}; relay 1 log:\n{}",
+            pnc.topology(),
+            relays[0].log()
+        )
+    });
+    let back_after = down_until.elapsed();
+    eprintln!(
+        "re-registered {back_after:?} after the PNC restarted; {} proxies",
+        topology["proxies"].as_array().unwrap().len()
+    );
+    for r in &relays {
+        let log = r.log();
+        assert!(
+            log.matches("registered with the PNC").count() >= 2,
+            "a relay did not register twice:\n{log}"
+        );
+    }
+    // The viewer is still served after all that.
+    source.send(&[0x77; 4096]).unwrap();
+    drop(viewer);
+    source.finish();
+    // The source's end reaches the PNC once its grace is over (default 5 s): not waited for.
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
