@@ -18,6 +18,8 @@ pub mod conn;
 pub mod events;
 pub mod load;
 pub mod monitor;
+#[cfg(test)]
+mod tests;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
