@@ -2,7 +2,7 @@
 //! them), their heartbeats keep arriving, a source publishing at one of them is announced (the
 //! topology shows the stream with that proxy as its origin), and when the PNC is killed the
 //! relays keep relaying, then register again with the restarted PNC, which shows the same
-//! proxies and stream again (DESIGN.md: "a restarted PNC rebuilds its view from the proxies'
+//! proxies and stream again, with the viewer that joined meanwhile (DESIGN.md: "a restarted PNC rebuilds its view from the proxies'
 //! registrations").
 
 use std::time::{Duration, Instant};
@@ -149,7 +149,21 @@ fn relays_register_announce_and_come_back_after_a_pnc_restart() {
             "a relay did not register twice:\n{log}"
         );
     }
-    // The viewer is still served after all that.
+    // The viewer that joined while the PNC was away is counted there (the data port's events
+    // reached the agent, its registration carried them).
+    let viewers = poll(Duration::from_secs(5), Duration::from_millis(100), || {
+        let t = pnc.topology().ok()?;
+        let demo = t["streams"]
+            .as_array()?
+            .iter()
+            .find(|s| s["stream"] == "demo")?;
+        (demo["viewers"] == 1).then_some(())
+    });
+    assert!(
+        viewers.is_some(),
+        "the PNC does not count the viewer: {:?}",
+        pnc.topology()
+    );
     source.send(&[0x77; 4096]).unwrap();
     drop(viewer);
     source.finish();
