@@ -4,12 +4,19 @@
 //! relays keep relaying, then register again with the restarted PNC, which shows the same
 //! proxies and stream again, with the viewer that joined meanwhile (DESIGN.md: "a restarted PNC rebuilds its view from the proxies'
 //! registrations").
+//!
+//! Under orders: a viewer that resolves the stream at the PNC makes it activate one relay per
+//! tier; the upper tier, which serves child proxies only, answers a plain viewer `503` with the
+//! reason; and the lower tier, told to monitor the upper, reports the link lost when the upper
+//! relay dies ([0053], [0066]).
 
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use van_e2e::pnc::Pnc;
-use van_e2e::{RawSource, RawViewer, Relay, RelayOptions, SOURCE_PASSWORD, SOURCE_USER, poll};
+use van_e2e::{
+    RawSource, RawViewer, Relay, RelayOptions, SOURCE_PASSWORD, SOURCE_USER, poll, request,
+};
 
 const HEARTBEAT_MS: u32 = 200;
 
@@ -169,4 +176,124 @@ fn relays_register_announce_and_come_back_after_a_pnc_restart() {
     source.finish();
     // The source's end reaches the PNC once its grace is over (default 5 s): not waited for.
     assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+/// The tier of each active proxy of `stream`.
+fn tiers(topology: &Value, stream: &str) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let Some(s) = topology["streams"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["stream"] == stream))
+    else {
+        return out;
+    };
+    for region in s["regions"].as_array().into_iter().flatten() {
+        for tier in region["tiers"].as_array().into_iter().flatten() {
+            for active in tier["active"].as_array().into_iter().flatten() {
+                if let (Some(p), Some(t)) = (active["proxy"].as_u64(), tier["tier"].as_u64()) {
+                    out.push((p, t));
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A counter of the PNC's `/metrics`.
+fn pnc_counter(pnc: &Pnc, name: &str) -> Option<f64> {
+    let answer = request(
+        pnc.admin,
+        b"GET /metrics HTTP/1.0\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .ok()?;
+    String::from_utf8_lossy(&answer.body)
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains(name))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn relays_follow_the_pnc_tiers_admission_and_monitoring() {
+    // Heartbeats every 500 ms, a crash after 5 s: monitoring (three probes a second apart)
+    // finds a dead parent before the PNC's heartbeat timeout does.
+    let pnc = Pnc::start(
+        0,
+        500,
+        "[[proxies]]\nid = 11\ntier = 1\n[[proxies]]\nid = 21\ntier = 2\n",
+    )
+    .expect("pnc starts");
+    let origin = relay(&pnc, 1);
+    let upper = relay(&pnc, 11);
+    let lower = relay(&pnc, 21);
+    poll(Duration::from_secs(10), Duration::from_millis(100), || {
+        registered(&pnc, &[1, 11, 21])
+    })
+    .expect("the relays register");
+    let mut source = RawSource::publish(origin.data, "demo", Some((SOURCE_USER, SOURCE_PASSWORD)))
+        .expect("source accepted");
+    source.send(&[0x55; 4096]).unwrap();
+    poll(Duration::from_secs(10), Duration::from_millis(100), || {
+        origin_of(&pnc, "demo")
+    })
+    .expect("the stream is announced");
+
+    // A viewer asks the PNC: one relay per tier is activated, the viewer sent to the lower.
+    let resolved = request(
+        pnc.public,
+        b"GET /resolve/demo HTTP/1.0\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .expect("resolve");
+    assert_eq!(
+        resolved.status,
+        302,
+        "{:?}",
+        String::from_utf8_lossy(&resolved.body)
+    );
+    assert_eq!(
+        resolved.header("location"),
+        Some(format!("http://{}/live/demo", lower.data).as_str())
+    );
+    let active = poll(Duration::from_secs(5), Duration::from_millis(100), || {
+        let t = tiers(&pnc.topology().ok()?, "demo");
+        (t.len() == 2).then_some(t)
+    });
+    assert_eq!(active, Some(vec![(11, 1), (21, 2)]));
+
+    // The upper tier takes child proxies only: a plain viewer there gets 503 and the reason.
+    let refused = poll(Duration::from_secs(5), Duration::from_millis(100), || {
+        let r = request(
+            upper.data,
+            b"GET /live/demo HTTP/1.1\r\nHost: t\r\n\r\n",
+            Duration::from_secs(5),
+        )
+        .ok()?;
+        (r.status == 503).then_some(r)
+    })
+    .unwrap_or_else(|| panic!("no 503 at the upper tier; its log:\n{}", upper.log()));
+    assert!(
+        String::from_utf8_lossy(&refused.body).contains("takes no new viewers"),
+        "{:?}",
+        String::from_utf8_lossy(&refused.body)
+    );
+
+    // The upper relay dies: the lower one, monitoring it, reports the link lost.
+    let before = pnc_counter(&pnc, "link_downgrades").unwrap_or(0.0);
+    drop(upper);
+    let reported = poll(Duration::from_secs(6), Duration::from_millis(100), || {
+        pnc_counter(&pnc, "link_downgrades").filter(|&n| n > before)
+    });
+    assert!(
+        reported.is_some(),
+        "no LinkDowngrade reached the PNC; lower relay log:\n{}",
+        lower.log()
+    );
+    assert!(lower.log().contains("lost or degraded"), "{}", lower.log());
+    source.finish();
+}
+
+fn origin_of(pnc: &Pnc, stream: &str) -> Option<u64> {
+    origin(&pnc.topology().ok()?, stream)
 }
