@@ -41,6 +41,13 @@ pub enum Admission {
         reply: Vec<u8>,
         resumed: bool,
     },
+    /// A viewer of a stream the PNC activated here that does not flow yet (a standby pulls from
+    /// its parents at its first sink, [0054]): it waits for the stream, up to a deadline.
+    Wait {
+        stream: String,
+        van: Option<Option<u64>>,
+        child: Option<u32>,
+    },
     /// A viewer of `stream`: plain when `van` is `None`, else a VAN viewer asking to resume from
     /// the sequence number inside (`?from=`), if any. `child`: the child proxy it is
     /// (`X-Van-Proxy`), for a VAN viewer that named one.
@@ -83,6 +90,9 @@ impl FrontDoor<'_> {
                     return turned;
                 }
                 let Some(s) = self.streams.lookup(stream) else {
+                    if let Some(wait) = self.standby(&req, None) {
+                        return wait;
+                    }
                     info!(core, stream = %stream, "viewer refused: no such stream (404)");
                     return refuse(Reject::NotFound, 404, "Not Found", &[]);
                 };
@@ -115,6 +125,9 @@ impl FrontDoor<'_> {
                     return turned;
                 }
                 let Some(s) = self.streams.lookup(stream) else {
+                    if let Some(wait) = self.standby(&req, Some(*from)) {
+                        return wait;
+                    }
                     info!(core, stream = %stream, "VAN viewer refused: no such stream (404)");
                     return refuse(Reject::NotFound, 404, "Not Found", &[]);
                 };
@@ -129,6 +142,21 @@ impl FrontDoor<'_> {
                 }
             }
         }
+    }
+
+    /// A viewer of a stream not here that the PNC activated here waits for it (its arrival
+    /// makes the standby pull, [0054]); `None` for any other stream, and for `HEAD`.
+    fn standby(&self, req: &Request, van: Option<Option<u64>>) -> Option<Admission> {
+        let stream = req.route.stream();
+        if req.head_only || !self.admission.is_activated(stream) {
+            return None;
+        }
+        info!(core = self.core, stream = %stream, "viewer waits: the stream is activated here and starts pulling [0054]");
+        Some(Admission::Wait {
+            stream: stream.to_owned(),
+            van,
+            child: if van.is_some() { req.van_proxy } else { None },
+        })
     }
 
     /// A new viewer of a stream this proxy does not take now goes to the proxy that does
@@ -562,6 +590,50 @@ mod tests {
         admission.set("a", Admit::Accept);
         assert!(matches!(
             door.admit(req("GET /live/a HTTP/1.1\r\n\r\n"), Vec::new(), || true),
+            Admission::Viewer { .. }
+        ));
+    }
+
+    #[test]
+    fn a_viewer_of_a_standby_waits_for_the_stream_and_others_get_404() {
+        let streams = registry();
+        let tokens = VanTokens::parse("t0ken").unwrap();
+        let admission = orders::Admission::default();
+        let door = FrontDoor {
+            streams: &streams,
+            creds: None,
+            tokens: Some(&tokens),
+            admission: &admission,
+            core: 0,
+        };
+        admission.set_activated("demo", true);
+        match door.admit(req("GET /live/demo HTTP/1.1\r\n\r\n"), Vec::new(), || true) {
+            Admission::Wait { stream, van, child } => {
+                assert_eq!((stream.as_str(), van, child), ("demo", None, None))
+            }
+            _ => panic!("a viewer of a standby waits"),
+        }
+        let child = "GET /van/demo?from=9 HTTP/1.1\r\nAuthorization: Bearer t0ken\r\nX-Van-Proxy: 31\r\n\r\n";
+        match door.admit(req(child), Vec::new(), || true) {
+            Admission::Wait { van, child, .. } => {
+                assert_eq!((van, child), (Some(Some(9)), Some(31)))
+            }
+            _ => panic!("a child proxy of a standby waits"),
+        }
+        // HEAD, and a stream not activated here: 404 as before.
+        for head in [
+            "HEAD /live/demo HTTP/1.1\r\n\r\n",
+            "GET /live/other HTTP/1.1\r\n\r\n",
+        ] {
+            let a = door.admit(req(head), Vec::new(), || true);
+            assert_eq!(refused(a), (Reject::NotFound, "404".into()), "{head}");
+        }
+        // Once the stream flows, viewers are taken at once.
+        streams
+            .attach_source("demo", "video/mp2t", crate::stream::LOOPBACK)
+            .unwrap();
+        assert!(matches!(
+            door.admit(req("GET /live/demo HTTP/1.1\r\n\r\n"), Vec::new(), || true),
             Admission::Viewer { .. }
         ));
     }

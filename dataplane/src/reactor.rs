@@ -76,6 +76,8 @@ const SEND_ZC_REPORT_USAGE: u16 = 8;
 const NOTIF_USAGE_ZC_COPIED: i32 = i32::MIN;
 /// How long shutdown waits for viewers to take what is queued.
 const STOP_GRACE_US: u64 = 3_000_000;
+/// How long a viewer of a standby waits for its stream to flow ([`Admission::Wait`]).
+const STANDBY_WAIT_US: u64 = 5_000_000;
 
 fn ud(kind: u64, slot: u32, generation: u32) -> u64 {
     (kind << 56) | ((slot as u64 & 0xff_ffff) << 32) | generation as u64
@@ -277,6 +279,17 @@ enum State {
     },
     Source(Box<Ingest>),
     Viewer(Box<Viewer>),
+    /// A viewer of a standby, waiting for its stream (no operation in flight; a hang-up is
+    /// seen only at the deadline).
+    Waiting(Box<Waiting>),
+}
+
+/// As in [`Admission::Wait`], with its deadline.
+struct Waiting {
+    stream: String,
+    van: Option<Option<u64>>,
+    child: Option<u32>,
+    until_us: u64,
 }
 
 struct Conn {
@@ -303,6 +316,8 @@ pub struct Core {
     head_deadlines: VecDeque<(u64, u32, u32)>,
     sources: Vec<u32>,
     grace: Vec<Arc<Stream>>,
+    /// Viewers of standbys waiting for their stream: (slot, generation).
+    waiting: Vec<(u32, u32)>,
     draining: Vec<(Arc<Stream>, Box<Writer>)>,
     timespec: Box<types::Timespec>,
     /// The one timer of held-back sends (`--coalesce-ms`), armed while `coalesce_armed`.
@@ -361,6 +376,7 @@ impl Core {
             head_deadlines: VecDeque::new(),
             sources: Vec::new(),
             grace: Vec::new(),
+            waiting: Vec::new(),
             draining: Vec::new(),
             timespec: Box::new(types::Timespec::new().nsec(TICK_NS)),
             coalesce_timespec: Box::new(types::Timespec::new()),
@@ -705,7 +721,24 @@ impl Core {
                 self.sources.push(slot);
                 self.reply(slot, reply, Some(ingest));
             }
-            Admission::Viewer { stream, van, child } => self.place_viewer(slot, stream, van, child),
+            Admission::Viewer { stream, van, child } => {
+                // Told here, once, whichever core serves it.
+                self.shared.event(joined(&stream.name, child));
+                self.place_viewer(slot, stream, van, child)
+            }
+            Admission::Wait { stream, van, child } => {
+                // [0054] its arrival is the standby's first sink: the agent orders the pull.
+                self.shared.event(joined(&stream, child));
+                let until_us = self.shared.now_us() + STANDBY_WAIT_US;
+                let c = &mut self.conns[slot as usize];
+                c.state = State::Waiting(Box::new(Waiting {
+                    stream,
+                    van,
+                    child,
+                    until_us,
+                }));
+                self.waiting.push((slot, c.generation));
+            }
         }
     }
 
@@ -785,6 +818,7 @@ impl Core {
 
     /// A handed-over viewer that no core will serve (shutdown): it gets a 503 and is closed.
     fn end_handoff(&mut self, h: Handoff) {
+        self.shared.event(left(&h.stream.name, h.child));
         turn_away(h.fd);
         self.shared.connections.fetch_sub(1, Ordering::AcqRel);
     }
@@ -813,7 +847,6 @@ impl Core {
             s.viewers.fetch_add(1, Ordering::Relaxed);
             self.m().viewers.fetch_add(1, Ordering::Relaxed);
         }
-        self.shared.event(joined(&s.name, child));
         let msg = van.then(|| {
             Box::new(VanMsg {
                 iov: [libc::iovec {
@@ -1339,7 +1372,50 @@ impl Core {
             State::Viewer(v) => self.remove_viewer(&v),
             State::Source(sc) => self.source_left(slot, sc),
             State::Reply { then: Some(sc), .. } => self.source_left(slot, sc),
+            State::Waiting(w) => self.shared.event(left(&w.stream, w.child)),
             _ => {}
+        }
+    }
+
+    /// Viewers of standbys: served once their stream flows, answered `503` at their deadline
+    /// (or at shutdown).
+    fn check_waiting(&mut self, now: u64) {
+        let mut i = 0;
+        while i < self.waiting.len() {
+            let (slot, generation) = self.waiting[i];
+            let c = &mut self.conns[slot as usize];
+            let State::Waiting(w) = &c.state else {
+                self.waiting.swap_remove(i);
+                continue;
+            };
+            if c.generation != generation || c.closing {
+                self.waiting.swap_remove(i);
+                continue;
+            }
+            let flowing = self.shared.streams.lookup(&w.stream);
+            let late = now >= w.until_us || self.stopping.is_some();
+            if flowing.is_none() && !late {
+                i += 1;
+                continue;
+            }
+            self.waiting.swap_remove(i);
+            let State::Waiting(w) = std::mem::replace(&mut c.state, State::Free) else {
+                unreachable!("matched above")
+            };
+            match flowing {
+                Some(s) => self.place_viewer(slot, s, w.van, w.child),
+                None => {
+                    info!(core = self.id, stream = %w.stream, "viewer refused: the stream did not start here in time (503)");
+                    self.shared.event(left(&w.stream, w.child));
+                    self.m().reject(Reject::Other);
+                    let reply = http::error_response_because(
+                        503,
+                        "Service Unavailable",
+                        "the stream did not start at this proxy in time; try again",
+                    );
+                    self.reply(slot, reply, None);
+                }
+            }
         }
     }
 
@@ -1427,6 +1503,7 @@ impl Core {
                 }
             }
         }
+        self.check_waiting(now);
         // Grace periods.
         let mut i = 0;
         while i < self.grace.len() {

@@ -6,8 +6,9 @@
 //! registrations").
 //!
 //! Under orders: a viewer that resolves the stream at the PNC makes it activate one relay per
-//! tier; the upper tier, which serves child proxies only, answers a plain viewer `503` with the
-//! reason; and the lower tier, told to monitor the upper, reports the link lost when the upper
+//! tier; a viewer at the lower tier, a standby, waits for the stream (and the PNC counts it
+//! there); the upper tier, which serves child proxies only, answers a plain viewer `503` with
+//! the reason; and the lower tier, told to monitor the upper, reports the link lost when the upper
 //! relay dies ([0053], [0066]).
 
 use std::time::{Duration, Instant};
@@ -178,6 +179,21 @@ fn relays_register_announce_and_come_back_after_a_pnc_restart() {
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
+/// The active proxy `id` of `stream`.
+fn active(topology: &Value, stream: &str, id: u64) -> Option<Value> {
+    let s = topology["streams"]
+        .as_array()?
+        .iter()
+        .find(|s| s["stream"] == stream)?;
+    s["regions"]
+        .as_array()?
+        .iter()
+        .flat_map(|r| r["tiers"].as_array().into_iter().flatten())
+        .flat_map(|t| t["active"].as_array().into_iter().flatten())
+        .find(|a| a["proxy"] == id)
+        .cloned()
+}
+
 /// The tier of each active proxy of `stream`.
 fn tiers(topology: &Value, stream: &str) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
@@ -256,11 +272,27 @@ fn relays_follow_the_pnc_tiers_admission_and_monitoring() {
         resolved.header("location"),
         Some(format!("http://{}/live/demo", lower.data).as_str())
     );
-    let active = poll(Duration::from_secs(5), Duration::from_millis(100), || {
+    let activated = poll(Duration::from_secs(5), Duration::from_millis(100), || {
         let t = tiers(&pnc.topology().ok()?, "demo");
         (t.len() == 2).then_some(t)
     });
-    assert_eq!(active, Some(vec![(11, 1), (21, 2)]));
+    assert_eq!(activated, Some(vec![(11, 1), (21, 2)]));
+
+    // A viewer at the lower tier, a standby, waits for the stream rather than getting 404: its
+    // arrival is the standby's first sink ([0054]), and the PNC counts it there.
+    let mut waiting = std::net::TcpStream::connect(lower.data).unwrap();
+    std::io::Write::write_all(&mut waiting, b"GET /live/demo HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let counted = poll(Duration::from_secs(5), Duration::from_millis(100), || {
+        let p21 = active(&pnc.topology().ok()?, "demo", 21)?;
+        (p21["viewers"] == 1).then_some(p21)
+    });
+    assert!(
+        counted.is_some(),
+        "the PNC does not count the viewer at the standby: {:?}; its log:\n{}",
+        active(&pnc.topology().unwrap(), "demo", 21),
+        lower.log()
+    );
+    drop(waiting);
 
     // The upper tier takes child proxies only: a plain viewer there gets 503 and the reason.
     let refused = poll(Duration::from_secs(5), Duration::from_millis(100), || {

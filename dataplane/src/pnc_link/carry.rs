@@ -56,6 +56,7 @@ impl Carrier<'_> {
                 // `Pull` ([0054]). Until the PNC says otherwise, new viewers come here only if
                 // it is accepting; an upper tier serves child proxies alone ([0030], [0035]).
                 self.admission.set(&stream, admit(accepting, &[]));
+                self.admission.set_activated(&stream, true);
                 info!(
                     stream = %stream,
                     source = %source.source,
@@ -105,6 +106,7 @@ impl Carrier<'_> {
             Action::Deactivate { stream } => {
                 // The stream is no longer this proxy's to refuse; without a feed it is gone.
                 self.admission.set(&stream, Admit::Accept);
+                self.admission.set_activated(&stream, false);
                 self.orders.send_order(Order::Deactivate {
                     stream: stream.clone(),
                 });
@@ -255,6 +257,7 @@ mod tests {
         // A standby gives no order: it pulls at its first sink.
         assert!(c.carry(activate(true)).is_empty());
         assert_eq!(admission.of("demo"), Admit::Accept);
+        assert!(admission.is_activated("demo"));
         assert!(sink.take().is_empty());
         c.carry(Action::StopAccepting {
             stream: "demo".into(),
@@ -289,6 +292,7 @@ mod tests {
             }]
         );
         assert_eq!(admission.of("demo"), Admit::Accept);
+        assert!(!admission.is_activated("demo"));
     }
 
     #[test]
