@@ -1393,7 +1393,10 @@ impl Core {
                 continue;
             }
             let flowing = self.shared.streams.lookup(&w.stream);
-            let late = now >= w.until_us || self.stopping.is_some();
+            // Deactivated meanwhile: it will not start here.
+            let late = now >= w.until_us
+                || self.stopping.is_some()
+                || !self.shared.admission.is_activated(&w.stream);
             if flowing.is_none() && !late {
                 i += 1;
                 continue;

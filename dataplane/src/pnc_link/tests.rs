@@ -235,3 +235,47 @@ async fn the_link_registers_and_carries_out_the_pncs_orders() {
     assert_eq!(admission.of("demo"), Admit::Redirect(vec![p22.addr]));
     link.abort();
 }
+
+#[test]
+fn settings_need_a_token_and_an_address_others_can_reach() {
+    let dir = std::env::temp_dir().join(format!("van-link-settings-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = dir.join("token");
+    std::fs::write(&token, "  s3cret\n").unwrap();
+    let cfg = crate::config::PncConfig {
+        addr: "127.0.0.1:7700".into(),
+        token_file: token.clone(),
+        name: "P21".into(),
+        region: Some("eu".into()),
+        capacity_connections: None,
+        capacity_bps: 1_000_000,
+        advertise: None,
+        source_name: None,
+        delta_t_ms: 500,
+    };
+    let bound: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+    let s = LinkSettings::new(&cfg, 21, bound, 5000).unwrap();
+    assert_eq!(
+        (s.agent.token.as_str(), s.agent.data_addr, s.agent.proxy),
+        ("s3cret", bound, ProxyId(21))
+    );
+    assert_eq!(s.agent.capacity.connections, 5000);
+    assert_eq!(
+        (s.agent.region.as_deref(), s.agent.delta_t_ms),
+        (Some("eu"), 500)
+    );
+    // Bound to every address: only --advertise says where others reach it.
+    let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+    let e = LinkSettings::new(&cfg, 21, any, 5000).unwrap_err();
+    assert!(e.to_string().contains("--advertise"), "{e}");
+    let advertised = crate::config::PncConfig {
+        advertise: Some("10.1.2.3:8080".into()),
+        ..cfg.clone()
+    };
+    let s = LinkSettings::new(&advertised, 21, any, 5000).unwrap();
+    assert_eq!(s.agent.data_addr, "10.1.2.3:8080".parse().unwrap());
+    std::fs::write(&token, "\n").unwrap();
+    let e = LinkSettings::new(&cfg, 21, bound, 5000).unwrap_err();
+    assert!(e.to_string().contains("empty"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
