@@ -221,7 +221,8 @@ pub async fn run(settings: LinkSettings, relay: Relay, mut events: UnboundedRece
                                     warn!("cannot send to the PNC: {e}");
                                 }
                             }
-                            None => warn!(?msg, "no control connection: message dropped"),
+                            // Not logged whole: a Hello carries the token.
+                            None => warn!("no control connection: a message to the PNC dropped"),
                         },
                         Duty::Watch { stream, peers } => monitor.watch(stream, peers),
                         Duty::Log(line) => info!(target: "dataplane::pnc", "{line}"),
