@@ -91,6 +91,7 @@ pub struct Request {
     pub expect_continue: bool,
     pub user_agent: Option<String>,
     /// `X-Van-Proxy: ID`: the request comes from the child proxy `ID` (its LOGIN, [0053]).
+    /// `0` is a relay with no proxy id (`--proxy-id` unset): not a member of the VAN.
     pub van_proxy: Option<u32>,
 }
 
@@ -250,7 +251,7 @@ fn parse_http(buf: &[u8]) -> Result<Option<Request>, HttpError> {
         body,
         expect_continue,
         user_agent,
-        van_proxy,
+        van_proxy: van_proxy.filter(|&id| id != 0),
     }))
 }
 
@@ -737,6 +738,8 @@ content-type: video/mp2t\r\n\r\n";
         let req = parse(b"GET /van/a?from=3 HTTP/1.1\r\nX-Van-Proxy: 21\r\n\r\n");
         assert_eq!(req.van_proxy, Some(21));
         assert_eq!(parse(b"GET /van/a HTTP/1.1\r\n\r\n").van_proxy, None);
+        let no_id = parse(b"GET /van/a HTTP/1.1\r\nX-Van-Proxy: 0\r\n\r\n");
+        assert_eq!(no_id.van_proxy, None);
         for bad in [
             &b"GET /van/a HTTP/1.1\r\nX-Van-Proxy: P21\r\n\r\n"[..],
             b"GET /van/a HTTP/1.1\r\nX-Van-Proxy: -1\r\n\r\n",
