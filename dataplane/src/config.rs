@@ -142,14 +142,48 @@ pub struct Args {
     /// [default: 16384].
     #[arg(long, value_name = "BYTES")]
     pub coalesce_bytes: Option<u32>,
-    /// This relay's proxy id, sent to a parent as `X-Van-Proxy` when pulling [default: 0].
-    #[arg(long, value_name = "ID")]
-    pub proxy_id: Option<u32>,
     /// Pull STREAM from parent relays at start-up and serve it here, e.g.
     /// `--pull demo=origin:8080,backup:8080` (repeatable; several parents: redundant, no frame
     /// lost when one dies). Needs --van-token-file: the first token is sent to the parents.
     #[arg(long, value_name = "STREAM=HOST:PORT[,HOST:PORT...]")]
     pub pull: Vec<String>,
+    /// The PNC's control socket (HOST:PORT): register there and carry out its orders. Without
+    /// it the relay runs alone (origin and edge in one).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub pnc: Option<String>,
+    /// File holding the PNC's shared control token (needed with --pnc).
+    #[arg(long, value_name = "FILE")]
+    pub pnc_token_file: Option<PathBuf>,
+    /// This proxy's id in the VAN, unique and stable across restarts (needed with --pnc; sent
+    /// as `X-Van-Proxy` when pulling from a parent) [default: 0, none].
+    #[arg(long, value_name = "N")]
+    pub proxy_id: Option<u32>,
+    /// This proxy's name at the PNC [default: proxy-{id}].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// This proxy's region at the PNC (its config may override it).
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// Downstream connections this machine takes, all streams together ([0047])
+    /// [default: --max-connections].
+    #[arg(long, value_name = "N")]
+    pub capacity_connections: Option<u32>,
+    /// Outgoing bits per second this machine sends, all streams together ([0047])
+    /// [default: 10000000000].
+    #[arg(long, value_name = "BITS")]
+    pub capacity_bps: Option<u64>,
+    /// The data address told to the PNC, where other proxies and viewers reach this one
+    /// [default: the bound data address].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// Name of the media source announced for streams published here; streams of one source
+    /// share a tiering ([0047]) [default: the stream's name].
+    #[arg(long, value_name = "NAME")]
+    pub source_name: Option<String>,
+    /// ΔT of the proxy's DISTRIBUTE look-ahead ([0054]); use the PNC's `delta_t_ms`
+    /// [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub delta_t_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -181,8 +215,17 @@ struct FileConfig {
     coalesce_ms: Option<f64>,
     send_budget: Option<u32>,
     coalesce_bytes: Option<u32>,
-    proxy_id: Option<u32>,
     pull: Option<Vec<String>>,
+    pnc: Option<String>,
+    pnc_token_file: Option<PathBuf>,
+    proxy_id: Option<u32>,
+    name: Option<String>,
+    region: Option<String>,
+    capacity_connections: Option<u32>,
+    capacity_bps: Option<u64>,
+    advertise: Option<String>,
+    source_name: Option<String>,
+    delta_t_ms: Option<u64>,
 }
 
 /// The effective configuration.
@@ -216,7 +259,10 @@ pub struct Config {
     pub coalesce_us: u64,
     pub send_budget: u32,
     pub coalesce_bytes: u32,
+    /// This proxy's id in the VAN (0: none, a relay alone).
     pub proxy_id: u32,
+    /// Set with `--pnc`: the relay registers with a PNC.
+    pub pnc: Option<PncConfig>,
     /// Streams pulled from parents at start-up (`--pull`), their parents in the order given.
     pub pulls: Vec<PullSpec>,
 }
@@ -251,6 +297,24 @@ impl PullSpec {
             parents: addrs,
         })
     }
+}
+
+/// How the relay registers with a PNC (`--pnc` and the keys around it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PncConfig {
+    /// The control socket, `HOST:PORT`, resolved at each connection attempt.
+    pub addr: String,
+    pub token_file: PathBuf,
+    pub name: String,
+    pub region: Option<String>,
+    /// `None`: the relay's connection limit.
+    pub capacity_connections: Option<u32>,
+    pub capacity_bps: u64,
+    /// `None`: the bound data address.
+    pub advertise: Option<String>,
+    /// `None`: each stream is its own source.
+    pub source_name: Option<String>,
+    pub delta_t_ms: u64,
 }
 
 fn secs(name: &str, v: f64) -> anyhow::Result<u64> {
@@ -336,6 +400,7 @@ impl Config {
                     .map(|t| PullSpec::parse(t))
                     .collect::<anyhow::Result<_>>()?
             },
+            pnc: None,
         };
         for (i, p) in cfg.pulls.iter().enumerate() {
             if cfg.pulls[..i].iter().any(|q| q.stream == p.stream) {
@@ -345,6 +410,41 @@ impl Config {
                 );
             }
         }
+        let pnc = match args.pnc.or(file.pnc) {
+            None => None,
+            Some(addr) => Some(PncConfig {
+                addr,
+                token_file: args
+                    .pnc_token_file
+                    .or(file.pnc_token_file)
+                    .ok_or_else(|| anyhow::anyhow!("--pnc needs --pnc-token-file"))?,
+                name: args
+                    .name
+                    .or(file.name)
+                    .unwrap_or_else(|| format!("proxy-{}", cfg.proxy_id)),
+                region: args.region.or(file.region),
+                capacity_connections: args.capacity_connections.or(file.capacity_connections),
+                capacity_bps: args
+                    .capacity_bps
+                    .or(file.capacity_bps)
+                    .unwrap_or(10_000_000_000),
+                advertise: args.advertise.or(file.advertise),
+                source_name: args.source_name.or(file.source_name),
+                delta_t_ms: args.delta_t_ms.or(file.delta_t_ms).unwrap_or(10_000),
+            }),
+        };
+        if pnc.is_some() && cfg.proxy_id == 0 {
+            bail!("--pnc needs --proxy-id (a number from 1, unique in the VAN)");
+        }
+        if let Some(p) = &pnc {
+            if p.capacity_connections == Some(0) || p.capacity_bps == 0 {
+                bail!("--capacity-connections and --capacity-bps must be at least 1");
+            }
+            if p.delta_t_ms == 0 {
+                bail!("--delta-t-ms must be at least 1");
+            }
+        }
+        let cfg = Config { pnc, ..cfg };
         if cfg.coalesce_us > 1_000_000 {
             bail!("--coalesce-ms must be at most 1000");
         }
@@ -495,6 +595,51 @@ mod tests {
         for bad in ["a", "=127.0.0.1:1", "a/b=127.0.0.1:1", "a=nowhere"] {
             assert!(PullSpec::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_pnc_keys_come_from_flags_or_file_and_need_a_token_and_an_id() {
+        let cfg = Config::load(Args::parse_from(["dataplane"]), 1).unwrap();
+        assert_eq!((cfg.pnc, cfg.proxy_id), (None, 0));
+        let no_token = Args::parse_from(["dataplane", "--pnc", "pnc:7700", "--proxy-id", "3"]);
+        assert!(Config::load(no_token, 1).is_err());
+        let no_id = Args::parse_from(["dataplane", "--pnc", "pnc:7700", "--pnc-token-file", "t"]);
+        assert!(Config::load(no_id, 1).is_err());
+        let dir = std::env::temp_dir().join(format!("van-cfg-pnc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("d.toml");
+        std::fs::write(
+            &path,
+            "pnc = \"10.0.0.1:7700\"\npnc-token-file = \"/etc/van/token\"\nproxy-id = 21\n\
+             region = \"eu\"\ncapacity-connections = 3\nadvertise = \"10.0.0.21:8080\"\n",
+        )
+        .unwrap();
+        let args = Args::parse_from([
+            "dataplane",
+            "--config",
+            path.to_str().unwrap(),
+            "--capacity-bps",
+            "1000000",
+            "--source-name",
+            "www.ccrl.com",
+        ]);
+        let cfg = Config::load(args, 1).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(cfg.proxy_id, 21);
+        assert_eq!(
+            cfg.pnc,
+            Some(PncConfig {
+                addr: "10.0.0.1:7700".into(),
+                token_file: "/etc/van/token".into(),
+                name: "proxy-21".into(),
+                region: Some("eu".into()),
+                capacity_connections: Some(3),
+                capacity_bps: 1_000_000,
+                advertise: Some("10.0.0.21:8080".into()),
+                source_name: Some("www.ccrl.com".into()),
+                delta_t_ms: 10_000,
+            })
+        );
     }
 
     #[test]

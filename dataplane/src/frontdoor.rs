@@ -7,7 +7,13 @@
 //! places a viewer on a core (`--placement`). The reactor reads the head, sends the reply and
 //! starts the connection; nothing here touches a socket: the one fact that needs the socket,
 //! whether the peer is on loopback, is asked of the caller only when it decides.
+//!
+//! Under a PNC, a new viewer of a stream this proxy no longer takes (the PNC's StopAccepting,
+//! [0030], [0035]) is sent on with `307` to the first proxy the PNC named, or answered `503`
+//! with the reason when it named none; a child proxy (`X-Van-Proxy`) is never turned away
+//! here: the PNC moves child proxies with its orders ([0037], [0046]).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tracing::info;
@@ -17,6 +23,7 @@ use crate::frame;
 use crate::http::{self, HttpError, Request, Route};
 use crate::ingest::Ingest;
 use crate::metrics::Reject;
+use crate::orders::{self, Admit};
 use crate::stream::{AttachError, LOOPBACK, Registry, Stream};
 
 /// What the data port does with a parsed request.
@@ -25,13 +32,29 @@ pub enum Admission {
     Refuse { why: Reject, reply: Vec<u8> },
     /// Send `reply` (the head a `GET` would get) and close.
     Head { reply: Vec<u8> },
-    /// A source: send `reply` (it waits for it), then ingest the body.
-    Source { ingest: Box<Ingest>, reply: Vec<u8> },
+    /// Send `reply` (a `307` to the proxy that takes the viewer) and close.
+    Redirect { reply: Vec<u8> },
+    /// A source: send `reply` (it waits for it), then ingest the body. `resumed`: it continues
+    /// a stream in grace (not a new stream for the PNC).
+    Source {
+        ingest: Box<Ingest>,
+        reply: Vec<u8>,
+        resumed: bool,
+    },
+    /// A viewer of a stream the PNC activated here that does not flow yet (a standby pulls from
+    /// its parents at its first sink, [0054]): it waits for the stream, up to a deadline.
+    Wait {
+        stream: String,
+        van: Option<Option<u64>>,
+        child: Option<u32>,
+    },
     /// A viewer of `stream`: plain when `van` is `None`, else a VAN viewer asking to resume from
-    /// the sequence number inside (`?from=`), if any.
+    /// the sequence number inside (`?from=`), if any. `child`: the child proxy it is
+    /// (`X-Van-Proxy`), for a VAN viewer that named one.
     Viewer {
         stream: Arc<Stream>,
         van: Option<Option<u64>>,
+        child: Option<u32>,
     },
 }
 
@@ -42,6 +65,8 @@ pub struct FrontDoor<'a> {
     pub creds: Option<&'a SourceCredentials>,
     /// `None`: no VAN viewer is taken.
     pub tokens: Option<&'a VanTokens>,
+    /// Who takes new viewers, per stream, as the PNC last said.
+    pub admission: &'a orders::Admission,
     /// For the logs.
     pub core: usize,
 }
@@ -61,7 +86,13 @@ impl FrontDoor<'_> {
                 self.source(req, name, leftover, peer_is_loopback)
             }
             Route::Play { stream } => {
+                if let Some(turned) = self.turn_away(&req, &format!("/live/{stream}")) {
+                    return turned;
+                }
                 let Some(s) = self.streams.lookup(stream) else {
+                    if let Some(wait) = self.standby(&req, None) {
+                        return wait;
+                    }
                     info!(core, stream = %stream, "viewer refused: no such stream (404)");
                     return refuse(Reject::NotFound, 404, "Not Found", &[]);
                 };
@@ -72,6 +103,7 @@ impl FrontDoor<'_> {
                 Admission::Viewer {
                     stream: s,
                     van: None,
+                    child: None,
                 }
             }
             Route::PlayVan { stream, from } => {
@@ -85,7 +117,17 @@ impl FrontDoor<'_> {
                         &[("WWW-Authenticate", "Bearer realm=\"van\"")],
                     );
                 }
+                let path = match from {
+                    Some(seq) => format!("/van/{stream}?from={seq}"),
+                    None => format!("/van/{stream}"),
+                };
+                if let Some(turned) = self.turn_away(&req, &path) {
+                    return turned;
+                }
                 let Some(s) = self.streams.lookup(stream) else {
+                    if let Some(wait) = self.standby(&req, Some(*from)) {
+                        return wait;
+                    }
                     info!(core, stream = %stream, "VAN viewer refused: no such stream (404)");
                     return refuse(Reject::NotFound, 404, "Not Found", &[]);
                 };
@@ -96,8 +138,54 @@ impl FrontDoor<'_> {
                 Admission::Viewer {
                     stream: s,
                     van: Some(*from),
+                    child: req.van_proxy,
                 }
             }
+        }
+    }
+
+    /// A viewer of a stream not here that the PNC activated here waits for it (its arrival
+    /// makes the standby pull, [0054]); `None` for any other stream, and for `HEAD`.
+    fn standby(&self, req: &Request, van: Option<Option<u64>>) -> Option<Admission> {
+        let stream = req.route.stream();
+        if req.head_only || !self.admission.is_activated(stream) {
+            return None;
+        }
+        info!(core = self.core, stream = %stream, "viewer waits: the stream is activated here and starts pulling [0054]");
+        Some(Admission::Wait {
+            stream: stream.to_owned(),
+            van,
+            child: if van.is_some() { req.van_proxy } else { None },
+        })
+    }
+
+    /// A new viewer of a stream this proxy does not take now goes to the proxy that does
+    /// (`307` to `path` there), or gets `503` with the reason if the PNC named none. `None`:
+    /// the viewer is taken here (a child proxy always is).
+    fn turn_away(&self, req: &Request, path: &str) -> Option<Admission> {
+        if req.van_proxy.is_some() {
+            return None;
+        }
+        let stream = req.route.stream();
+        match self.admission.of(stream) {
+            Admit::Accept => None,
+            Admit::Redirect(to) => Some(match to.first() {
+                Some(addr) => {
+                    info!(core = self.core, stream = %stream, to = %addr, "viewer sent on: not accepting here (307)");
+                    Admission::Redirect {
+                        reply: redirect_to(*addr, path),
+                    }
+                }
+                None => {
+                    info!(core = self.core, stream = %stream, "viewer refused: not accepting here, no other proxy named (503)");
+                    refuse_because(
+                        Reject::Other,
+                        503,
+                        "Service Unavailable",
+                        "this proxy takes no new viewers for this stream now; ask the PNC where to go",
+                    )
+                }
+            }),
         }
     }
 
@@ -186,8 +274,18 @@ impl FrontDoor<'_> {
             reply.extend_from_slice(http::CONTINUE_100);
         }
         reply.extend_from_slice(&http::source_ok_response());
-        Admission::Source { ingest, reply }
+        Admission::Source {
+            ingest,
+            reply,
+            resumed,
+        }
     }
+}
+
+/// `307 Temporary Redirect` to `path` at `addr` (the method and the request stay the same).
+fn redirect_to(addr: SocketAddr, path: &str) -> Vec<u8> {
+    let location = format!("http://{addr}{path}");
+    http::error_response(307, "Temporary Redirect", &[("Location", &location)])
 }
 
 fn refuse(why: Reject, code: u16, reason: &str, extra: &[(&str, &str)]) -> Admission {
@@ -308,13 +406,14 @@ mod tests {
             streams: &streams,
             creds: None,
             tokens: None,
+            admission: &orders::Admission::default(),
             core: 0,
         };
         let put = "PUT /live/a HTTP/1.1\r\nContent-Type: video/mp2t\r\n\r\n";
         let a = door.admit(req(put), Vec::new(), || false);
         assert_eq!(refused(a), (Reject::Unauthorized, "401".into()));
         match door.admit(req(put), Vec::new(), || true) {
-            Admission::Source { ingest, reply } => {
+            Admission::Source { ingest, reply, .. } => {
                 assert_eq!(reply, http::source_ok_response());
                 assert!(
                     ingest
@@ -338,6 +437,7 @@ mod tests {
             streams: &streams,
             creds: Some(&creds),
             tokens: None,
+            admission: &orders::Admission::default(),
             core: 0,
         };
         // ann:secret in Basic auth.
@@ -363,6 +463,7 @@ mod tests {
             streams: &streams,
             creds: Some(&creds),
             tokens: None,
+            admission: &orders::Admission::default(),
             core: 0,
         };
         // ann:secret and bob:hunter2 in Basic auth.
@@ -396,6 +497,7 @@ mod tests {
             streams: &streams,
             creds: None,
             tokens: Some(&tokens),
+            admission: &orders::Admission::default(),
             core: 0,
         };
         let a = door.admit(req("GET /live/a HTTP/1.1\r\n\r\n"), Vec::new(), || true);
@@ -404,8 +506,8 @@ mod tests {
             .attach_source("a", "audio/mpeg", crate::stream::LOOPBACK)
             .unwrap();
         match door.admit(req("GET /live/a HTTP/1.1\r\n\r\n"), Vec::new(), || true) {
-            Admission::Viewer { stream, van } => {
-                assert_eq!((stream.name.as_str(), van), ("a", None))
+            Admission::Viewer { stream, van, child } => {
+                assert_eq!((stream.name.as_str(), van, child), ("a", None, None))
             }
             _ => panic!("a viewer of a live stream is taken"),
         }
@@ -421,6 +523,125 @@ mod tests {
             Admission::Viewer { van, .. } => assert_eq!(van, Some(Some(7))),
             _ => panic!("a VAN viewer with the token is taken"),
         }
+    }
+
+    #[test]
+    fn a_proxy_not_accepting_sends_viewers_on_but_never_a_child_proxy() {
+        let streams = registry();
+        let tokens = VanTokens::parse("t0ken").unwrap();
+        let admission = orders::Admission::default();
+        let door = FrontDoor {
+            streams: &streams,
+            creds: None,
+            tokens: Some(&tokens),
+            admission: &admission,
+            core: 0,
+        };
+        streams
+            .attach_source("a", "video/mp2t", crate::stream::LOOPBACK)
+            .unwrap();
+        let p22: SocketAddr = "127.0.0.1:9022".parse().unwrap();
+        let p23: SocketAddr = "[::1]:9023".parse().unwrap();
+        admission.set("a", Admit::Redirect(vec![p22, p23]));
+        let location = |a: Admission| match a {
+            Admission::Redirect { reply } => {
+                assert_eq!(status(&reply), "307");
+                let text = String::from_utf8(reply).unwrap();
+                let line = text.lines().find(|l| l.starts_with("Location: ")).unwrap();
+                line["Location: ".len()..].to_owned()
+            }
+            _ => panic!("not redirected"),
+        };
+        let plain = door.admit(req("GET /live/a?t=1 HTTP/1.1\r\n\r\n"), Vec::new(), || true);
+        assert_eq!(location(plain), "http://127.0.0.1:9022/live/a");
+        let van = "GET /van/a?from=7 HTTP/1.1\r\nAuthorization: Bearer t0ken\r\n\r\n";
+        assert_eq!(
+            location(door.admit(req(van), Vec::new(), || true)),
+            "http://127.0.0.1:9022/van/a?from=7"
+        );
+        let van_live = "GET /van/a HTTP/1.1\r\nAuthorization: Bearer t0ken\r\n\r\n";
+        assert_eq!(
+            location(door.admit(req(van_live), Vec::new(), || true)),
+            "http://127.0.0.1:9022/van/a"
+        );
+        // A VAN viewer still needs its token first.
+        let no_token = "GET /van/a HTTP/1.1\r\n\r\n";
+        let a = door.admit(req(no_token), Vec::new(), || true);
+        assert_eq!(refused(a), (Reject::Unauthorized, "401".into()));
+        // A child proxy is taken: the PNC moves it with orders.
+        let child =
+            "GET /van/a?from=7 HTTP/1.1\r\nAuthorization: Bearer t0ken\r\nX-Van-Proxy: 31\r\n\r\n";
+        match door.admit(req(child), Vec::new(), || true) {
+            Admission::Viewer { van, child, .. } => {
+                assert_eq!((van, child), (Some(Some(7)), Some(31)))
+            }
+            _ => panic!("a child proxy is taken"),
+        }
+        // A stream the PNC names nowhere else: 503 with the reason, even before it exists here.
+        admission.set("a", Admit::Redirect(Vec::new()));
+        admission.set("b", Admit::Redirect(Vec::new()));
+        for head in [
+            "GET /live/a HTTP/1.1\r\n\r\n",
+            "GET /live/b HTTP/1.1\r\n\r\n",
+        ] {
+            match door.admit(req(head), Vec::new(), || true) {
+                Admission::Refuse { why, reply } => {
+                    assert_eq!((why, status(&reply)), (Reject::Other, "503"));
+                    assert!(String::from_utf8_lossy(&reply).contains("takes no new viewers"));
+                }
+                _ => panic!("refused with 503"),
+            }
+        }
+        // Accepting again.
+        admission.set("a", Admit::Accept);
+        assert!(matches!(
+            door.admit(req("GET /live/a HTTP/1.1\r\n\r\n"), Vec::new(), || true),
+            Admission::Viewer { .. }
+        ));
+    }
+
+    #[test]
+    fn a_viewer_of_a_standby_waits_for_the_stream_and_others_get_404() {
+        let streams = registry();
+        let tokens = VanTokens::parse("t0ken").unwrap();
+        let admission = orders::Admission::default();
+        let door = FrontDoor {
+            streams: &streams,
+            creds: None,
+            tokens: Some(&tokens),
+            admission: &admission,
+            core: 0,
+        };
+        admission.set_activated("demo", true);
+        match door.admit(req("GET /live/demo HTTP/1.1\r\n\r\n"), Vec::new(), || true) {
+            Admission::Wait { stream, van, child } => {
+                assert_eq!((stream.as_str(), van, child), ("demo", None, None))
+            }
+            _ => panic!("a viewer of a standby waits"),
+        }
+        let child = "GET /van/demo?from=9 HTTP/1.1\r\nAuthorization: Bearer t0ken\r\nX-Van-Proxy: 31\r\n\r\n";
+        match door.admit(req(child), Vec::new(), || true) {
+            Admission::Wait { van, child, .. } => {
+                assert_eq!((van, child), (Some(Some(9)), Some(31)))
+            }
+            _ => panic!("a child proxy of a standby waits"),
+        }
+        // HEAD, and a stream not activated here: 404 as before.
+        for head in [
+            "HEAD /live/demo HTTP/1.1\r\n\r\n",
+            "GET /live/other HTTP/1.1\r\n\r\n",
+        ] {
+            let a = door.admit(req(head), Vec::new(), || true);
+            assert_eq!(refused(a), (Reject::NotFound, "404".into()), "{head}");
+        }
+        // Once the stream flows, viewers are taken at once.
+        streams
+            .attach_source("demo", "video/mp2t", crate::stream::LOOPBACK)
+            .unwrap();
+        assert!(matches!(
+            door.admit(req("GET /live/demo HTTP/1.1\r\n\r\n"), Vec::new(), || true),
+            Admission::Viewer { .. }
+        ));
     }
 
     #[test]

@@ -90,6 +90,9 @@ pub struct Request {
     /// `Expect: 100-continue`: send [`CONTINUE_100`] before reading the body.
     pub expect_continue: bool,
     pub user_agent: Option<String>,
+    /// `X-Van-Proxy: ID`: the request comes from the child proxy `ID` (its LOGIN, [0053]).
+    /// `0` is a relay with no proxy id (`--proxy-id` unset): not a member of the VAN.
+    pub van_proxy: Option<u32>,
 }
 
 // Written by hand so that a logged request never shows a password or token.
@@ -105,6 +108,7 @@ impl fmt::Debug for Request {
             .field("body", &self.body)
             .field("expect_continue", &self.expect_continue)
             .field("user_agent", &self.user_agent)
+            .field("van_proxy", &self.van_proxy)
             .finish()
     }
 }
@@ -203,6 +207,7 @@ fn parse_http(buf: &[u8]) -> Result<Option<Request>, HttpError> {
     let mut user_agent = None;
     let mut length = LengthHeaders::default();
     let mut expect_continue = false;
+    let mut van_proxy = None;
     for h in req.headers.iter() {
         let name = h.name;
         let value = trim(h.value);
@@ -223,6 +228,11 @@ fn parse_http(buf: &[u8]) -> Result<Option<Request>, HttpError> {
                 return Err(HttpError::ExpectationFailed);
             }
             expect_continue = true;
+        } else if name.eq_ignore_ascii_case("x-van-proxy") {
+            if van_proxy.is_some() {
+                return Err(malformed("more than one X-Van-Proxy header"));
+            }
+            van_proxy = Some(parse_proxy_id(value)?);
         }
     }
 
@@ -241,7 +251,19 @@ fn parse_http(buf: &[u8]) -> Result<Option<Request>, HttpError> {
         body,
         expect_continue,
         user_agent,
+        van_proxy: van_proxy.filter(|&id| id != 0),
     }))
+}
+
+/// A proxy id: decimal digits, at most `u32::MAX`.
+fn parse_proxy_id(value: &[u8]) -> Result<u32, HttpError> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return Err(malformed("X-Van-Proxy must be a proxy id (decimal digits)"));
+    }
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| malformed("X-Van-Proxy is beyond the largest proxy id"))
 }
 
 /// Icecast 1.x source clients (ices, older liquidsoap and butt) send `SOURCE /m ICE/1.0`,
@@ -715,6 +737,26 @@ content-type: video/mp2t\r\n\r\n";
             }
         );
         assert_eq!(req.bearer.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn a_child_proxy_names_itself_and_a_bad_name_is_a_400() {
+        let req = parse(b"GET /van/a?from=3 HTTP/1.1\r\nX-Van-Proxy: 21\r\n\r\n");
+        assert_eq!(req.van_proxy, Some(21));
+        assert_eq!(parse(b"GET /van/a HTTP/1.1\r\n\r\n").van_proxy, None);
+        let no_id = parse(b"GET /van/a HTTP/1.1\r\nX-Van-Proxy: 0\r\n\r\n");
+        assert_eq!(no_id.van_proxy, None);
+        for bad in [
+            &b"GET /van/a HTTP/1.1\r\nX-Van-Proxy: P21\r\n\r\n"[..],
+            b"GET /van/a HTTP/1.1\r\nX-Van-Proxy: -1\r\n\r\n",
+            b"GET /van/a HTTP/1.1\r\nX-Van-Proxy:\r\n\r\n",
+            b"GET /van/a HTTP/1.1\r\nX-Van-Proxy: 4294967296\r\n\r\n",
+            b"GET /van/a HTTP/1.1\r\nX-Van-Proxy: 1\r\nx-van-proxy: 2\r\n\r\n",
+        ] {
+            let e = parse_request(bad).unwrap_err();
+            assert_eq!(e.status().0, 400, "{}", String::from_utf8_lossy(bad));
+            assert!(String::from_utf8_lossy(&e.response()).contains("X-Van-Proxy"));
+        }
     }
 
     #[test]

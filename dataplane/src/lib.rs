@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod mpegts;
 pub mod orders;
 pub mod parent_feed;
+pub mod pnc_link;
 pub mod pool;
 pub mod pull;
 pub mod reactor;

@@ -12,14 +12,18 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
+
 use std::thread;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use anyhow::Context;
 use clap::Parser;
 use dataplane::auth::{SourceCredentials, VanTokens};
 use dataplane::config::{Args, Config};
 use dataplane::metrics;
+use dataplane::orders::LocalEvent;
 use dataplane::orders::{Order, ParentAddr};
+use dataplane::pnc_link::{self, LinkSettings};
 use dataplane::pool::BlockPool;
 use dataplane::reactor::{self, Core, SetupError, Shared};
 use dataplane::stream::{Registry, StreamLimits};
@@ -225,8 +229,15 @@ fn run(args: Args) -> Result<(), Fatal> {
     let admin_addr = admin.local_addr()?;
     admin.set_nonblocking(true)?;
     let block_size = cfg.block_size;
-    // Lives as long as the process: the rings and the admin thread borrow it without counting.
-    let shared: &'static Shared = Box::leak(Box::new(Shared::new(
+    let link = pnc_link::settings_for(&cfg, data_addr, max_connections)?;
+    let (events, link) = match link {
+        Some(settings) => {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            (Some(tx), Some((settings, rx)))
+        }
+        None => (None, None),
+    };
+    let shared = Shared::new(
         cfg,
         pool,
         Registry::new(window, cores, block_size).with_limits(limits),
@@ -234,7 +245,13 @@ fn run(args: Args) -> Result<(), Fatal> {
         max_connections,
         creds,
         tokens,
-    )));
+    );
+    let shared = match events {
+        Some(tx) => shared.with_events(tx),
+        None => shared,
+    };
+    // Lives as long as the process: the rings and the admin thread borrow it without counting.
+    let shared: &'static Shared = Box::leak(Box::new(shared));
     let registration =
         reactor::register_pool(shared).map_err(|e| Fatal(setup_error_line(&e, pool_mib)))?;
     let mut threads = Vec::new();
@@ -273,7 +290,7 @@ fn run(args: Args) -> Result<(), Fatal> {
     let shared_admin = shared;
     thread::Builder::new()
         .name("van-control".into())
-        .spawn(move || control_thread(shared_admin, admin))?;
+        .spawn(move || control_thread(shared_admin, admin, link))?;
     info!(
         open_files = nofile,
         max_connections,
@@ -320,8 +337,12 @@ fn run(args: Args) -> Result<(), Fatal> {
     Ok(())
 }
 
-/// Control thread: ordinary tokio for the admin port and the signals.
-fn control_thread(shared: &'static Shared, admin: std::net::TcpListener) {
+/// Control thread: ordinary tokio for the admin port, the signals and the PNC link.
+fn control_thread(
+    shared: &'static Shared,
+    admin: std::net::TcpListener,
+    link: Option<(LinkSettings, UnboundedReceiver<LocalEvent>)>,
+) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -349,6 +370,14 @@ fn control_thread(shared: &'static Shared, admin: std::net::TcpListener) {
             }
             sig.shutdown.store(true, Ordering::Release);
         });
+        if let Some((settings, events)) = link {
+            let relay = pnc_link::Relay {
+                orders: shared,
+                admission: &shared.admission,
+                counters: Box::new(move || pnc_link::load::counters(shared)),
+            };
+            tokio::spawn(pnc_link::run(settings, relay, events));
+        }
         let app = axum::Router::new()
             .route(
                 "/metrics",

@@ -12,7 +12,7 @@
 //! Addresses are plain socket addresses and ids plain numbers, so that the reactor needs no
 //! control-protocol type.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::RwLock;
 
@@ -108,9 +108,14 @@ pub enum Admit {
 
 /// Per-stream admission, read by every core when a viewer's request is routed and written by the
 /// control thread when the PNC changes a phase.
+///
+/// It also knows which streams the PNC activated here: a viewer of such a stream that is not
+/// flowing yet (a standby pulls only from its first sink, [0054]) waits for it instead of
+/// getting `404`.
 #[derive(Debug, Default)]
 pub struct Admission {
     by_stream: RwLock<HashMap<String, Admit>>,
+    activated: RwLock<HashSet<String>>,
 }
 
 impl Admission {
@@ -119,6 +124,22 @@ impl Admission {
         self.by_stream.read().map_or(Admit::Accept, |m| {
             m.get(stream).cloned().unwrap_or(Admit::Accept)
         })
+    }
+
+    /// Whether the PNC has `stream` active here.
+    pub fn is_activated(&self, stream: &str) -> bool {
+        self.activated.read().is_ok_and(|s| s.contains(stream))
+    }
+
+    /// The PNC activated (`true`) or deactivated `stream` here.
+    pub fn set_activated(&self, stream: &str, yes: bool) {
+        if let Ok(mut s) = self.activated.write() {
+            if yes {
+                s.insert(stream.to_string());
+            } else {
+                s.remove(stream);
+            }
+        }
     }
 
     pub fn set(&self, stream: &str, admit: Admit) {
@@ -149,5 +170,10 @@ mod tests {
         assert_eq!(a.of("other"), Admit::Accept);
         a.set("demo", Admit::Accept);
         assert_eq!(a.of("demo"), Admit::Accept);
+        assert!(!a.is_activated("demo"));
+        a.set_activated("demo", true);
+        assert!(a.is_activated("demo") && !a.is_activated("other"));
+        a.set_activated("demo", false);
+        assert!(!a.is_activated("demo"));
     }
 }

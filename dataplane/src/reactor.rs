@@ -55,9 +55,10 @@ use crate::http::{self, Request};
 use crate::ingest::{Ingest, NextRead};
 use crate::metrics::{CoreMetrics, Reject};
 use crate::orders::Order;
+use crate::orders::{self, LocalEvent};
 use crate::pool::BlockPool;
 use crate::sendplan::{self, AfterSend, Next, Pace, SendPlan, Stall, VAN_BATCH};
-use crate::stream::{Registry, Stream};
+use crate::stream::{Feed, Registry, Stream};
 use crate::window::Writer;
 use crate::window::reclaim::CoreMark;
 
@@ -87,6 +88,8 @@ const SEND_ZC_REPORT_USAGE: u16 = 8;
 const NOTIF_USAGE_ZC_COPIED: i32 = i32::MIN;
 /// How long shutdown waits for viewers to take what is queued.
 const STOP_GRACE_US: u64 = 3_000_000;
+/// How long a viewer of a standby waits for its stream to flow ([`Admission::Wait`]).
+const STANDBY_WAIT_US: u64 = 5_000_000;
 
 fn ud(kind: u64, slot: u32, generation: u32) -> u64 {
     (kind << 56) | ((slot as u64 & 0xff_ffff) << 32) | generation as u64
@@ -94,6 +97,24 @@ fn ud(kind: u64, slot: u32, generation: u32) -> u64 {
 
 fn ud_parts(ud: u64) -> (u64, u32, u32) {
     (ud >> 56, ((ud >> 32) & 0xff_ffff) as u32, ud as u32)
+}
+
+/// A viewer joined `stream`: a child proxy if it named one (`X-Van-Proxy`) on a VAN request.
+fn joined(stream: &str, child: Option<u32>) -> LocalEvent {
+    let stream = stream.to_owned();
+    match child {
+        Some(child) => LocalEvent::ChildJoined { stream, child },
+        None => LocalEvent::ViewerJoined { stream },
+    }
+}
+
+/// The counterpart of [`joined`].
+fn left(stream: &str, child: Option<u32>) -> LocalEvent {
+    let stream = stream.to_owned();
+    match child {
+        Some(child) => LocalEvent::ChildLeft { stream, child },
+        None => LocalEvent::ViewerLeft { stream },
+    }
 }
 
 pub fn wall_us() -> u64 {
@@ -127,6 +148,11 @@ pub struct Shared {
     pub creds: Option<SourceCredentials>,
     pub tokens: Option<VanTokens>,
     pub cores_done: AtomicUsize,
+    /// Who takes new viewers per stream, as the PNC last ordered (read at routing).
+    pub admission: orders::Admission,
+    /// Where viewers, child proxies and sources coming and going are told, for the PNC link;
+    /// `None` without `--pnc`.
+    events: Option<tokio::sync::mpsc::UnboundedSender<LocalEvent>>,
     start: Instant,
 }
 
@@ -162,7 +188,25 @@ impl Shared {
             creds,
             tokens,
             cores_done: AtomicUsize::new(0),
+            admission: orders::Admission::default(),
+            events: None,
             start: Instant::now(),
+        }
+    }
+
+    /// Tell the PNC link (through `events`) of the viewers, child proxies and sources that come
+    /// and go.
+    pub fn with_events(mut self, events: tokio::sync::mpsc::UnboundedSender<LocalEvent>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// Tells the PNC link, if there is one. Never blocks: the channel is unbounded, and the
+    /// link drains it whether or not the PNC is reachable.
+    pub fn event(&self, event: LocalEvent) {
+        if let Some(tx) = &self.events {
+            // Fails only once the control thread is gone (shutdown): nothing to tell then.
+            let _ = tx.send(event);
         }
     }
 
@@ -273,6 +317,7 @@ struct Handoff {
     stream: Arc<Stream>,
     /// As in [`Admission::Viewer`].
     van: Option<Option<u64>>,
+    child: Option<u32>,
 }
 
 /// The iovecs and header of a VAN viewer's sendmsg.
@@ -291,6 +336,8 @@ struct Viewer {
     zc: bool,
     /// Its index in the stream's list in [`Fanout`].
     sub_index: usize,
+    /// The child proxy it is (`X-Van-Proxy`), if any.
+    child: Option<u32>,
 }
 
 enum State {
@@ -307,6 +354,17 @@ enum State {
     Viewer(Box<Viewer>),
     /// A connection to a parent proxy this core pulls a stream from.
     Parent(Box<parents::ParentConn>),
+    /// A viewer of a standby, waiting for its stream (no operation in flight; a hang-up is
+    /// seen only at the deadline).
+    Waiting(Box<Waiting>),
+}
+
+/// As in [`Admission::Wait`], with its deadline.
+struct Waiting {
+    stream: String,
+    van: Option<Option<u64>>,
+    child: Option<u32>,
+    until_us: u64,
 }
 
 struct Conn {
@@ -333,6 +391,8 @@ pub struct Core {
     head_deadlines: VecDeque<(u64, u32, u32)>,
     sources: Vec<u32>,
     grace: Vec<Arc<Stream>>,
+    /// Viewers of standbys waiting for their stream: (slot, generation).
+    waiting: Vec<(u32, u32)>,
     draining: Vec<(Arc<Stream>, Box<Writer>)>,
     timespec: Box<types::Timespec>,
     /// The one timer of held-back sends (`--coalesce-ms`), armed while `coalesce_armed`.
@@ -393,6 +453,7 @@ impl Core {
             head_deadlines: VecDeque::new(),
             sources: Vec::new(),
             grace: Vec::new(),
+            waiting: Vec::new(),
             draining: Vec::new(),
             timespec: Box::new(types::Timespec::new().nsec(TICK_NS)),
             coalesce_timespec: Box::new(types::Timespec::new()),
@@ -711,6 +772,7 @@ impl Core {
             streams: &shared.streams,
             creds: shared.creds.as_ref(),
             tokens: shared.tokens.as_ref(),
+            admission: &shared.admission,
             core: self.id,
         };
         let admission = door.admit(req, leftover, || peer_is_loopback(fd));
@@ -724,13 +786,43 @@ impl Core {
                 self.m().reject(why);
                 self.reply(slot, reply, None);
             }
-            Admission::Head { reply } => self.reply(slot, reply, None),
-            Admission::Source { ingest, reply } => {
+            Admission::Head { reply } | Admission::Redirect { reply } => {
+                self.reply(slot, reply, None)
+            }
+            Admission::Source {
+                ingest,
+                reply,
+                resumed,
+            } => {
+                if !resumed {
+                    let stream = ingest.stream();
+                    self.shared.event(LocalEvent::SourceStarted {
+                        stream: stream.name.clone(),
+                        content_type: stream.content_type(),
+                    });
+                }
                 self.m().sources.fetch_add(1, Ordering::Relaxed);
                 self.sources.push(slot);
                 self.reply(slot, reply, Some(ingest));
             }
-            Admission::Viewer { stream, van } => self.place_viewer(slot, stream, van),
+            Admission::Viewer { stream, van, child } => {
+                // Told here, once, whichever core serves it.
+                self.shared.event(joined(&stream.name, child));
+                self.place_viewer(slot, stream, van, child)
+            }
+            Admission::Wait { stream, van, child } => {
+                // [0054] its arrival is the standby's first sink: the agent orders the pull.
+                self.shared.event(joined(&stream, child));
+                let until_us = self.shared.now_us() + STANDBY_WAIT_US;
+                let c = &mut self.conns[slot as usize];
+                c.state = State::Waiting(Box::new(Waiting {
+                    stream,
+                    van,
+                    child,
+                    until_us,
+                }));
+                self.waiting.push((slot, c.generation));
+            }
         }
     }
 
@@ -751,11 +843,17 @@ impl Core {
 
     /// Serves a viewer here or hands it to the least-loaded core. A connection is moved at most
     /// once, before its first byte of response, and then lives on that core.
-    fn place_viewer(&mut self, slot: u32, s: Arc<Stream>, van: Option<Option<u64>>) {
+    fn place_viewer(
+        &mut self,
+        slot: u32,
+        s: Arc<Stream>,
+        van: Option<Option<u64>>,
+        child: Option<u32>,
+    ) {
         let target = self.viewer_core();
         self.shared.placed[target].fetch_add(1, Ordering::Relaxed);
         if target == self.id {
-            return self.start_viewer(slot, s, van);
+            return self.start_viewer(slot, s, van, child);
         }
         let c = &mut self.conns[slot as usize];
         debug_assert_eq!(c.ops, 0, "a parsed request has no operation in flight");
@@ -764,7 +862,12 @@ impl Core {
         self.free.push(slot);
         self.m().connections.fetch_sub(1, Ordering::Relaxed);
         self.m().add(&self.m().viewers_handed_off, 1);
-        self.shared.handoffs[target].push(Handoff { fd, stream: s, van });
+        self.shared.handoffs[target].push(Handoff {
+            fd,
+            stream: s,
+            van,
+            child,
+        });
         let ring = self.shared.ring_fds[target].load(Ordering::Acquire);
         // Generation 0: the message the target receives; 1: our own completion, posted only
         // if the message could not be delivered.
@@ -793,17 +896,24 @@ impl Core {
             }
             self.m().connections.fetch_add(1, Ordering::Relaxed);
             let slot = self.alloc_conn(h.fd, State::Free);
-            self.start_viewer(slot, h.stream, h.van);
+            self.start_viewer(slot, h.stream, h.van, h.child);
         }
     }
 
     /// A handed-over viewer that no core will serve (shutdown): it gets a 503 and is closed.
     fn end_handoff(&mut self, h: Handoff) {
+        self.shared.event(left(&h.stream.name, h.child));
         turn_away(h.fd);
         self.shared.connections.fetch_sub(1, Ordering::AcqRel);
     }
 
-    fn start_viewer(&mut self, slot: u32, s: Arc<Stream>, from: Option<Option<u64>>) {
+    fn start_viewer(
+        &mut self,
+        slot: u32,
+        s: Arc<Stream>,
+        from: Option<Option<u64>>,
+        child: Option<u32>,
+    ) {
         let core = self.id;
         let van = from.is_some();
         let sub_index = self.fanout.join(&s, slot);
@@ -837,6 +947,7 @@ impl Core {
             van: msg,
             zc,
             sub_index,
+            child,
         }));
         // Hang-up detection without a receive buffer.
         self.conns[slot as usize].poll_armed = true;
@@ -1356,7 +1467,53 @@ impl Core {
             State::Source(sc) => self.source_left(slot, sc),
             State::Reply { then: Some(sc), .. } => self.source_left(slot, sc),
             State::Parent(p) => self.parent_closed(slot, p),
+            State::Waiting(w) => self.shared.event(left(&w.stream, w.child)),
             _ => {}
+        }
+    }
+
+    /// Viewers of standbys: served once their stream flows, answered `503` at their deadline
+    /// (or at shutdown).
+    fn check_waiting(&mut self, now: u64) {
+        let mut i = 0;
+        while i < self.waiting.len() {
+            let (slot, generation) = self.waiting[i];
+            let c = &mut self.conns[slot as usize];
+            let State::Waiting(w) = &c.state else {
+                self.waiting.swap_remove(i);
+                continue;
+            };
+            if c.generation != generation || c.closing {
+                self.waiting.swap_remove(i);
+                continue;
+            }
+            let flowing = self.shared.streams.lookup(&w.stream);
+            // Deactivated meanwhile: it will not start here.
+            let late = now >= w.until_us
+                || self.stopping.is_some()
+                || !self.shared.admission.is_activated(&w.stream);
+            if flowing.is_none() && !late {
+                i += 1;
+                continue;
+            }
+            self.waiting.swap_remove(i);
+            let State::Waiting(w) = std::mem::replace(&mut c.state, State::Free) else {
+                unreachable!("matched above")
+            };
+            match flowing {
+                Some(s) => self.place_viewer(slot, s, w.van, w.child),
+                None => {
+                    info!(core = self.id, stream = %w.stream, "viewer refused: the stream did not start here in time (503)");
+                    self.shared.event(left(&w.stream, w.child));
+                    self.m().reject(Reject::Other);
+                    let reply = http::error_response_because(
+                        503,
+                        "Service Unavailable",
+                        "the stream did not start at this proxy in time; try again",
+                    );
+                    self.reply(slot, reply, None);
+                }
+            }
         }
     }
 
@@ -1370,6 +1527,7 @@ impl Core {
             v.stream.viewers.fetch_sub(1, Ordering::Relaxed);
             self.m().viewers.fetch_sub(1, Ordering::Relaxed);
         }
+        self.shared.event(left(&v.stream.name, v.child));
         let id = v.stream.id;
         if let Left::Remaining { moved } = self.fanout.leave(id, v.sub_index) {
             if let Some(moved) = moved
@@ -1387,6 +1545,9 @@ impl Core {
         let (stream, writer) = src.into_parts();
         if self.stopping.is_some() || stream.is_ended() {
             self.shared.streams.end_live(&stream);
+            self.shared.event(LocalEvent::SourceEnded {
+                stream: stream.name.clone(),
+            });
             self.notify(&stream);
             self.draining.push((stream, writer));
             return;
@@ -1443,6 +1604,7 @@ impl Core {
         // Pulled streams: window ageing, reconnections due, connections that hang.
         self.tick_pulls(now, wall);
         self.take_orders();
+        self.check_waiting(now);
         // Grace periods.
         let mut i = 0;
         while i < self.grace.len() {
@@ -1451,6 +1613,11 @@ impl Core {
                 crate::stream::StreamState::Grace => {
                     if let Some(w) = shared.streams.expire(&s, now) {
                         info!(core = self.id, stream = %s.name, "grace period over: stream ended");
+                        if s.feed == Feed::Source {
+                            shared.event(LocalEvent::SourceEnded {
+                                stream: s.name.clone(),
+                            });
+                        }
                         self.grace.swap_remove(i);
                         self.notify(&s);
                         self.draining.push((s, w));
@@ -1627,6 +1794,13 @@ impl std::os::fd::AsFd for BorrowedFd {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         // SAFETY: the connection owns the fd and keeps it open while this borrow lives.
         unsafe { std::os::fd::BorrowedFd::borrow_raw(self.0) }
+    }
+}
+
+/// The PNC link's orders go to the reactors.
+impl crate::pnc_link::OrderSink for Shared {
+    fn send_order(&self, order: Order) {
+        Shared::send_order(self, order);
     }
 }
 

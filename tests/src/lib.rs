@@ -47,6 +47,7 @@ pub fn bin(name: &str) -> PathBuf {
 
 pub mod checked;
 pub mod ffmpeg;
+pub mod pnc;
 
 /// True if an outside tool (ffmpeg, prlimit, ...) is an executable on the PATH.
 pub fn have_tool(tool: &str) -> bool {

@@ -30,8 +30,9 @@ use crate::stream::StreamState;
 
 /// Bytes received from a parent per read.
 const RX_LEN: usize = 64 * 1024;
-/// A parent that has not answered with its head by then is given up (and retried).
-const ANSWER_TIMEOUT_US: u64 = 5_000_000;
+/// A parent that has not answered with its head by then is given up (and retried). Longer than
+/// a standby parent holds a request while it starts pulling itself.
+const ANSWER_TIMEOUT_US: u64 = super::STANDBY_WAIT_US + 2_000_000;
 /// The largest payload of a control frame (redirect, end) a parent may send.
 const MAX_CONTROL_PAYLOAD: u32 = 4096;
 
@@ -326,6 +327,11 @@ impl Core {
         let m = &self.shared.metrics[self.id];
         m.add(&m.parents_lost, 1);
         info!(core = self.id, stream = %stream, parent, "parent lost");
+        // The agent reports it as a lost link ([0066]) when the PNC gave this parent.
+        self.shared.event(crate::orders::LocalEvent::ParentLost {
+            stream: stream.to_string(),
+            parent,
+        });
     }
 
     // ---- timers ---------------------------------------------------------------------------
