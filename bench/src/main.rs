@@ -587,9 +587,10 @@ fn tree(a: TreeArgs) -> anyhow::Result<()> {
         print!("{}", vanbench::tree::render(&t));
         return Ok(());
     };
+    vanbench::sys::install_stop_handler();
     let start = std::time::Instant::now();
     let mut last = String::new();
-    while a.duration.is_none_or(|d| start.elapsed() < d) {
+    while a.duration.is_none_or(|d| start.elapsed() < d) && !vanbench::sys::stop_requested() {
         // The PNC may be restarting: say so once and keep polling.
         let text = match vanbench::tree::fetch(a.admin, timeout) {
             Ok(t) => vanbench::tree::render(&t),

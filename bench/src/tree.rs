@@ -53,12 +53,20 @@ fn render_stream(s: &StreamView, t: &Topology, out: &mut String) {
     let origin_name = t
         .proxies
         .iter()
-        .find(|p| p.proxy == s.origin)
-        .map_or(String::new(), |p| format!(" {}", p.name));
+        .find(|p| p.proxy == s.origin && p.name != p.proxy.to_string())
+        .map_or(String::new(), |p| format!(" ({})", p.name));
     let _ = writeln!(
         out,
-        "{} ({}): {} viewers, origin {}{}",
-        s.stream, s.source.source, s.viewers, s.origin, origin_name
+        "{}{}: {} viewers, origin {}{}",
+        s.stream,
+        if s.source.source == s.stream {
+            String::new()
+        } else {
+            format!(" ({})", s.source.source)
+        },
+        s.viewers,
+        s.origin,
+        origin_name
     );
     for region in &s.regions {
         let active: BTreeMap<ProxyId, (u32, &ActiveProxyView)> = region
