@@ -391,9 +391,23 @@ fn figure_4_with_agents_the_proxy_decides_consolidate() {
     assert_eq!(w.serving_tree("demo"), expected);
     assert!(!w.pulls.contains_key(&(31, "demo".to_string())));
     assert_eq!(w.agents[&31].phase("demo"), None, "P31 deactivated");
-    // (The tree unwinding when the last viewers leave needs the core to clear the reservation
-    // of a viewer moved by CONSOLIDATE from heartbeats, now that viewers send no LOGIN: see
-    // control/src/agent/DECIDERS.md.)
+    // The last viewers leave, u1 among them (moved to P33, where only P33's heartbeat counted
+    // it): the tree unwinds to the origin, every proxy deactivated and nobody pulling.
+    // (Each leaves from wherever it is now: P32 down to 1 consolidates onto P33.)
+    for _ in 0..4 {
+        let (&(p, _), _) = w
+            .viewers
+            .iter()
+            .find(|(_, n)| **n > 0)
+            .expect("a viewer left");
+        w.viewer_leaves(p, "demo");
+        w.advance(100_000);
+    }
+    assert_eq!(w.serving_tree("demo"), Tree::new());
+    assert!(w.pulls.is_empty(), "{:?}", w.pulls);
+    for id in [11, 21, 22, 32, 33] {
+        assert_eq!(w.agents[&id].phase("demo"), None, "P{id} deactivated");
+    }
 }
 
 #[test]

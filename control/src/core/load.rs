@@ -13,6 +13,8 @@ impl Coordinator {
                     return;
                 };
                 p.viewers = p.viewers.saturating_add(1);
+                // Whichever viewer this is, one fewer is on its way.
+                p.expected.arrived();
                 p.login.observe(w, &sm);
                 self.account(sx, px, 1);
             }
@@ -114,14 +116,7 @@ impl Coordinator {
                 }
                 p.viewers -= 1;
                 p.logoff.observe(w, &sm);
-                let draining_to = p.draining_to;
                 self.account(sx, px, -1);
-                // A moved viewer left: its reservation at the new proxy ends.
-                if let Some(t) = draining_to
-                    && let Some(tp) = self.pair_mut(sx, t)
-                {
-                    tp.incoming = tp.incoming.saturating_sub(1);
-                }
             }
             Child::Proxy(cid) => {
                 let Some(&cx) = self.by_id.get(&cid) else {
@@ -178,7 +173,7 @@ impl Coordinator {
     /// A proxy whose load falls to zero becomes idle and logs off its parent ([0030], [0055]).
     pub(super) fn after_load_decrease(&mut self, sx: Sx, px: Px) {
         let Some(p) = self.pair(sx, px) else { return };
-        if p.tier == 0 || p.standby || p.load() > 0 || p.incoming > 0 {
+        if p.tier == 0 || p.standby || p.load() > 0 || p.expected.total() > 0 {
             return;
         }
         // Standbys waiting under it that never got a child go with it: with no load left here

@@ -224,20 +224,27 @@ impl Coordinator {
             return;
         };
         p.reported = (load.login_rate, load.logoff_rate);
+        // The count holds every viewer that connected a while ago: their reservations end.
+        let grace = self.config.viewer_connect_ms.saturating_mul(1000);
+        let counted = p.expected.counted_at(self.now, grace);
         let before = p.viewers;
         // The proxy's viewer count is authoritative (LOGIN/LOGOFF may have been lost).
         p.viewers = load.viewers;
         let delta = i64::from(load.viewers) - i64::from(before);
+        if counted > 0 {
+            self.proxies.touch(px);
+        }
         if delta != 0 {
             self.account(sx, px, delta);
-            if delta > 0 {
-                if self.pair(sx, px).is_some_and(|p| p.standby) {
-                    self.join_parents(sx, px);
-                }
-                self.after_load_increase(sx, px);
-            } else {
-                self.after_load_decrease(sx, px);
+        }
+        if delta > 0 {
+            if self.pair(sx, px).is_some_and(|p| p.standby) {
+                self.join_parents(sx, px);
             }
+            self.after_load_increase(sx, px);
+        } else if delta < 0 || counted > 0 {
+            // Fewer viewers, or viewers expected that never came: it may be idle now.
+            self.after_load_decrease(sx, px);
         }
     }
 

@@ -14,7 +14,8 @@
 //! One `Coordinator` whose `impl` is spread over files named for what they decide:
 //! - `ids`: proxy and stream indices (newtypes), regions interned once;
 //! - `state`: the records (proxies, streams, (proxy, stream) pairs, tiers) and the accounting
-//!   over them: load, reservations, Max_s, room;
+//!   over them: load, reservations, Max_s, room; `reservation`: viewers on their way to a
+//!   proxy, counted against its room until its own count shows them;
 //! - `overlay` (with [`tiering`]): a source's regions and tiers;
 //! - `membership`: registration, messages, heartbeats and their timeouts;
 //! - `streams`: a stream's start at its origin and its teardown; `rebuild`: the view rebuilt
@@ -38,8 +39,9 @@
 //!   *reserves* a connection at them (parent choice counts reservations, DISTRIBUTE does not);
 //! - viewers are sent to proxies of the deepest tier of their region that accept (expansion
 //!   phase), round-robin ([0042]); upper tiers serve child proxies only;
-//! - viewers moved by CONSOLIDATE or LinkDowngrade are reserved at their new proxy until they log
-//!   off the old one (the dataplane moves them, the core sees LOGOFF there and LOGIN here).
+//! - viewers sent to a proxy by `/resolve`, or moved there by CONSOLIDATE or LinkDowngrade, are
+//!   reserved at it until its count shows them: its viewer LOGIN, or its first heartbeat
+//!   `viewer_connect_ms` later (`reservation`).
 //! - the core triggers DISTRIBUTE itself when it sees a proxy reach Max_s or predicts it within
 //!   ΔT; a `Distribute` message from the proxy is handled the same way, and a second one for a
 //!   proxy (or farm) already served is logged and ignored.
@@ -78,6 +80,7 @@ mod membership;
 mod output;
 mod overlay;
 mod rebuild;
+mod reservation;
 mod resolve;
 mod state;
 mod streams;
@@ -100,6 +103,7 @@ use ids::{FarmId, Px, RegionId, Regions, Sx};
 use output::id_list;
 use overlay::{Overlay, OverlayKey};
 use predict::{Predictor, Smoothing};
+use reservation::Expected;
 use state::{Pair, ProxyRec, ProxyTable, SmallSet, StreamRec, record_rtt};
 
 /// The coordinator. See the module docs.

@@ -152,6 +152,12 @@ impl Coordinator {
             return;
         };
         rec.rr += 1;
+        // The viewer counts against the proxy's room from now on, not from its next report:
+        // a crowd resolved between two heartbeats never overfills it (`reservation`).
+        let now = self.now;
+        if let Some(p) = self.pair_mut(sx, px) {
+            p.expected.add(now, 1);
+        }
         let peer = self.peer(px);
         answer(
             self,

@@ -164,8 +164,8 @@ pub(super) struct Pair {
     pub(super) children: SmallSet,
     /// Child proxies assigned but still standby: reserved, not load.
     pub(super) pending: SmallSet,
-    /// Viewers on their way here from a drained proxy: reserved.
-    pub(super) incoming: u32,
+    /// Viewers on their way here (sent by `/resolve`, moved from a drained proxy): reserved.
+    pub(super) expected: Expected,
     pub(super) parents: Vec<Px>,
     pub(super) farm: FarmId,
     /// Activation order, global: larger is more recent.
@@ -183,7 +183,7 @@ impl Pair {
         self.viewers.saturating_add(self.children.len() as u32)
     }
     pub(super) fn reserved(&self) -> u32 {
-        (self.pending.len() as u32).saturating_add(self.incoming)
+        (self.pending.len() as u32).saturating_add(self.expected.total())
     }
 }
 

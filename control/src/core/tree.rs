@@ -53,8 +53,10 @@ impl Coordinator {
             self.move_child(sx, c, from, to);
         }
         if viewers > 0 {
+            // Reserved at `to` until its count shows them (`reservation`).
+            let now = self.now;
             if let Some(tp) = self.pair_mut(sx, to) {
-                tp.incoming = tp.incoming.saturating_add(viewers);
+                tp.expected.add(now, viewers);
             }
             let peer = self.peer(to);
             self.send(
