@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
 use control::agent::{Action, Agent, AgentConfig, Input};
-use control::core::{Command, Config, Coordinator, Event, Time};
-use control::protocol::{Capacity, ProxyId, ProxyMsg, SourceInfo, check_hello};
+use control::core::{Command, Config, Coordinator, Decision, Event, Time};
+use control::protocol::{Capacity, PncMsg, ProxyId, ProxyMsg, SourceInfo, check_hello};
 
 const S: u32 = 1;
 const TOKEN: &str = "secret";
@@ -34,6 +34,11 @@ struct World {
     now: Time,
     /// Messages the agents sent, by kind.
     sent: BTreeMap<&'static str, usize>,
+    /// StopAccepting and StartAccepting orders the core sent.
+    phase_orders: usize,
+    /// Viewers that joined a proxy already at its capacity, and the largest excess seen.
+    over_capacity: usize,
+    peak_excess: u32,
 }
 
 impl World {
@@ -46,6 +51,9 @@ impl World {
             inbox: VecDeque::new(),
             now: Time::from_secs(1),
             sent: BTreeMap::new(),
+            phase_orders: 0,
+            over_capacity: 0,
+            peak_excess: 0,
         }
     }
 
@@ -177,10 +185,42 @@ impl World {
 
     fn core_event(&mut self, event: Event) {
         for command in self.core.handle(event, self.now) {
-            if let Command::Send { to, msg } = command {
-                self.inbox.push_back((to.0, Input::Received(msg)));
+            match command {
+                Command::Send { to, msg } => {
+                    if matches!(
+                        msg,
+                        PncMsg::StopAccepting { .. } | PncMsg::StartAccepting { .. }
+                    ) {
+                        self.phase_orders += 1;
+                    }
+                    self.inbox.push_back((to.0, Input::Received(msg)));
+                }
+                Command::Log(d) => self.note(d),
+                Command::Resolved(_) => {}
             }
         }
+    }
+
+    fn note(&mut self, d: Decision) {
+        if std::env::var_os("VAN_DECISIONS").is_some() {
+            eprintln!("{:?} {:?} {:?}: {}", d.at, d.rule, d.proxy, d.reason);
+        }
+    }
+
+    /// Connections at `id`'s data plane: its viewers and the child proxies pulling from it.
+    fn connections(&self, id: u32) -> u32 {
+        let viewers: u32 = self
+            .viewers
+            .iter()
+            .filter(|((p, _), _)| *p == id)
+            .map(|(_, n)| n)
+            .sum();
+        let children = self
+            .pulls
+            .values()
+            .filter(|parents| parents.contains(&id))
+            .count() as u32;
+        viewers + children
     }
 
     fn viewer_leaves(&mut self, id: u32, stream: &str) {
@@ -198,6 +238,12 @@ impl World {
 
     fn viewer_at(&mut self, id: u32, stream: &str) {
         *self.viewers.entry((id, stream.to_string())).or_default() += 1;
+        let capacity = self.agents[&id].config().capacity.connections;
+        let excess = self.connections(id).saturating_sub(capacity);
+        if excess > 0 {
+            self.over_capacity += 1;
+            self.peak_excess = self.peak_excess.max(excess);
+        }
         self.inbox.push_back((
             id,
             Input::ViewerJoined {
@@ -208,6 +254,12 @@ impl World {
 
     /// A viewer asks the PNC where to go and joins there.
     fn viewer_joins(&mut self, stream: &str) -> u32 {
+        self.try_viewer_joins(stream)
+            .expect("the PNC names a proxy")
+    }
+
+    /// A viewer asks the PNC where to go and joins there, if it names a proxy.
+    fn try_viewer_joins(&mut self, stream: &str) -> Option<u32> {
         let mut target = None;
         for command in self.core.handle(
             Event::Resolve {
@@ -221,14 +273,14 @@ impl World {
             match command {
                 Command::Resolved(r) => target = r.target.map(|p| p.id.0),
                 Command::Send { to, msg } => self.inbox.push_back((to.0, Input::Received(msg))),
-                Command::Log(_) => {}
+                Command::Log(d) => self.note(d),
             }
         }
         self.settle();
-        let p = target.expect("the PNC names a proxy");
+        let p = target?;
         self.viewer_at(p, stream);
         self.settle();
-        p
+        Some(p)
     }
 
     /// Let `ms` pass in steps of 100 ms: the agents' timeouts and the core's ticks run.
@@ -456,9 +508,12 @@ fn flash_crowd_at_100_proxies_costs_the_pnc_heartbeats_not_viewers() {
     let start = w.now;
     const VIEWERS: u64 = 3_000;
     const CROWD_MS: u64 = 10_000;
+    let mut refused = 0;
     for _ in 0..VIEWERS {
         w.advance_micros(CROWD_MS * 1000 / VIEWERS);
-        w.viewer_joins("demo");
+        if w.try_viewer_joins("demo").is_none() {
+            refused += 1;
+        }
     }
     w.advance(2_000);
     let secs = w.now.secs_since(start);
@@ -485,5 +540,9 @@ fn flash_crowd_at_100_proxies_costs_the_pnc_heartbeats_not_viewers() {
         total < VIEWERS as usize,
         "{total} messages for {VIEWERS} viewers"
     );
+    // The crowd fills the bottom tier (60 × 50 = 3000) exactly: the PNC counts the viewers it
+    // redirects until the agents' heartbeats count them, so none lands over capacity, and none
+    // is refused while a proxy has room.
+    assert_eq!((refused, w.over_capacity), (0, 0), "refused, over capacity");
     assert_eq!(w.core.topology().streams[0].viewers as u64, VIEWERS);
 }

@@ -27,25 +27,33 @@ impl Coordinator {
             ignore(self, "not in the contraction phase [0030] [0062]".into());
             return;
         }
-        let (mut lin, mut loff) = self.pair_rates(sx, px);
-        if lin == 0.0 && loff == 0.0 {
-            (lin, loff) = (f64::from(reported.0), f64::from(reported.1));
-        }
-        if loff <= lin {
-            ignore(
-                self,
-                format!("predicted logoffs {loff:.3}/s do not exceed logins {lin:.3}/s [0062]"),
-            );
-            return;
-        }
-        let max = self.max_s(sx, px);
-        let min_threshold = self.config.min_threshold.unwrap_or(max.div_ceil(3));
-        if load > min_threshold {
-            ignore(
-                self,
-                format!("load {load} above the minimum threshold {min_threshold} [0033] [0055]"),
-            );
-            return;
+        // [0062] [0055] the predicted rates and the minimum threshold: checked by the proxy
+        // itself when it decides (it sent its heartbeat, with this load, just before), else here
+        // with the core's own predictor (the rates the proxy reports while that has seen
+        // nothing). One decider per decision (DECIDERS.md).
+        if !self.proxies[px].decides {
+            let (mut lin, mut loff) = self.pair_rates(sx, px);
+            if lin == 0.0 && loff == 0.0 {
+                (lin, loff) = (f64::from(reported.0), f64::from(reported.1));
+            }
+            if loff <= lin {
+                ignore(
+                    self,
+                    format!("predicted logoffs {loff:.3}/s do not exceed logins {lin:.3}/s [0062]"),
+                );
+                return;
+            }
+            let max = self.max_s(sx, px);
+            let min_threshold = self.config.min_threshold.unwrap_or(max.div_ceil(3));
+            if load > min_threshold {
+                ignore(
+                    self,
+                    format!(
+                        "load {load} above the minimum threshold {min_threshold} [0033] [0055]"
+                    ),
+                );
+                return;
+            }
         }
         // [0042] a farm is deactivated together.
         let group = self.farm_group(sx, px, farm, tier, region);

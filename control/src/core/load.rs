@@ -141,10 +141,16 @@ impl Coordinator {
         self.after_load_decrease(sx, px);
     }
 
-    /// DISTRIBUTE when the load reaches Max_s ([0035]) or is predicted to within ΔT ([0054]).
+    /// DISTRIBUTE when the load reaches Max_s ([0035]) or is predicted to within ΔT ([0054]),
+    /// for a proxy that does not decide for itself: one decider per decision (DECIDERS.md), and
+    /// a proxy that decides sends its own DISTRIBUTE.
     pub(super) fn after_load_increase(&mut self, sx: Sx, px: Px) {
         let Some(p) = self.pair(sx, px) else { return };
-        if p.tier == 0 || p.phase != Phase::Expansion || p.distribute_served {
+        if p.tier == 0
+            || p.phase != Phase::Expansion
+            || p.distribute_served
+            || self.proxies[px].decides
+        {
             return;
         }
         let load = p.load();

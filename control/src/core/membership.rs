@@ -46,6 +46,7 @@ impl Coordinator {
                     region: region_id,
                     capacity,
                     alive: false,
+                    decides: r.decides,
                     last_heard: self.now,
                     queued_deadline: Time::ZERO,
                     connections: 0,
@@ -69,6 +70,7 @@ impl Coordinator {
             rec.region = region_id;
             rec.capacity = capacity;
             rec.alive = true;
+            rec.decides = r.decides;
             for rtt in &r.rtts {
                 record_rtt(&mut rec.rtts, rtt.peer, rtt.micros);
             }
@@ -224,9 +226,11 @@ impl Coordinator {
             return;
         };
         p.reported = (load.login_rate, load.logoff_rate);
-        // The count holds every viewer that connected a while ago: their reservations end.
+        // The count holds every viewer that connected a while ago, and the newcomers it grew by:
+        // their reservations end.
         let grace = self.config.viewer_connect_ms.saturating_mul(1000);
-        let counted = p.expected.counted_at(self.now, grace);
+        let grew = load.viewers.saturating_sub(p.viewers);
+        let counted = p.expected.counted_at(self.now, grace, grew);
         let before = p.viewers;
         // The proxy's viewer count is authoritative (LOGIN/LOGOFF may have been lost).
         p.viewers = load.viewers;
@@ -288,6 +292,7 @@ mod tests {
             },
             streams: vec![],
             rtts: vec![],
+            decides: false,
         })
     }
 

@@ -4,12 +4,14 @@
 //! it ([0047]: Max_s is what the machine can hold, whoever is on the way).
 //!
 //! A reservation ends when the proxy's own count shows the viewer: at its viewer LOGIN (a proxy
-//! that sends one per viewer), or at its first heartbeat received at least
-//! `Config::viewer_connect_ms` after the reservation (a heartbeat carries the viewer count,
-//! authoritative; a viewer resolved just before it may not have connected yet, so it stays
-//! reserved one more interval: counted twice at worst, never missed). A viewer that never comes
-//! is thus forgotten at the next heartbeat, and a proxy that sends neither is declared crashed at
-//! the heartbeat timeout ([0066]), reservations included.
+//! that sends one per viewer), or at a heartbeat (it carries the viewer count, authoritative):
+//! every reservation at least `Config::viewer_connect_ms` old ends there, and as many younger
+//! ones, oldest first, as the count grew beyond those. A viewer resolved just before the
+//! heartbeat may not have connected yet, so a young reservation ends only if the count shows
+//! that many newcomers; with viewers leaving meanwhile it may stay one more interval: counted
+//! twice at worst, never missed. A viewer that never comes is forgotten at the next heartbeat,
+//! and a proxy that sends neither is declared crashed at the heartbeat timeout ([0066]),
+//! reservations included.
 
 use std::collections::VecDeque;
 
@@ -54,15 +56,30 @@ impl Expected {
     }
 
     /// A heartbeat received at `now` counted every viewer that connected at least `grace_micros`
-    /// before: the reservations that old end. How many ended.
-    pub(super) fn counted_at(&mut self, now: Time, grace_micros: u64) -> u32 {
-        let mut ended = 0u32;
+    /// before, and its count `grew` by that many since the last one: the reservations that old
+    /// end, then as many younger ones as the growth leaves unexplained. How many ended.
+    pub(super) fn counted_at(&mut self, now: Time, grace_micros: u64, grew: u32) -> u32 {
+        let mut aged = 0u32;
         while let Some(&(at, k)) = self.batches.front() {
             if at.plus_micros(grace_micros) > now {
                 break;
             }
             self.batches.pop_front();
-            ended = ended.saturating_add(k);
+            aged = aged.saturating_add(k);
+        }
+        let mut young = grew.saturating_sub(aged);
+        let mut ended = aged;
+        while young > 0 {
+            let Some((_, k)) = self.batches.front_mut() else {
+                break;
+            };
+            let n = young.min(*k);
+            *k -= n;
+            young -= n;
+            ended += n;
+            if *k == 0 {
+                self.batches.pop_front();
+            }
         }
         self.total -= ended;
         ended
@@ -82,10 +99,15 @@ mod tests {
         assert_eq!(e.total(), 5);
         e.arrived();
         assert_eq!(e.total(), 4);
-        // A heartbeat at 550 with a grace of 100: the ones of 100 were counted, not those of 500.
-        assert_eq!(e.counted_at(Time(550), 100), 2);
+        // A heartbeat at 550 with a grace of 100 and a count grown by 2: the ones of 100 were
+        // counted, and the growth shows no more.
+        assert_eq!(e.counted_at(Time(550), 100, 2), 2);
         assert_eq!(e.total(), 2);
-        assert_eq!(e.counted_at(Time(600), 100), 2);
+        // Grown by 1 with none aged: the oldest young one came.
+        e.add(Time(560), 1);
+        assert_eq!(e.counted_at(Time(570), 100, 1), 1);
+        assert_eq!(e.total(), 2);
+        assert_eq!(e.counted_at(Time(700), 100, 0), 2);
         assert_eq!(e.total(), 0);
         e.arrived();
         assert_eq!(e.total(), 0);

@@ -111,7 +111,7 @@ impl Coordinator {
                             "no proxy of {region} tier {bottom} takes a viewer and its DISTRIBUTEs were served: capacity added for the tier [0033] [0059]"
                         ),
                     );
-                    self.add_capacity(sx, region_id, bottom, &[], None, &[]);
+                    self.add_capacity(sx, region_id, bottom, &[], None);
                 }
             } else {
                 let farm = self.next_farm_id();
