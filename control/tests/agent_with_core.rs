@@ -487,11 +487,9 @@ fn a_restarted_pnc_rebuilds_the_same_tree_from_the_agents() {
     assert_eq!(w.serving_tree("demo"), before);
 }
 
-/// Issue 10, item 2: the PNC's message rate grows with proxies, not with viewers. 100 proxies
-/// (the origin and 99 in three tiers), 3000 viewers arriving in 10 s through the PNC's resolve:
-/// the PNC receives heartbeats, child-proxy LOGINs and the decisions, never a message per viewer.
-#[test]
-fn flash_crowd_at_100_proxies_costs_the_pnc_heartbeats_not_viewers() {
+/// The origin and 99 relays of 50 connections in tiers of 9, 30 and 60 (3000 places at the
+/// bottom), `demo` published at the origin.
+fn hundred_proxies_world() -> World {
     let mut w = World::new();
     w.add_proxy(S, 1_000, None);
     let mut id = 100;
@@ -504,6 +502,15 @@ fn flash_crowd_at_100_proxies_costs_the_pnc_heartbeats_not_viewers() {
     assert_eq!(w.agents.len(), 100);
     assert!(w.agents.values().all(Agent::is_registered));
     w.start_demo_stream();
+    w
+}
+
+/// Issue 10, item 2: the PNC's message rate grows with proxies, not with viewers. 100 proxies
+/// (the origin and 99 in three tiers), 3000 viewers arriving in 10 s through the PNC's resolve:
+/// the PNC receives heartbeats, child-proxy LOGINs and the decisions, never a message per viewer.
+#[test]
+fn flash_crowd_at_100_proxies_costs_the_pnc_heartbeats_not_viewers() {
+    let mut w = hundred_proxies_world();
     let before = w.sent.clone();
     let start = w.now;
     const VIEWERS: u64 = 3_000;
@@ -545,4 +552,95 @@ fn flash_crowd_at_100_proxies_costs_the_pnc_heartbeats_not_viewers() {
     // is refused while a proxy has room.
     assert_eq!((refused, w.over_capacity), (0, 0), "refused, over capacity");
     assert_eq!(w.core.topology().streams[0].viewers as u64, VIEWERS);
+}
+
+/// A full overlay under churn (issue 7's phase ping-pong: StopAccepting/StartAccepting flapping,
+/// 4,864 orders in 50 s on 52 proxies). 48 relays, the bottom tier 40 × 20 = 800 places; 1000
+/// viewers arrive, then for 50 s a viewer leaves and two try to join every 100 ms. A proxy goes
+/// back to expansion only with room beyond the margin, and a DISTRIBUTE that can add nothing
+/// changes no phase: the orders grow with the proxies, not with the viewers that come and go.
+/// (Before, the test did not finish within 12 minutes: the instant never settled.) Once the
+/// overlay is full the agents' DISTRIBUTEs add nothing and so send no heartbeat at the moment a
+/// proxy fills: the PNC's reservations of the viewers it redirects keep every proxy within its
+/// capacity (without them, 899 viewers were admitted into the 800 places).
+#[test]
+fn a_full_overlay_under_churn_sends_phase_orders_per_proxy_not_per_viewer() {
+    let mut w = World::new();
+    w.add_proxy(S, 1_000, None);
+    let mut id = 100;
+    for (tier, count, connections) in [(1u32, 2u32, 100u32), (2, 6, 100), (3, 40, 20)] {
+        for j in 0..count {
+            id += 1;
+            w.add_proxy(id, connections, Some(tier * 20 - 10 + j % 5));
+        }
+    }
+    let relays = w.agents.len() - 1;
+    w.start_demo_stream();
+    let mut refused = 0;
+    for _ in 0..1_000 {
+        w.advance(10);
+        refused += usize::from(w.try_viewer_joins("demo").is_none());
+    }
+    w.advance(5_000);
+    let filled = w.core.topology().streams[0].viewers;
+    assert_eq!(
+        (filled, refused),
+        (800, 200),
+        "the bottom tier full, the rest refused"
+    );
+    let before = w.phase_orders;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let (mut left, mut admitted) = (0, 0);
+    for _ in 0..500 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let holding: Vec<u32> = w
+            .viewers
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|((p, _), _)| *p)
+            .collect();
+        let p = holding[(seed % holding.len() as u64) as usize];
+        w.viewer_leaves(p, "demo");
+        left += 1;
+        for _ in 0..2 {
+            admitted += usize::from(w.try_viewer_joins("demo").is_some());
+        }
+        w.advance(100);
+    }
+    let orders = w.phase_orders - before;
+    eprintln!(
+        "full overlay, 50 s of churn at {relays} relays: {orders} phase orders, {left} left, {admitted} admitted, {} viewers over capacity",
+        w.over_capacity
+    );
+    assert!(orders <= 2 * relays, "{orders} phase orders");
+    assert_eq!(w.over_capacity, 0);
+    // Every freed place is taken again, once the PNC knows of it: a viewer's leaving shows in
+    // its proxy's next heartbeat (every 2 s, 10 leave per second here), not at once.
+    assert!(
+        admitted + 20 >= left,
+        "{admitted} admitted for {left} places freed"
+    );
+}
+
+/// A flash crowd faster than the heartbeats: 3500 viewers through `/resolve` within 1.75 s,
+/// less than a heartbeat interval, for 3000 places. No viewer lands over capacity, none is
+/// refused while a place is free, all 500 beyond the places are. (While proxies are activated
+/// here, each agent's DISTRIBUTE goes out with a heartbeat at the moment it fills, which keeps
+/// the PNC's counts fresh too; where the overlay is full and DISTRIBUTEs add nothing, the PNC's
+/// reservations alone hold the line: without them the full-overlay test below admits 899
+/// viewers into 800 places.)
+#[test]
+fn a_crowd_within_one_heartbeat_lands_no_viewer_over_capacity() {
+    let mut w = hundred_proxies_world();
+    let mut refused = 0;
+    for _ in 0..3_500 {
+        w.advance_micros(500);
+        refused += usize::from(w.try_viewer_joins("demo").is_none());
+    }
+    w.advance(3_000);
+    let admitted = w.core.topology().streams[0].viewers;
+    assert_eq!(w.over_capacity, 0, "over capacity");
+    assert_eq!((admitted, refused), (3_000, 500), "admitted, refused");
 }
