@@ -42,9 +42,15 @@
 //! - viewers sent to a proxy by `/resolve`, or moved there by CONSOLIDATE or LinkDowngrade, are
 //!   reserved at it until its count shows them: its viewer LOGIN, or its first heartbeat
 //!   `viewer_connect_ms` later (`reservation`).
-//! - the core triggers DISTRIBUTE itself when it sees a proxy reach Max_s or predicts it within
-//!   ΔT; a `Distribute` message from the proxy is handled the same way, and a second one for a
-//!   proxy (or farm) already served is logged and ignored.
+//! - one decider per decision (`control/src/agent/DECIDERS.md`): a proxy whose Hello says
+//!   `decides` (the agent) sends its own DISTRIBUTE and CONSOLIDATE and reports its rates in
+//!   heartbeats; for it the core serves the requests, takes the reported rates (SysLinRate =
+//!   their sum, MIN_s, sp checks) and predicts nothing itself. For a proxy that sends a LOGIN per
+//!   viewer, the core triggers DISTRIBUTE itself when it sees it reach Max_s or predicts it
+//!   within ΔT from its own predictors. A DISTRIBUTE for a proxy (or farm) already served is
+//!   logged and ignored; one that can add nothing (a full overlay) changes no phase.
+//! - phase orders carry the agent's hysteresis: a proxy goes back to expansion only with room
+//!   beyond the margin at its predicted rates (`Config::hysteresis`).
 //! - a re-registered upper-tier proxy is in the contraction phase iff it is full (its phase is
 //!   not on the wire; it left expansion only by filling, [0035]).
 //! - tiers are recomputed when proxies join or leave, at most once per Δt/10 window.
