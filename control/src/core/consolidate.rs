@@ -70,7 +70,13 @@ impl Coordinator {
         // [0063] no new server needed within sp, room in the rest.
         let group_load: u64 = group
             .iter()
-            .map(|&q| u64::from(self.pair(sx, q).map_or(0, Pair::load)))
+            // Children on their way (standbys, viewers sent or moved there) move too.
+            .map(|&q| {
+                u64::from(
+                    self.pair(sx, q)
+                        .map_or(0, |p| p.load().saturating_add(p.reserved())),
+                )
+            })
             .sum();
         let room: u64 = others.iter().map(|&q| u64::from(self.room(sx, q))).sum();
         let (tlin, tloff) = self.tier_rates(sx, region, tier);
@@ -88,15 +94,21 @@ impl Coordinator {
         let mut order = others.clone();
         order.sort_by_key(|&q| std::cmp::Reverse(self.pair(sx, q).map_or(0, |p| p.seq)));
         let mut free: BTreeMap<Px, u32> = order.iter().map(|&q| (q, self.room(sx, q))).collect();
+        let margin: BTreeMap<Px, u32> = order.iter().map(|&q| (q, self.margin(sx, q))).collect();
         let mut plan = Vec::new();
         for &g in &group {
             let gp = self.pair(sx, g).expect("group member active");
-            let need = gp.load().saturating_add(gp.pending.len() as u32);
+            let need = gp.load().saturating_add(gp.reserved());
             if need == 0 {
                 plan.push((g, None));
                 continue;
             }
-            let Some(&t) = order.iter().find(|q| free[*q] >= need) else {
+            // A target that keeps the margin free first ([0030] hysteresis): one filled to Max_s
+            // asks for DISTRIBUTE at once, undoing the CONSOLIDATE; else any with room.
+            let keeps_margin = order
+                .iter()
+                .find(|q| free[*q] >= need.saturating_add(margin[*q]));
+            let Some(&t) = keeps_margin.or_else(|| order.iter().find(|q| free[*q] >= need)) else {
                 ignore(
                     self,
                     format!("no single proxy of the tier has room for {need} [0063]"),

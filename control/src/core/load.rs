@@ -206,6 +206,42 @@ impl Coordinator {
         self.go_idle(sx, px, "load fell to zero [0030] [0055]");
     }
 
+    /// [0058] a standby that took no viewer or child within sp of its activation, while another
+    /// proxy of its tier in the expansion phase has room, is not needed (activated for a crowd
+    /// that did not come, or in a farm sized beyond it, [0041]): it goes idle, as a proxy whose
+    /// load fell to zero ([0030]). Checked at its heartbeats, bottom up: one with standby
+    /// children waiting under it goes after them. The standby a full tier waits on stays (figure
+    /// 2(d): P22 under P11 while P21 is full).
+    pub(super) fn retire_unused_standby(&mut self, sx: Sx, px: Px) {
+        let Some(p) = self.pair(sx, px) else { return };
+        let sp = self.config.sp_ms.saturating_mul(1000);
+        if p.tier == 0
+            || !p.standby
+            || p.load() > 0
+            || p.reserved() > 0
+            || p.activated_at.plus_micros(sp) > self.now
+        {
+            return;
+        }
+        let (region, tier) = (p.region, p.tier);
+        let surplus = self.tier_members(sx, region, tier).into_iter().any(|q| {
+            q != px
+                && self.proxies[q].alive
+                && self
+                    .pair(sx, q)
+                    .is_some_and(|o| o.phase == Phase::Expansion)
+                && self.room(sx, q) >= 1
+        });
+        if !surplus {
+            return;
+        }
+        self.go_idle(
+            sx,
+            px,
+            "a standby that took no viewer or child within sp of its activation [0058]",
+        );
+    }
+
     pub(super) fn go_idle(&mut self, sx: Sx, px: Px, why: &str) {
         let Some(s) = self.streams.get_mut(&sx) else {
             return;

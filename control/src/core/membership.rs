@@ -250,6 +250,7 @@ impl Coordinator {
             // Fewer viewers, or viewers expected that never came: it may be idle now.
             self.after_load_decrease(sx, px);
         }
+        self.retire_unused_standby(sx, px);
     }
 
     pub(super) fn check_timeouts(&mut self) {

@@ -47,7 +47,10 @@ impl Coordinator {
         p.phase = Phase::Contraction;
         p.distribute_served = true;
         p.draining_to = Some(to);
-        let viewers = p.viewers;
+        // The viewers it counts, and those on their way to it (reserved there, maybe connected
+        // already but not yet in its count): all of them end up at `to`.
+        let viewers = p.viewers.saturating_add(p.expected.total());
+        p.expected = Expected::default();
         let kids: Vec<Px> = p.children.iter().chain(p.pending.iter()).copied().collect();
         for c in kids {
             self.move_child(sx, c, from, to);
