@@ -644,3 +644,38 @@ fn a_crowd_within_one_heartbeat_lands_no_viewer_over_capacity() {
     assert_eq!(w.over_capacity, 0, "over capacity");
     assert_eq!((admitted, refused), (3_000, 500), "admitted, refused");
 }
+
+/// Standbys no viewer came to are retired ([0058]): a crowd of 1500 in 3 s makes the PNC size
+/// farms for the rate it saw over sp ([0039]–[0041], [0059]), far beyond the crowd, which then
+/// stops. Within sp of their activation the standbys stay (the crowd might go on); after it,
+/// every standby goes idle at its heartbeat, except where a full tier waits on it.
+#[test]
+fn standbys_no_viewer_came_to_go_idle_after_sp() {
+    let mut w = hundred_proxies_world();
+    for _ in 0..1_500 {
+        w.advance_micros(2_000);
+        w.viewer_joins("demo");
+    }
+    let standbys = |w: &World| -> usize {
+        w.core.topology().streams[0]
+            .regions
+            .iter()
+            .flat_map(|r| r.tiers.iter().flat_map(|t| t.active.iter()))
+            .filter(|a| a.standby)
+            .count()
+    };
+    w.advance(5_000);
+    let early = standbys(&w);
+    assert!(
+        early > 3,
+        "{early} standbys: the crowd's farms are larger than it"
+    );
+    w.advance(Config::default().sp_ms + 5_000);
+    assert!(
+        standbys(&w) <= 3,
+        "{} standbys left of {early}",
+        standbys(&w)
+    );
+    assert_eq!(w.core.topology().streams[0].viewers, 1_500);
+    assert_eq!(w.over_capacity, 0);
+}
