@@ -50,7 +50,12 @@
 //!   within ΔT from its own predictors. A DISTRIBUTE for a proxy (or farm) already served is
 //!   logged and ignored; one that can add nothing (a full overlay) changes no phase.
 //! - phase orders carry the agent's hysteresis: a proxy goes back to expansion only with room
-//!   beyond the margin at its predicted rates (`Config::hysteresis`).
+//!   beyond the margin at its predicted rates (`Config::hysteresis`); a CONSOLIDATE target that
+//!   keeps the margin free is preferred to the most recent one that would be filled.
+//! - a standby that took no sink within sp of its activation, while another expansion proxy of
+//!   its tier has room, goes idle ([0058]; a choice: the seed never retires an unused standby,
+//!   and farms sized over sp can outgrow the crowd). The one a full tier waits on stays
+//!   (figure 2(d)'s P22).
 //! - a re-registered upper-tier proxy is in the contraction phase iff it is full (its phase is
 //!   not on the wire; it left expansion only by filling, [0035]).
 //! - tiers are recomputed when proxies join or leave, at most once per Δt/10 window.
