@@ -679,3 +679,43 @@ fn standbys_no_viewer_came_to_go_idle_after_sp() {
     assert_eq!(w.core.topology().streams[0].viewers, 1_500);
     assert_eq!(w.over_capacity, 0);
 }
+
+/// A crowd that comes and goes at 100 proxies: 1500 viewers in 15 s, then all leave within
+/// 30 s. The agents' CONSOLIDATEs gather the last viewers (the core ends the reservations of
+/// moved viewers at the agents' heartbeats), and once the last has left the tree is gone: every
+/// proxy deactivated, none pulling.
+#[test]
+fn a_crowd_that_leaves_unwinds_the_tree_through_consolidate() {
+    let mut w = hundred_proxies_world();
+    for _ in 0..1_500 {
+        w.advance(10);
+        w.viewer_joins("demo");
+    }
+    w.advance(10_000);
+    // Each time a viewer of a random proxy (spread over the tier, so that proxies fall to the
+    // CONSOLIDATE threshold while others still hold viewers).
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..1_500 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let holding: Vec<u32> = w
+            .viewers
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|((p, _), _)| *p)
+            .collect();
+        let p = holding[(seed % holding.len() as u64) as usize];
+        w.viewer_leaves(p, "demo");
+        w.advance(20);
+    }
+    w.advance(10_000);
+    assert!(
+        w.core.counters().consolidations > 0,
+        "{:?}",
+        w.core.counters()
+    );
+    assert_eq!(w.serving_tree("demo"), Tree::new());
+    assert!(w.pulls.is_empty(), "{:?}", w.pulls);
+    assert_eq!(w.over_capacity, 0);
+}
