@@ -114,7 +114,7 @@ fn activates(out: &[Command], id: u32) -> bool {
     )
 }
 
-fn decision<'a>(out: &'a [Command], rule: Rule) -> Option<&'a str> {
+fn decision(out: &[Command], rule: Rule) -> Option<&str> {
     out.iter().find_map(|c| match c {
         Command::Log(d) if d.rule == rule => Some(d.reason.as_str()),
         _ => None,
