@@ -151,6 +151,7 @@ fn figures() {
                 },
                 streams: vec![],
                 rtts: vec![],
+                decides: false,
             }),
             now,
         );
@@ -407,6 +408,7 @@ fn one_stream_network(proxies_n: u32) -> Coordinator {
                 },
                 streams: vec![],
                 rtts: vec![],
+                decides: false,
             }),
             now,
         );

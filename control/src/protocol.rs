@@ -20,7 +20,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Version of this protocol; a hello with another version is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: `Hello::decides`.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest payload accepted in one frame (1 MiB). A registration after a PNC restart lists every
 /// stream of a proxy with its parents and children; 1 MiB holds tens of thousands of them.
@@ -123,6 +124,11 @@ pub struct Hello {
     pub streams: Vec<StreamState>,
     /// RTTs it measured to other proxies, if any.
     pub rtts: Vec<Rtt>,
+    /// The proxy decides DISTRIBUTE and CONSOLIDATE itself from its own predictor and reports
+    /// its viewers and predicted rates in heartbeats only, with no LOGIN/LOGOFF per viewer (the
+    /// proxy agent, `control::agent`). `false`: one LOGIN/LOGOFF per viewer, and the PNC decides
+    /// DISTRIBUTE from its own predictors. Who decides what: `control/src/agent/DECIDERS.md`.
+    pub decides: bool,
 }
 
 /// Who logged in or off at a proxy ([0053]: a user is a child proxy or an end user).

@@ -74,22 +74,25 @@ fn hello() -> impl Strategy<Value = Hello> {
         prop::option::of(name()),
         (any::<u32>(), any::<u64>()),
         prop::collection::vec(stream_state(), 0..3),
-        rtts(),
+        (rtts(), any::<bool>()),
     )
         .prop_map(
-            |(version, token, proxy, name, data_addr, region, (c, b), streams, rtts)| Hello {
-                version,
-                token,
-                proxy,
-                name,
-                data_addr,
-                region,
-                capacity: Capacity {
-                    connections: c,
-                    bits_per_sec: b,
-                },
-                streams,
-                rtts,
+            |(version, token, proxy, name, data_addr, region, (c, b), streams, (rtts, decides))| {
+                Hello {
+                    version,
+                    token,
+                    proxy,
+                    name,
+                    data_addr,
+                    region,
+                    capacity: Capacity {
+                        connections: c,
+                        bits_per_sec: b,
+                    },
+                    streams,
+                    rtts,
+                    decides,
+                }
             },
         )
 }
@@ -307,6 +310,7 @@ fn hello_checks_version_and_token() {
         },
         streams: vec![],
         rtts: vec![],
+        decides: false,
     };
     assert_eq!(check_hello(&h, "s3cret"), Ok(()));
     assert_eq!(check_hello(&h, "s3cres"), Err(Refusal::BadToken));

@@ -374,6 +374,7 @@ fn bits_per_second_capacity_binds_first_and_is_machine_wide() {
             peer: ProxyId(S),
             micros: 10_000,
         }],
+        decides: false,
     }));
     for (stream, src) in [("one", "A"), ("two", "A")] {
         net.msg(
@@ -471,6 +472,7 @@ fn misuse_is_logged_and_ignored() {
             },
             streams: vec![],
             rtts: vec![],
+            decides: false,
         }),
     );
     assert_eq!(logs(&out, Rule::Protocol).len(), 1);

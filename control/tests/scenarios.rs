@@ -494,6 +494,7 @@ fn a_restarted_pnc_rebuilds_the_same_view() {
             },
             streams,
             rtts,
+            decides: false,
         }));
     }
     assert_eq!(fresh.serving_tree("demo"), before);

@@ -135,6 +135,7 @@ fn garbage_and_oversized_frames_close_the_connection_only() {
         },
         streams: vec![],
         rtts: vec![],
+        decides: false,
     };
     s.write_all(&encode_frame(&ProxyMsg::Hello(hello)).unwrap())
         .unwrap();

@@ -181,6 +181,7 @@ fn control_message_seeds() -> Vec<(&'static str, Vec<u8>)> {
             peer: ProxyId(11),
             micros: 1500,
         }],
+        decides: true,
     });
     let proxy = control_frames(&[
         hello,

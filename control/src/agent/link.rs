@@ -112,6 +112,7 @@ impl Agent {
                 .iter()
                 .map(|(&peer, &micros)| Rtt { peer, micros })
                 .collect(),
+            decides: true,
         }
     }
 

@@ -114,7 +114,7 @@ impl Coordinator {
                 viewers: 0,
                 children: SmallSet::default(),
                 pending: SmallSet::default(),
-                incoming: 0,
+                expected: Expected::default(),
                 parents: Vec::new(),
                 farm,
                 seq,

@@ -54,6 +54,9 @@ pub struct Registration {
     /// Streams it carries (after a PNC restart), with parents and children.
     pub streams: Vec<StreamState>,
     pub rtts: Vec<Rtt>,
+    /// `Hello::decides`: the proxy decides DISTRIBUTE and CONSOLIDATE and reports its rates;
+    /// the core serves its requests and decides nothing from a predictor of its own for it.
+    pub decides: bool,
 }
 
 impl From<Hello> for Registration {
@@ -66,6 +69,7 @@ impl From<Hello> for Registration {
             capacity: h.capacity,
             streams: h.streams,
             rtts: h.rtts,
+            decides: h.decides,
         }
     }
 }
@@ -265,6 +269,8 @@ pub struct Counters {
     pub activations: u64,
     pub deactivations: u64,
     pub distributes: u64,
+    /// DISTRIBUTEs that found nothing to add (a full overlay): no phase changed.
+    pub distributes_unserved: u64,
     pub regroups: u64,
     pub farms: u64,
     pub consolidations: u64,

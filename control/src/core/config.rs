@@ -31,6 +31,16 @@ pub struct Config {
     pub heartbeat_timeout_ms: u64,
     /// Heartbeat interval told to proxies in `Welcome`.
     pub heartbeat_interval_ms: u32,
+    /// How long a viewer sent to a proxy (by `/resolve`, or moved there) may take to connect and
+    /// show in the proxy's count: its reservation ends at the first heartbeat received this
+    /// long after it (`core::reservation`). Larger counts a viewer twice for an interval,
+    /// smaller may miss one still connecting.
+    pub viewer_connect_ms: u64,
+    /// Hysteresis of the phase as a fraction of Max_s (the margin is at least one viewer), as
+    /// the agent's `AgentConfig::hysteresis`: a proxy is put back into expansion ([0060]) only
+    /// if it can take the margin before its predicted load reaches Max_s, so that its phase
+    /// does not flap with every viewer.
+    pub hysteresis: f64,
     /// Minimum-load threshold for CONSOLIDATE ([0033], [0055]); `None`: ⌈capacity/3⌉.
     pub min_threshold: Option<u32>,
     /// Number of parents each proxy of a stream gets in the tier above when available
@@ -61,6 +71,8 @@ impl Default for Config {
             farm_alpha: 0.5,
             heartbeat_timeout_ms: 15_000,
             heartbeat_interval_ms: 2_000,
+            viewer_connect_ms: 500,
+            hysteresis: 0.1,
             min_threshold: None,
             redundant_parents: 1,
             tier_spread_ms: 10.0,

@@ -27,25 +27,33 @@ impl Coordinator {
             ignore(self, "not in the contraction phase [0030] [0062]".into());
             return;
         }
-        let (mut lin, mut loff) = self.pair_rates(sx, px);
-        if lin == 0.0 && loff == 0.0 {
-            (lin, loff) = (f64::from(reported.0), f64::from(reported.1));
-        }
-        if loff <= lin {
-            ignore(
-                self,
-                format!("predicted logoffs {loff:.3}/s do not exceed logins {lin:.3}/s [0062]"),
-            );
-            return;
-        }
-        let max = self.max_s(sx, px);
-        let min_threshold = self.config.min_threshold.unwrap_or(max.div_ceil(3));
-        if load > min_threshold {
-            ignore(
-                self,
-                format!("load {load} above the minimum threshold {min_threshold} [0033] [0055]"),
-            );
-            return;
+        // [0062] [0055] the predicted rates and the minimum threshold: checked by the proxy
+        // itself when it decides (it sent its heartbeat, with this load, just before), else here
+        // with the core's own predictor (the rates the proxy reports while that has seen
+        // nothing). One decider per decision (DECIDERS.md).
+        if !self.proxies[px].decides {
+            let (mut lin, mut loff) = self.pair_rates(sx, px);
+            if lin == 0.0 && loff == 0.0 {
+                (lin, loff) = (f64::from(reported.0), f64::from(reported.1));
+            }
+            if loff <= lin {
+                ignore(
+                    self,
+                    format!("predicted logoffs {loff:.3}/s do not exceed logins {lin:.3}/s [0062]"),
+                );
+                return;
+            }
+            let max = self.max_s(sx, px);
+            let min_threshold = self.config.min_threshold.unwrap_or(max.div_ceil(3));
+            if load > min_threshold {
+                ignore(
+                    self,
+                    format!(
+                        "load {load} above the minimum threshold {min_threshold} [0033] [0055]"
+                    ),
+                );
+                return;
+            }
         }
         // [0042] a farm is deactivated together.
         let group = self.farm_group(sx, px, farm, tier, region);
@@ -62,7 +70,13 @@ impl Coordinator {
         // [0063] no new server needed within sp, room in the rest.
         let group_load: u64 = group
             .iter()
-            .map(|&q| u64::from(self.pair(sx, q).map_or(0, Pair::load)))
+            // Children on their way (standbys, viewers sent or moved there) move too.
+            .map(|&q| {
+                u64::from(
+                    self.pair(sx, q)
+                        .map_or(0, |p| p.load().saturating_add(p.reserved())),
+                )
+            })
             .sum();
         let room: u64 = others.iter().map(|&q| u64::from(self.room(sx, q))).sum();
         let (tlin, tloff) = self.tier_rates(sx, region, tier);
@@ -80,15 +94,21 @@ impl Coordinator {
         let mut order = others.clone();
         order.sort_by_key(|&q| std::cmp::Reverse(self.pair(sx, q).map_or(0, |p| p.seq)));
         let mut free: BTreeMap<Px, u32> = order.iter().map(|&q| (q, self.room(sx, q))).collect();
+        let margin: BTreeMap<Px, u32> = order.iter().map(|&q| (q, self.margin(sx, q))).collect();
         let mut plan = Vec::new();
         for &g in &group {
             let gp = self.pair(sx, g).expect("group member active");
-            let need = gp.load().saturating_add(gp.pending.len() as u32);
+            let need = gp.load().saturating_add(gp.reserved());
             if need == 0 {
                 plan.push((g, None));
                 continue;
             }
-            let Some(&t) = order.iter().find(|q| free[*q] >= need) else {
+            // A target that keeps the margin free first ([0030] hysteresis): one filled to Max_s
+            // asks for DISTRIBUTE at once, undoing the CONSOLIDATE; else any with room.
+            let keeps_margin = order
+                .iter()
+                .find(|q| free[*q] >= need.saturating_add(margin[*q]));
+            let Some(&t) = keeps_margin.or_else(|| order.iter().find(|q| free[*q] >= need)) else {
                 ignore(
                     self,
                     format!("no single proxy of the tier has room for {need} [0063]"),

@@ -24,18 +24,6 @@ impl Coordinator {
         self.counters.distributes += 1;
         // [0042] a DISTRIBUTE from any farm member is the farm's.
         let group = self.farm_group(sx, px, farm, tier, region);
-        let mut stopped = Vec::new();
-        for &q in &group {
-            if let Some(gp) = self.pair_mut(sx, q) {
-                // [0030] a served proxy moves to the contraction phase, takes no new viewers.
-                gp.phase = Phase::Contraction;
-                gp.distribute_served = true;
-                if gp.accepting {
-                    gp.accepting = false;
-                    stopped.push(q);
-                }
-            }
-        }
         let gids = id_list(group.iter().map(|&q| self.pid(q)));
         self.log(
             Rule::Distribute,
@@ -46,14 +34,49 @@ impl Coordinator {
                 region_name = self.regions.name(region)
             ),
         );
-        self.add_capacity(sx, region, tier, &group, Some(px), &stopped);
+        let Some(new_accepting) = self.add_capacity(sx, region, tier, &group, Some(px)) else {
+            // Nothing to add: no idle proxy, and no other proxy of the tier with room beyond the
+            // margin. Stopping the farm now would only flap its phase: it would be put back into
+            // expansion at the next viewer, refill, and ask again. It stays in expansion, takes
+            // viewers as its own leave, and is served when capacity appears (the next viewer
+            // that finds no proxy with room asks again, `resolve`).
+            self.counters.distributes_unserved += 1;
+            self.log(
+                Rule::Distribute,
+                Some(&name),
+                Some(id),
+                "no capacity to add (no idle proxy, no room beyond the margin): phases unchanged [0059]"
+                    .into(),
+            );
+            return;
+        };
+        let redirect: Vec<Peer> = new_accepting.iter().map(|&q| self.peer(q)).collect();
+        for &q in &group {
+            let Some(gp) = self.pair_mut(sx, q) else {
+                continue;
+            };
+            // [0030] a served proxy moves to the contraction phase, takes no new viewers.
+            gp.phase = Phase::Contraction;
+            gp.distribute_served = true;
+            if gp.accepting {
+                gp.accepting = false;
+                self.send(
+                    q,
+                    PncMsg::StopAccepting {
+                        stream: name.clone(),
+                        redirect_to: redirect.clone(),
+                    },
+                );
+            }
+        }
     }
 
     /// The capacity a DISTRIBUTE adds to (`region`, `tier`) of `sx`: [0059]'s check over sp,
     /// then regrouping the tier's other proxies by MIN_s ([0060]–[0061]) if their room
     /// suffices, else activating idle proxies ([0039]–[0041], [0059]). `served` is the group
     /// whose DISTRIBUTE this is (none when the core itself finds no proxy of the viewers' tier
-    /// taking a viewer); `stopped` are told to stop accepting and where new viewers now go.
+    /// taking a viewer). The proxies of the viewers' tier that take viewers because of it, or
+    /// `None` if it added nothing.
     pub(super) fn add_capacity(
         &mut self,
         sx: Sx,
@@ -61,8 +84,7 @@ impl Coordinator {
         tier: u32,
         served: &[Px],
         requester: Option<Px>,
-        stopped: &[Px],
-    ) {
+    ) -> Option<Vec<Px>> {
         let name = self.sname(sx);
         let id = requester.map(|q| self.pid(q));
         // [0059] capacity check over sp.
@@ -85,9 +107,11 @@ impl Coordinator {
         let mut new_accepting: Vec<Px> = Vec::new();
         let sufficient = available > 0 && demand <= available as f64;
         let mut regrouped = false;
+        let mut added = false;
         if sufficient {
             // [0060] [0061] enough capacity: regroup existing proxies by MIN_s.
             if let Some(members) = self.regroup(sx, &others, lin) {
+                added = true;
                 regrouped = true;
                 self.counters.regroups += 1;
                 self.back_to_expansion(sx, region, tier, &members, &mut new_accepting);
@@ -128,6 +152,7 @@ impl Coordinator {
                 match self.activate(sx, region, tier, new_farm, "DISTRIBUTE [0059]") {
                     Some(q) => {
                         activated += 1;
+                        added = true;
                         if self.pair(sx, q).is_some_and(|p| p.accepting) {
                             new_accepting.push(q);
                         }
@@ -138,16 +163,31 @@ impl Coordinator {
             }
             if activated == 0 && available > 0 {
                 // [0059] as many as possible: with no idle proxy left, the room the tier still
-                // has takes the viewers (by MIN_s if a group exists, else all of it): a viewer
+                // has takes the viewers (by MIN_s if a group exists, else all of it beyond the
+                // margin). For a viewer waiting now (no requester) any room will do: a viewer
                 // is never refused while the region has room.
-                let members = match self.regroup(sx, &others, lin) {
+                let members: Vec<Px> = match self.regroup(sx, &others, lin) {
                     Some(members) => members,
-                    None => others
-                        .iter()
-                        .copied()
-                        .filter(|&q| self.room(sx, q) >= 1)
-                        .collect(),
+                    None => {
+                        let mut members = Vec::new();
+                        for &q in &others {
+                            let takes = match requester {
+                                Some(_) => {
+                                    self.predicted_room(sx, q) >= f64::from(self.margin(sx, q))
+                                }
+                                None => self.room(sx, q) >= 1,
+                            };
+                            if takes {
+                                members.push(q);
+                            }
+                        }
+                        members
+                    }
                 };
+                if members.is_empty() {
+                    return None;
+                }
+                added = true;
                 self.counters.regroups += 1;
                 self.back_to_expansion(sx, region, tier, &members, &mut new_accepting);
                 let mids = id_list(members.iter().map(|&q| self.pid(q)));
@@ -175,16 +215,7 @@ impl Coordinator {
                 }
             }
         }
-        let redirect: Vec<Peer> = new_accepting.iter().map(|&q| self.peer(q)).collect();
-        for &q in stopped {
-            self.send(
-                q,
-                PncMsg::StopAccepting {
-                    stream: name.clone(),
-                    redirect_to: redirect.clone(),
-                },
-            );
-        }
+        added.then_some(new_accepting)
     }
 
     /// Regrouped `members` of (`region`, `tier`) go back to the expansion phase; in the viewers'
@@ -232,6 +263,12 @@ impl Coordinator {
             let denom = loff + f64::from(room) / dt;
             if denom <= 0.0 || room == 0 {
                 continue; // MIN_s = ∞: never eligible.
+            }
+            // Hysteresis ([0030], as the agent's trigger): back in expansion, a proxy must take
+            // at least the margin before its own prediction would ask DISTRIBUTE again ([0054]),
+            // else its phase flaps with every order.
+            if self.predicted_room(sx, q) < f64::from(self.margin(sx, q)) {
+                continue;
             }
             let min_s = (sys_lin / denom).floor();
             if !min_s.is_finite() || min_s >= (u32::MAX as f64) {

@@ -13,6 +13,8 @@ impl Coordinator {
                     return;
                 };
                 p.viewers = p.viewers.saturating_add(1);
+                // Whichever viewer this is, one fewer is on its way.
+                p.expected.arrived();
                 p.login.observe(w, &sm);
                 self.account(sx, px, 1);
             }
@@ -114,14 +116,7 @@ impl Coordinator {
                 }
                 p.viewers -= 1;
                 p.logoff.observe(w, &sm);
-                let draining_to = p.draining_to;
                 self.account(sx, px, -1);
-                // A moved viewer left: its reservation at the new proxy ends.
-                if let Some(t) = draining_to
-                    && let Some(tp) = self.pair_mut(sx, t)
-                {
-                    tp.incoming = tp.incoming.saturating_sub(1);
-                }
             }
             Child::Proxy(cid) => {
                 let Some(&cx) = self.by_id.get(&cid) else {
@@ -146,10 +141,16 @@ impl Coordinator {
         self.after_load_decrease(sx, px);
     }
 
-    /// DISTRIBUTE when the load reaches Max_s ([0035]) or is predicted to within ΔT ([0054]).
+    /// DISTRIBUTE when the load reaches Max_s ([0035]) or is predicted to within ΔT ([0054]),
+    /// for a proxy that does not decide for itself: one decider per decision (DECIDERS.md), and
+    /// a proxy that decides sends its own DISTRIBUTE.
     pub(super) fn after_load_increase(&mut self, sx: Sx, px: Px) {
         let Some(p) = self.pair(sx, px) else { return };
-        if p.tier == 0 || p.phase != Phase::Expansion || p.distribute_served {
+        if p.tier == 0
+            || p.phase != Phase::Expansion
+            || p.distribute_served
+            || self.proxies[px].decides
+        {
             return;
         }
         let load = p.load();
@@ -178,7 +179,7 @@ impl Coordinator {
     /// A proxy whose load falls to zero becomes idle and logs off its parent ([0030], [0055]).
     pub(super) fn after_load_decrease(&mut self, sx: Sx, px: Px) {
         let Some(p) = self.pair(sx, px) else { return };
-        if p.tier == 0 || p.standby || p.load() > 0 || p.incoming > 0 {
+        if p.tier == 0 || p.standby || p.load() > 0 || p.expected.total() > 0 {
             return;
         }
         // Standbys waiting under it that never got a child go with it: with no load left here
@@ -203,6 +204,42 @@ impl Coordinator {
             self.evict(sx, c);
         }
         self.go_idle(sx, px, "load fell to zero [0030] [0055]");
+    }
+
+    /// [0058] a standby that took no viewer or child within sp of its activation, while another
+    /// proxy of its tier in the expansion phase has room, is not needed (activated for a crowd
+    /// that did not come, or in a farm sized beyond it, [0041]): it goes idle, as a proxy whose
+    /// load fell to zero ([0030]). Checked at its heartbeats, bottom up: one with standby
+    /// children waiting under it goes after them. The standby a full tier waits on stays (figure
+    /// 2(d): P22 under P11 while P21 is full).
+    pub(super) fn retire_unused_standby(&mut self, sx: Sx, px: Px) {
+        let Some(p) = self.pair(sx, px) else { return };
+        let sp = self.config.sp_ms.saturating_mul(1000);
+        if p.tier == 0
+            || !p.standby
+            || p.load() > 0
+            || p.reserved() > 0
+            || p.activated_at.plus_micros(sp) > self.now
+        {
+            return;
+        }
+        let (region, tier) = (p.region, p.tier);
+        let surplus = self.tier_members(sx, region, tier).into_iter().any(|q| {
+            q != px
+                && self.proxies[q].alive
+                && self
+                    .pair(sx, q)
+                    .is_some_and(|o| o.phase == Phase::Expansion)
+                && self.room(sx, q) >= 1
+        });
+        if !surplus {
+            return;
+        }
+        self.go_idle(
+            sx,
+            px,
+            "a standby that took no viewer or child within sp of its activation [0058]",
+        );
     }
 
     pub(super) fn go_idle(&mut self, sx: Sx, px: Px, why: &str) {

@@ -46,6 +46,7 @@ impl Coordinator {
                     region: region_id,
                     capacity,
                     alive: false,
+                    decides: r.decides,
                     last_heard: self.now,
                     queued_deadline: Time::ZERO,
                     connections: 0,
@@ -69,6 +70,7 @@ impl Coordinator {
             rec.region = region_id;
             rec.capacity = capacity;
             rec.alive = true;
+            rec.decides = r.decides;
             for rtt in &r.rtts {
                 record_rtt(&mut rec.rtts, rtt.peer, rtt.micros);
             }
@@ -224,21 +226,31 @@ impl Coordinator {
             return;
         };
         p.reported = (load.login_rate, load.logoff_rate);
+        // The count holds every viewer that connected a while ago, and the newcomers it grew by:
+        // their reservations end.
+        let grace = self.config.viewer_connect_ms.saturating_mul(1000);
+        let grew = load.viewers.saturating_sub(p.viewers);
+        let counted = p.expected.counted_at(self.now, grace, grew);
         let before = p.viewers;
         // The proxy's viewer count is authoritative (LOGIN/LOGOFF may have been lost).
         p.viewers = load.viewers;
         let delta = i64::from(load.viewers) - i64::from(before);
+        if counted > 0 {
+            self.proxies.touch(px);
+        }
         if delta != 0 {
             self.account(sx, px, delta);
-            if delta > 0 {
-                if self.pair(sx, px).is_some_and(|p| p.standby) {
-                    self.join_parents(sx, px);
-                }
-                self.after_load_increase(sx, px);
-            } else {
-                self.after_load_decrease(sx, px);
-            }
         }
+        if delta > 0 {
+            if self.pair(sx, px).is_some_and(|p| p.standby) {
+                self.join_parents(sx, px);
+            }
+            self.after_load_increase(sx, px);
+        } else if delta < 0 || counted > 0 {
+            // Fewer viewers, or viewers expected that never came: it may be idle now.
+            self.after_load_decrease(sx, px);
+        }
+        self.retire_unused_standby(sx, px);
     }
 
     pub(super) fn check_timeouts(&mut self) {
@@ -281,6 +293,7 @@ mod tests {
             },
             streams: vec![],
             rtts: vec![],
+            decides: false,
         })
     }
 

@@ -14,7 +14,8 @@
 //! One `Coordinator` whose `impl` is spread over files named for what they decide:
 //! - `ids`: proxy and stream indices (newtypes), regions interned once;
 //! - `state`: the records (proxies, streams, (proxy, stream) pairs, tiers) and the accounting
-//!   over them: load, reservations, Max_s, room;
+//!   over them: load, reservations, Max_s, room; `reservation`: viewers on their way to a
+//!   proxy, counted against its room until its own count shows them;
 //! - `overlay` (with [`tiering`]): a source's regions and tiers;
 //! - `membership`: registration, messages, heartbeats and their timeouts;
 //! - `streams`: a stream's start at its origin and its teardown; `rebuild`: the view rebuilt
@@ -38,11 +39,23 @@
 //!   *reserves* a connection at them (parent choice counts reservations, DISTRIBUTE does not);
 //! - viewers are sent to proxies of the deepest tier of their region that accept (expansion
 //!   phase), round-robin ([0042]); upper tiers serve child proxies only;
-//! - viewers moved by CONSOLIDATE or LinkDowngrade are reserved at their new proxy until they log
-//!   off the old one (the dataplane moves them, the core sees LOGOFF there and LOGIN here).
-//! - the core triggers DISTRIBUTE itself when it sees a proxy reach Max_s or predicts it within
-//!   ΔT; a `Distribute` message from the proxy is handled the same way, and a second one for a
-//!   proxy (or farm) already served is logged and ignored.
+//! - viewers sent to a proxy by `/resolve`, or moved there by CONSOLIDATE or LinkDowngrade, are
+//!   reserved at it until its count shows them: its viewer LOGIN, or its first heartbeat
+//!   `viewer_connect_ms` later (`reservation`).
+//! - one decider per decision (`control/src/agent/DECIDERS.md`): a proxy whose Hello says
+//!   `decides` (the agent) sends its own DISTRIBUTE and CONSOLIDATE and reports its rates in
+//!   heartbeats; for it the core serves the requests, takes the reported rates (SysLinRate =
+//!   their sum, MIN_s, sp checks) and predicts nothing itself. For a proxy that sends a LOGIN per
+//!   viewer, the core triggers DISTRIBUTE itself when it sees it reach Max_s or predicts it
+//!   within ΔT from its own predictors. A DISTRIBUTE for a proxy (or farm) already served is
+//!   logged and ignored; one that can add nothing (a full overlay) changes no phase.
+//! - phase orders carry the agent's hysteresis: a proxy goes back to expansion only with room
+//!   beyond the margin at its predicted rates (`Config::hysteresis`); a CONSOLIDATE target that
+//!   keeps the margin free is preferred to the most recent one that would be filled.
+//! - a standby that took no sink within sp of its activation, while another expansion proxy of
+//!   its tier has room, goes idle ([0058]; a choice: the seed never retires an unused standby,
+//!   and farms sized over sp can outgrow the crowd). The one a full tier waits on stays
+//!   (figure 2(d)'s P22).
 //! - a re-registered upper-tier proxy is in the contraction phase iff it is full (its phase is
 //!   not on the wire; it left expansion only by filling, [0035]).
 //! - tiers are recomputed when proxies join or leave, at most once per Δt/10 window.
@@ -78,6 +91,7 @@ mod membership;
 mod output;
 mod overlay;
 mod rebuild;
+mod reservation;
 mod resolve;
 mod state;
 mod streams;
@@ -100,6 +114,7 @@ use ids::{FarmId, Px, RegionId, Regions, Sx};
 use output::id_list;
 use overlay::{Overlay, OverlayKey};
 use predict::{Predictor, Smoothing};
+use reservation::Expected;
 use state::{Pair, ProxyRec, ProxyTable, SmallSet, StreamRec, record_rtt};
 
 /// The coordinator. See the module docs.

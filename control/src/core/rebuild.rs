@@ -59,7 +59,7 @@ impl Coordinator {
                 viewers: st.viewers,
                 children: SmallSet::default(),
                 pending: SmallSet::default(),
-                incoming: 0,
+                expected: Expected::default(),
                 parents: Vec::new(),
                 farm,
                 seq,

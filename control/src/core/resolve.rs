@@ -111,7 +111,7 @@ impl Coordinator {
                             "no proxy of {region} tier {bottom} takes a viewer and its DISTRIBUTEs were served: capacity added for the tier [0033] [0059]"
                         ),
                     );
-                    self.add_capacity(sx, region_id, bottom, &[], None, &[]);
+                    self.add_capacity(sx, region_id, bottom, &[], None);
                 }
             } else {
                 let farm = self.next_farm_id();
@@ -152,6 +152,12 @@ impl Coordinator {
             return;
         };
         rec.rr += 1;
+        // The viewer counts against the proxy's room from now on, not from its next report:
+        // a crowd resolved between two heartbeats never overfills it (`reservation`).
+        let now = self.now;
+        if let Some(p) = self.pair_mut(sx, px) {
+            p.expected.add(now, 1);
+        }
         let peer = self.peer(px);
         answer(
             self,

@@ -7,6 +7,10 @@ use super::*;
 /// made-up peers.
 pub(super) const MAX_RTTS_PER_PROXY: usize = 16_384;
 
+/// Largest login or logoff rate taken from a heartbeat, per second: far beyond any proxy, and
+/// small enough that sums and products of rates stay finite.
+pub(super) const MAX_RATE: f64 = 1e6;
+
 /// Record an RTT; true if the peer is new.
 pub(super) fn record_rtt(rtts: &mut BTreeMap<ProxyId, u32>, peer: ProxyId, micros: u32) -> bool {
     if let Some(v) = rtts.get_mut(&peer) {
@@ -29,6 +33,8 @@ pub(super) struct ProxyRec {
     pub(super) region: RegionId,
     pub(super) capacity: Capacity,
     pub(super) alive: bool,
+    /// It decides DISTRIBUTE and CONSOLIDATE and reports its rates (`Hello::decides`).
+    pub(super) decides: bool,
     pub(super) last_heard: Time,
     /// Latest deadline queued for the timeout check.
     pub(super) queued_deadline: Time,
@@ -164,8 +170,8 @@ pub(super) struct Pair {
     pub(super) children: SmallSet,
     /// Child proxies assigned but still standby: reserved, not load.
     pub(super) pending: SmallSet,
-    /// Viewers on their way here from a drained proxy: reserved.
-    pub(super) incoming: u32,
+    /// Viewers on their way here (sent by `/resolve`, moved from a drained proxy): reserved.
+    pub(super) expected: Expected,
     pub(super) parents: Vec<Px>,
     pub(super) farm: FarmId,
     /// Activation order, global: larger is more recent.
@@ -183,7 +189,7 @@ impl Pair {
         self.viewers.saturating_add(self.children.len() as u32)
     }
     pub(super) fn reserved(&self) -> u32 {
-        (self.pending.len() as u32).saturating_add(self.incoming)
+        (self.pending.len() as u32).saturating_add(self.expected.total())
     }
 }
 
@@ -288,6 +294,25 @@ impl Coordinator {
         m
     }
 
+    /// The hysteresis margin of `px` for `sx`: a fraction of its Max_s, at least one viewer (as
+    /// the agent's, `AgentConfig::margin`).
+    pub(super) fn margin(&self, sx: Sx, px: Px) -> u32 {
+        let h = if self.config.hysteresis.is_finite() {
+            self.config.hysteresis.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        ((f64::from(self.max_s(sx, px)) * h).round() as u32).max(1)
+    }
+
+    /// The room `px` keeps for `sx` once its predicted growth over ΔT is in ([0054]): below the
+    /// margin, it would ask DISTRIBUTE again at its next viewer.
+    pub(super) fn predicted_room(&mut self, sx: Sx, px: Px) -> f64 {
+        let room = f64::from(self.room(sx, px));
+        let (lin, loff) = self.pair_rates(sx, px);
+        room - (lin - loff).max(0.0) * self.delta_t_secs()
+    }
+
     /// Free connections of an active pair, reservations included.
     pub(super) fn room(&self, sx: Sx, px: Px) -> u32 {
         match self.pair(sx, px) {
@@ -354,7 +379,23 @@ impl Coordinator {
             .unwrap_or_default()
     }
 
+    /// The predicted login and logoff rates of `px` for `sx` ([0064]): the ones it reports if
+    /// it decides for itself (one predictor per decision, DECIDERS.md), else the core's own.
     pub(super) fn pair_rates(&mut self, sx: Sx, px: Px) -> (f64, f64) {
+        if self.proxies[px].decides {
+            // A rate on the wire may be anything: not a number or negative counts as none.
+            let sane = |r: f32| {
+                let r = f64::from(r);
+                if r.is_finite() {
+                    r.clamp(0.0, MAX_RATE)
+                } else {
+                    0.0
+                }
+            };
+            return self
+                .pair(sx, px)
+                .map_or((0.0, 0.0), |p| (sane(p.reported.0), sane(p.reported.1)));
+        }
         let (w, sm) = (self.window, self.smoothing);
         match self.pair_mut(sx, px) {
             Some(p) => (p.login.rate(w, &sm), p.logoff.rate(w, &sm)),

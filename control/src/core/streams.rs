@@ -39,7 +39,7 @@ impl Coordinator {
                 viewers: 0,
                 children: SmallSet::default(),
                 pending: SmallSet::default(),
-                incoming: 0,
+                expected: Expected::default(),
                 parents: Vec::new(),
                 farm: 0,
                 seq,

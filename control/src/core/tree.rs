@@ -47,14 +47,19 @@ impl Coordinator {
         p.phase = Phase::Contraction;
         p.distribute_served = true;
         p.draining_to = Some(to);
-        let viewers = p.viewers;
+        // The viewers it counts, and those on their way to it (reserved there, maybe connected
+        // already but not yet in its count): all of them end up at `to`.
+        let viewers = p.viewers.saturating_add(p.expected.total());
+        p.expected = Expected::default();
         let kids: Vec<Px> = p.children.iter().chain(p.pending.iter()).copied().collect();
         for c in kids {
             self.move_child(sx, c, from, to);
         }
         if viewers > 0 {
+            // Reserved at `to` until its count shows them (`reservation`).
+            let now = self.now;
             if let Some(tp) = self.pair_mut(sx, to) {
-                tp.incoming = tp.incoming.saturating_add(viewers);
+                tp.expected.add(now, viewers);
             }
             let peer = self.peer(to);
             self.send(

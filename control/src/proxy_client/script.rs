@@ -486,6 +486,8 @@ impl Runner {
             },
             streams: h.streams.clone(),
             rtts: h.rtts.clone(),
+            // A scripted proxy sends a LOGIN/LOGOFF per viewer; the PNC decides for it.
+            decides: false,
         };
         let stream = TcpStream::connect(self.opts.control)
             .await

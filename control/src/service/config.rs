@@ -159,11 +159,12 @@ impl ServiceConfig {
         };
         open_unit("alpha", c.alpha)?;
         open_unit("beta", c.beta)?;
-        if !(0.0..=1.0).contains(&c.farm_alpha) {
-            return Err(format!(
-                "coordinator.farm_alpha = {}: expected a number from 0 to 1",
-                c.farm_alpha
-            ));
+        for (name, v) in [("farm_alpha", c.farm_alpha), ("hysteresis", c.hysteresis)] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!(
+                    "coordinator.{name} = {v}: expected a number from 0 to 1"
+                ));
+            }
         }
         let positive = |name: &str, v: u64| {
             if v > 0 {

@@ -113,7 +113,7 @@ type Labels = Vec<(String, String)>;
 fn registry(s: &Snapshot, h: &CoordinatorHandle) -> Registry {
     let mut r = Registry::with_prefix("pnc");
     let c = &s.counters;
-    let counters: [(&str, &str, u64); 16] = [
+    let counters: [(&str, &str, u64); 17] = [
         ("events", "Events handled by the coordinator", c.events),
         (
             "registrations",
@@ -131,6 +131,11 @@ fn registry(s: &Snapshot, h: &CoordinatorHandle) -> Registry {
             c.deactivations,
         ),
         ("distributes", "DISTRIBUTE decisions [0059]", c.distributes),
+        (
+            "distributes_unserved",
+            "DISTRIBUTEs with nothing to add (overlay full)",
+            c.distributes_unserved,
+        ),
         ("regroups", "Regroupings by MIN_s [0060]", c.regroups),
         ("farms", "Farms activated [0042]", c.farms),
         (

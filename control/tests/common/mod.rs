@@ -72,6 +72,7 @@ impl Net {
                     micros: ms * 1000,
                 })
                 .collect(),
+            decides: false,
         }));
         assert!(out.iter().any(
             |c| matches!(c, Command::Send { to, msg: PncMsg::Welcome { .. } } if *to == ProxyId(id))

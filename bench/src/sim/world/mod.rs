@@ -664,14 +664,17 @@ impl<'a> World<'a> {
         s.viewers.push(v);
         let pos = (s.viewers.len() - 1) as u32;
         m.connections += 1;
-        if m.connections > m.capacity {
+        let (id, connections, capacity) = (m.id, m.connections, m.capacity);
+        if connections > capacity {
             self.r.overloaded_logins += 1;
-            self.r.peak_overload = self
-                .r
-                .peak_overload
-                .max(u64::from(m.connections - m.capacity));
+            self.r.peak_overload = self.r.peak_overload.max(u64::from(connections - capacity));
+            if self.cfg.log_decisions {
+                eprintln!(
+                    "{:10.3} viewer {v} over capacity at P{id}: {connections} connections of {capacity}",
+                    self.trace_secs()
+                );
+            }
         }
-        let id = m.id;
         let x = &mut self.viewers[v as usize];
         x.proxy = id;
         x.pos = pos;

@@ -30,6 +30,7 @@ impl World<'_> {
                 },
                 streams: vec![],
                 rtts: vec![],
+                decides: false,
             };
             self.core(Event::Register(reg));
         }

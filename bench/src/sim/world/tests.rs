@@ -60,10 +60,21 @@ fn a_crowd_within_capacity_is_served() {
     }
 }
 
+/// Every proxy activated is deactivated once all viewers left, with agents too (the core ends
+/// the reservations of moved viewers at the agents' heartbeats, and retires standbys no viewer
+/// came to), and no viewer was ever sent beyond a machine's capacity.
 #[test]
-fn synthetic_proxies_unwind_the_tree_when_all_left() {
-    let r = simulate(&config(1, ProxyModel::Synthetic), &flash(1500));
-    assert_eq!(r.activations, r.deactivations, "{}", r.table());
+fn the_tree_unwinds_when_all_left() {
+    for model in BOTH {
+        let r = simulate(&config(1, model), &flash(1500));
+        assert_eq!(r.activations, r.deactivations, "{model:?}\n{}", r.table());
+        assert_eq!(
+            r.series.last().map(|s| s.active_proxies),
+            Some(0),
+            "{model:?}"
+        );
+        assert_eq!(r.overloaded_logins, 0, "{model:?}\n{}", r.table());
+    }
 }
 
 #[test]
@@ -92,32 +103,17 @@ fn the_same_seed_gives_the_same_run() {
 
 #[test]
 fn more_viewers_than_the_overlay_holds_are_rejected_not_overloaded() {
-    // 2 regions × 20 bottom machines × 50 connections = 2000 places. Synthetic proxies only: with
-    // agents the core learns viewer counts from heartbeats alone and reserves nothing for the
-    // viewers it redirects, so it overloads machines (BENCHMARKS.md, "Simulation at scale");
-    // that is the core's next step (issue 10), and this test then covers both models again.
-    //
-    // The core reserves nothing for a viewer it has just redirected until its LOGIN arrives (one
-    // control delay later), so within that window a machine can be sent a viewer or two beyond
-    // its capacity: at most 1% of the logins may land there, and the rest of the excess is
-    // refused. Reserving redirected viewers is the same fix the agents need (issue 10).
-    let model = ProxyModel::Synthetic;
-    let r = simulate(&config(1, model), &flash(3000));
-    assert!(
-        r.overloaded_logins <= r.logins / 100,
-        "{model:?}\n{}",
-        r.table()
-    );
-    assert!(
-        r.rejected + r.overloaded_logins >= 1000,
-        "{model:?}\n{}",
-        r.table()
-    );
-    assert!(
-        r.peak_viewers <= 2000 + r.overloaded_logins,
-        "{model:?}\n{}",
-        r.table()
-    );
+    // 2 regions × 20 bottom machines × 50 connections = 2000 places. The core counts every
+    // viewer it redirects against its proxy until the proxy's LOGIN or heartbeat counts it
+    // (`control::core` reservations), so no machine is sent a viewer beyond its capacity, with
+    // agents (viewer counts in heartbeats only) as with synthetic proxies (a LOGIN per viewer):
+    // the excess is refused.
+    for model in BOTH {
+        let r = simulate(&config(1, model), &flash(3000));
+        assert_eq!(r.overloaded_logins, 0, "{model:?}\n{}", r.table());
+        assert!(r.rejected >= 1000, "{model:?}\n{}", r.table());
+        assert!(r.peak_viewers <= 2000, "{model:?}\n{}", r.table());
+    }
 }
 
 #[test]
