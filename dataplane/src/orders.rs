@@ -15,6 +15,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
 /// A parent proxy to pull from: its id (for the logs and the LOGIN it sees) and data address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -114,15 +115,28 @@ pub enum Admit {
 /// getting `404`.
 #[derive(Debug, Default)]
 pub struct Admission {
-    by_stream: RwLock<HashMap<String, Admit>>,
+    /// Per stream: the order, and until when viewers are still taken despite it.
+    by_stream: RwLock<HashMap<String, (Admit, Option<Instant>)>>,
     activated: RwLock<HashSet<String>>,
 }
 
 impl Admission {
     /// What a new viewer of `stream` gets.
     pub fn of(&self, stream: &str) -> Admit {
+        self.by_stream
+            .read()
+            .map_or(Admit::Accept, |m| match m.get(stream) {
+                None => Admit::Accept,
+                Some((_, Some(until))) if Instant::now() < *until => Admit::Accept,
+                Some((admit, _)) => admit.clone(),
+            })
+    }
+
+    /// What the PNC last ordered for `stream`'s new viewers, grace or not.
+    pub fn ordered(&self, stream: &str) -> Admit {
         self.by_stream.read().map_or(Admit::Accept, |m| {
-            m.get(stream).cloned().unwrap_or(Admit::Accept)
+            m.get(stream)
+                .map_or(Admit::Accept, |(admit, _)| admit.clone())
         })
     }
 
@@ -143,13 +157,22 @@ impl Admission {
     }
 
     pub fn set(&self, stream: &str, admit: Admit) {
+        self.set_after(stream, admit, Duration::ZERO);
+    }
+
+    /// Like [`Admission::set`], but viewers are still taken for `grace`: the PNC's
+    /// StopAccepting ([0035]) overtakes the viewers it resolved here just before (their
+    /// redirect and connect are still under way, and the PNC reserved their places here), so
+    /// those must not be sent on.
+    pub fn set_after(&self, stream: &str, admit: Admit, grace: Duration) {
         if let Ok(mut m) = self.by_stream.write() {
             match admit {
                 Admit::Accept => {
                     m.remove(stream);
                 }
                 other => {
-                    m.insert(stream.to_string(), other);
+                    let until = (!grace.is_zero()).then(|| Instant::now() + grace);
+                    m.insert(stream.to_string(), (other, until));
                 }
             }
         }
@@ -170,6 +193,11 @@ mod tests {
         assert_eq!(a.of("other"), Admit::Accept);
         a.set("demo", Admit::Accept);
         assert_eq!(a.of("demo"), Admit::Accept);
+        a.set_after("demo", Admit::Redirect(vec![to]), Duration::from_millis(50));
+        assert_eq!(a.of("demo"), Admit::Accept, "within the grace");
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(a.of("demo"), Admit::Redirect(vec![to]));
+        a.set("demo", Admit::Accept);
         assert!(!a.is_activated("demo"));
         a.set_activated("demo", true);
         assert!(a.is_activated("demo") && !a.is_activated("other"));

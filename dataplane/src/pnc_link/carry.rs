@@ -15,6 +15,11 @@ use tracing::info;
 use super::OrderSink;
 use crate::orders::{Admission, Admit, Order, ParentAddr};
 
+/// How long a proxy told to stop accepting still takes viewers: those the PNC resolved here
+/// just before (it reserved their places) arrive within the redirect's round trip and the
+/// connect, well under this.
+const STOP_ACCEPTING_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What is left for the link once orders and admission are carried out.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Duty {
@@ -96,7 +101,8 @@ impl Carrier<'_> {
                 stream,
                 redirect_to,
             } => {
-                self.admission.set(&stream, admit(false, &redirect_to));
+                self.admission
+                    .set_after(&stream, admit(false, &redirect_to), STOP_ACCEPTING_GRACE);
                 Vec::new()
             }
             Action::StartAccepting { stream } => {
@@ -263,10 +269,12 @@ mod tests {
             stream: "demo".into(),
             redirect_to: vec![peer(22), peer(23)],
         });
+        // Ordered at once; the viewers resolved here just before are still taken for a while.
         assert_eq!(
-            admission.of("demo"),
+            admission.ordered("demo"),
             Admit::Redirect(vec![peer(22).addr, peer(23).addr])
         );
+        assert_eq!(admission.of("demo"), Admit::Accept);
         c.carry(Action::StartAccepting {
             stream: "demo".into(),
         });

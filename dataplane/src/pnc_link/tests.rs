@@ -167,7 +167,7 @@ async fn the_link_registers_and_carries_out_the_pncs_orders() {
     })
     .await;
     until("new viewers go to P22", || {
-        admission.of("demo") == Admit::Redirect(vec![p22.addr])
+        admission.ordered("demo") == Admit::Redirect(vec![p22.addr])
     })
     .await;
     assert!(sink.0.lock().unwrap().is_empty(), "a standby pulls nothing");
@@ -232,7 +232,7 @@ async fn the_link_registers_and_carries_out_the_pncs_orders() {
         (2, vec![ProxyId(11)], vec![ProxyId(31)])
     );
     // Nothing ordered was undone by the disconnect.
-    assert_eq!(admission.of("demo"), Admit::Redirect(vec![p22.addr]));
+    assert_eq!(admission.ordered("demo"), Admit::Redirect(vec![p22.addr]));
     link.abort();
 }
 
