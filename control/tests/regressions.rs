@@ -204,3 +204,332 @@ fn distribute_does_not_regroup_onto_a_proxy_consolidate_is_draining() {
     net.at(500);
     assert_eq!(net.viewer_joins("demo", None), 33);
 }
+
+/// Every decision the core logged in `out`.
+fn decisions(out: &[Command]) -> Vec<&Decision> {
+    out.iter()
+        .filter_map(|c| match c {
+            Command::Log(d) => Some(d),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What `messages` sends to `to`.
+fn sent_to(out: &[Command], to: u32) -> Vec<&PncMsg> {
+    out.iter()
+        .filter_map(|c| match c {
+            Command::Send { to: t, msg } if t.0 == to => Some(msg),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The serving tree, the standbys and every proxy's connections.
+type Snapshot = (common::Tree, Vec<(u32, Vec<u32>)>, Vec<(ProxyId, u32)>);
+
+/// What a message that must change nothing leaves as it was.
+fn snapshot(net: &Net) -> Snapshot {
+    let conns = net
+        .core
+        .topology()
+        .proxies
+        .iter()
+        .map(|p| (p.proxy, p.connections))
+        .collect();
+    (net.serving_tree("demo"), net.standbys("demo"), conns)
+}
+
+#[test]
+fn defect_3_a_login_naming_a_proxy_not_assigned_there_changes_nothing() {
+    // u1 makes the path P11 → P21 → P31. P31 logs in its own parent P21 as its child (a loop
+    // in today's code, whose eviction then overflowed the stack when P11 crashed).
+    let mut net = tiers_of_three(3);
+    net.at(100);
+    assert_eq!(net.viewer_joins("demo", None), 31);
+    let before = snapshot(&net);
+    let hostile = [
+        (31, ProxyId(21)), // its own parent
+        (31, ProxyId(11)), // two tiers up
+        (21, ProxyId(32)), // an idle proxy of the tier below
+        (31, ProxyId(31)), // itself
+        (21, ProxyId(99)), // nobody
+    ];
+    for (from, child) in hostile {
+        let out = net.msg(
+            from,
+            ProxyMsg::Login {
+                stream: "demo".into(),
+                child: Child::Proxy(child),
+            },
+        );
+        net.check_invariants(&out);
+        assert!(
+            decisions(&out)
+                .iter()
+                .any(|d| d.rule == Rule::Protocol
+                    && d.reason.contains("LOGIN of child proxy refused")),
+            "P{from} LOGIN {child}: {out:?}"
+        );
+        assert_eq!(snapshot(&net), before, "P{from} LOGIN {child}");
+    }
+    // The tree is still a tree: P11 crashing with no replacement evicts it without a loop.
+    net.at(200);
+    let out = net.handle(Event::Remove { proxy: ProxyId(11) });
+    net.check_invariants(&out);
+    for id in [12, 13] {
+        net.handle(Event::Remove { proxy: ProxyId(id) });
+    }
+    assert!(
+        net.serving_tree("demo").is_empty(),
+        "{:?}",
+        net.serving_tree("demo")
+    );
+}
+
+#[test]
+fn defect_3_messages_naming_other_proxies_are_checked_against_the_pncs_view() {
+    let mut net = tiers_of_three(3);
+    net.at(100);
+    assert_eq!(net.viewer_joins("demo", None), 31);
+    let before = snapshot(&net);
+    let named = [
+        ProxyMsg::LinkDowngrade {
+            stream: "demo".into(),
+            parent: ProxyId(99),
+        },
+        ProxyMsg::LinkDowngrade {
+            stream: "demo".into(),
+            parent: ProxyId(22),
+        },
+        ProxyMsg::Logoff {
+            stream: "demo".into(),
+            child: Child::Proxy(ProxyId(99)),
+        },
+        ProxyMsg::Logoff {
+            stream: "demo".into(),
+            child: Child::Proxy(ProxyId(21)),
+        },
+    ];
+    for msg in named {
+        let out = net.msg(31, msg.clone());
+        net.check_invariants(&out);
+        assert!(
+            decisions(&out).iter().any(|d| d.rule == Rule::Protocol),
+            "{msg:?}: {out:?}"
+        );
+        assert_eq!(snapshot(&net), before, "{msg:?}");
+    }
+}
+
+#[test]
+fn defect_3_a_heartbeat_count_beyond_the_declared_capacity_is_capped() {
+    let mut net = tiers_of_three(3);
+    net.at(100);
+    assert_eq!(net.viewer_joins("demo", None), 31);
+    let out = net.msg(
+        31,
+        ProxyMsg::Heartbeat {
+            streams: vec![StreamLoad {
+                stream: "demo".into(),
+                viewers: u32::MAX,
+                child_proxies: 0,
+                bits_per_sec: 0,
+                login_rate: f32::INFINITY,
+                logoff_rate: f32::NAN,
+            }],
+            connections: u32::MAX,
+            bits_per_sec: 0,
+            rtts: vec![],
+        },
+    );
+    net.check_invariants(&out);
+    let logged = decisions(&out);
+    assert!(
+        logged
+            .iter()
+            .any(|d| d.rule == Rule::Protocol && d.reason.contains("capped")),
+        "{logged:?}"
+    );
+    assert!(
+        !logged
+            .iter()
+            .any(|d| d.reason.contains(&u32::MAX.to_string()) && d.rule != Rule::Protocol),
+        "a decision rests on the fake count: {logged:?}"
+    );
+    let p31 = net.pair("demo", 31).unwrap();
+    assert!(p31.viewers <= 3, "{p31:?}");
+    assert!(p31.login_rate.is_finite() && p31.logoff_rate.is_finite());
+}
+
+#[test]
+fn defect_3_a_hello_from_an_unlisted_id_is_refused_unless_registration_is_open() {
+    let hello = |id: u32| {
+        Event::Register(Registration {
+            proxy: ProxyId(id),
+            name: format!("p{id}"),
+            data_addr: common::addr(id),
+            region: None,
+            capacity: Capacity {
+                connections: 3,
+                bits_per_sec: 1_000_000_000,
+            },
+            streams: vec![],
+            rtts: vec![],
+        })
+    };
+    let listed = ProxySettings {
+        id: ProxyId(11),
+        region: None,
+        coordinates: None,
+        tier: None,
+        source_tiers: Default::default(),
+        logical_connections: None,
+        connections: None,
+        bits_per_sec: None,
+    };
+    let mut net = Net::exactly(Config {
+        proxies: vec![listed],
+        ..Config::default()
+    });
+    let out = net.handle(hello(66));
+    assert_eq!(
+        sent_to(&out, 66),
+        vec![&PncMsg::Refused(Refusal::UnknownProxy(ProxyId(66)))]
+    );
+    assert!(decisions(&out).iter().any(|d| d.rule == Rule::Protocol));
+    let out = net.handle(hello(11));
+    assert!(matches!(sent_to(&out, 11)[..], [PncMsg::Welcome { .. }]));
+    let ids: Vec<ProxyId> = net
+        .core
+        .topology()
+        .proxies
+        .iter()
+        .map(|p| p.proxy)
+        .collect();
+    assert_eq!(ids, vec![ProxyId(11)], "nothing is kept of the refused one");
+    // Its messages find no registration: it is told to register.
+    let out = net.msg(
+        66,
+        ProxyMsg::Distribute {
+            stream: "demo".into(),
+        },
+    );
+    assert_eq!(
+        sent_to(&out, 66),
+        vec![&PncMsg::Refused(Refusal::RegisterAgain(ProxyId(66)))]
+    );
+    let mut open = Net::exactly(Config {
+        open_registration: true,
+        ..Config::default()
+    });
+    let out = open.handle(hello(66));
+    assert!(matches!(sent_to(&out, 66)[..], [PncMsg::Welcome { .. }]));
+}
+
+/// A chain of `n` proxies one tier below the other (ids 1000…), rebuilt from re-registrations
+/// as after a PNC restart: each a standby under the one above, the last accepting viewers.
+fn deep_chain(n: u32) -> Net {
+    let mut net = Net::new(Config::default());
+    let state = |tier: u32, parents: Vec<ProxyId>, source: Option<SourceInfo>| StreamState {
+        stream: "demo".into(),
+        source,
+        tier,
+        parents,
+        children: vec![],
+        viewers: 0,
+        accepting: tier == n,
+    };
+    let register = |net: &mut Net, id: u32, st: StreamState| {
+        net.handle(Event::Register(Registration {
+            proxy: ProxyId(id),
+            name: format!("p{id}"),
+            data_addr: common::addr(id),
+            region: None,
+            capacity: Capacity {
+                connections: 10,
+                bits_per_sec: 10_000_000_000,
+            },
+            streams: vec![st],
+            rtts: vec![],
+        }));
+    };
+    let source = SourceInfo {
+        source: "src".into(),
+        content_type: "video/mp2t".into(),
+        bitrate_bps: 0,
+    };
+    register(&mut net, S, state(0, vec![], Some(source)));
+    for tier in 1..=n {
+        let parent = if tier == 1 { S } else { 999 + tier };
+        register(
+            &mut net,
+            1000 + tier,
+            state(tier, vec![ProxyId(parent)], None),
+        );
+    }
+    net
+}
+
+#[test]
+fn defect_3_no_depth_of_tree_overflows_the_stack() {
+    // The walks up (a standby joining its parents, an idle proxy logging off its parent) and
+    // down (evicting a subtree) used to recurse once per tier: a chain as deep as a hostile
+    // re-registration makes it overflowed the stack. On a thread with a small stack, each
+    // walk over a chain of 3,000 tiers.
+    const N: u32 = 3_000;
+    let walk = std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(|| {
+            let mut net = deep_chain(N);
+            assert_eq!(net.active("demo").len(), N as usize);
+            // The bottom's first viewer joins the whole chain up to the source.
+            net.login(1000 + N, "demo");
+            assert_eq!(net.serving_tree("demo").len(), N as usize);
+            // Its last one leaves: the chain unwinds to the source.
+            net.logoff(1000 + N, "demo");
+            assert!(net.active("demo").is_empty());
+            // Rebuilt again and joined: the top crashes with nobody to replace it, and its
+            // subtree is evicted.
+            let mut net = deep_chain(N);
+            net.login(1000 + N, "demo");
+            net.handle(Event::Remove {
+                proxy: ProxyId(1001),
+            });
+            assert!(net.active("demo").is_empty());
+        })
+        .unwrap();
+    walk.join().expect("the walks finish on a small stack");
+}
+
+#[test]
+fn defect_7_a_proxy_declared_crashed_is_told_to_register_again() {
+    let mut net = tiers_of_three(3);
+    net.at(100);
+    assert_eq!(net.viewer_joins("demo", None), 31);
+    net.handle(Event::Remove { proxy: ProxyId(31) });
+    let out = net.msg(
+        31,
+        ProxyMsg::Heartbeat {
+            streams: vec![],
+            connections: 1,
+            bits_per_sec: 0,
+            rtts: vec![],
+        },
+    );
+    assert_eq!(
+        sent_to(&out, 31),
+        vec![&PncMsg::Refused(Refusal::RegisterAgain(ProxyId(31)))]
+    );
+    assert!(decisions(&out).iter().any(|d| d.rule == Rule::Protocol));
+    // It registers again and is a proxy like any other.
+    net.at(200);
+    net.register(31, None, 3, &[(S, 50)]);
+    let alive = net
+        .core
+        .topology()
+        .proxies
+        .iter()
+        .any(|p| p.proxy.0 == 31 && p.alive);
+    assert!(alive);
+}

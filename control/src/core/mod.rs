@@ -92,8 +92,8 @@ pub use api::*;
 pub use config::*;
 
 use crate::protocol::{
-    Capacity, Child, PROTOCOL_VERSION, Peer, PncMsg, ProxyId, ProxyMsg, SourceInfo, StreamLoad,
-    StreamState,
+    Capacity, Child, PROTOCOL_VERSION, Peer, PncMsg, ProxyId, ProxyMsg, Refusal, SourceInfo,
+    StreamLoad, StreamState,
 };
 use active_set::ActiveSet;
 use ids::{FarmId, Px, RegionId, Regions, Sx};

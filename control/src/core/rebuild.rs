@@ -94,7 +94,9 @@ impl Coordinator {
         let joined = !self.pair(sx, px).is_some_and(|p| p.standby);
         for pid in &st.parents {
             match self.by_id.get(pid) {
-                Some(&qx) if self.pair(sx, qx).is_some() => self.link(sx, qx, px, joined),
+                Some(&qx) if self.pair(sx, qx).is_some() => {
+                    self.link(sx, qx, px, joined);
+                }
                 _ => {
                     if let Some(s) = self.streams.get_mut(&sx) {
                         s.awaiting_parent

@@ -24,7 +24,17 @@ pub struct Net {
 pub type Tree = BTreeMap<u32, (Vec<u32>, Vec<u32>, u32)>;
 
 impl Net {
+    /// A network on `config` with open registration: the tests register proxies that the
+    /// configuration does not list.
     pub fn new(config: Config) -> Self {
+        Self::exactly(Config {
+            open_registration: true,
+            ..config
+        })
+    }
+
+    /// A network on `config` as given.
+    pub fn exactly(config: Config) -> Self {
         Net {
             core: Coordinator::new(config),
             now: Time::from_secs(1),
