@@ -248,6 +248,7 @@ impl Coordinator {
             other.pending.remove(&x);
         }
         self.account(sx, x, -i64::from(p.load()));
+        self.tier_changed(sx, p.region, p.tier);
         Some(p)
     }
 }

@@ -25,6 +25,8 @@
 //! - `distribute`: DISTRIBUTE, farm sizing and regrouping by MIN_s;
 //! - `consolidate`: CONSOLIDATE;
 //! - `failures`: LinkDowngrade, crashes, eviction of a subtree;
+//! - `monitor`: the MonitorList of each proxy (the active proxies of the tier above, [0053]),
+//!   sent again whenever that tier changes;
 //! - `resolve`: viewer redirection, over `active_set` (a tier's active proxies in activation
 //!   order, the ones that take a viewer indexed for the round-robin); `views`: the read-only
 //!   views for the service;
@@ -75,6 +77,7 @@ mod failures;
 mod ids;
 mod load;
 mod membership;
+mod monitor;
 mod output;
 mod overlay;
 mod rebuild;
@@ -130,6 +133,11 @@ pub struct Coordinator {
     touched: Vec<Px>,
     /// Scratch for `refresh_accepting`: each stream of one machine, whether it takes a viewer.
     decided: Vec<(Sx, bool)>,
+    /// Tiers whose active proxies changed during this event: the tier below gets its
+    /// MonitorList again ([0053]; issue 7, defect 6).
+    monitor_dirty: BTreeSet<(Sx, RegionId, u32)>,
+    /// Source of `TierRec::version`.
+    next_tier_version: u64,
 }
 
 impl Coordinator {
@@ -161,6 +169,8 @@ impl Coordinator {
             out: Vec::new(),
             touched: Vec::new(),
             decided: Vec::new(),
+            monitor_dirty: BTreeSet::new(),
+            next_tier_version: 0,
         }
     }
 
@@ -212,6 +222,7 @@ impl Coordinator {
             } => self.resolve(request, stream, region, client),
             Event::Tick => self.check_timeouts(),
         }
+        self.refresh_monitor_lists();
         self.refresh_accepting();
         #[cfg(debug_assertions)]
         self.check_accepting_index();

@@ -69,10 +69,12 @@ impl Coordinator {
                 login: Predictor::new(w),
                 logoff: Predictor::new(w),
                 reported: (0.0, 0.0),
+                monitor_version: 0,
             },
         );
         s.tiers.entry((region, tier)).or_default().active.push(px);
         s.farms.insert(farm, vec![px]);
+        self.tier_changed(sx, region, tier);
         self.proxies[px].streams.insert(sx);
         self.account(sx, px, i64::from(st.viewers));
         self.link_reported(sx, px, &st);

@@ -49,6 +49,7 @@ impl Coordinator {
                 login: Predictor::new(w),
                 logoff: Predictor::new(w),
                 reported: (0.0, 0.0),
+                monitor_version: 0,
             },
         );
         self.streams.insert(

@@ -18,6 +18,8 @@ pub struct Net {
     pub now: Time,
     /// Every command ever returned, in order.
     pub log: Vec<Command>,
+    /// The last MonitorList each proxy received, per (stream, proxy), until deactivated.
+    pub monitoring: BTreeMap<(String, u32), Vec<u32>>,
 }
 
 /// (parents, children, viewers) of each active proxy of a stream: the serving tree.
@@ -39,6 +41,7 @@ impl Net {
             core: Coordinator::new(config),
             now: Time::from_secs(1),
             log: Vec::new(),
+            monitoring: BTreeMap::new(),
         }
     }
 
@@ -54,6 +57,25 @@ impl Net {
 
     pub fn handle(&mut self, ev: Event) -> Vec<Command> {
         let out = self.core.handle(ev, self.now);
+        for c in &out {
+            match c {
+                Command::Send {
+                    to,
+                    msg: PncMsg::MonitorList { stream, peers },
+                } => {
+                    let mut ids: Vec<u32> = peers.iter().map(|p| p.id.0).collect();
+                    ids.sort();
+                    self.monitoring.insert((stream.clone(), to.0), ids);
+                }
+                Command::Send {
+                    to,
+                    msg: PncMsg::Deactivate { stream },
+                } => {
+                    self.monitoring.remove(&(stream.clone(), to.0));
+                }
+                _ => {}
+            }
+        }
         self.log.extend(out.iter().cloned());
         out
     }
@@ -274,6 +296,33 @@ impl Net {
                         *p == s.origin || active.contains_key(&(stream.clone(), *p)),
                         "{id}: inactive parent {p}"
                     );
+                }
+            }
+        }
+        // [0053] every proxy that was given a MonitorList monitors the active proxies of the
+        // tier above now (issue 7, defect 6).
+        for s in &topo.streams {
+            for r in &s.regions {
+                for t in &r.tiers {
+                    let mut above: Vec<u32> = if t.tier <= 1 {
+                        vec![s.origin.0]
+                    } else {
+                        r.tiers
+                            .iter()
+                            .filter(|u| u.tier + 1 == t.tier)
+                            .flat_map(|u| u.active.iter().map(|a| a.proxy.0))
+                            .collect()
+                    };
+                    above.sort();
+                    for a in &t.active {
+                        if let Some(list) = self.monitoring.get(&(s.stream.clone(), a.proxy.0)) {
+                            assert_eq!(
+                                list, &above,
+                                "{} of {} in tier {} monitors a stale list",
+                                a.proxy, s.stream, t.tier
+                            );
+                        }
+                    }
                 }
             }
         }
