@@ -213,7 +213,7 @@ impl Coordinator {
                 Rule::Distribute,
                 Some(&name),
                 Some(id),
-                "the origin has no room for another tier-1 proxy".into(),
+                "the origin has no room for another tier-1 proxy [0032]".into(),
             );
             return Vec::new();
         }

@@ -202,7 +202,7 @@ impl Coordinator {
                         Some(&name),
                         Some(xid),
                         format!(
-                            "no proxy of tier {tier} can take child {cid} of crashed {xid}: its subtree is deactivated, its viewers come back through redirection"
+                            "no proxy of tier {tier} can take child {cid} of crashed {xid}: its subtree is deactivated, its viewers come back through redirection [0066]"
                         ),
                     );
                     self.evict(sx, c);
@@ -247,6 +247,11 @@ impl Coordinator {
             }
             other.pending.remove(&x);
         }
+        // Its reported links still waiting for a parent go with it (bounded by the pairs).
+        for waiting in s.awaiting_parent.values_mut() {
+            waiting.retain(|&(c, _)| c != x);
+        }
+        s.awaiting_parent.retain(|_, w| !w.is_empty());
         self.account(sx, x, -i64::from(p.load()));
         self.tier_changed(sx, p.region, p.tier);
         Some(p)

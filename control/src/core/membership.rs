@@ -248,20 +248,12 @@ impl Coordinator {
             sane_rate(load.login_rate, MAX_REPORTED_RATE),
             sane_rate(load.logoff_rate, MAX_REPORTED_RATE),
         );
-        let (before, children) = (p.viewers, p.children.len() as u32);
+        let (before, taken) = (p.viewers, p.load().saturating_add(p.reserved()) - p.viewers);
         // The proxy's viewer count is authoritative (LOGIN/LOGOFF may have been lost), up to
-        // what its machine can hold: the capacity it declared, less the other streams' load
-        // and its child proxies. More is a broken or hostile report, capped and logged, so no
-        // decision rests on it (issue 7, defect 3).
-        let rec = &self.proxies[px];
-        let others = rec
-            .connections
-            .saturating_sub(before.saturating_add(children));
-        let cap = rec
-            .capacity
-            .connections
-            .saturating_sub(others)
-            .saturating_sub(children);
+        // what it can hold for the stream: Max_s from the capacity it declared ([0047]), less
+        // its child proxies and reservations. More is a broken or hostile report, capped and
+        // logged, so no decision rests on it (issue 7, defect 3).
+        let cap = self.max_s(sx, px).saturating_sub(taken);
         let viewers = load.viewers.min(cap);
         if viewers < load.viewers {
             let (name, id) = (load.stream.clone(), self.pid(px));

@@ -66,6 +66,7 @@
 
 pub mod api;
 pub mod config;
+pub mod fuzzing;
 pub mod predict;
 pub mod tiering;
 

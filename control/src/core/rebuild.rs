@@ -94,17 +94,26 @@ impl Coordinator {
     /// Link a re-registered pair with its reported parents and children that are known.
     pub(super) fn link_reported(&mut self, sx: Sx, px: Px, st: &StreamState) {
         let joined = !self.pair(sx, px).is_some_and(|p| p.standby);
-        for pid in &st.parents {
+        // A proxy has at most `redundant_parents` parents ([0029]); a longer list is a broken
+        // report and cannot make the PNC keep more.
+        // The origin (tier 0) has none.
+        let tier = self.pair(sx, px).map_or(0, |p| p.tier);
+        let k = if tier == 0 {
+            0
+        } else {
+            self.config.redundant_parents.max(1) as usize
+        };
+        for pid in st.parents.iter().take(k) {
             match self.by_id.get(pid) {
                 Some(&qx) if self.pair(sx, qx).is_some() => {
                     self.link(sx, qx, px, joined);
                 }
                 _ => {
                     if let Some(s) = self.streams.get_mut(&sx) {
-                        s.awaiting_parent
-                            .entry(*pid)
-                            .or_default()
-                            .push((px, joined));
+                        let waiting = s.awaiting_parent.entry(*pid).or_default();
+                        if !waiting.iter().any(|&(c, _)| c == px) {
+                            waiting.push((px, joined));
+                        }
                     }
                 }
             }

@@ -20,6 +20,9 @@ pub struct Net {
     pub log: Vec<Command>,
     /// The last MonitorList each proxy received, per (stream, proxy), until deactivated.
     pub monitoring: BTreeMap<(String, u32), Vec<u32>>,
+    /// Proxies told to redirect their viewers elsewhere (being drained), per (stream, proxy),
+    /// until deactivated.
+    pub draining: std::collections::BTreeSet<(String, u32)>,
 }
 
 /// (parents, children, viewers) of each active proxy of a stream: the serving tree.
@@ -42,6 +45,7 @@ impl Net {
             now: Time::from_secs(1),
             log: Vec::new(),
             monitoring: BTreeMap::new(),
+            draining: Default::default(),
         }
     }
 
@@ -72,6 +76,13 @@ impl Net {
                     msg: PncMsg::Deactivate { stream },
                 } => {
                     self.monitoring.remove(&(stream.clone(), to.0));
+                    self.draining.remove(&(stream.clone(), to.0));
+                }
+                Command::Send {
+                    to,
+                    msg: PncMsg::RedirectChildren { stream, .. },
+                } => {
+                    self.draining.insert((stream.clone(), to.0));
                 }
                 _ => {}
             }
@@ -234,9 +245,15 @@ impl Net {
             .collect()
     }
 
-    /// Invariants that hold after any event: no proxy over capacity, every active proxy has a
-    /// path to its source through active proxies, every command names active proxies.
+    /// Invariants that hold after any event: the core's own audit (links known at both ends,
+    /// one tier down, accounting exact), no proxy over capacity, every active proxy has a path
+    /// to its source through active proxies, every parent one tier up, every command names
+    /// active proxies, no viewer sent to (and no DISTRIBUTE served by) a proxy being drained,
+    /// every decision with its rule, its reason and what it is about.
     pub fn check_invariants(&self, new: &[Command]) {
+        if let Err(e) = self.core.audit() {
+            panic!("{e}");
+        }
         let topo = self.core.topology();
         let alive: BTreeMap<ProxyId, &ProxyView> =
             topo.proxies.iter().map(|p| (p.proxy, p)).collect();
@@ -326,11 +343,42 @@ impl Net {
                 }
             }
         }
+        // The serving tree is acyclic: every parent is one tier up (the origin is tier 0).
+        let mut tier_of: BTreeMap<(String, ProxyId), u32> = BTreeMap::new();
+        for s in &topo.streams {
+            tier_of.insert((s.stream.clone(), s.origin), 0);
+            for r in &s.regions {
+                for t in &r.tiers {
+                    for a in &t.active {
+                        tier_of.insert((s.stream.clone(), a.proxy), t.tier);
+                    }
+                }
+            }
+        }
+        for ((stream, id), a) in &active {
+            let tier = tier_of[&(stream.clone(), *id)];
+            for p in &a.parents {
+                assert_eq!(
+                    tier_of.get(&(stream.clone(), *p)).map(|t| t + 1),
+                    Some(tier),
+                    "{id} of {stream} in tier {tier} under {p}"
+                );
+            }
+        }
+        let draining = |stream: &str, id: ProxyId| {
+            self.draining.contains(&(stream.to_string(), id.0))
+                && active.contains_key(&(stream.to_string(), id))
+        };
         let is_active = |stream: &str, id: ProxyId| active.contains_key(&(stream.to_string(), id));
         for c in new {
             match c {
                 Command::Resolved(r) => {
                     if let Some(t) = r.target {
+                        assert!(
+                            !draining(&r.stream, t.id),
+                            "viewer sent to {}, which is being drained",
+                            t.id
+                        );
                         assert!(
                             is_active(&r.stream, t.id),
                             "viewer sent to inactive {}",
@@ -385,6 +433,24 @@ impl Net {
                             p.id
                         );
                     }
+                }
+                Command::Send {
+                    to,
+                    msg: PncMsg::StartAccepting { stream },
+                } => {
+                    assert!(
+                        !draining(stream, *to),
+                        "DISTRIBUTE served by regrouping onto {to}, which is being drained"
+                    );
+                }
+                Command::Log(d) => {
+                    // Each decision names its rule (`d.rule`), with a reason and what it is
+                    // about.
+                    assert!(!d.reason.is_empty(), "decision without a reason: {d:?}");
+                    assert!(
+                        d.stream.is_some() || d.proxy.is_some(),
+                        "decision about nothing: {d:?}"
+                    );
                 }
                 _ => {}
             }
