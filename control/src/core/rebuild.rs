@@ -42,7 +42,13 @@ impl Coordinator {
         let seq = self.next_seq;
         self.next_seq += 1;
         let farm = self.next_farm_id();
-        let standby = st.viewers == 0 && st.children.is_empty();
+        // A re-registration's count is capped like a heartbeat's (issue 7, defect 3): no more
+        // viewers than the connections its machine has free.
+        let rec = &self.proxies[px];
+        let viewers = st
+            .viewers
+            .min(rec.capacity.connections.saturating_sub(rec.connections));
+        let standby = viewers == 0 && st.children.is_empty();
         let s = self.streams.get_mut(&sx).expect("stream exists");
         s.pairs.insert(
             px,
@@ -56,7 +62,7 @@ impl Coordinator {
                 },
                 accepting: st.accepting,
                 standby,
-                viewers: st.viewers,
+                viewers,
                 children: SmallSet::default(),
                 pending: SmallSet::default(),
                 incoming: 0,
@@ -76,7 +82,7 @@ impl Coordinator {
         s.farms.insert(farm, vec![px]);
         self.tier_changed(sx, region, tier);
         self.proxies[px].streams.insert(sx);
-        self.account(sx, px, i64::from(st.viewers));
+        self.account(sx, px, i64::from(viewers));
         self.link_reported(sx, px, &st);
         let name = self.sname(sx);
         self.log(
