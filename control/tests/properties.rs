@@ -235,12 +235,13 @@ fn apply(net: &mut Net, step: &Step, crashes: &mut u32) {
             let Some(from) = some_active(net, stream, k) else {
                 return;
             };
-            // A LOGOFF of a real child is no lie (its agent stops pulling when drained, before
-            // its last viewer leaves): only the hostile ones here.
-            let real = net
-                .pair(stream, from)
-                .is_some_and(|a| a.children.iter().any(|c| Child::Proxy(*c) == child));
-            if !login && real {
+            // A LOGOFF of a real child being drained is no lie (its agent stops pulling before
+            // its last viewer is gone) and leaves it parentless until then: not played here.
+            let draining = match child {
+                Child::Proxy(c) => net.draining.contains(&(stream.to_string(), c.0)),
+                Child::Viewer => false,
+            };
+            if !login && draining {
                 return;
             }
             let msg = if login {

@@ -615,3 +615,31 @@ fn defect_6_monitor_lists_follow_the_tier_above() {
     }
     assert_eq!(net.monitoring.get(&("demo".to_string(), 31)), None);
 }
+
+#[test]
+fn defect_3_a_logoff_of_a_child_that_still_serves_does_not_strand_it() {
+    // P21 says its child P31 logged off while the PNC neither moved nor drained P31, which
+    // still serves u1: handled as P31's lost link to P21 ([0066]), not as a subtree cut off from
+    // the source. No P′ nor S′: P31 switches to a newly activated P″.
+    let mut net = tiers_of_three(3);
+    net.at(100);
+    assert_eq!(net.viewer_joins("demo", None), 31);
+    net.at(200);
+    let out = net.msg(
+        21,
+        ProxyMsg::Logoff {
+            stream: "demo".into(),
+            child: Child::Proxy(ProxyId(31)),
+        },
+    );
+    net.check_invariants(&out);
+    let p31 = net.pair("demo", 31).expect("P31 still serves u1");
+    assert_eq!(p31.parents.len(), 1);
+    assert_ne!(p31.parents[0], ProxyId(21));
+    assert!(
+        decisions(&out)
+            .iter()
+            .any(|d| d.rule == Rule::LinkDowngrade),
+        "{out:?}"
+    );
+}

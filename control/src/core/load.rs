@@ -152,6 +152,26 @@ impl Coordinator {
                     );
                     return;
                 }
+                let serving = self
+                    .pair(sx, cx)
+                    .is_some_and(|c| (c.load() > 0 || c.incoming > 0) && c.draining_to.is_none());
+                if serving {
+                    // The PNC neither moved nor drained it and it still serves: it lost its link
+                    // here, and must not be left without a path to the source ([0066]). (A
+                    // drained child stops pulling before its last viewer is gone: that LOGOFF
+                    // is its departure.)
+                    let (name, id) = (self.sname(sx), self.pid(px));
+                    self.log(
+                        Rule::LinkDowngrade,
+                        Some(&name),
+                        Some(id),
+                        format!(
+                            "LOGOFF of {cid}, which still serves: handled as its lost link [0066]"
+                        ),
+                    );
+                    self.link_downgrade(sx, cx, id);
+                    return;
+                }
                 // `unlink_at_parent` counts the departure as a logoff of the parent.
                 self.unlink_at_parent(sx, px, cx);
                 if let Some(c) = self.pair_mut(sx, cx) {
