@@ -48,6 +48,11 @@
 //! - a re-registered upper-tier proxy is in the contraction phase iff it is full (its phase is
 //!   not on the wire; it left expansion only by filling, [0035]).
 //! - tiers are recomputed when proxies join or leave, at most once per Δt/10 window.
+//! - a proxy is trusted for nothing it says about others (issue 7): a LOGIN of a child proxy
+//!   must name one the PNC assigned there, every link goes exactly one tier down (so the tree
+//!   has no cycle and every walk over it is bounded; the walks are iterative besides), and
+//!   counts and rates are capped by what the proxy can hold. [`fuzzing`] drives arbitrary event
+//!   sequences and [`Coordinator::audit`] checks the core's own invariants.
 //!
 //! # Driving it (the `pnc` service)
 //! - On a new control connection, read the first frame; it must be `ProxyMsg::Hello`. Check it
@@ -60,6 +65,9 @@
 //!   timeouts). `Event::Resolve` for `GET /resolve/{stream}` (and, if wanted, DNS queries that
 //!   find no accepting proxy), answered by one `Command::Resolved` with the same `request`.
 //! - Carry out `Command::Send` (drop it if the proxy is not connected), log `Command::Log`.
+//!   After a `PncMsg::Refused` (a hello from an id `Config::proxies` does not list while
+//!   `Config::open_registration` is off, or a message from a proxy the core declared crashed)
+//!   close that proxy's connection: it registers again.
 //! - Read-only views: [`Coordinator::topology`] (`/api/topology`), [`Coordinator::accepting`]
 //!   (DNS answers), [`Coordinator::counters`] (`/metrics`), [`Coordinator::region_of`].
 //! - `Time` is microseconds since any fixed origin (e.g. the service's start), never decreasing.
