@@ -643,3 +643,16 @@ fn defect_3_a_logoff_of_a_child_that_still_serves_does_not_strand_it() {
         "{out:?}"
     );
 }
+
+#[test]
+fn defect_3_an_origin_publishes_no_more_streams_than_it_has_connections() {
+    // A proxy announcing stream after stream cannot grow the PNC without bound: each stream
+    // needs one of its connections at least.
+    let mut net = Net::new(Config::default());
+    net.register(S, None, 3, &[]);
+    for k in 0..10 {
+        net.announce(S, &format!("s{k}"), "src");
+    }
+    assert_eq!(net.core.topology().streams.len(), 3);
+    assert_eq!(net.core.counters().protocol_errors, 7);
+}
