@@ -3,7 +3,7 @@
 # installing cargo-fuzz if it is missing. Crashes are saved under fuzz/artifacts/TARGET/ and
 # make the script fail. Each run starts from the committed seeds in fuzz/seeds/TARGET/ (valid
 # heads, chunked bodies, VAN frames, control messages, MPEG-TS; tests/tests/fuzz_seeds.rs builds
-# and checks them) plus what earlier runs found in fuzz/corpus/TARGET/, where new inputs go
+# and checks them; core_events' event programs come from control::core::fuzzing's tests) plus what earlier runs found in fuzz/corpus/TARGET/, where new inputs go
 # (git-ignored, so the seeds stay as committed).
 #   scripts/fuzz.sh 15             # every target, 15 s each
 #   scripts/fuzz.sh 60 chunked     # one target

@@ -196,6 +196,13 @@ pub enum Refusal {
     AlreadyConnected(ProxyId),
     #[error("{0}")]
     Other(String),
+    /// The id is not in the PNC's configuration, which does not allow open registration.
+    #[error("proxy {0} is not in the PNC's configuration (and open_registration is off)")]
+    UnknownProxy(ProxyId),
+    /// The PNC declared the proxy crashed (heartbeat timeout) or never registered it: it must
+    /// connect and register again, with the streams it carries ([0066]).
+    #[error("proxy {0} is not registered (declared crashed?); register again")]
+    RegisterAgain(ProxyId),
 }
 
 /// Messages from the PNC to a proxy.

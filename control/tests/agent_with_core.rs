@@ -41,10 +41,19 @@ struct World {
     peak_excess: u32,
 }
 
+/// The core's defaults with open registration: the worlds register proxies no configuration
+/// lists.
+fn open_config() -> Config {
+    Config {
+        open_registration: true,
+        ..Config::default()
+    }
+}
+
 impl World {
     fn new() -> Self {
         World {
-            core: Coordinator::new(Config::default()),
+            core: Coordinator::new(open_config()),
             agents: BTreeMap::new(),
             pulls: BTreeMap::new(),
             viewers: BTreeMap::new(),
@@ -472,7 +481,7 @@ fn a_restarted_pnc_rebuilds_the_same_tree_from_the_agents() {
     let before = w.serving_tree("demo");
     assert_eq!(before, figure_2_d());
     // The PNC dies and comes back empty; every control connection breaks.
-    w.core = Coordinator::new(Config::default());
+    w.core = Coordinator::new(open_config());
     let ids: Vec<u32> = w.agents.keys().copied().collect();
     for id in ids {
         w.inbox.push_back((id, Input::Disconnected));

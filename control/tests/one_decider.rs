@@ -19,7 +19,11 @@ impl Net {
     /// bottom), every relay deciding for itself or not; `demo` published at S.
     fn new(decides: bool) -> Self {
         let mut net = Net {
-            core: Coordinator::new(Config::default()),
+            // The proxies are not listed in the configuration.
+            core: Coordinator::new(Config {
+                open_registration: true,
+                ..Config::default()
+            }),
             now: Time::from_secs(1),
         };
         net.register(S, 100, None, false);

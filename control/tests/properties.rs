@@ -24,6 +24,17 @@ enum Step {
     Wait(u64),
     /// Most viewers of a contracting proxy leave, then it asks to CONSOLIDATE.
     Drain(usize, usize),
+    /// A hostile or broken proxy (issue 7, defect 3): an active proxy logs in or off (`bool`)
+    /// an arbitrary proxy id as its child.
+    NamesChild(usize, usize, u32, bool),
+    /// An active proxy reports a link down to an arbitrary proxy id.
+    NamesParent(usize, usize, u32),
+    /// A relay reports `u32::MAX` viewers and NaN or infinite rates on every stream it has.
+    HugeCounts(usize),
+    /// A proxy never registered (id 200 and up) sends a message.
+    Unknown(u32),
+    /// A relay declared crashed speaks again, then registers again.
+    AfterCrash(usize),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -37,6 +48,12 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0..64usize).prop_map(Step::Heartbeat),
         2 => (1..30_000u64).prop_map(Step::Wait),
         2 => (0..3usize, 0..64usize).prop_map(|(s, k)| Step::Drain(s, k)),
+        1 => (0..3usize, 0..64usize, 0..40u32, any::<bool>())
+            .prop_map(|(s, k, c, on)| Step::NamesChild(s, k, c, on)),
+        1 => (0..3usize, 0..64usize, 0..40u32).prop_map(|(s, k, p)| Step::NamesParent(s, k, p)),
+        1 => (0..64usize).prop_map(Step::HugeCounts),
+        1 => (200..210u32).prop_map(Step::Unknown),
+        1 => (0..64usize).prop_map(Step::AfterCrash),
     ]
 }
 
@@ -212,6 +229,127 @@ fn apply(net: &mut Net, step: &Step, crashes: &mut u32) {
                 },
             )
         }
+        Step::NamesChild(s, k, child, login) => {
+            let stream = STREAMS[s];
+            let child = Child::Proxy(ProxyId(child));
+            let Some(from) = some_active(net, stream, k) else {
+                return;
+            };
+            // A LOGOFF of a real child being drained is no lie (its agent stops pulling before
+            // its last viewer is gone) and leaves it parentless until then: not played here.
+            let draining = match child {
+                Child::Proxy(c) => net.draining.contains(&(stream.to_string(), c.0)),
+                Child::Viewer => false,
+            };
+            if !login && draining {
+                return;
+            }
+            let msg = if login {
+                ProxyMsg::Login {
+                    stream: stream.into(),
+                    child,
+                }
+            } else {
+                ProxyMsg::Logoff {
+                    stream: stream.into(),
+                    child,
+                }
+            };
+            net.msg(from, msg)
+        }
+        Step::NamesParent(s, k, parent) => {
+            let stream = STREAMS[s];
+            let Some(from) = some_active(net, stream, k) else {
+                return;
+            };
+            net.msg(
+                from,
+                ProxyMsg::LinkDowngrade {
+                    stream: stream.into(),
+                    parent: ProxyId(parent),
+                },
+            )
+        }
+        Step::HugeCounts(k) => {
+            let r = relays(net);
+            if r.is_empty() {
+                return;
+            }
+            let id = r[k % r.len()];
+            let streams = STREAMS
+                .iter()
+                .filter(|s| net.pair(s, id).is_some())
+                .map(|s| StreamLoad {
+                    stream: s.to_string(),
+                    viewers: u32::MAX,
+                    child_proxies: u32::MAX,
+                    bits_per_sec: u64::MAX,
+                    login_rate: f32::NAN,
+                    logoff_rate: f32::INFINITY,
+                })
+                .collect();
+            let out = net.msg(
+                id,
+                ProxyMsg::Heartbeat {
+                    streams,
+                    connections: u32::MAX,
+                    bits_per_sec: u64::MAX,
+                    rtts: vec![],
+                },
+            );
+            for a in STREAMS.iter().filter_map(|s| net.pair(s, id)) {
+                assert!(a.viewers <= a.capacity, "{id}: {a:?}");
+            }
+            out
+        }
+        Step::Unknown(id) => {
+            let out = net.msg(
+                id,
+                ProxyMsg::Distribute {
+                    stream: STREAMS[0].into(),
+                },
+            );
+            assert!(
+                out.iter().any(
+                    |c| matches!(c, Command::Send { to, msg: PncMsg::Refused(_) } if to.0 == id)
+                ),
+                "{out:?}"
+            );
+            out
+        }
+        Step::AfterCrash(k) => {
+            let dead: Vec<u32> = net
+                .core
+                .topology()
+                .proxies
+                .iter()
+                .filter(|p| !p.alive)
+                .map(|p| p.proxy.0)
+                .collect();
+            if dead.is_empty() {
+                return;
+            }
+            let id = dead[k % dead.len()];
+            let out = heartbeat(net, id);
+            assert!(
+                out.iter().any(
+                    |c| matches!(c, Command::Send { to, msg: PncMsg::Refused(_) } if to.0 == id)
+                ),
+                "{out:?}"
+            );
+            net.check_invariants(&out);
+            let i = id - 10;
+            net.register(
+                id,
+                None,
+                3 + i % 3,
+                &[
+                    (ORIGIN_A, 10 + 25 * (i % 3)),
+                    (ORIGIN_B, 10 + 25 * ((i + 1) % 3)),
+                ],
+            );
+            Vec::new()
+        }
         Step::Wait(ms) => {
             net.advance_ms(ms);
             // Every live proxy keeps sending heartbeats (the timeout is longer than a wait).
@@ -283,6 +421,12 @@ fn assert_refusal_is_justified(net: &Net, stream: &str) {
     }
 }
 
+/// The `k`-th (modulo) active proxy of `stream`.
+fn some_active(net: &Net, stream: &str, k: usize) -> Option<u32> {
+    let act = net.active(stream);
+    (!act.is_empty()).then(|| act[k % act.len()].proxy.0)
+}
+
 fn heartbeat(net: &mut Net, id: u32) -> Vec<Command> {
     let streams = STREAMS
         .iter()
@@ -326,6 +470,15 @@ proptest! {
     #[test]
     fn invariants_hold_after_any_sequence(steps in prop::collection::vec(step(), 1..120)) {
         run(&steps);
+    }
+
+    /// Arbitrary bytes as events (the fuzz target `core_events` on a quick budget): the core
+    /// never panics and its audit holds after every event.
+    #[test]
+    fn hostile_event_sequences_from_bytes_keep_the_core_sound(
+        data in prop::collection::vec(any::<u8>(), 0..800)
+    ) {
+        control::core::fuzzing::run(&data);
     }
 
     /// The same events give the same commands.

@@ -133,8 +133,9 @@ fn link_downgrade_activates_a_new_parent_when_nothing_else_exists() {
     assert!(
         matches!(sends(&out, 22)[0], PncMsg::Activate { tier: 2, parents, .. } if parent_ids(parents) == vec![11])
     );
+    // It monitors tier 2 as it is now: P22 ([0053]).
     assert!(
-        matches!(sends(&out, 31)[..], [PncMsg::SwitchToParent { parents, .. }] if parent_ids(parents) == vec![22])
+        matches!(sends(&out, 31)[..], [PncMsg::SwitchToParent { parents, .. }, PncMsg::MonitorList { peers, .. }] if parent_ids(parents) == vec![22] && parent_ids(peers) == vec![22])
     );
     // P21 lost its only child and goes idle.
     assert!(matches!(sends(&out, 21)[..], [PncMsg::Deactivate { .. }]));
@@ -174,13 +175,13 @@ fn crash_found_by_heartbeat_timeout_moves_children_per_stream() {
     // [0066] the children of P21 move to the active tier-2 proxy P22.
     for child in [31, 32, 33] {
         assert!(
-            matches!(sends(&out, child)[..], [PncMsg::SwitchToParent { parents, .. }] if parent_ids(parents) == vec![22])
+            matches!(sends(&out, child)[..], [PncMsg::SwitchToParent { parents, .. }, PncMsg::MonitorList { peers, .. }] if parent_ids(parents) == vec![22] && parent_ids(peers) == vec![22, 23])
         );
         assert_eq!(net.pair("demo", child).unwrap().parents, vec![ProxyId(22)]);
     }
     assert!(net.pair("demo", 21).is_none());
     assert_eq!(net.core.counters().crashes, 1);
-    // Messages from the dead proxy are ignored until it registers again.
+    // Messages from the dead proxy are refused until it registers again.
     let out = net.msg(
         21,
         ProxyMsg::Distribute {

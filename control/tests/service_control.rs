@@ -228,3 +228,51 @@ fn control_connections_are_capped() {
     assert!(closes(&mut c));
     assert!(pnc.log_has(&["too many control connections"]));
 }
+
+#[test]
+fn an_unlisted_id_is_refused_and_closed_unless_registration_is_open() {
+    let pnc = Pnc::start("open_registration = false", "[[proxies]]\nid = 12\n");
+    let run = pnc.script(
+        "hello P11\nP11 expect Refused 20000\nhello P12\nP12 expect Welcome 20000\n",
+        Duration::from_secs(60),
+    );
+    run.assert_ok();
+    let got = run.received();
+    assert!(
+        got.contains(&(11, PncMsg::Refused(Refusal::UnknownProxy(ProxyId(11))))),
+        "{got:?}"
+    );
+    assert!(
+        run.lines.iter().any(|l| l == "closed P11"),
+        "{:#?}",
+        run.lines
+    );
+    let ids: Vec<u32> = pnc.topology().proxies.iter().map(|p| p.proxy.0).collect();
+    assert_eq!(ids, vec![12]);
+}
+
+#[test]
+fn a_proxy_declared_crashed_is_refused_and_closed_so_that_it_registers_again() {
+    // Issue 7, defect 7. P11 goes silent past the timeout (declared crashed), then speaks.
+    let pnc = Pnc::start(
+        "heartbeat_timeout_ms = 1000\nheartbeat_interval_ms = 200\n",
+        "",
+    );
+    let run = pnc.script(
+        "hello P11\nP11 expect Welcome 20000\nP11 mute sleep=4000\nP11 heartbeat\n\
+         P11 expect Refused 20000\n",
+        Duration::from_secs(60),
+    );
+    run.assert_ok();
+    let got = run.received();
+    assert!(
+        got.contains(&(11, PncMsg::Refused(Refusal::RegisterAgain(ProxyId(11))))),
+        "{got:?}"
+    );
+    assert!(
+        run.lines.iter().any(|l| l == "closed P11"),
+        "{:#?}",
+        run.lines
+    );
+    assert!(pnc.log_has(&["refused by the coordinator", "P11"]));
+}

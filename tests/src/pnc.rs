@@ -28,8 +28,9 @@ pub struct Pnc {
 
 impl Pnc {
     /// Starts a pnc whose control socket is on `control_port` (0: any free port), with short
-    /// heartbeats (`heartbeat_interval_ms`, a timeout of ten of them) and `coordinator` added to
-    /// its `[coordinator]` table.
+    /// heartbeats (`heartbeat_interval_ms`, a timeout of ten of them), open registration (the
+    /// test relays are not listed in its configuration) and `coordinator` added to its
+    /// `[coordinator]` table.
     pub fn start(control_port: u16, heartbeat_ms: u32, coordinator: &str) -> Result<Self> {
         let dir = TempDir::new("pnc");
         let token_file = dir.path().join("token");
@@ -41,7 +42,7 @@ impl Pnc {
                 "token_file = {:?}\n\
                  [listen]\ncontrol = \"127.0.0.1:{control_port}\"\nadmin = \"127.0.0.1:0\"\n\
                  public = \"127.0.0.1:0\"\ndns = \"127.0.0.1:0\"\n\
-                 [coordinator]\nheartbeat_interval_ms = {heartbeat_ms}\n\
+                 [coordinator]\nopen_registration = true\nheartbeat_interval_ms = {heartbeat_ms}\n\
                  heartbeat_timeout_ms = {}\n{coordinator}\n",
                 token_file.display().to_string(),
                 u64::from(heartbeat_ms) * 10

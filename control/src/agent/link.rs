@@ -158,7 +158,7 @@ impl Agent {
         self.out.push(Action::Close);
         match reason {
             // Retrying cannot cure these until an operator acts: never faster than the cap.
-            Refusal::VersionMismatch { .. } | Refusal::BadToken => {
+            Refusal::VersionMismatch { .. } | Refusal::BadToken | Refusal::UnknownProxy(_) => {
                 let delay = self.backoff.refused_delay_micros();
                 self.wait(delay, &format!("refused by the PNC: {reason}"));
             }

@@ -12,8 +12,9 @@
 //!   region, capacity, RTTs measured, and every stream it carries with tier, parents, children,
 //!   viewers and accepting, so that a restarted PNC rebuilds the same topology, [0031]).
 //!   `Welcome` starts the heartbeat at the interval it names and resets the back-off. `Refused`
-//!   is logged and retried after a back-off; a version mismatch or a bad token never faster than
-//!   the back-off's cap ([`backoff`]).
+//!   is logged and retried after a back-off; a version mismatch, a bad token or an id the PNC does
+//!   not list never faster than the back-off's cap ([`backoff`]). The PNC also refuses a
+//!   proxy it declared crashed: the agent reconnects and registers again with its streams.
 //! - **Back-off.** A failed or lost connection waits an exponential, capped, jittered delay
 //!   (seeded, so deterministic) before the next [`Action::Connect`]. While disconnected the
 //!   dataplane keeps relaying on the tree it has: no order is undone by a disconnect. Local

@@ -294,6 +294,31 @@ fn re_registration_carries_every_stream_so_a_restarted_pnc_rebuilds_it() {
     assert_eq!(hello.streams, h.agent.stream_states());
 }
 
+#[test]
+fn declared_crashed_it_registers_again_with_its_streams() {
+    // The PNC declared this proxy crashed (issue 7, defect 7): its next message is refused
+    // and the connection closed. The agent keeps relaying, reconnects after the back-off and
+    // registers again with what it carries, for the PNC to rebuild ([0031], [0066]).
+    let mut h = Harness::registered(config(10));
+    h.activate("demo", &[21], true);
+    h.viewer(10, "demo");
+    let out = h.order(PncMsg::Refused(Refusal::RegisterAgain(ME)));
+    assert!(out.contains(&Action::Close), "{out:?}");
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::Deactivate { .. })),
+        "{out:?}"
+    );
+    h.input(Input::Disconnected);
+    run_retry(&mut h);
+    let hello = sent(&h.input(Input::Connected));
+    let [ProxyMsg::Hello(hello)] = hello.as_slice() else {
+        panic!("expected a Hello, got {hello:?}");
+    };
+    assert_eq!(hello.streams.len(), 1);
+    assert_eq!(hello.streams[0].stream, "demo");
+    assert_eq!(hello.streams[0].viewers, 1);
+}
+
 /// The retry delay the agent scheduled, in microseconds after now.
 fn retry_delay(h: &Harness) -> u64 {
     h.agent.poll_timeout().expect("retry scheduled").micros() - h.now.micros()
@@ -340,6 +365,8 @@ fn bad_token_or_version_is_not_retried_faster_than_the_cap_other_refusals_back_o
         (Refusal::BadToken, 3_200_000),
         (Refusal::VersionMismatch { ours: 9, theirs: 1 }, 3_200_000),
         (Refusal::AlreadyConnected(ME), 50_000),
+        (Refusal::UnknownProxy(ME), 3_200_000),
+        (Refusal::RegisterAgain(ME), 50_000),
     ] {
         let mut h = Harness::new(config(3));
         h.input(Input::Timeout);

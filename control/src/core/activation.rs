@@ -124,10 +124,12 @@ impl Coordinator {
                 login: Predictor::new(w),
                 logoff: Predictor::new(w),
                 reported: (0.0, 0.0),
+                monitor_version: 0,
             },
         );
         s.tiers.entry((region, tier)).or_default().active.push(px);
         s.farms.entry(farm).or_default().push(px);
+        self.tier_changed(sx, region, tier);
         self.proxies[px].streams.insert(sx);
         for &q in &parents {
             self.link(sx, q, px, false);
@@ -145,22 +147,7 @@ impl Coordinator {
                 accepting,
             },
         );
-        // [0053] a proxy in tier k+1 monitors the active proxies of tier k.
-        let monitor: Vec<Peer> = if tier == 1 {
-            vec![self.peer(origin)]
-        } else {
-            self.tier_members(sx, region, tier - 1)
-                .into_iter()
-                .map(|q| self.peer(q))
-                .collect()
-        };
-        self.send(
-            px,
-            PncMsg::MonitorList {
-                stream: name.clone(),
-                peers: monitor,
-            },
-        );
+        self.send_monitor_list(sx, px);
         let id = self.pid(px);
         let pids = id_list(parent_peers.iter().map(|p| p.id));
         self.log(
@@ -226,7 +213,7 @@ impl Coordinator {
                 Rule::Distribute,
                 Some(&name),
                 Some(id),
-                "the origin has no room for another tier-1 proxy".into(),
+                "the origin has no room for another tier-1 proxy [0032]".into(),
             );
             return Vec::new();
         }

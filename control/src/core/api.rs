@@ -163,7 +163,9 @@ pub struct Resolution {
 /// What the core asks the service to do.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Command {
-    /// Send a message to a proxy (dropped by the service if it is not connected).
+    /// Send a message to a proxy (dropped by the service if it is not connected). After a
+    /// `PncMsg::Refused` the service closes that proxy's connection: the proxy must register
+    /// again (an unknown id, or a proxy declared crashed).
     Send { to: ProxyId, msg: PncMsg },
     /// The answer to an `Event::Resolve`.
     Resolved(Resolution),

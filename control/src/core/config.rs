@@ -57,6 +57,10 @@ pub struct Config {
     pub default_region: String,
     /// Per-proxy settings set by the operator (`[[proxies]]` tables, each with its `id`).
     pub proxies: Vec<ProxySettings>,
+    /// Whether a proxy whose id `proxies` does not list may register. Off by default: a hello
+    /// from an unlisted id is answered `Refused(UnknownProxy)`, so a holder of the token cannot
+    /// add made-up proxies and be handed viewers (issue 7, defect 3).
+    pub open_registration: bool,
     /// Viewer regions by client address ([0049]); the longest matching prefix wins.
     pub regions: Vec<RegionRule>,
 }
@@ -80,6 +84,7 @@ impl Default for Config {
             placement: Placement::MostFree,
             default_region: "default".to_string(),
             proxies: Vec::new(),
+            open_registration: false,
             regions: Vec::new(),
         }
     }

@@ -123,24 +123,36 @@ impl Coordinator {
     }
 
     /// Deactivate `x` and its whole subtree for `sx` (a subtree that lost its way to the source
-    /// and found no new parent): no proxy is left without a path to the source.
+    /// and found no new parent): no proxy is left without a path to the source. Children go
+    /// before their parents, as a recursion would take them, but from an explicit stack with
+    /// each proxy visited once: no depth or shape of tree can overflow the stack or loop.
     pub(super) fn evict(&mut self, sx: Sx, x: Px) {
-        let Some(p) = self.pair(sx, x) else { return };
-        let kids: Vec<Px> = p.children.iter().chain(p.pending.iter()).copied().collect();
-        for c in kids {
-            self.evict(sx, c);
-        }
-        let Some(p) = self.take_pair(sx, x) else {
-            return;
-        };
-        let name = self.sname(sx);
-        self.proxies[x].streams.remove(&sx);
-        for q in p.parents {
-            self.unlink_at_parent(sx, q, x);
-        }
-        if self.proxies[x].alive {
-            self.counters.deactivations += 1;
-            self.send(x, PncMsg::Deactivate { stream: name });
+        let mut seen = BTreeSet::new();
+        // (proxy, its children already queued)
+        let mut work = vec![(x, false)];
+        while let Some((x, expanded)) = work.pop() {
+            if !expanded {
+                let Some(p) = self.pair(sx, x) else { continue };
+                if !seen.insert(x) {
+                    continue;
+                }
+                work.push((x, true));
+                let kids: Vec<Px> = p.children.iter().chain(p.pending.iter()).copied().collect();
+                work.extend(kids.into_iter().rev().map(|c| (c, false)));
+                continue;
+            }
+            let Some(p) = self.take_pair(sx, x) else {
+                continue;
+            };
+            let name = self.sname(sx);
+            self.proxies[x].streams.remove(&sx);
+            for q in p.parents {
+                self.unlink_at_parent(sx, q, x);
+            }
+            if self.proxies[x].alive {
+                self.counters.deactivations += 1;
+                self.send(x, PncMsg::Deactivate { stream: name });
+            }
         }
     }
 
@@ -190,7 +202,7 @@ impl Coordinator {
                         Some(&name),
                         Some(xid),
                         format!(
-                            "no proxy of tier {tier} can take child {cid} of crashed {xid}: its subtree is deactivated, its viewers come back through redirection"
+                            "no proxy of tier {tier} can take child {cid} of crashed {xid}: its subtree is deactivated, its viewers come back through redirection [0066]"
                         ),
                     );
                     self.evict(sx, c);
@@ -217,7 +229,7 @@ impl Coordinator {
     /// Removes `x`'s pair from stream `sx` and from everything of the stream that names it (its
     /// tier's active set, its farm, a drain towards it, a parent's pending children) and takes
     /// its load off its machine. The caller unlinks its parents and children.
-    fn take_pair(&mut self, sx: Sx, x: Px) -> Option<Pair> {
+    pub(super) fn take_pair(&mut self, sx: Sx, x: Px) -> Option<Pair> {
         let s = self.streams.get_mut(&sx)?;
         let p = s.pairs.remove(&x)?;
         if let Some(t) = s.tiers.get_mut(&(p.region, p.tier)) {
@@ -225,6 +237,9 @@ impl Coordinator {
         }
         if let Some(f) = s.farms.get_mut(&p.farm) {
             f.retain(|&q| q != x);
+            if f.is_empty() {
+                s.farms.remove(&p.farm);
+            }
         }
         for other in s.pairs.values_mut() {
             if other.draining_to == Some(x) {
@@ -232,7 +247,13 @@ impl Coordinator {
             }
             other.pending.remove(&x);
         }
+        // Its reported links still waiting for a parent go with it (bounded by the pairs).
+        for waiting in s.awaiting_parent.values_mut() {
+            waiting.retain(|&(c, _)| c != x);
+        }
+        s.awaiting_parent.retain(|_, w| !w.is_empty());
         self.account(sx, x, -i64::from(p.load()));
+        self.tier_changed(sx, p.region, p.tier);
         Some(p)
     }
 }

@@ -19,30 +19,12 @@ impl Coordinator {
                 self.account(sx, px, 1);
             }
             Child::Proxy(cid) => {
-                let Some(&cx) = self.by_id.get(&cid) else {
-                    self.protocol_error(px, &self.sname(sx), "LOGIN of an unknown child proxy");
-                    return;
-                };
-                if self.pair(sx, cx).is_none() {
+                if let Some(why) = self.unassigned_child(sx, px, cid) {
                     let name = self.sname(sx);
-                    self.protocol_error(
-                        px,
-                        &name,
-                        "LOGIN of a child proxy not active for the stream",
-                    );
+                    self.protocol_error(px, &name, &format!("LOGIN of child proxy refused: {why}"));
                     return;
                 }
-                let expected = self.pair(sx, cx).is_some_and(|c| c.parents.contains(&px));
-                if !expected {
-                    let name = self.sname(sx);
-                    let id = self.pid(px);
-                    self.log(
-                        Rule::Protocol,
-                        Some(&name),
-                        Some(id),
-                        format!("{cid} logged in without being assigned here; adopted as a child"),
-                    );
-                }
+                let cx = self.by_id[&cid];
                 let already = self.pair(sx, px).is_some_and(|p| p.children.contains(&cx));
                 if already {
                     return;
@@ -66,39 +48,63 @@ impl Coordinator {
         self.after_load_increase(sx, px);
     }
 
-    /// [0054] a standby proxy's first LOGIN makes it join its parents (a LOGIN there).
+    /// [0054] a standby proxy's first LOGIN makes it join its parents (a LOGIN there), and a
+    /// standby parent its own, up to the first proxy already joined. Iterative (an explicit
+    /// stack in the order the recursion would take): no chain of standbys reaches the stack's
+    /// limit.
     pub(super) fn join_parents(&mut self, sx: Sx, px: Px) {
-        let Some(p) = self.pair_mut(sx, px) else {
-            return;
-        };
-        if !p.standby {
-            return;
+        enum Step {
+            Join(Px),
+            Link { parent: Px, child: Px },
+            LoadIncreased(Px),
         }
-        p.standby = false;
-        let parents = p.parents.clone();
-        let name = self.sname(sx);
-        let id = self.pid(px);
-        let ids = id_list(parents.iter().map(|&q| self.pid(q)));
-        self.log(
-            Rule::Standby,
-            Some(&name),
-            Some(id),
-            format!("first LOGIN: standby joins its parents {ids} [0054]"),
-        );
         let (w, sm) = (self.window, self.smoothing);
-        for q in parents {
-            let joined = self.pair(sx, q).is_some_and(|p| p.children.contains(&px));
-            if joined {
-                continue;
+        let mut work = vec![Step::Join(px)];
+        while let Some(step) = work.pop() {
+            match step {
+                Step::Join(px) => {
+                    let Some(p) = self.pair_mut(sx, px) else {
+                        continue;
+                    };
+                    if !p.standby {
+                        continue;
+                    }
+                    p.standby = false;
+                    let parents = p.parents.clone();
+                    let name = self.sname(sx);
+                    let id = self.pid(px);
+                    let ids = id_list(parents.iter().map(|&q| self.pid(q)));
+                    self.log(
+                        Rule::Standby,
+                        Some(&name),
+                        Some(id),
+                        format!("first LOGIN: standby joins its parents {ids} [0054]"),
+                    );
+                    work.extend(
+                        parents
+                            .into_iter()
+                            .rev()
+                            .map(|parent| Step::Link { parent, child: px }),
+                    );
+                }
+                Step::Link { parent, child } => {
+                    let joined = self
+                        .pair(sx, parent)
+                        .is_some_and(|p| p.children.contains(&child));
+                    if joined || !self.link(sx, parent, child, true) {
+                        continue;
+                    }
+                    if let Some(qp) = self.pair_mut(sx, parent) {
+                        qp.login.observe(w, &sm);
+                    }
+                    // The parent joins its own parents before its load is looked at.
+                    work.push(Step::LoadIncreased(parent));
+                    if self.pair(sx, parent).is_some_and(|p| p.standby) {
+                        work.push(Step::Join(parent));
+                    }
+                }
+                Step::LoadIncreased(q) => self.after_load_increase(sx, q),
             }
-            self.link(sx, q, px, true);
-            if let Some(qp) = self.pair_mut(sx, q) {
-                qp.login.observe(w, &sm);
-            }
-            if self.pair(sx, q).is_some_and(|p| p.standby) {
-                self.join_parents(sx, q);
-            }
-            self.after_load_increase(sx, q);
         }
     }
 
@@ -120,18 +126,51 @@ impl Coordinator {
             }
             Child::Proxy(cid) => {
                 let Some(&cx) = self.by_id.get(&cid) else {
+                    let name = self.sname(sx);
+                    self.protocol_error(
+                        px,
+                        &name,
+                        &format!("LOGOFF of {cid}, not a registered proxy"),
+                    );
                     return;
                 };
                 let was = self.pair(sx, px).is_some_and(|p| p.children.contains(&cx));
                 if !was {
+                    // The PNC moved or deactivated it already and counted its departure then
+                    // (defect 5), or it never was a child here: nothing changes.
+                    let (name, id) = (self.sname(sx), self.pid(px));
+                    self.log(
+                        Rule::Protocol,
+                        Some(&name),
+                        Some(id),
+                        format!("LOGOFF of {cid}, not a child here (already moved or never assigned); nothing changes"),
+                    );
                     return;
                 }
+                let serving = self.pair(sx, cx).is_some_and(|c| {
+                    (c.load() > 0 || c.expected.total() > 0) && c.draining_to.is_none()
+                });
+                if serving {
+                    // The PNC neither moved nor drained it and it still serves: it lost its link
+                    // here, and must not be left without a path to the source ([0066]). (A
+                    // drained child stops pulling before its last viewer is gone: that LOGOFF
+                    // is its departure.)
+                    let (name, id) = (self.sname(sx), self.pid(px));
+                    self.log(
+                        Rule::LinkDowngrade,
+                        Some(&name),
+                        Some(id),
+                        format!(
+                            "LOGOFF of {cid}, which still serves: handled as its lost link [0066]"
+                        ),
+                    );
+                    self.link_downgrade(sx, cx, id);
+                    return;
+                }
+                // `unlink_at_parent` counts the departure as a logoff of the parent.
                 self.unlink_at_parent(sx, px, cx);
                 if let Some(c) = self.pair_mut(sx, cx) {
                     c.parents.retain(|&q| q != px);
-                }
-                if let Some(p) = self.pair_mut(sx, px) {
-                    p.logoff.observe(w, &sm);
                 }
             }
         }
@@ -176,8 +215,33 @@ impl Coordinator {
         }
     }
 
-    /// A proxy whose load falls to zero becomes idle and logs off its parent ([0030], [0055]).
+    /// A proxy whose load falls to zero becomes idle and logs off its parent ([0030], [0055]),
+    /// which may leave that one idle in turn: the tree unwinds towards the source.
     pub(super) fn after_load_decrease(&mut self, sx: Sx, px: Px) {
+        self.unwind(sx, vec![Unwind::Check(px)]);
+    }
+
+    /// `px` leaves the stream now (its load is zero or moved away): deactivated, logged off its
+    /// parents, which may go idle in turn.
+    pub(super) fn go_idle(&mut self, sx: Sx, px: Px, why: &str) {
+        let mut work = Vec::new();
+        self.deactivate_idle(sx, px, why, &mut work);
+        self.unwind(sx, work);
+    }
+
+    /// Carry out `work` (a stack): each proxy checked goes idle if its load is zero, and the
+    /// parents it logs off are checked next, in the order a recursion would take. Iterative:
+    /// no depth of tree reaches the stack's limit.
+    fn unwind(&mut self, sx: Sx, mut work: Vec<Unwind>) {
+        while let Some(step) = work.pop() {
+            match step {
+                Unwind::Check(px) => self.idle_if_unloaded(sx, px, &mut work),
+                Unwind::LogOff { parent, child } => self.unlink_at_parent(sx, parent, child),
+            }
+        }
+    }
+
+    fn idle_if_unloaded(&mut self, sx: Sx, px: Px, work: &mut Vec<Unwind>) {
         let Some(p) = self.pair(sx, px) else { return };
         if p.tier == 0 || p.standby || p.load() > 0 || p.expected.total() > 0 {
             return;
@@ -203,7 +267,7 @@ impl Coordinator {
             );
             self.evict(sx, c);
         }
-        self.go_idle(sx, px, "load fell to zero [0030] [0055]");
+        self.deactivate_idle(sx, px, "load fell to zero [0030] [0055]", work);
     }
 
     /// [0058] a standby that took no viewer or child within sp of its activation, while another
@@ -242,29 +306,12 @@ impl Coordinator {
         );
     }
 
-    pub(super) fn go_idle(&mut self, sx: Sx, px: Px, why: &str) {
-        let Some(s) = self.streams.get_mut(&sx) else {
+    /// Deactivate `px` for `sx` and queue its logoff at each parent, each parent then checked.
+    fn deactivate_idle(&mut self, sx: Sx, px: Px, why: &str, work: &mut Vec<Unwind>) {
+        let Some(p) = self.take_pair(sx, px) else {
             return;
         };
-        let Some(p) = s.pairs.remove(&px) else { return };
-        if let Some(t) = s.tiers.get_mut(&(p.region, p.tier)) {
-            t.active.remove(px);
-        }
-        if let Some(f) = s.farms.get_mut(&p.farm) {
-            f.retain(|&q| q != px);
-            if f.is_empty() {
-                s.farms.remove(&p.farm);
-            }
-        }
-        // Drained proxies that were sending their viewers here send them nowhere now.
-        for other in s.pairs.values_mut() {
-            if other.draining_to == Some(px) {
-                other.draining_to = None;
-            }
-        }
-        let name = s.name.clone();
-        let load = p.load();
-        self.account(sx, px, -i64::from(load));
+        let name = self.sname(sx);
         self.proxies[px].streams.remove(&sx);
         self.counters.deactivations += 1;
         self.send(
@@ -280,9 +327,17 @@ impl Coordinator {
             Some(id),
             format!("{why}: idle, deactivated"),
         );
-        for q in p.parents {
-            self.unlink_at_parent(sx, q, px);
-            self.after_load_decrease(sx, q);
+        for parent in p.parents.into_iter().rev() {
+            work.push(Unwind::Check(parent));
+            work.push(Unwind::LogOff { parent, child: px });
         }
     }
+}
+
+/// One step of unwinding an idle branch of the tree.
+enum Unwind {
+    /// Go idle if the load is zero.
+    Check(Px),
+    /// `child` leaves `parent`.
+    LogOff { parent: Px, child: Px },
 }

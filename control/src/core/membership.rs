@@ -3,6 +3,19 @@
 
 use super::*;
 
+/// Logins or logoffs per second a proxy may report for one stream; more (or a negative or
+/// non-finite rate) is a broken or hostile report. Far above any real churn of one proxy.
+pub(super) const MAX_REPORTED_RATE: f32 = 100_000.0;
+
+/// `rate` if it is a rate at all, bounded by `max`; 0 for NaN or a negative value.
+pub(super) fn sane_rate(rate: f32, max: f32) -> f32 {
+    if rate.is_nan() || rate <= 0.0 {
+        0.0
+    } else {
+        rate.min(max)
+    }
+}
+
 impl Coordinator {
     pub(super) fn heard(&mut self, px: Px) {
         let timeout = self.config.heartbeat_timeout_ms.saturating_mul(1000);
@@ -17,8 +30,17 @@ impl Coordinator {
     }
 
     pub(super) fn register(&mut self, r: Registration) {
-        self.counters.registrations += 1;
         let settings = self.settings.get(&r.proxy).cloned();
+        if settings.is_none() && !self.config.open_registration {
+            // Nothing is recorded for it: unlisted ids cannot grow the PNC.
+            self.refuse(
+                r.proxy,
+                Refusal::UnknownProxy(r.proxy),
+                "hello from an id the configuration does not list",
+            );
+            return;
+        }
+        self.counters.registrations += 1;
         // [0047] the operator's physical capacity wins over the one the hello states.
         let capacity = Capacity {
             connections: settings
@@ -121,23 +143,22 @@ impl Coordinator {
     }
 
     pub(super) fn message(&mut self, from: ProxyId, msg: ProxyMsg) {
+        // Issue 7, defect 7: a proxy the PNC does not count as alive is told so, and the
+        // service closes its connection; its agent reconnects and registers again with the
+        // streams it carries, which the PNC rebuilds from ([0031], [0066]).
         let Some(&px) = self.by_id.get(&from) else {
-            self.counters.protocol_errors += 1;
-            self.log(
-                Rule::Protocol,
-                None,
-                Some(from),
-                "message from an unregistered proxy ignored".into(),
+            self.refuse(
+                from,
+                Refusal::RegisterAgain(from),
+                "message from an unregistered proxy ignored",
             );
             return;
         };
         if !self.proxies[px].alive {
-            self.counters.protocol_errors += 1;
-            self.log(
-                Rule::Protocol,
-                None,
-                Some(from),
-                "message from a proxy declared crashed ignored; it must register again".into(),
+            self.refuse(
+                from,
+                Refusal::RegisterAgain(from),
+                "message from a proxy declared crashed ignored",
             );
             return;
         }
@@ -225,16 +246,39 @@ impl Coordinator {
         let Some(p) = self.streams.get_mut(&sx).and_then(|s| s.pairs.get_mut(&px)) else {
             return;
         };
-        p.reported = (load.login_rate, load.logoff_rate);
+        p.reported = (
+            sane_rate(load.login_rate, MAX_REPORTED_RATE),
+            sane_rate(load.logoff_rate, MAX_REPORTED_RATE),
+        );
         // The count holds every viewer that connected a while ago, and the newcomers it grew by:
         // their reservations end.
         let grace = self.config.viewer_connect_ms.saturating_mul(1000);
         let grew = load.viewers.saturating_sub(p.viewers);
         let counted = p.expected.counted_at(self.now, grace, grew);
-        let before = p.viewers;
-        // The proxy's viewer count is authoritative (LOGIN/LOGOFF may have been lost).
-        p.viewers = load.viewers;
-        let delta = i64::from(load.viewers) - i64::from(before);
+        let (before, taken) = (p.viewers, p.load().saturating_add(p.reserved()) - p.viewers);
+        // The proxy's viewer count is authoritative (LOGIN/LOGOFF may have been lost), up to
+        // what it can hold for the stream: Max_s from the capacity it declared ([0047]), less
+        // its child proxies and the reservations still open. More is a broken or hostile report,
+        // capped and logged, so no decision rests on it (issue 7, defect 3).
+        let cap = self.max_s(sx, px).saturating_sub(taken);
+        let viewers = load.viewers.min(cap);
+        if viewers < load.viewers {
+            let (name, id) = (load.stream.clone(), self.pid(px));
+            self.counters.protocol_errors += 1;
+            self.log(
+                Rule::Protocol,
+                Some(&name),
+                Some(id),
+                format!(
+                    "heartbeat claims {} viewers where its capacity leaves room for {cap}: capped",
+                    load.viewers
+                ),
+            );
+        }
+        if let Some(p) = self.streams.get_mut(&sx).and_then(|s| s.pairs.get_mut(&px)) {
+            p.viewers = viewers;
+        }
+        let delta = i64::from(viewers) - i64::from(before);
         if counted > 0 {
             self.proxies.touch(px);
         }
@@ -320,6 +364,7 @@ mod tests {
     fn poll_timeout_is_the_next_heartbeat_deadline() {
         let config = Config {
             heartbeat_timeout_ms: 4_000,
+            open_registration: true,
             ..Config::default()
         };
         let mut core = Coordinator::new(config);
@@ -347,6 +392,7 @@ mod tests {
     fn crash_detection_within_the_heartbeat_timeout_not_twice_it() {
         let config = Config {
             heartbeat_timeout_ms: 4_000,
+            open_registration: true,
             ..Config::default()
         };
         let mut core = Coordinator::new(config);

@@ -26,6 +26,8 @@
 //! - `distribute`: DISTRIBUTE, farm sizing and regrouping by MIN_s;
 //! - `consolidate`: CONSOLIDATE;
 //! - `failures`: LinkDowngrade, crashes, eviction of a subtree;
+//! - `monitor`: the MonitorList of each proxy (the active proxies of the tier above, [0053]),
+//!   sent again whenever that tier changes;
 //! - `resolve`: viewer redirection, over `active_set` (a tier's active proxies in activation
 //!   order, the ones that take a viewer indexed for the round-robin); `views`: the read-only
 //!   views for the service;
@@ -59,6 +61,11 @@
 //! - a re-registered upper-tier proxy is in the contraction phase iff it is full (its phase is
 //!   not on the wire; it left expansion only by filling, [0035]).
 //! - tiers are recomputed when proxies join or leave, at most once per Δt/10 window.
+//! - a proxy is trusted for nothing it says about others (issue 7): a LOGIN of a child proxy
+//!   must name one the PNC assigned there, every link goes exactly one tier down (so the tree
+//!   has no cycle and every walk over it is bounded; the walks are iterative besides), and
+//!   counts and rates are capped by what the proxy can hold. [`fuzzing`] drives arbitrary event
+//!   sequences and [`Coordinator::audit`] checks the core's own invariants.
 //!
 //! # Driving it (the `pnc` service)
 //! - On a new control connection, read the first frame; it must be `ProxyMsg::Hello`. Check it
@@ -71,12 +78,16 @@
 //!   timeouts). `Event::Resolve` for `GET /resolve/{stream}` (and, if wanted, DNS queries that
 //!   find no accepting proxy), answered by one `Command::Resolved` with the same `request`.
 //! - Carry out `Command::Send` (drop it if the proxy is not connected), log `Command::Log`.
+//!   After a `PncMsg::Refused` (a hello from an id `Config::proxies` does not list while
+//!   `Config::open_registration` is off, or a message from a proxy the core declared crashed)
+//!   close that proxy's connection: it registers again.
 //! - Read-only views: [`Coordinator::topology`] (`/api/topology`), [`Coordinator::accepting`]
 //!   (DNS answers), [`Coordinator::counters`] (`/metrics`), [`Coordinator::region_of`].
 //! - `Time` is microseconds since any fixed origin (e.g. the service's start), never decreasing.
 
 pub mod api;
 pub mod config;
+pub mod fuzzing;
 pub mod predict;
 pub mod tiering;
 
@@ -88,6 +99,7 @@ mod failures;
 mod ids;
 mod load;
 mod membership;
+mod monitor;
 mod output;
 mod overlay;
 mod rebuild;
@@ -106,8 +118,8 @@ pub use api::*;
 pub use config::*;
 
 use crate::protocol::{
-    Capacity, Child, PROTOCOL_VERSION, Peer, PncMsg, ProxyId, ProxyMsg, SourceInfo, StreamLoad,
-    StreamState,
+    Capacity, Child, PROTOCOL_VERSION, Peer, PncMsg, ProxyId, ProxyMsg, Refusal, SourceInfo,
+    StreamLoad, StreamState,
 };
 use active_set::ActiveSet;
 use ids::{FarmId, Px, RegionId, Regions, Sx};
@@ -145,6 +157,11 @@ pub struct Coordinator {
     touched: Vec<Px>,
     /// Scratch for `refresh_accepting`: each stream of one machine, whether it takes a viewer.
     decided: Vec<(Sx, bool)>,
+    /// Tiers whose active proxies changed during this event: the tier below gets its
+    /// MonitorList again ([0053]; issue 7, defect 6).
+    monitor_dirty: BTreeSet<(Sx, RegionId, u32)>,
+    /// Source of `TierRec::version`.
+    next_tier_version: u64,
 }
 
 impl Coordinator {
@@ -176,6 +193,8 @@ impl Coordinator {
             out: Vec::new(),
             touched: Vec::new(),
             decided: Vec::new(),
+            monitor_dirty: BTreeSet::new(),
+            next_tier_version: 0,
         }
     }
 
@@ -227,6 +246,7 @@ impl Coordinator {
             } => self.resolve(request, stream, region, client),
             Event::Tick => self.check_timeouts(),
         }
+        self.refresh_monitor_lists();
         self.refresh_accepting();
         #[cfg(debug_assertions)]
         self.check_accepting_index();

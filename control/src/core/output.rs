@@ -31,4 +31,20 @@ impl Coordinator {
             msg,
         });
     }
+
+    /// Refuse `id` (a hello or message the core does not take): the service sends it and
+    /// closes the connection; the proxy's agent reconnects after a back-off and registers again.
+    pub(super) fn refuse(&mut self, id: ProxyId, reason: Refusal, why: &str) {
+        self.counters.protocol_errors += 1;
+        self.log(
+            Rule::Protocol,
+            None,
+            Some(id),
+            format!("{why}: refused ({reason}); the service closes its connection"),
+        );
+        self.out.push(Command::Send {
+            to: id,
+            msg: PncMsg::Refused(reason),
+        });
+    }
 }

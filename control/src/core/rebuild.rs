@@ -42,7 +42,13 @@ impl Coordinator {
         let seq = self.next_seq;
         self.next_seq += 1;
         let farm = self.next_farm_id();
-        let standby = st.viewers == 0 && st.children.is_empty();
+        // A re-registration's count is capped like a heartbeat's (issue 7, defect 3): no more
+        // viewers than the connections its machine has free.
+        let rec = &self.proxies[px];
+        let viewers = st
+            .viewers
+            .min(rec.capacity.connections.saturating_sub(rec.connections));
+        let standby = viewers == 0 && st.children.is_empty();
         let s = self.streams.get_mut(&sx).expect("stream exists");
         s.pairs.insert(
             px,
@@ -56,7 +62,7 @@ impl Coordinator {
                 },
                 accepting: st.accepting,
                 standby,
-                viewers: st.viewers,
+                viewers,
                 children: SmallSet::default(),
                 pending: SmallSet::default(),
                 expected: Expected::default(),
@@ -69,12 +75,14 @@ impl Coordinator {
                 login: Predictor::new(w),
                 logoff: Predictor::new(w),
                 reported: (0.0, 0.0),
+                monitor_version: 0,
             },
         );
         s.tiers.entry((region, tier)).or_default().active.push(px);
         s.farms.insert(farm, vec![px]);
+        self.tier_changed(sx, region, tier);
         self.proxies[px].streams.insert(sx);
-        self.account(sx, px, i64::from(st.viewers));
+        self.account(sx, px, i64::from(viewers));
         self.link_reported(sx, px, &st);
         let name = self.sname(sx);
         self.log(
@@ -92,15 +100,26 @@ impl Coordinator {
     /// Link a re-registered pair with its reported parents and children that are known.
     pub(super) fn link_reported(&mut self, sx: Sx, px: Px, st: &StreamState) {
         let joined = !self.pair(sx, px).is_some_and(|p| p.standby);
-        for pid in &st.parents {
+        // A proxy has at most `redundant_parents` parents ([0029]); a longer list is a broken
+        // report and cannot make the PNC keep more.
+        // The origin (tier 0) has none.
+        let tier = self.pair(sx, px).map_or(0, |p| p.tier);
+        let k = if tier == 0 {
+            0
+        } else {
+            self.config.redundant_parents.max(1) as usize
+        };
+        for pid in st.parents.iter().take(k) {
             match self.by_id.get(pid) {
-                Some(&qx) if self.pair(sx, qx).is_some() => self.link(sx, qx, px, joined),
+                Some(&qx) if self.pair(sx, qx).is_some() => {
+                    self.link(sx, qx, px, joined);
+                }
                 _ => {
                     if let Some(s) = self.streams.get_mut(&sx) {
-                        s.awaiting_parent
-                            .entry(*pid)
-                            .or_default()
-                            .push((px, joined));
+                        let waiting = s.awaiting_parent.entry(*pid).or_default();
+                        if !waiting.iter().any(|&(c, _)| c == px) {
+                            waiting.push((px, joined));
+                        }
                     }
                 }
             }

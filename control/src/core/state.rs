@@ -118,6 +118,9 @@ pub(super) struct TierRec {
     /// Round-robin position for new viewers ([0042]).
     pub(super) rr: u64,
     pub(super) sizing: FarmSizing,
+    /// Changes whenever a proxy joins or leaves `active` (from a counter over all tiers): the
+    /// tier below monitors another list ([0053]).
+    pub(super) version: u64,
 }
 
 /// A sorted set of proxies in a vector: children of one proxy are few, and a `BTreeSet` node
@@ -182,6 +185,8 @@ pub(super) struct Pair {
     pub(super) login: Predictor,
     pub(super) logoff: Predictor,
     pub(super) reported: (f32, f32),
+    /// `TierRec::version` of the tier above when its MonitorList was last sent ([0053]).
+    pub(super) monitor_version: u64,
 }
 
 impl Pair {

@@ -16,6 +16,23 @@ impl Coordinator {
             self.protocol_error(px, &name, &format!("stream already published at {o}"));
             return;
         }
+        // A stream needs at least one of its origin's connections to reach anyone: an origin
+        // announcing more streams than it has connections is broken or hostile, and cannot
+        // grow the PNC without bound (issue 7).
+        let rec = &self.proxies[px];
+        let published = rec
+            .streams
+            .iter()
+            .filter(|sx| self.streams.get(sx).is_some_and(|s| s.origin == px))
+            .count();
+        if published >= rec.capacity.connections.max(1) as usize {
+            let why = format!(
+                "stream announce refused: {published} streams already published here, capacity {} connections",
+                rec.capacity.connections
+            );
+            self.protocol_error(px, &name, &why);
+            return;
+        }
         let sx = Sx(self.next_stream);
         self.next_stream += 1;
         let key = (info.source.clone(), px);
@@ -49,6 +66,7 @@ impl Coordinator {
                 login: Predictor::new(w),
                 logoff: Predictor::new(w),
                 reported: (0.0, 0.0),
+                monitor_version: 0,
             },
         );
         self.streams.insert(

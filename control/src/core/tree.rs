@@ -4,16 +4,35 @@
 use super::*;
 
 impl Coordinator {
-    /// Make `child` a child of `parent` (joined: load; else reserved). Idempotent.
-    pub(super) fn link(&mut self, sx: Sx, parent: Px, child: Px, joined: bool) {
+    /// Make `child` a child of `parent` (joined: load; else reserved). Idempotent. Every link
+    /// goes exactly one tier down, so the tree has no cycle and no path longer than its tiers,
+    /// whatever a proxy reports (a re-registration naming its own child as its parent is not
+    /// taken); false if the link was refused.
+    pub(super) fn link(&mut self, sx: Sx, parent: Px, child: Px, joined: bool) -> bool {
+        let (Some(p), Some(c)) = (self.pair(sx, parent), self.pair(sx, child)) else {
+            return false;
+        };
+        if p.tier.checked_add(1) != Some(c.tier) {
+            let (pt, ct) = (p.tier, c.tier);
+            let (pid, cid) = (self.pid(parent), self.pid(child));
+            let name = self.sname(sx);
+            self.counters.protocol_errors += 1;
+            self.log(
+                Rule::Protocol,
+                Some(&name),
+                Some(cid),
+                format!("link under {pid} refused: tier {pt} is not one above tier {ct}"),
+            );
+            return false;
+        }
         let Some(c) = self.pair_mut(sx, child) else {
-            return;
+            return false;
         };
         if !c.parents.contains(&parent) {
             c.parents.push(parent);
         }
         let Some(p) = self.pair_mut(sx, parent) else {
-            return;
+            return false;
         };
         if joined {
             p.pending.remove(&child);
@@ -23,15 +42,47 @@ impl Coordinator {
         } else if !p.children.contains(&child) {
             p.pending.insert(child);
         }
+        true
+    }
+
+    /// Why `parent` may not count proxy `child` as its child for `sx`, if it may not: the PNC
+    /// assigned it there (activated one tier below with `parent` among its parents, joined or
+    /// still pending) and it is registered and alive. A LOGIN naming anything else is a hostile
+    /// or broken proxy's and changes nothing (issue 7, defect 3: P31 logging in its own
+    /// parent P21 made a loop).
+    pub(super) fn unassigned_child(&self, sx: Sx, parent: Px, child: ProxyId) -> Option<String> {
+        let Some(&cx) = self.by_id.get(&child) else {
+            return Some(format!("{child} is not a registered proxy"));
+        };
+        if !self.proxies[cx].alive {
+            return Some(format!("{child} is not alive"));
+        }
+        let Some(c) = self.pair(sx, cx) else {
+            return Some(format!("{child} is not active for the stream"));
+        };
+        if !c.parents.contains(&parent) {
+            let pid = self.pid(parent);
+            return Some(format!("{child} was not assigned to {pid}"));
+        }
+        let pt = self.pair(sx, parent).map_or(0, |p| p.tier);
+        if pt.checked_add(1) != Some(c.tier) {
+            return Some(format!("{child} is in tier {}, not one below {pt}", c.tier));
+        }
+        None
     }
 
     /// Remove `child` from `parent`'s children and reservations (not from the child's parents).
     pub(super) fn unlink_at_parent(&mut self, sx: Sx, parent: Px, child: Px) {
+        let (w, sm) = (self.window, self.smoothing);
         let Some(p) = self.pair_mut(sx, parent) else {
             return;
         };
         p.pending.remove(&child);
         if p.children.remove(&child) {
+            // A child proxy's departure is a logoff of its parent, whoever ends it (its LOGOFF,
+            // or the PNC moving or deactivating it): CONSOLIDATE of an upper tier compares
+            // these rates ([0062]; issue 7, defect 5).
+            p.logoff.observe(w, &sm);
             self.account(sx, parent, -1);
         }
     }

@@ -13,6 +13,8 @@
 //! queue is full (it does not read) is disconnected rather than let it stall the coordinator. A
 //! second hello for a proxy id that is connected replaces the older connection (a restarted
 //! proxy must not wait for its old socket to time out); the older one is closed and logged.
+//! When the core answers a proxy `Refused` (an id the configuration does not list, or a proxy
+//! it declared crashed), the refusal is sent and the connection closed.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -203,7 +205,16 @@ impl CoordinatorTask {
             debug!(proxy = %to, ?msg, "not connected; message dropped");
             return;
         };
+        let refused = matches!(msg, PncMsg::Refused(_));
         match route.tx.try_send(msg) {
+            Ok(()) if refused => {
+                // The core refused the proxy (an unlisted id, or one it declared crashed): the
+                // writer sends what is queued, the refusal last, and closes the connection; the
+                // proxy registers again ([0066]).
+                warn!(proxy = %to, "refused by the coordinator; connection closed");
+                self.stats.hellos_refused.fetch_add(1, Ordering::Relaxed);
+                self.routes.remove(&to);
+            }
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 // Never let one proxy that does not read stall the coordinator.

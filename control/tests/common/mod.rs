@@ -18,17 +18,34 @@ pub struct Net {
     pub now: Time,
     /// Every command ever returned, in order.
     pub log: Vec<Command>,
+    /// The last MonitorList each proxy received, per (stream, proxy), until deactivated.
+    pub monitoring: BTreeMap<(String, u32), Vec<u32>>,
+    /// Proxies told to redirect their viewers elsewhere (being drained), per (stream, proxy),
+    /// until deactivated.
+    pub draining: std::collections::BTreeSet<(String, u32)>,
 }
 
 /// (parents, children, viewers) of each active proxy of a stream: the serving tree.
 pub type Tree = BTreeMap<u32, (Vec<u32>, Vec<u32>, u32)>;
 
 impl Net {
+    /// A network on `config` with open registration: the tests register proxies that the
+    /// configuration does not list.
     pub fn new(config: Config) -> Self {
+        Self::exactly(Config {
+            open_registration: true,
+            ..config
+        })
+    }
+
+    /// A network on `config` as given.
+    pub fn exactly(config: Config) -> Self {
         Net {
             core: Coordinator::new(config),
             now: Time::from_secs(1),
             log: Vec::new(),
+            monitoring: BTreeMap::new(),
+            draining: Default::default(),
         }
     }
 
@@ -44,6 +61,32 @@ impl Net {
 
     pub fn handle(&mut self, ev: Event) -> Vec<Command> {
         let out = self.core.handle(ev, self.now);
+        for c in &out {
+            match c {
+                Command::Send {
+                    to,
+                    msg: PncMsg::MonitorList { stream, peers },
+                } => {
+                    let mut ids: Vec<u32> = peers.iter().map(|p| p.id.0).collect();
+                    ids.sort();
+                    self.monitoring.insert((stream.clone(), to.0), ids);
+                }
+                Command::Send {
+                    to,
+                    msg: PncMsg::Deactivate { stream },
+                } => {
+                    self.monitoring.remove(&(stream.clone(), to.0));
+                    self.draining.remove(&(stream.clone(), to.0));
+                }
+                Command::Send {
+                    to,
+                    msg: PncMsg::RedirectChildren { stream, .. },
+                } => {
+                    self.draining.insert((stream.clone(), to.0));
+                }
+                _ => {}
+            }
+        }
         self.log.extend(out.iter().cloned());
         out
     }
@@ -203,9 +246,15 @@ impl Net {
             .collect()
     }
 
-    /// Invariants that hold after any event: no proxy over capacity, every active proxy has a
-    /// path to its source through active proxies, every command names active proxies.
+    /// Invariants that hold after any event: the core's own audit (links known at both ends,
+    /// one tier down, accounting exact), no proxy over capacity, every active proxy has a path
+    /// to its source through active proxies, every parent one tier up, every command names
+    /// active proxies, no viewer sent to (and no DISTRIBUTE served by) a proxy being drained,
+    /// every decision with its rule, its reason and what it is about.
     pub fn check_invariants(&self, new: &[Command]) {
+        if let Err(e) = self.core.audit() {
+            panic!("{e}");
+        }
         let topo = self.core.topology();
         let alive: BTreeMap<ProxyId, &ProxyView> =
             topo.proxies.iter().map(|p| (p.proxy, p)).collect();
@@ -268,11 +317,69 @@ impl Net {
                 }
             }
         }
+        // [0053] every proxy that was given a MonitorList monitors the active proxies of the
+        // tier above now (issue 7, defect 6).
+        for s in &topo.streams {
+            for r in &s.regions {
+                for t in &r.tiers {
+                    let mut above: Vec<u32> = if t.tier <= 1 {
+                        vec![s.origin.0]
+                    } else {
+                        r.tiers
+                            .iter()
+                            .filter(|u| u.tier + 1 == t.tier)
+                            .flat_map(|u| u.active.iter().map(|a| a.proxy.0))
+                            .collect()
+                    };
+                    above.sort();
+                    for a in &t.active {
+                        if let Some(list) = self.monitoring.get(&(s.stream.clone(), a.proxy.0)) {
+                            assert_eq!(
+                                list, &above,
+                                "{} of {} in tier {} monitors a stale list",
+                                a.proxy, s.stream, t.tier
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        // The serving tree is acyclic: every parent is one tier up (the origin is tier 0).
+        let mut tier_of: BTreeMap<(String, ProxyId), u32> = BTreeMap::new();
+        for s in &topo.streams {
+            tier_of.insert((s.stream.clone(), s.origin), 0);
+            for r in &s.regions {
+                for t in &r.tiers {
+                    for a in &t.active {
+                        tier_of.insert((s.stream.clone(), a.proxy), t.tier);
+                    }
+                }
+            }
+        }
+        for ((stream, id), a) in &active {
+            let tier = tier_of[&(stream.clone(), *id)];
+            for p in &a.parents {
+                assert_eq!(
+                    tier_of.get(&(stream.clone(), *p)).map(|t| t + 1),
+                    Some(tier),
+                    "{id} of {stream} in tier {tier} under {p}"
+                );
+            }
+        }
+        let draining = |stream: &str, id: ProxyId| {
+            self.draining.contains(&(stream.to_string(), id.0))
+                && active.contains_key(&(stream.to_string(), id))
+        };
         let is_active = |stream: &str, id: ProxyId| active.contains_key(&(stream.to_string(), id));
         for c in new {
             match c {
                 Command::Resolved(r) => {
                     if let Some(t) = r.target {
+                        assert!(
+                            !draining(&r.stream, t.id),
+                            "viewer sent to {}, which is being drained",
+                            t.id
+                        );
                         assert!(
                             is_active(&r.stream, t.id),
                             "viewer sent to inactive {}",
@@ -327,6 +434,24 @@ impl Net {
                             p.id
                         );
                     }
+                }
+                Command::Send {
+                    to,
+                    msg: PncMsg::StartAccepting { stream },
+                } => {
+                    assert!(
+                        !draining(stream, *to),
+                        "DISTRIBUTE served by regrouping onto {to}, which is being drained"
+                    );
+                }
+                Command::Log(d) => {
+                    // Each decision names its rule (`d.rule`), with a reason and what it is
+                    // about.
+                    assert!(!d.reason.is_empty(), "decision without a reason: {d:?}");
+                    assert!(
+                        d.stream.is_some() || d.proxy.is_some(),
+                        "decision about nothing: {d:?}"
+                    );
                 }
                 _ => {}
             }

@@ -81,7 +81,8 @@ pub struct Pnc {
     process: ProcessGuard,
 }
 
-/// The configuration every test starts from: loopback ephemeral ports, short ΔT. `extra` is
+/// The configuration every test starts from: loopback ephemeral ports, short ΔT, open
+/// registration (the tests' proxies are not listed) unless `coordinator` sets it. `extra` is
 /// appended (TOML keys for `[coordinator]`, then any other tables).
 pub fn config_text(
     token_file: &std::path::Path,
@@ -89,10 +90,15 @@ pub fn config_text(
     coordinator: &str,
     extra: &str,
 ) -> String {
+    let open = if coordinator.contains("open_registration") {
+        ""
+    } else {
+        "open_registration = true"
+    };
     format!(
         "token_file = {:?}\n\
          [listen]\ncontrol = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\npublic = \"127.0.0.1:0\"\ndns = \"127.0.0.1:0\"\n{listen}\n\
-         [coordinator]\ndelta_t_ms = 200\n{coordinator}\n{extra}\n",
+         [coordinator]\ndelta_t_ms = 200\n{open}\n{coordinator}\n{extra}\n",
         token_file.display().to_string()
     )
 }

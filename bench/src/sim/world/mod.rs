@@ -232,6 +232,17 @@ impl<'a> World<'a> {
         let mut id = 0u32;
         for _ in 0..o.origins.max(1) {
             id += 1;
+            // Listed like the relays: the PNC refuses ids its configuration does not list.
+            core_cfg.proxies.push(ProxySettings {
+                id: ProxyId(id),
+                region: None,
+                coordinates: None,
+                tier: None,
+                source_tiers: Default::default(),
+                logical_connections: None,
+                connections: None,
+                bits_per_sec: None,
+            });
             machines.push(Machine::new(id, true, u32::MAX / 2));
         }
         for region in 0..o.regions.max(1) {
