@@ -1,77 +1,130 @@
 #!/usr/bin/env bash
-# The main job, locally: a relay with a generated stream flowing and viewers attached, printing
-# live figures every 2 s until Ctrl-C (or for --seconds N), then a summary.
+# The main job, locally: a VAN on 127.0.0.1. A PNC, an origin relay and nine relays in three
+# tiers (P11-P13, P21-P23, P31-P33) register with it; a generated stream is published at the
+# origin; a flash crowd of viewers arrives through the PNC's /resolve (each one checks every
+# byte it gets), watches, and leaves. The tree is printed whenever it changes: it grows as the
+# viewers arrive and shrinks back when they leave. Everything started is stopped on exit or
+# Ctrl-C.
 #
-#   scripts/demo.sh [--seconds N] [--viewers N] [--bitrate 4M]
+#   scripts/demo.sh [--viewers N] [--capacity C] [--rate PER_S] [--watch SECONDS] [--bitrate 2M]
 #
-# It builds the release binaries, starts `dataplane` on free loopback ports, a vanbench source
-# (4 Mbit/s of checkable records) and N=50 vanbench viewers that verify every byte and measure
-# latency, and stops everything by PID when done.
+# Defaults: 9 viewers arriving 1 per second, capacity 3 per relay and stream (the seed's figure 2:
+# P31, P32, P33 fill in turn under P21, whose DISTRIBUTE then starts P22 as a standby), 15 s of
+# watching once all are in, 2 Mbit/s. More viewers than the last tier holds are refused (503).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-seconds="" viewers=50 bitrate=4M
+viewers=9 capacity=3 rate=1 watch=15 bitrate=2M
 while [ $# -gt 0 ]; do
   case "$1" in
-    --seconds) seconds="$2"; shift 2 ;;
     --viewers) viewers="$2"; shift 2 ;;
+    --capacity) capacity="$2"; shift 2 ;;
+    --watch) watch="$2"; shift 2 ;;
+    --rate) rate="$2"; shift 2 ;;
     --bitrate) bitrate="$2"; shift 2 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
-    *) echo "demo.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) echo "demo: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
 done
 
-echo "demo: building release binaries (cargo build --release -p dataplane -p vanbench)" >&2
-cargo build --release -q -p dataplane -p vanbench --bins
+echo "demo: building release binaries (cargo build --release -p dataplane -p control -p vanbench)" >&2
+cargo build --release -p dataplane -p control -p vanbench --bins
 
-tmp="$(mktemp -d /tmp/van-demo.XXXXXX)"
-relay_pid="" source_pid=""
+tmp="$(mktemp -d /tmp/van-network.XXXXXX)"
+pids=()
 cleanup() {
-  for pid in $source_pid $relay_pid; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in $source_pid $relay_pid; do
+  # The last started first: the tree printer and the source before the relays and the PNC.
+  local rev=()
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do rev+=("${pids[i]}"); done
+  pids=("${rev[@]}")
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
   done
   rm -rf "$tmp"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-target/release/dataplane --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-  >"$tmp/relay.out" 2>"$tmp/relay.err" &
-relay_pid=$!
-line=""
-for _ in $(seq 1 100); do
-  line="$(grep -m1 '^listening ' "$tmp/relay.out" 2>/dev/null || true)"
-  [ -n "$line" ] && break
-  if ! kill -0 "$relay_pid" 2>/dev/null; then
-    echo "demo: the relay exited at start-up:" >&2
-    cat "$tmp/relay.err" >&2
-    exit 1
-  fi
-  sleep 0.1
-done
-[ -n "$line" ] || { echo "demo: the relay did not print its listening line within 10 s" >&2; exit 1; }
-data="$(sed -n 's/.*data=\([^ ]*\).*/\1/p' <<<"$line")"
-admin="$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' <<<"$line")"
-echo "demo: relay pid $relay_pid, data http://$data, admin http://$admin (/metrics, /status)" >&2
-
-target/release/vanbench source --url "http://$data/live/demo" --bitrate "$bitrate" \
-  2>"$tmp/source.err" &
-source_pid=$!
-sleep 0.5
-if ! kill -0 "$source_pid" 2>/dev/null; then
-  echo "demo: the source could not publish:" >&2
-  cat "$tmp/source.err" >&2
+# Waits for a process's `listening …` line on its stdout file; prints it.
+listening_line() {
+  local out="$1" err="$2" pid="$3" what="$4" line=""
+  for _ in $(seq 1 150); do
+    line="$(grep -m1 '^listening ' "$out" 2>/dev/null || true)"
+    [ -n "$line" ] && { echo "$line"; return 0; }
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "demo: $what exited at start-up:" >&2
+      cat "$err" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  echo "demo: $what printed no listening line within 15 s" >&2
   exit 1
-fi
-echo "demo: source at $bitrate bit/s (pid $source_pid), $viewers viewers; Ctrl-C to stop" >&2
+}
+field() { sed -n "s/.*$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
 
-duration=()
-[ -n "$seconds" ] && duration=(--duration "${seconds}s")
-# Ctrl-C reaches the viewers too: they stop, print the summary, and the trap stops the rest.
-target/release/vanbench viewers --url "http://$data/live/demo" -n "$viewers" \
-  --bitrate "$bitrate" --relay-pid "$relay_pid" --progress 2s "${duration[@]}" \
-  --json "$tmp/summary.json" || true
-echo "demo: relay status: $(curl -fsS "http://$admin/status" 2>/dev/null | head -c 600 || echo unavailable)" >&2
+token="$(head -c 24 /dev/urandom | base64 | tr -d '/+=')"
+echo "$token" >"$tmp/token"
+{
+  cat <<EOF
+token_file = "$tmp/token"
+[listen]
+control = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+public = "127.0.0.1:0"
+dns = "127.0.0.1:0"
+[coordinator]
+delta_t_ms = 2000
+heartbeat_interval_ms = 500
+heartbeat_timeout_ms = 3000
+[[proxies]]
+id = 1
+logical_connections = 100
+EOF
+  for t in 1 2 3; do
+    for j in 1 2 3; do
+      printf '[[proxies]]\nid = %d\ntier = %d\nlogical_connections = %d\n' "$((t * 10 + j))" "$t" "$capacity"
+    done
+  done
+} >"$tmp/pnc.toml"
+
+target/release/pnc --config "$tmp/pnc.toml" >"$tmp/pnc.out" 2>"$tmp/pnc.err" &
+pids+=($!)
+line="$(listening_line "$tmp/pnc.out" "$tmp/pnc.err" "${pids[-1]}" pnc)"
+control="$(field control "$line")" admin="$(field admin "$line")" public="$(field public "$line")"
+echo "demo: pnc control=$control admin=http://$admin/api/topology public=http://$public/resolve/demo" >&2
+
+start_relay() {
+  local id="$1" capacity_connections="$2"
+  target/release/dataplane --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --cores 1 \
+    --pool-blocks 512 --van-token-file "$tmp/token" \
+    --pnc "$control" --pnc-token-file "$tmp/token" --proxy-id "$id" --name "P$id" \
+    --capacity-connections "$capacity_connections" \
+    >"$tmp/p$id.out" 2>"$tmp/p$id.err" &
+  pids+=($!)
+  local l
+  l="$(listening_line "$tmp/p$id.out" "$tmp/p$id.err" "${pids[-1]}" "relay P$id")"
+  eval "data_$id=$(field data "$l")"
+}
+start_relay 1 1000
+for t in 1 2 3; do for j in 1 2 3; do start_relay "$((t * 10 + j))" $((capacity * 4)); done; done
+echo "demo: origin P1 at http://$data_1, nine relays registered; publishing demo at $bitrate bit/s" >&2
+
+target/release/vanbench source --url "http://$data_1/live/demo" --bitrate "$bitrate" \
+  2>"$tmp/source.err" &
+pids+=($!)
+
+# The tree, printed whenever it changes, until the end.
+target/release/vanbench tree --admin "$admin" --every 500ms &
+pids+=($!)
+sleep 2
+
+echo "demo: $viewers viewers arrive through http://$public/resolve/demo, $rate per second, and watch for $watch s" >&2
+target/release/vanbench viewers --client crowd --url "http://$public/resolve/demo" -n "$viewers" \
+  --connect-rate "$rate/s" \
+  --bitrate "$bitrate" --duration "${watch}s" --progress 5s --json "$tmp/summary.json" || true
+echo "demo: the viewers left; the tree shrinks back (10 s)" >&2
+sleep 10
+echo "demo: viewers' summary: $(head -c 800 "$tmp/summary.json" 2>/dev/null || echo unavailable)" >&2
