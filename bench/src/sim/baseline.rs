@@ -77,7 +77,8 @@ pub fn run(policy: Baseline, cfg: &SimConfig, trace: &Trace) -> Report {
 
     let mut r = Report {
         policy: policy.name().into(),
-        proxy_model: "none".into(),
+        // No proxy runs anything: the yardstick is computed, not simulated.
+        proxy_model: String::new(),
         seed: cfg.seed,
         proxies: cfg.overlay.relays(),
         ..Report::default()
