@@ -178,6 +178,7 @@ struct SimulateArgs {
     #[arg(long)]
     decisions: bool,
     /// Which policies run on the trace: `seed` (the coordinator core, predictive farms),
+    /// `one-at-a-time` (the same core and proxies, reacting only: one proxy when one is full),
     /// `static` (the peak's machines all along), `oracle` (knows the trace); repeatable or
     /// comma-separated. With several, the JSON is an array and the chart draws them together.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "seed")]
@@ -187,6 +188,7 @@ struct SimulateArgs {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum PolicyArg {
     Seed,
+    OneAtATime,
     Static,
     Oracle,
 }
@@ -274,6 +276,18 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         .iter()
         .map(|p| match p {
             PolicyArg::Seed => vanbench::sim::simulate(&cfg, &trace),
+            PolicyArg::OneAtATime => {
+                let reactive = SimConfig {
+                    core: control::core::Config {
+                        growth: control::core::Growth::OneAtATime,
+                        ..cfg.core.clone()
+                    },
+                    ..cfg.clone()
+                };
+                let mut r = vanbench::sim::simulate(&reactive, &trace);
+                r.policy = "one-at-a-time".into();
+                r
+            }
             PolicyArg::Static => baseline::run(Baseline::Static, &cfg, &trace),
             PolicyArg::Oracle => baseline::run(Baseline::Oracle, &cfg, &trace),
         })

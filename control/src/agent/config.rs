@@ -33,6 +33,9 @@ pub struct AgentConfig {
     pub min_threshold: Option<u32>,
     /// Hysteresis of both decisions as a fraction of Max_s; the margin is at least one sink.
     pub hysteresis: f64,
+    /// DISTRIBUTE also when capacity is predicted within ΔT ([0054]); `false`: only when full
+    /// (the PNC's `growth = "one_at_a_time"`, a yardstick).
+    pub predictive: bool,
     pub backoff: BackoffConfig,
     /// A connection that has not reached `Welcome` this long after `Connect` is closed and
     /// retried.
@@ -64,6 +67,7 @@ impl AgentConfig {
             beta: 0.1,
             min_threshold: None,
             hysteresis: 0.1,
+            predictive: true,
             backoff: BackoffConfig::default(),
             register_timeout_ms: 10_000,
             seed: u64::from(proxy.0),

@@ -118,7 +118,12 @@ impl Agent {
         let logical = self.config.logical_capacity();
         let physical = self.config.capacity;
         let min = self.config.min_threshold();
-        let delta_t_secs = self.config.delta_t_secs();
+        // Without prediction the load alone sets DISTRIBUTE ([0035]).
+        let delta_t_secs = if self.config.predictive {
+            self.config.delta_t_secs()
+        } else {
+            0.0
+        };
         let mut msgs = Vec::new();
         let mut logs = Vec::new();
         for (name, r) in &mut self.streams {

@@ -53,6 +53,9 @@ pub struct Config {
     pub max_tiers: u32,
     /// Which idle proxy of a tier is activated ([0032]).
     pub placement: Placement,
+    /// How capacity grows: the seed's prediction and farms, or one proxy at a time when a proxy
+    /// is full (a yardstick for the simulator's policy comparison, issue 11).
+    pub growth: Growth,
     /// Region of a proxy that neither its hello nor `proxies` names.
     pub default_region: String,
     /// Per-proxy settings set by the operator (`[[proxies]]` tables, each with its `id`).
@@ -82,12 +85,28 @@ impl Default for Config {
             tier_spread_ms: 10.0,
             max_tiers: 8,
             placement: Placement::MostFree,
+            growth: Growth::Predictive,
             default_region: "default".to_string(),
             proxies: Vec::new(),
             open_registration: false,
             regions: Vec::new(),
         }
     }
+}
+
+/// How a DISTRIBUTE adds capacity.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Growth {
+    /// The seed's: DISTRIBUTE when capacity is predicted within ΔT ([0054]), the capacity check
+    /// over sp ([0059]), regrouping by MIN_s ([0060]–[0061]), farms sized from the arrival rate
+    /// ([0039]–[0041]).
+    #[default]
+    Predictive,
+    /// Reacting only: DISTRIBUTE when a proxy is full, and one idle proxy activated for it (no
+    /// prediction, no regrouping, no farm). What the seed improves on (figure 5); kept to
+    /// measure by how much.
+    OneAtATime,
 }
 
 /// How the idle proxy to activate in a tier is chosen.

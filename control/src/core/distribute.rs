@@ -87,9 +87,14 @@ impl Coordinator {
     ) -> Option<Vec<Px>> {
         let name = self.sname(sx);
         let id = requester.map(|q| self.pid(q));
-        // [0059] capacity check over sp.
+        let reactive = self.config.growth == Growth::OneAtATime;
+        // [0059] capacity check over sp (none when only reacting: one proxy for the full one).
         let (lin, loff) = self.tier_rates(sx, region, tier);
-        let demand = ((lin - loff) * self.sp_secs()).max(0.0);
+        let demand = if reactive {
+            0.0
+        } else {
+            ((lin - loff) * self.sp_secs()).max(0.0)
+        };
         let others: Vec<Px> = self
             .tier_members(sx, region, tier)
             .into_iter()
@@ -105,7 +110,7 @@ impl Coordinator {
             .or_else(|| others.last().copied())
             .map_or(1, |q| u64::from(self.max_s(sx, q).max(1)));
         let mut new_accepting: Vec<Px> = Vec::new();
-        let sufficient = available > 0 && demand <= available as f64;
+        let sufficient = !reactive && available > 0 && demand <= available as f64;
         let mut regrouped = false;
         let mut added = false;
         if sufficient {
@@ -131,7 +136,11 @@ impl Coordinator {
             // [0059] add the minimum m over sp; [0039]–[0041] farm size; activate the larger.
             let short = (demand - available as f64).max(0.0);
             let m = ((short / unit as f64).ceil() as u64).max(1);
-            let n = self.farm_size(sx, region, tier);
+            let n = if reactive {
+                1
+            } else {
+                self.farm_size(sx, region, tier)
+            };
             let count = m.max(u64::from(n));
             let which = if u64::from(n) > m {
                 format!("farm size Round(…) = {n} > m = {m} [0041]")

@@ -202,6 +202,9 @@ impl Coordinator {
             );
             return;
         }
+        if self.config.growth == Growth::OneAtATime {
+            return;
+        }
         let (lin, loff) = self.pair_rates(sx, px);
         let ahead = f64::from(load) + (lin - loff) * self.delta_t_secs();
         if ahead >= f64::from(max) {

@@ -104,6 +104,7 @@ impl World<'_> {
         c.alpha = core.alpha;
         c.beta = core.beta;
         c.min_threshold = core.min_threshold;
+        c.predictive = core.growth == control::core::Growth::Predictive;
         c.seed = Rng::new(
             self.cfg
                 .seed

@@ -197,3 +197,30 @@ fn idle_agents_cost_one_input_per_heartbeat() {
         r.table()
     );
 }
+
+/// The yardstick of issue 11: with `growth = one_at_a_time` the same core and proxies react
+/// only, so the crowd waits for activations the seed's prediction starts ahead of it.
+#[test]
+fn reacting_one_proxy_at_a_time_makes_the_crowd_wait_where_prediction_does_not() {
+    for model in BOTH {
+        let seed = simulate(&config(1, model), &flash(1500));
+        let mut cfg = config(1, model);
+        cfg.core.growth = control::core::Growth::OneAtATime;
+        let reactive = simulate(&cfg, &flash(1500));
+        assert_eq!((reactive.logins, reactive.rejected), (1500, 0), "{model:?}");
+        assert!(
+            reactive.delayed > 2 * seed.delayed,
+            "{model:?}: delayed {} reacting vs {} predicting\n{}\n{}",
+            reactive.delayed,
+            seed.delayed,
+            reactive.table(),
+            seed.table()
+        );
+        assert!(
+            reactive.login_wait_ms.p99 >= seed.login_wait_ms.p99,
+            "{model:?}: p99 wait {} reacting vs {} predicting",
+            reactive.login_wait_ms.p99,
+            seed.login_wait_ms.p99
+        );
+    }
+}
