@@ -461,8 +461,16 @@ fn run(steps: &[Step]) -> Vec<Command> {
     net.log
 }
 
+/// 256 sequences in the suite; `PROPTEST_CASES=10000` for issue 7's target run.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     /// After any event sequence: no proxy over capacity, every active proxy has a path to its
     /// source, no CONSOLIDATE (or failure) strands a child, no viewer is sent to an inactive
