@@ -421,24 +421,90 @@ pub fn check_hello(hello: &Hello, token: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Fuzz entry: decode arbitrary bytes as frames of both directions, one shot and streamed in
-/// chunks, checking that nothing panics and that whatever decodes re-encodes.
+/// Fuzz entry (also run by the property tests): arbitrary bytes as frames of both directions,
+/// the streaming reader fed them in reads of 7 bytes, must decode as [`decoders_agree`] says.
 pub fn fuzz_decode(data: &[u8]) {
-    fn one<M: DeserializeOwned + Serialize>(data: &[u8]) {
-        if let Ok(Some((msg, used))) = decode_frame::<M>(data) {
-            // A decoded message re-encodes and decodes again (bytes may differ: the decoder
-            // accepts non-minimal varints).
-            assert!(used <= data.len());
-            let again = encode_frame(&msg).expect("a decoded message re-encodes");
-            let back = decode_frame::<M>(&again).expect("a re-encoded message decodes");
-            assert!(matches!(back, Some((_, n)) if n == again.len()));
-        }
-        let mut reader = FrameReader::new();
-        for chunk in data.chunks(7) {
-            reader.push(chunk);
-            while let Ok(Some(_)) = reader.next_msg::<M>() {}
+    let ends: Vec<usize> = (1..=data.len().div_ceil(7))
+        .map(|i| (i * 7).min(data.len()))
+        .collect();
+    decoders_agree::<ProxyMsg>(data, &ends);
+    decoders_agree::<PncMsg>(data, &ends);
+}
+
+/// What a decoder made of a byte stream: the messages it returned, each re-encoded (so that
+/// messages compare by their bytes, even with a NaN inside), then the error that stopped it, if
+/// one did, and the bytes left over.
+#[derive(Debug, PartialEq, Eq)]
+struct Decoded {
+    messages: Vec<Vec<u8>>,
+    error: Option<String>,
+    left: usize,
+}
+
+/// The control protocol's two decoders over the same bytes must agree: the frame decoder
+/// (`decode_frame`, called again after each whole frame on the whole input) and the streaming
+/// reader (`FrameReader`, fed the input in the reads `ends` gives, popping messages after each).
+/// Also, a message either decodes re-encodes and decodes again. Panics when they differ.
+pub fn decoders_agree<M>(wire: &[u8], ends: &[usize])
+where
+    M: DeserializeOwned + Serialize,
+{
+    let reencode = |m: &M| encode_frame(m).expect("a decoded message re-encodes");
+
+    let mut whole = Decoded {
+        messages: Vec::new(),
+        error: None,
+        left: 0,
+    };
+    let mut at = 0;
+    loop {
+        match decode_frame::<M>(&wire[at..]) {
+            Ok(Some((msg, used))) => {
+                assert!(used > 0 && at + used <= wire.len());
+                at += used;
+                let again = reencode(&msg);
+                let back = decode_frame::<M>(&again).expect("a re-encoded message decodes");
+                assert!(matches!(back, Some((_, n)) if n == again.len()));
+                whole.messages.push(again);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                whole.error = Some(e.to_string());
+                break;
+            }
         }
     }
-    one::<ProxyMsg>(data);
-    one::<PncMsg>(data);
+    whole.left = wire.len() - at;
+
+    let mut streamed = Decoded {
+        messages: Vec::new(),
+        error: None,
+        left: 0,
+    };
+    let mut reader = FrameReader::new();
+    let mut start = 0;
+    'reads: for &end in ends {
+        reader.push(&wire[start..end]);
+        start = end;
+        loop {
+            match reader.next_msg::<M>() {
+                Ok(Some(msg)) => streamed.messages.push(reencode(&msg)),
+                Ok(None) => break,
+                Err(e) => {
+                    streamed.error = Some(e.to_string());
+                    break 'reads;
+                }
+            }
+        }
+    }
+    streamed.left = if streamed.error.is_some() {
+        // The reader stops at the bad frame, as the frame decoder does.
+        reader.buffered() + (wire.len() - start)
+    } else {
+        reader.buffered()
+    };
+    assert_eq!(
+        streamed, whole,
+        "the streaming reader and the frame decoder disagree"
+    );
 }

@@ -5,16 +5,16 @@
 //! decoder finds in them.
 #![no_main]
 
-use control::protocol::{PncMsg, ProxyMsg};
+use control::protocol::{PncMsg, ProxyMsg, decoders_agree};
 use libfuzzer_sys::fuzz_target;
-use van_fuzz::{control_decoders_agree, read_ends};
+use van_fuzz::read_ends;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&seed, wire)) = data.split_first() else {
         return;
     };
     for ends in [vec![wire.len()], read_ends(seed, wire.len())] {
-        control_decoders_agree::<ProxyMsg>(wire, &ends);
-        control_decoders_agree::<PncMsg>(wire, &ends);
+        decoders_agree::<ProxyMsg>(wire, &ends);
+        decoders_agree::<PncMsg>(wire, &ends);
     }
 });
