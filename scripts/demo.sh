@@ -97,19 +97,22 @@ control="$(field control "$line")" admin="$(field admin "$line")" public="$(fiel
 echo "demo: pnc control=$control admin=http://$admin/api/topology public=http://$public/resolve/demo" >&2
 
 start_relay() {
-  local id="$1" capacity_connections="$2"
+  local id="$1" capacity_connections="$2" stream_capacity="$3"
   target/release/dataplane --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --cores 1 \
     --pool-blocks 512 --van-token-file "$tmp/token" \
     --pnc "$control" --pnc-token-file "$tmp/token" --proxy-id "$id" --name "P$id" \
-    --capacity-connections "$capacity_connections" \
+    --capacity-connections "$capacity_connections" --stream-capacity-connections "$stream_capacity" \
+    --delta-t-ms 2000 \
     >"$tmp/p$id.out" 2>"$tmp/p$id.err" &
   pids+=($!)
   local l
   l="$(listening_line "$tmp/p$id.out" "$tmp/p$id.err" "${pids[-1]}" "relay P$id")"
   eval "data_$id=$(field data "$l")"
 }
-start_relay 1 1000
-for t in 1 2 3; do for j in 1 2 3; do start_relay "$((t * 10 + j))" $((capacity * 4)); done; done
+start_relay 1 1000 1000
+# Each relay decides from the stream's logical capacity, as the PNC's logical_connections says,
+# and predicts over the PNC's ΔT.
+for t in 1 2 3; do for j in 1 2 3; do start_relay "$((t * 10 + j))" $((capacity * 4)) "$capacity"; done; done
 echo "demo: origin P1 at http://$data_1, nine relays registered; publishing demo at $bitrate bit/s" >&2
 
 target/release/vanbench source --url "http://$data_1/live/demo" --bitrate "$bitrate" \

@@ -647,6 +647,88 @@ fn defect_3_a_logoff_of_a_child_that_still_serves_does_not_strand_it() {
 }
 
 #[test]
+fn a_logoff_of_a_child_whose_control_connection_closed_leaves_it_to_the_heartbeat_timeout() {
+    // P21 is killed: its control connection closes, and P11 sees it go (LOGOFF of P21). Taking
+    // that as P21's lost link re-parented the dead P21 to a new P″ and deactivated P11, so
+    // P31's own re-homing found no tier 1 left with the stream (found on real processes, the
+    // e2e network_crash test). The LOGOFF changes nothing; the heartbeat timeout decides.
+    let mut net = tiers_of_three(3);
+    net.at(100);
+    assert_eq!(net.viewer_joins("demo", None), 31);
+    net.at(200);
+    let out = net.handle(Event::Disconnected { proxy: ProxyId(21) });
+    net.check_invariants(&out);
+    let out = net.msg(
+        11,
+        ProxyMsg::Logoff {
+            stream: "demo".into(),
+            child: Child::Proxy(ProxyId(21)),
+        },
+    );
+    net.check_invariants(&out);
+    assert!(
+        !out.iter().any(|c| matches!(c, Command::Send { .. })),
+        "no order for a proxy that is likely dead: {out:?}"
+    );
+    let p11 = net.pair("demo", 11).expect("P11 stays active");
+    assert_eq!(p11.children, vec![ProxyId(21)]);
+    assert_eq!(
+        net.pair("demo", 21).expect("P21 kept").parents,
+        vec![ProxyId(11)]
+    );
+}
+
+#[test]
+fn a_lost_link_to_one_of_two_parents_keeps_the_other_and_moves_no_viewer() {
+    // [0029] [0044] P31 pulls from P21 and P22; P21 dies and P31 reports the link lost. There
+    // is no third tier-2 proxy for a P′: P31 keeps P22 (which still delivers) rather than
+    // handing its viewers to a sibling S′ with a redirect (found on real processes, the e2e
+    // network_crash test: its VAN viewers were cut over to a standby).
+    let mut net = Net::new(Config {
+        redundant_parents: 2,
+        ..Config::default()
+    });
+    net.register(S, None, 1000, &[]);
+    for tier in 1..=3u32 {
+        for j in 1..=2u32 {
+            net.register(tier * 10 + j, None, 10, &[(S, tier * 20 - 10)]);
+        }
+    }
+    net.announce(S, "demo", "src");
+    net.at(100);
+    assert_eq!(net.viewer_joins("demo", None), 31);
+    let mut parents = net.pair("demo", 31).unwrap().parents;
+    parents.sort();
+    assert_eq!(parents, vec![ProxyId(21), ProxyId(22)]);
+    net.at(200);
+    let out = net.msg(
+        31,
+        ProxyMsg::LinkDowngrade {
+            stream: "demo".into(),
+            parent: ProxyId(21),
+        },
+    );
+    net.check_invariants(&out);
+    assert!(
+        !out.iter().any(|c| matches!(
+            c,
+            Command::Send {
+                msg: PncMsg::RedirectChildren { .. },
+                ..
+            }
+        )),
+        "{out:?}"
+    );
+    let p31 = net.pair("demo", 31).expect("P31 still serves");
+    assert_eq!(p31.parents, vec![ProxyId(22)]);
+    // P21 no longer counts P31 (with no other child it went idle).
+    assert!(
+        net.pair("demo", 21)
+            .is_none_or(|p| !p.children.contains(&ProxyId(31)))
+    );
+}
+
+#[test]
 fn defect_3_an_origin_publishes_no_more_streams_than_it_has_connections() {
     // A proxy announcing stream after stream cannot grow the PNC without bound: each stream
     // needs one of its connections at least.

@@ -168,6 +168,11 @@ pub struct Args {
     /// [default: --max-connections].
     #[arg(long, value_name = "N")]
     pub capacity_connections: Option<u32>,
+    /// Sinks (viewers and child proxies) one stream may hold here, its logical capacity
+    /// ([0047]): the PNC's `logical_connections` of this proxy. DISTRIBUTE and CONSOLIDATE are
+    /// decided here from it [default: --capacity-connections].
+    #[arg(long, value_name = "N")]
+    pub stream_capacity_connections: Option<u32>,
     /// Outgoing bits per second this machine sends, all streams together ([0047])
     /// [default: 10000000000].
     #[arg(long, value_name = "BITS")]
@@ -222,6 +227,7 @@ struct FileConfig {
     name: Option<String>,
     region: Option<String>,
     capacity_connections: Option<u32>,
+    stream_capacity_connections: Option<u32>,
     capacity_bps: Option<u64>,
     advertise: Option<String>,
     source_name: Option<String>,
@@ -309,6 +315,8 @@ pub struct PncConfig {
     pub region: Option<String>,
     /// `None`: the relay's connection limit.
     pub capacity_connections: Option<u32>,
+    /// One stream's logical capacity in sinks; `None`: the machine's.
+    pub stream_capacity_connections: Option<u32>,
     pub capacity_bps: u64,
     /// `None`: the bound data address.
     pub advertise: Option<String>,
@@ -424,6 +432,9 @@ impl Config {
                     .unwrap_or_else(|| format!("proxy-{}", cfg.proxy_id)),
                 region: args.region.or(file.region),
                 capacity_connections: args.capacity_connections.or(file.capacity_connections),
+                stream_capacity_connections: args
+                    .stream_capacity_connections
+                    .or(file.stream_capacity_connections),
                 capacity_bps: args
                     .capacity_bps
                     .or(file.capacity_bps)
@@ -437,8 +448,14 @@ impl Config {
             bail!("--pnc needs --proxy-id (a number from 1, unique in the VAN)");
         }
         if let Some(p) = &pnc {
-            if p.capacity_connections == Some(0) || p.capacity_bps == 0 {
-                bail!("--capacity-connections and --capacity-bps must be at least 1");
+            if p.capacity_connections == Some(0)
+                || p.stream_capacity_connections == Some(0)
+                || p.capacity_bps == 0
+            {
+                bail!(
+                    "--capacity-connections, --stream-capacity-connections and --capacity-bps \
+                     must be at least 1"
+                );
             }
             if p.delta_t_ms == 0 {
                 bail!("--delta-t-ms must be at least 1");
@@ -634,6 +651,7 @@ mod tests {
                 name: "proxy-21".into(),
                 region: Some("eu".into()),
                 capacity_connections: Some(3),
+                stream_capacity_connections: None,
                 capacity_bps: 1_000_000,
                 advertise: Some("10.0.0.21:8080".into()),
                 source_name: Some("www.ccrl.com".into()),

@@ -43,10 +43,13 @@ pub enum Admission {
     },
     /// A viewer of a stream the PNC activated here that does not flow yet (a standby pulls from
     /// its parents at its first sink, [0054]): it waits for the stream, up to a deadline.
+    /// `activated`: false for a stream whose activation may still be on its way (a relay under
+    /// a PNC, [`orders::Admission::is_linked`]): it waits a short while for the order too.
     Wait {
         stream: String,
         van: Option<Option<u64>>,
         child: Option<u32>,
+        activated: bool,
     },
     /// A viewer of `stream`: plain when `van` is `None`, else a VAN viewer asking to resume from
     /// the sequence number inside (`?from=`), if any. `child`: the child proxy it is
@@ -145,17 +148,25 @@ impl FrontDoor<'_> {
     }
 
     /// A viewer of a stream not here that the PNC activated here waits for it (its arrival
-    /// makes the standby pull, [0054]); `None` for any other stream, and for `HEAD`.
+    /// makes the standby pull, [0054]); so does one at a relay under a PNC whose order may be on
+    /// its way (the viewer resolved at the PNC may overtake the `Activate`). `None` for any other
+    /// stream, and for `HEAD`.
     fn standby(&self, req: &Request, van: Option<Option<u64>>) -> Option<Admission> {
         let stream = req.route.stream();
-        if req.head_only || !self.admission.is_activated(stream) {
+        let activated = self.admission.is_activated(stream);
+        if req.head_only || !(activated || self.admission.is_linked()) {
             return None;
         }
-        info!(core = self.core, stream = %stream, "viewer waits: the stream is activated here and starts pulling [0054]");
+        if activated {
+            info!(core = self.core, stream = %stream, "viewer waits: the stream is activated here and starts pulling [0054]");
+        } else {
+            info!(core = self.core, stream = %stream, "viewer waits: the PNC's activation may be on its way");
+        }
         Some(Admission::Wait {
             stream: stream.to_owned(),
             van,
             child: if van.is_some() { req.van_proxy } else { None },
+            activated,
         })
     }
 
@@ -614,8 +625,14 @@ mod tests {
         };
         admission.set_activated("demo", true);
         match door.admit(req("GET /live/demo HTTP/1.1\r\n\r\n"), Vec::new(), || true) {
-            Admission::Wait { stream, van, child } => {
-                assert_eq!((stream.as_str(), van, child), ("demo", None, None))
+            Admission::Wait {
+                stream,
+                van,
+                child,
+                activated,
+            } => {
+                assert_eq!((stream.as_str(), van, child), ("demo", None, None));
+                assert!(activated);
             }
             _ => panic!("a viewer of a standby waits"),
         }
@@ -634,6 +651,20 @@ mod tests {
             let a = door.admit(req(head), Vec::new(), || true);
             assert_eq!(refused(a), (Reject::NotFound, "404".into()), "{head}");
         }
+        // Under a PNC, a viewer of a stream not activated yet waits for the order a while: the
+        // PNC sent it here with a 302 that may overtake the Activate.
+        admission.set_linked(true);
+        match door.admit(req("GET /live/other HTTP/1.1\r\n\r\n"), Vec::new(), || true) {
+            Admission::Wait {
+                stream, activated, ..
+            } => assert_eq!((stream.as_str(), activated), ("other", false)),
+            _ => panic!("a viewer under a PNC waits for the activation"),
+        }
+        let a = door.admit(req("HEAD /live/other HTTP/1.1\r\n\r\n"), Vec::new(), || {
+            true
+        });
+        assert_eq!(refused(a), (Reject::NotFound, "404".into()));
+        admission.set_linked(false);
         // Once the stream flows, viewers are taken at once.
         streams
             .attach_source("demo", "video/mp2t", crate::stream::LOOPBACK)

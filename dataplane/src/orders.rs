@@ -15,6 +15,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// A parent proxy to pull from: its id (for the logs and the LOGIN it sees) and data address.
@@ -118,6 +119,8 @@ pub struct Admission {
     /// Per stream: the order, and until when viewers are still taken despite it.
     by_stream: RwLock<HashMap<String, (Admit, Option<Instant>)>>,
     activated: RwLock<HashSet<String>>,
+    /// The relay takes orders from a PNC.
+    linked: AtomicBool,
 }
 
 impl Admission {
@@ -143,6 +146,17 @@ impl Admission {
     /// Whether the PNC has `stream` active here.
     pub fn is_activated(&self, stream: &str) -> bool {
         self.activated.read().is_ok_and(|s| s.contains(stream))
+    }
+
+    /// Whether the relay takes orders from a PNC: then a viewer of a stream that is neither
+    /// here nor activated may be one the PNC just resolved here, its `Activate` still on the
+    /// control connection (the `302` and the order leave the PNC together).
+    pub fn is_linked(&self) -> bool {
+        self.linked.load(Ordering::Relaxed)
+    }
+
+    pub fn set_linked(&self, yes: bool) {
+        self.linked.store(yes, Ordering::Relaxed);
     }
 
     /// The PNC activated (`true`) or deactivated `stream` here.

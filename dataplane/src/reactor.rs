@@ -90,6 +90,10 @@ const NOTIF_USAGE_ZC_COPIED: i32 = i32::MIN;
 const STOP_GRACE_US: u64 = 3_000_000;
 /// How long a viewer of a standby waits for its stream to flow ([`Admission::Wait`]).
 const STANDBY_WAIT_US: u64 = 5_000_000;
+/// How long a viewer of a stream not activated here waits for the PNC's `Activate` (a relay
+/// under a PNC): the order left the PNC with the viewer's `302`, it is late by a round trip at
+/// most.
+const ACTIVATION_WAIT_US: u64 = 1_000_000;
 
 fn ud(kind: u64, slot: u32, generation: u32) -> u64 {
     (kind << 56) | ((slot as u64 & 0xff_ffff) << 32) | generation as u64
@@ -198,6 +202,7 @@ impl Shared {
     /// and go.
     pub fn with_events(mut self, events: tokio::sync::mpsc::UnboundedSender<LocalEvent>) -> Self {
         self.events = Some(events);
+        self.admission.set_linked(true);
         self
     }
 
@@ -365,6 +370,9 @@ struct Waiting {
     van: Option<Option<u64>>,
     child: Option<u32>,
     until_us: u64,
+    /// Until then a stream not (or no longer) activated here is still waited for: its
+    /// activation may be on its way (0: it was activated at admission).
+    activation_until_us: u64,
 }
 
 struct Conn {
@@ -810,16 +818,27 @@ impl Core {
                 self.shared.event(joined(&stream.name, child));
                 self.place_viewer(slot, stream, van, child)
             }
-            Admission::Wait { stream, van, child } => {
-                // [0054] its arrival is the standby's first sink: the agent orders the pull.
+            Admission::Wait {
+                stream,
+                van,
+                child,
+                activated,
+            } => {
+                // [0054] its arrival is the standby's first sink: the agent orders the pull
+                // (at once, or when the activation arrives: the agent counted the sink).
                 self.shared.event(joined(&stream, child));
-                let until_us = self.shared.now_us() + STANDBY_WAIT_US;
+                let now = self.shared.now_us();
                 let c = &mut self.conns[slot as usize];
                 c.state = State::Waiting(Box::new(Waiting {
                     stream,
                     van,
                     child,
-                    until_us,
+                    until_us: now + STANDBY_WAIT_US,
+                    activation_until_us: if activated {
+                        0
+                    } else {
+                        now + ACTIVATION_WAIT_US
+                    },
                 }));
                 self.waiting.push((slot, c.generation));
             }
@@ -1488,10 +1507,11 @@ impl Core {
                 continue;
             }
             let flowing = self.shared.streams.lookup(&w.stream);
-            // Deactivated meanwhile: it will not start here.
+            // Deactivated meanwhile, or never activated: it will not start here.
+            let activated = self.shared.admission.is_activated(&w.stream);
             let late = now >= w.until_us
                 || self.stopping.is_some()
-                || !self.shared.admission.is_activated(&w.stream);
+                || (!activated && now >= w.activation_until_us);
             if flowing.is_none() && !late {
                 i += 1;
                 continue;
@@ -1502,6 +1522,12 @@ impl Core {
             };
             match flowing {
                 Some(s) => self.place_viewer(slot, s, w.van, w.child),
+                None if !activated && w.activation_until_us > 0 => {
+                    info!(core = self.id, stream = %w.stream, "viewer refused: no such stream, and no activation came (404)");
+                    self.shared.event(left(&w.stream, w.child));
+                    self.m().reject(Reject::NotFound);
+                    self.reply(slot, http::error_response(404, "Not Found", &[]), None);
+                }
                 None => {
                     info!(core = self.id, stream = %w.stream, "viewer refused: the stream did not start here in time (503)");
                     self.shared.event(left(&w.stream, w.child));

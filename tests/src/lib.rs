@@ -47,6 +47,7 @@ pub fn bin(name: &str) -> PathBuf {
 
 pub mod checked;
 pub mod ffmpeg;
+pub mod network;
 pub mod pnc;
 
 /// True if an outside tool (ffmpeg, prlimit, ...) is an executable on the PATH.
@@ -274,8 +275,11 @@ impl Relay {
         if !listen_given {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
+        // A test that wants another number of reactors gives its own --cores.
+        if !options.args.iter().any(|a| a == "--cores") {
+            cmd.args(["--cores", "2"]);
+        }
         cmd.args(["--admin-listen", "127.0.0.1:0"])
-            .args(["--cores", "2"])
             .arg("--source-credentials")
             .arg(&creds)
             .arg("--van-token-file")

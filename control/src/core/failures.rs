@@ -48,6 +48,40 @@ impl Coordinator {
             self.switch_parent(sx, s, p, alt);
             return;
         }
+        // No P′, but S pulls from other parents that still serve ([0029], [0044]): it keeps
+        // them and drops the lost one. Moving its children to a sibling would cut them over
+        // (a redirect) while their path still delivers.
+        if parents.iter().any(|&q| q != p && self.proxies[q].alive) {
+            self.log(
+                Rule::LinkDowngrade,
+                Some(&name),
+                Some(sid),
+                format!(
+                    "link to {parent} lost, no P′: it keeps its other parents [0029] [0044] [0066]"
+                ),
+            );
+            self.unlink_at_parent(sx, p, s);
+            if let Some(sp) = self.pair_mut(sx, s) {
+                sp.parents.retain(|&q| q != p);
+            }
+            self.counters.parent_switches += 1;
+            let parents: Vec<Peer> = self
+                .pair(sx, s)
+                .map(|x| x.parents.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|q| self.peer(q))
+                .collect();
+            self.send(
+                s,
+                PncMsg::SwitchToParent {
+                    stream: name,
+                    parents,
+                },
+            );
+            self.after_load_decrease(sx, p);
+            return;
+        }
         // S′: a sibling takes the children of S.
         let need = self
             .pair(sx, s)

@@ -150,6 +150,21 @@ impl Coordinator {
                 let serving = self.pair(sx, cx).is_some_and(|c| {
                     (c.load() > 0 || c.expected.total() > 0) && c.draining_to.is_none()
                 });
+                if serving && self.proxies[cx].disconnected {
+                    // Its control connection closed too: it most likely died. Re-parenting it
+                    // would deactivate this parent, which its siblings' new paths need; the
+                    // heartbeat timeout decides, and its children report their own lost links.
+                    let (name, id) = (self.sname(sx), self.pid(px));
+                    self.log(
+                        Rule::LinkDowngrade,
+                        Some(&name),
+                        Some(id),
+                        format!(
+                            "LOGOFF of {cid}, whose control connection is closed: left to the heartbeat timeout [0066]"
+                        ),
+                    );
+                    return;
+                }
                 if serving {
                     // The PNC neither moved nor drained it and it still serves: it lost its link
                     // here, and must not be left without a path to the source ([0066]). (A

@@ -68,6 +68,7 @@ impl Coordinator {
                     region: region_id,
                     capacity,
                     alive: false,
+                    disconnected: false,
                     decides: r.decides,
                     last_heard: self.now,
                     queued_deadline: Time::ZERO,
@@ -92,6 +93,7 @@ impl Coordinator {
             rec.region = region_id;
             rec.capacity = capacity;
             rec.alive = true;
+            rec.disconnected = false;
             rec.decides = r.decides;
             for rtt in &r.rtts {
                 record_rtt(&mut rec.rtts, rtt.peer, rtt.micros);

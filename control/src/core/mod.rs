@@ -224,6 +224,9 @@ impl Coordinator {
             Event::Register(r) => self.register(r),
             Event::Message { from, msg } => self.message(from, msg),
             Event::Disconnected { proxy } => {
+                if let Some(&px) = self.by_id.get(&proxy) {
+                    self.proxies.untracked_mut(px).disconnected = true;
+                }
                 self.log(
                     Rule::Register,
                     None,

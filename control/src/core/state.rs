@@ -33,6 +33,9 @@ pub(super) struct ProxyRec {
     pub(super) region: RegionId,
     pub(super) capacity: Capacity,
     pub(super) alive: bool,
+    /// Its control connection closed and it has not registered again: alive until the
+    /// heartbeat timeout says otherwise ([0066]), but likely gone.
+    pub(super) disconnected: bool,
     /// It decides DISTRIBUTE and CONSOLIDATE and reports its rates (`Hello::decides`).
     pub(super) decides: bool,
     pub(super) last_heard: Time,

@@ -89,6 +89,11 @@ impl LinkSettings {
             data_addr,
             capacity,
         );
+        // [0047] The PNC's logical capacity of a stream here, for the agent's decisions.
+        agent.stream_capacity = cfg.stream_capacity_connections.map(|connections| Capacity {
+            connections,
+            bits_per_sec: cfg.capacity_bps,
+        });
         agent.region = cfg.region.clone();
         agent.delta_t_ms = cfg.delta_t_ms;
         // Proxies restarted together do not retry in step.

@@ -248,6 +248,7 @@ fn settings_need_a_token_and_an_address_others_can_reach() {
         name: "P21".into(),
         region: Some("eu".into()),
         capacity_connections: None,
+        stream_capacity_connections: None,
         capacity_bps: 1_000_000,
         advertise: None,
         source_name: None,
@@ -260,6 +261,22 @@ fn settings_need_a_token_and_an_address_others_can_reach() {
         ("s3cret", bound, ProxyId(21))
     );
     assert_eq!(s.agent.capacity.connections, 5000);
+    // Without a stream capacity, one stream may take the whole machine.
+    assert_eq!(s.agent.logical_capacity().connections, 5000);
+    let per_stream = crate::config::PncConfig {
+        stream_capacity_connections: Some(3),
+        ..cfg.clone()
+    };
+    let s = LinkSettings::new(&per_stream, 21, bound, 5000).unwrap();
+    // [0047] The PNC's logical capacity decides: DISTRIBUTE at 3 sinks, CONSOLIDATE at 1.
+    assert_eq!(
+        (
+            s.agent.logical_capacity().connections,
+            s.agent.min_threshold(),
+            s.agent.capacity.connections
+        ),
+        (3, 1, 5000)
+    );
     assert_eq!(
         (s.agent.region.as_deref(), s.agent.delta_t_ms),
         (Some("eu"), 500)

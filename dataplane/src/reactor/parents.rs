@@ -47,15 +47,20 @@ pub(super) struct Pull {
     content_type: String,
     /// Open connections: parent, slot, generation.
     conns: Vec<(ParentAddr, u32, u32)>,
+    /// For a stream new here: the oldest sequence a child waiting for it asked for.
+    first_from: Option<u64>,
 }
 
 impl Pull {
-    /// The sequence number a new connection asks for: the one the stream needs next, or none
-    /// (the parent's live edge) for a stream that is not there yet or ended.
+    /// The sequence number a new connection asks for: the one the stream needs next; for a
+    /// stream not here yet, the oldest one a waiting child asked for (a proxy re-homed here
+    /// after its parent died resumes without a gap if the parents still hold it, [0066]); else
+    /// none (the parent's live edge).
     fn resume_from(&self) -> Option<u64> {
         match (&self.feed, &self.parked) {
             (Some(f), _) => Some(f.next_seq()),
             (None, Some(s)) if !s.is_ended() => Some(s.window.next_seq()),
+            (None, None) => self.first_from,
             _ => None,
         }
     }
@@ -204,6 +209,7 @@ impl Core {
             self.shared.streams.lookup(&stream).filter(|s| {
                 s.feed == crate::stream::Feed::Parents && s.state() == StreamState::Grace
             });
+        let first_from = self.oldest_waited_for(&stream);
         self.pulls.insert(
             stream,
             Pull {
@@ -212,8 +218,25 @@ impl Core {
                 parked,
                 content_type: "application/octet-stream".into(),
                 conns: Vec::new(),
+                first_from,
             },
         );
+    }
+
+    /// The oldest `?from=` of the VAN viewers waiting here for `stream` to start.
+    fn oldest_waited_for(&self, stream: &str) -> Option<u64> {
+        self.waiting
+            .iter()
+            .filter_map(|&(slot, generation)| {
+                let c = &self.conns[slot as usize];
+                match &c.state {
+                    State::Waiting(w) if c.generation == generation && w.stream == stream => {
+                        w.van.flatten()
+                    }
+                    _ => None,
+                }
+            })
+            .min()
     }
 
     /// Forgets a pulled stream and closes its connections (no parent lost).
