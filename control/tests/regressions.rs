@@ -740,3 +740,79 @@ fn defect_3_an_origin_publishes_no_more_streams_than_it_has_connections() {
     assert_eq!(net.core.topology().streams.len(), 3);
     assert_eq!(net.core.counters().protocol_errors, 7);
 }
+
+#[test]
+fn a_deciding_proxy_logging_off_at_its_last_sink_is_not_taken_for_a_lost_link() {
+    // P31 runs the agent: its last viewer leaves and it logs off P21 at once ([0055]), before
+    // its heartbeat shows it empty. P21's LOGOFF of P31 must not re-parent P31 (that activated
+    // a new tier-2 proxy at every departure): P31's heartbeat with no load makes it idle.
+    let mut net = Net::new(Config::default());
+    net.register(S, None, 1000, &[]);
+    for tier in 1..=3u32 {
+        for j in 1..=3u32 {
+            net.register_as(tier * 10 + j, None, 3, &[(S, tier * 20 - 10)], true);
+        }
+    }
+    net.announce(S, "demo", "src");
+    net.at(100);
+    assert_eq!(net.resolve("demo", None, None), Some(31));
+    let beat = |viewers: u32| ProxyMsg::Heartbeat {
+        streams: vec![StreamLoad {
+            stream: "demo".into(),
+            viewers,
+            child_proxies: 0,
+            bits_per_sec: 0,
+            login_rate: 0.0,
+            logoff_rate: 0.0,
+        }],
+        connections: viewers,
+        bits_per_sec: 0,
+        rtts: vec![],
+    };
+    net.at(101);
+    let out = net.msg(31, beat(1));
+    net.check_invariants(&out);
+    let out = net.msg(
+        21,
+        ProxyMsg::Login {
+            stream: "demo".into(),
+            child: Child::Proxy(ProxyId(31)),
+        },
+    );
+    net.check_invariants(&out);
+    let active_before = net.serving_tree("demo");
+    net.at(200);
+    let out = net.msg(
+        21,
+        ProxyMsg::Logoff {
+            stream: "demo".into(),
+            child: Child::Proxy(ProxyId(31)),
+        },
+    );
+    net.check_invariants(&out);
+    assert!(
+        !decisions(&out)
+            .iter()
+            .any(|d| d.rule == Rule::LinkDowngrade),
+        "{out:?}"
+    );
+    assert!(
+        !out.iter().any(|c| matches!(
+            c,
+            Command::Send {
+                msg: PncMsg::Activate { .. } | PncMsg::SwitchToParent { .. },
+                ..
+            }
+        )),
+        "nothing activated or switched for a departure: {out:?}"
+    );
+    assert_eq!(net.serving_tree("demo"), active_before);
+    // Its heartbeat shows it empty: it goes idle.
+    net.at(201);
+    let out = net.msg(31, beat(0));
+    net.check_invariants(&out);
+    assert!(
+        net.pair("demo", 31).is_none(),
+        "P31 idle once its count is 0"
+    );
+}

@@ -165,6 +165,24 @@ impl Coordinator {
                     );
                     return;
                 }
+                if serving && self.proxies[cx].decides {
+                    // A proxy running the agent logs off its parents when its last sink leaves
+                    // ([0055]) before its next heartbeat shows it empty, and reports a lost
+                    // parent itself (LinkDowngrade, [0066]). Its own word settles it: the
+                    // heartbeat with load 0 makes it idle (and unlinks it here), a LinkDowngrade
+                    // re-parents it. Taking this LOGOFF for a lost link would activate a new
+                    // parent for a proxy that is leaving.
+                    let (name, id) = (self.sname(sx), self.pid(px));
+                    self.log(
+                        Rule::Protocol,
+                        Some(&name),
+                        Some(id),
+                        format!(
+                            "LOGOFF of {cid}, which served at its last heartbeat: its own heartbeat or LinkDowngrade decides [0055] [0066]"
+                        ),
+                    );
+                    return;
+                }
                 if serving {
                     // The PNC neither moved nor drained it and it still serves: it lost its link
                     // here, and must not be left without a path to the source ([0066]). (A

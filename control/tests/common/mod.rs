@@ -98,6 +98,18 @@ impl Net {
         connections: u32,
         rtts: &[(u32, u32)],
     ) {
+        self.register_as(id, region, connections, rtts, false);
+    }
+
+    /// [`Net::register`] for a proxy that runs the agent (`decides`, DECIDERS.md) or not.
+    pub fn register_as(
+        &mut self,
+        id: u32,
+        region: Option<&str>,
+        connections: u32,
+        rtts: &[(u32, u32)],
+        decides: bool,
+    ) {
         let out = self.handle(Event::Register(Registration {
             proxy: ProxyId(id),
             name: format!("p{id}"),
@@ -115,7 +127,7 @@ impl Net {
                     micros: ms * 1000,
                 })
                 .collect(),
-            decides: false,
+            decides,
         }));
         assert!(out.iter().any(
             |c| matches!(c, Command::Send { to, msg: PncMsg::Welcome { .. } } if *to == ProxyId(id))
