@@ -266,6 +266,7 @@ tree_run() {
   # The viewers arrive 10 per second, watch 12 s once all are in; the kill comes 5 s into that.
   viewers "$out/$tag-tree.json" "http://$public/resolve/demo" "$n" 12 --client crowd --connect-rate 10/s &
   local vpid=$!
+  pids+=("$vpid")
   if [ "$kill" = "no" ]; then
     # Viewers read directly at the origin meanwhile: the tree's tier-3 latency against it.
     sleep $((n / 10 + 1))
