@@ -155,7 +155,7 @@ async fn viewer(ctx: Arc<CrowdContext>, stalled: bool) {
         std::future::pending::<()>().await;
         return;
     }
-    let mut check = ViewerCheck::new(ctx.van);
+    let mut check = ViewerCheck::new(ctx.van, shared.gap_watch());
     let mut outcome = Outcome::More;
     if !rest.is_empty() {
         let m = shared.measuring.load(Ordering::Relaxed);

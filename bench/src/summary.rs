@@ -23,6 +23,17 @@ pub struct LatencyUs {
     pub max: u64,
 }
 
+/// Each viewer's longest wait between two reads that brought records, over the whole run and
+/// up to the window's end (so a viewer that never resumed shows its wait), across viewers.
+#[derive(Clone, Debug, Serialize)]
+pub struct GapMs {
+    /// Viewers that received at least one record.
+    pub viewers: u64,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
     /// Viewers asked for.
@@ -78,6 +89,9 @@ pub struct Summary {
     pub failures: BTreeMap<String, u64>,
     /// The source's report (fanout only).
     pub source: Option<SourceReport>,
+    /// Per viewer, the longest time without a record (a relay above it dying, a stall); null
+    /// when no viewer got a record.
+    pub max_gap_ms: Option<GapMs>,
 }
 
 fn opt(x: Option<f64>, scale: f64, digits: usize) -> String {
@@ -178,6 +192,15 @@ impl Summary {
                     s.records,
                     s.rate_bps / 1e6,
                     s.ended_by
+                ),
+            );
+        }
+        if let Some(g) = &self.max_gap_ms {
+            row(
+                "longest gap ms p50/p99/max",
+                format!(
+                    "{:.1} / {:.1} / {:.1} over {} viewers",
+                    g.p50, g.p99, g.max, g.viewers
                 ),
             );
         }

@@ -14,12 +14,13 @@
 use crate::crowd;
 use crate::record::CheckStats;
 use crate::source::SourceProgress;
-use crate::summary::{ConnectMs, LatencyUs, Summary};
+use crate::summary::{ConnectMs, GapMs, LatencyUs, Summary};
 use crate::sys;
 use crate::van::FrameStats;
 pub use crate::viewing::{ClientKind, ViewerMode, ViewersConfig};
 use crate::viewing::{
-    LiveFigures, Outcome, Shared, Tally, ViewerCheck, consume, histogram, open_within, request_head,
+    GapWatch, LiveFigures, Outcome, Shared, Tally, ViewerCheck, consume, histogram, open_within,
+    request_head,
 };
 use anyhow::Context;
 use hdrhistogram::Histogram;
@@ -86,7 +87,7 @@ async fn viewer(ctx: Rc<ShardContext>, stalled: bool) {
         drop(stream);
         return;
     }
-    let mut check = ViewerCheck::new(van);
+    let mut check = ViewerCheck::new(van, shared.gap_watch());
     let mut outcome = Outcome::More;
     if !rest.is_empty() {
         let m = shared.measuring.load(Ordering::Relaxed);
@@ -315,6 +316,7 @@ pub fn run_viewers(
     let cfg = Arc::new(ViewersConfig { threads, ..cfg });
     let shared = Arc::new(Shared {
         live: (0..threads).map(|_| LiveFigures::default()).collect(),
+        gaps: (0..cfg.n).map(|_| GapWatch::default()).collect(),
         ..Shared::default()
     });
     let rss_before = cfg.relay_pid.and_then(|p| sys::process_rss_kib(p).ok());
@@ -362,6 +364,7 @@ pub fn run_viewers(
     }
     shared.measuring.store(false, Ordering::Relaxed);
     let end = edge(&cfg, source);
+    let end_us = sys::now_us();
     let rss_after = cfg.relay_pid.and_then(|p| sys::process_rss_kib(p).ok());
     shared.stop.store(true, Ordering::Relaxed);
     let mut stats = CheckStats::default();
@@ -404,6 +407,10 @@ pub fn run_viewers(
         }
     };
     let ms = |us: u64| us as f64 / 1000.0;
+    let mut gaps = histogram();
+    for g in shared.gaps.iter().filter_map(|g| g.longest_us(end_us)) {
+        gaps.saturating_record(g.max(1));
+    }
     Ok(Summary {
         viewers: cfg.n,
         connected,
@@ -449,6 +456,12 @@ pub fn run_viewers(
         client: cfg.client,
         failures,
         source: None,
+        max_gap_ms: (!gaps.is_empty()).then(|| GapMs {
+            viewers: gaps.len(),
+            p50: ms(gaps.value_at_quantile(0.5)),
+            p99: ms(gaps.value_at_quantile(0.99)),
+            max: ms(gaps.max()),
+        }),
     })
 }
 

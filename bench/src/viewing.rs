@@ -74,6 +74,50 @@ pub(crate) struct Shared {
     pub(crate) ended: AtomicUsize,
     pub(crate) stalled: AtomicUsize,
     pub(crate) live: Vec<LiveFigures>,
+    /// One per viewer that reads, taken in turn by [`Shared::gap_watch`].
+    pub(crate) gaps: Box<[GapWatch]>,
+    pub(crate) next_gap: AtomicUsize,
+}
+
+impl Shared {
+    /// The next free [`GapWatch`]; `None` once every one is taken.
+    pub(crate) fn gap_watch(&self) -> Option<&GapWatch> {
+        self.gaps.get(self.next_gap.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// One viewer's longest wait between two reads that brought records: how long it saw nothing
+/// when a relay above it died ([`crate::summary::GapMs`]). Atomics, because viewer tasks are
+/// dropped without finishing and the summary reads what they left; a cache line each, so that
+/// viewers of different threads never share one.
+#[derive(Default)]
+#[repr(align(64))]
+pub(crate) struct GapWatch {
+    /// Receive time (µs since the epoch) of the last read that brought a record; 0 before any.
+    last_us: AtomicU64,
+    longest_us: AtomicU64,
+}
+
+impl GapWatch {
+    /// A read brought records at `now_us`.
+    pub(crate) fn records_at(&self, now_us: u64) {
+        let last = self.last_us.swap(now_us, Ordering::Relaxed);
+        if last != 0 {
+            self.longest_us
+                .fetch_max(now_us.saturating_sub(last), Ordering::Relaxed);
+        }
+    }
+
+    /// The longest gap as of `end_us`, counting the wait since the last record (a viewer that
+    /// never resumed shows it); `None` if no record came.
+    pub(crate) fn longest_us(&self, end_us: u64) -> Option<u64> {
+        let last = self.last_us.load(Ordering::Relaxed);
+        (last != 0).then(|| {
+            self.longest_us
+                .load(Ordering::Relaxed)
+                .max(end_us.saturating_sub(last))
+        })
+    }
 }
 
 /// What a shard publishes every tick for progress lines.
@@ -155,9 +199,10 @@ impl Tally {
 }
 
 /// A viewer's own checking state: all it keeps between reads.
-pub(crate) struct ViewerCheck {
+pub(crate) struct ViewerCheck<'a> {
     records: RecordChecker,
     frames: Option<FrameChecker>,
+    gap: Option<&'a GapWatch>,
 }
 
 pub(crate) enum Outcome {
@@ -169,11 +214,12 @@ pub(crate) enum Outcome {
     Broken(String),
 }
 
-impl ViewerCheck {
-    pub(crate) fn new(van: bool) -> Self {
+impl<'a> ViewerCheck<'a> {
+    pub(crate) fn new(van: bool, gap: Option<&'a GapWatch>) -> Self {
         Self {
             records: RecordChecker::new(),
             frames: van.then(FrameChecker::new),
+            gap,
         }
     }
 }
@@ -181,7 +227,7 @@ impl ViewerCheck {
 /// Checks the bytes one read returned.
 pub(crate) fn consume(
     tally: &mut Tally,
-    check: &mut ViewerCheck,
+    check: &mut ViewerCheck<'_>,
     data: &[u8],
     measuring: bool,
 ) -> Outcome {
@@ -194,14 +240,16 @@ pub(crate) fn consume(
         ..
     } = tally;
     let now = sys::now_us();
+    let mut got_records = false;
     let mut on_record = |_seq: u64, sent_us: u64| {
+        got_records = true;
         let l = now.saturating_sub(sent_us).max(1);
         latency.saturating_record(l);
         if let Some(h) = interval.as_mut() {
             h.saturating_record(l);
         }
     };
-    match check.frames.as_mut() {
+    let outcome = match check.frames.as_mut() {
         None => {
             if measuring {
                 *window_bytes += data.len() as u64;
@@ -224,7 +272,11 @@ pub(crate) fn consume(
                 Err(e) => Outcome::Broken(e.to_string()),
             }
         }
+    };
+    if got_records && let Some(g) = check.gap {
+        g.records_at(now);
     }
+    outcome
 }
 
 pub(crate) fn request_head(cfg: &ViewersConfig) -> String {
@@ -362,6 +414,18 @@ fn retarget(head: &str, url: &HttpUrl) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gap_watch_keeps_the_longest_wait_and_counts_one_not_yet_ended() {
+        let g = GapWatch::default();
+        assert_eq!(g.longest_us(5_000), None);
+        for at in [1_000, 1_004, 1_010, 1_500, 1_505] {
+            g.records_at(at);
+        }
+        // The longest wait between reads (490 µs), unless the one since the last is longer.
+        assert_eq!(g.longest_us(1_600), Some(490));
+        assert_eq!(g.longest_us(3_005), Some(1_500));
+    }
 
     #[test]
     fn a_redirected_request_keeps_its_headers_and_names_the_new_target() {
