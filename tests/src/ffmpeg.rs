@@ -35,7 +35,11 @@ pub fn publish(url: &str, output_options: &[&str]) -> Proc {
 /// ffprobe finds H.264 video and AAC audio in `/live/{stream}` of `relay`, and a 3-second
 /// decode of it reports no error.
 pub fn probe_and_decode(relay: &Relay, stream: &str) {
-    let url = relay.url(&format!("/live/{stream}"));
+    probe_and_decode_url(&relay.url(&format!("/live/{stream}")));
+}
+
+/// [`probe_and_decode`] of any URL (ffmpeg follows a redirect, e.g. a PNC's `/resolve`).
+pub fn probe_and_decode_url(url: &str) {
     let (ok, out, err) = run_to_end(
         "ffprobe",
         Command::new("ffprobe")
@@ -46,7 +50,7 @@ pub fn probe_and_decode(relay: &Relay, stream: &str) {
                 "stream=codec_type,codec_name",
             ])
             .args(["-of", "csv=p=0", "-rw_timeout", "15000000"])
-            .arg(&url),
+            .arg(url),
         Duration::from_secs(60),
     );
     assert!(ok, "ffprobe {url} failed: {err}");
@@ -60,7 +64,7 @@ pub fn probe_and_decode(relay: &Relay, stream: &str) {
         "ffmpeg decode",
         Command::new("ffmpeg")
             .args(["-nostdin", "-v", "error", "-rw_timeout", "15000000", "-i"])
-            .arg(&url)
+            .arg(url)
             .args(["-t", "3", "-f", "null", "-"]),
         Duration::from_secs(60),
     );
