@@ -816,3 +816,58 @@ fn a_deciding_proxy_logging_off_at_its_last_sink_is_not_taken_for_a_lost_link() 
         "P31 idle once its count is 0"
     );
 }
+
+#[test]
+fn distribute_does_not_regroup_onto_a_proxy_consolidate_is_draining_one_tier_up() {
+    // Defect 1's second repro, capacity 2: u1, u2 at P31, u3, u4 at P32 (P21 full, P22 a
+    // standby under P11, P33 one under P22); u3 leaves and P32 consolidates. Its viewer goes to
+    // the most recently activated P33, which joins P22: tier 2 keeps room for the next proxy of
+    // tier 3, P32 goes idle (no DISTRIBUTE is spent on it), and the next viewers are served.
+    let mut net = tiers_of_three(2);
+    let mut at = Vec::new();
+    for t in [100, 200, 300, 400] {
+        net.at(t);
+        at.push(net.viewer_joins("demo", None));
+    }
+    assert_eq!(at, vec![31, 31, 32, 32]);
+    assert_eq!(net.standbys("demo"), vec![(22, vec![11]), (33, vec![22])]);
+    net.at(500);
+    let out = net.logoff(32, "demo");
+    net.check_invariants(&out);
+    net.msg(
+        32,
+        ProxyMsg::Heartbeat {
+            streams: vec![StreamLoad {
+                stream: "demo".into(),
+                viewers: 1,
+                child_proxies: 0,
+                bits_per_sec: 0,
+                login_rate: 0.0,
+                logoff_rate: 1.0,
+            }],
+            connections: 1,
+            bits_per_sec: 0,
+            rtts: vec![],
+        },
+    );
+    let out = net.msg(
+        32,
+        ProxyMsg::Consolidate {
+            stream: "demo".into(),
+        },
+    );
+    net.check_invariants(&out);
+    follow_moves(&mut net, out);
+    assert!(net.pair("demo", 32).is_none(), "P32 drained and idle");
+    let p33 = net.pair("demo", 33).expect("P33 serves u4");
+    assert_eq!((p33.parents.clone(), p33.viewers), (vec![ProxyId(22)], 1));
+    let tier_2_room = [21, 22]
+        .iter()
+        .filter_map(|&id| net.pair("demo", id))
+        .any(|p| p.children.len() < 2);
+    assert!(tier_2_room, "{:?}", net.serving_tree("demo"));
+    for (t, want) in [(600, 33), (700, 32)] {
+        net.at(t);
+        assert_eq!(net.viewer_joins("demo", None), want);
+    }
+}
