@@ -12,7 +12,17 @@ use van_e2e::network::{Network, NetworkSpec, ORIGIN, show};
 const STREAM: &str = "demo";
 const BITRATE: u64 = 2_000_000;
 const SETTLE: Duration = Duration::from_secs(5);
-const DOWN: Duration = Duration::from_secs(5);
+/// How long the PNC stays down: 5 s in the suite; `VAN_PNC_DOWN_SECS=30` for issue 10's
+/// "the PNC down for 30 s" target (the relays' back-off, capped at 30 s, then decides how soon
+/// they register again).
+fn down() -> Duration {
+    Duration::from_secs(
+        std::env::var("VAN_PNC_DOWN_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5),
+    )
+}
 
 #[test]
 fn the_pnc_killed_and_restarted_under_load_loses_nothing_and_rebuilds_the_tree() {
@@ -66,12 +76,13 @@ fn the_pnc_killed_and_restarted_under_load_loses_nothing_and_rebuilds_the_tree()
             .collect()
     };
     let at_kill = progress(&viewers);
-    std::thread::sleep(DOWN);
+    let down = down();
+    std::thread::sleep(down);
     let while_down = progress(&viewers);
     for (i, (a, b)) in at_kill.iter().zip(&while_down).enumerate() {
-        // 2 Mbit/s of 1 KiB records: about 1200 in 5 s.
+        // 2 Mbit/s of 1 KiB records: about 244 a second.
         assert!(
-            *b > a + 1000,
+            *b > a + 200 * down.as_secs(),
             "viewer {i} stalled while the PNC was down ({a} then {b})"
         );
     }
@@ -79,7 +90,13 @@ fn the_pnc_killed_and_restarted_under_load_loses_nothing_and_rebuilds_the_tree()
     net.restart_pnc()
         .expect("the PNC restarts on its control port");
     let restarted = Instant::now();
-    net.wait_registered(&net.spec.relay_ids(), Duration::from_secs(10))
+    // After a long outage a relay's next attempt may be a whole back-off cap (30 s) away.
+    let register_limit = if down > Duration::from_secs(10) {
+        Duration::from_secs(40)
+    } else {
+        Duration::from_secs(10)
+    };
+    net.wait_registered(&net.spec.relay_ids(), register_limit)
         .expect("the relays register again");
     let after = net
         .wait_tree(STREAM, &before, Duration::from_secs(10))
@@ -98,5 +115,5 @@ fn the_pnc_killed_and_restarted_under_load_loses_nothing_and_rebuilds_the_tree()
     }
     let reports: Vec<_> = viewers.into_iter().flat_map(CheckedViewers::stop).collect();
     assert_every_byte_right(&reports);
-    assert!(started.elapsed() < Duration::from_secs(40));
+    assert!(started.elapsed() < Duration::from_secs(35) + down + register_limit);
 }
