@@ -52,6 +52,11 @@ pub enum Order {
     Deactivate { stream: String },
 }
 
+/// Where the control thread's orders go: the reactors (`Shared`), or a recorder in tests.
+pub trait OrderSink: Send + Sync {
+    fn send_order(&self, order: Order);
+}
+
 impl Order {
     pub fn stream(&self) -> &str {
         match self {

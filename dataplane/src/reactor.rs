@@ -1824,7 +1824,7 @@ impl std::os::fd::AsFd for BorrowedFd {
 }
 
 /// The PNC link's orders go to the reactors.
-impl crate::pnc_link::OrderSink for Shared {
+impl crate::orders::OrderSink for Shared {
     fn send_order(&self, order: Order) {
         Shared::send_order(self, order);
     }

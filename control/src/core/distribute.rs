@@ -118,18 +118,12 @@ impl Coordinator {
             if let Some(members) = self.regroup(sx, &others, lin) {
                 added = true;
                 regrouped = true;
-                self.counters.regroups += 1;
-                self.back_to_expansion(sx, region, tier, &members, &mut new_accepting);
-                let mids = id_list(members.iter().map(|&q| self.pid(q)));
-                self.log(
-                    Rule::Regroup,
-                    Some(&name),
-                    id,
+                let l = members.len();
+                self.regroup_onto(sx, region, tier, &members, &mut new_accepting, id, |mids| {
                     format!(
-                        "capacity over sp suffices (room {available} ≥ demand {demand:.1}); group of l = {} by MIN_s: {mids} [0060] [0061]",
-                        members.len()
-                    ),
-                );
+                        "capacity over sp suffices (room {available} ≥ demand {demand:.1}); group of l = {l} by MIN_s: {mids} [0060] [0061]"
+                    )
+                });
             }
         }
         if !regrouped {
@@ -197,17 +191,11 @@ impl Coordinator {
                     return None;
                 }
                 added = true;
-                self.counters.regroups += 1;
-                self.back_to_expansion(sx, region, tier, &members, &mut new_accepting);
-                let mids = id_list(members.iter().map(|&q| self.pid(q)));
-                self.log(
-                    Rule::Regroup,
-                    Some(&name),
-                    id,
+                self.regroup_onto(sx, region, tier, &members, &mut new_accepting, id, |mids| {
                     format!(
                         "no idle proxy to activate: the tier's room {available} is used, group {mids} [0059] [0060] [0061]"
-                    ),
-                );
+                    )
+                });
             }
             if activated > 1 {
                 self.counters.farms += 1;
@@ -258,6 +246,26 @@ impl Coordinator {
                 new_accepting.push(q);
             }
         }
+    }
+
+    /// [0060] [0061] `members` take viewers again: counted, put back into expansion, logged
+    /// with `why` (given the members' ids).
+    #[allow(clippy::too_many_arguments)]
+    fn regroup_onto(
+        &mut self,
+        sx: Sx,
+        region: RegionId,
+        tier: u32,
+        members: &[Px],
+        new_accepting: &mut Vec<Px>,
+        requester: Option<ProxyId>,
+        why: impl FnOnce(&str) -> String,
+    ) {
+        self.counters.regroups += 1;
+        self.back_to_expansion(sx, region, tier, members, new_accepting);
+        let mids = id_list(members.iter().map(|&q| self.pid(q)));
+        let name = self.sname(sx);
+        self.log(Rule::Regroup, Some(&name), requester, why(&mids));
     }
 
     /// [0061] MIN_s = ⌊SysLinRate / (Loffrate_s + (Max_s − Load_s)/ΔT)⌋ + 1 (∞ if the

@@ -33,16 +33,13 @@ use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tracing::{info, warn};
 
 use crate::config::PncConfig;
-use crate::orders::{Admission, LocalEvent, Order};
+use crate::orders::{Admission, LocalEvent};
 use carry::{Carrier, Duty};
 use conn::{ConnEvent, Connection};
 use load::{Counters, LoadMeter};
 use monitor::{Judge, Monitor};
 
-/// Where the link's orders go: the reactors, which pull, switch, stop and redirect.
-pub trait OrderSink: Send + Sync {
-    fn send_order(&self, order: Order);
-}
+pub use crate::orders::OrderSink;
 
 /// Who this proxy is to the PNC, from the configuration.
 #[derive(Clone, Debug)]
