@@ -240,10 +240,15 @@ mod tests {
     use crate::window::{WindowConfig, Writer};
     use proptest::prelude::*;
 
+    /// A window of 8 blocks (the oldest trimmed beyond that) holding frames of `sizes`.
     fn stream(sizes: &[usize]) -> (BlockPool, StreamWindow, Writer, Vec<u8>) {
-        let pool = BlockPool::new(4096, 16).unwrap();
+        stream_in(sizes, 8)
+    }
+
+    fn stream_in(sizes: &[usize], max_blocks: usize) -> (BlockPool, StreamWindow, Writer, Vec<u8>) {
+        let pool = BlockPool::new(4096, max_blocks * 2).unwrap();
         let cfg = WindowConfig {
-            max_blocks: 8,
+            max_blocks,
             frame_capacity: 256,
             max_age_us: u64::MAX / 2,
             min_read: 256,
@@ -327,7 +332,7 @@ mod tests {
             cuts in proptest::collection::vec(1u32..5000, 1..200),
             max_len in 1u32..9000,
         ) {
-            let (pool, win, _w, all) = stream(&sizes);
+            let (pool, win, _w, all) = stream_in(&sizes, 24);
             let mut cur = Cursor::at(0);
             let mut got = Vec::new();
             let mut cuts = cuts.into_iter().cycle();
@@ -347,7 +352,9 @@ mod tests {
             sizes in proptest::collection::vec(1usize..3000, 1..20),
             cuts in proptest::collection::vec(1u64..5000, 1..200),
         ) {
-            let (pool, win, _w, _) = stream(&sizes);
+            // Each of up to 20 frames may take a block of its own: a window of 24 trims none
+            // before the viewer reads it (with 8, a long stream lost its first frames).
+            let (pool, win, _w, _) = stream_in(&sizes, 24);
             let mut cur = Cursor::at(0);
             let mut wire = Vec::new();
             let mut headers = [[0u8; HEADER_LEN]; 4];
