@@ -275,4 +275,27 @@ fn a_proxy_declared_crashed_is_refused_and_closed_so_that_it_registers_again() {
         run.lines
     );
     assert!(pnc.log_has(&["refused by the coordinator", "P11"]));
+    // Issue 7, defect 4, on the real service: the crash is declared within the heartbeat
+    // timeout plus one tick (20 ms: Δt/10 with the tests' Δt of 200 ms) of the last heartbeat
+    // heard, in the PNC's own clock; 100 ms more for a tick delayed on a loaded machine.
+    let crash = pnc
+        .log_line(&["rule=Crash", "proxy=P11"])
+        .expect("the crash decision");
+    let at_us: u64 = crash
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("at_us="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no at_us in {crash}"));
+    let p11 = pnc
+        .topology()
+        .proxies
+        .into_iter()
+        .find(|p| p.proxy.0 == 11)
+        .unwrap();
+    let delay_ms = (at_us - p11.last_heard.0) as f64 / 1000.0;
+    eprintln!("P11 declared crashed {delay_ms} ms after its last heartbeat (timeout 1000 ms)");
+    assert!(
+        (1000.0..=1120.0).contains(&delay_ms),
+        "P11 declared crashed {delay_ms} ms after its last heartbeat: not the timeout plus a tick"
+    );
 }

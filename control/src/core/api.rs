@@ -138,6 +138,31 @@ pub enum Rule {
     Redundancy,
 }
 
+impl Rule {
+    /// Where the rule comes from: the seed's paragraphs, or DESIGN's section for the rules the
+    /// seed leaves to the implementation. Logged with every decision.
+    pub fn cites(self) -> &'static str {
+        match self {
+            Rule::Register => "DESIGN: control protocol, registration",
+            Rule::Protocol => "DESIGN: control protocol, errors",
+            Rule::Tiering => "[0024], [0049]-[0050]",
+            Rule::StreamStart => "[0032], [0035]",
+            Rule::Distribute => "[0059]-[0061]",
+            Rule::FarmSize => "[0039]-[0042]",
+            Rule::Regroup => "[0060]-[0061]",
+            Rule::Standby => "[0054]",
+            Rule::Consolidate => "[0055], [0062]-[0063]",
+            Rule::Idle => "[0030], [0055]",
+            Rule::LinkDowngrade => "[0066]",
+            Rule::Crash => "[0066]",
+            Rule::Redirect => "[0033], [0042]",
+            Rule::Teardown => "DESIGN: source end",
+            Rule::Rebuild => "DESIGN: PNC restart",
+            Rule::Redundancy => "[0029], [0044]",
+        }
+    }
+}
+
 /// One decision with its reason: the log of the coordinator, replayable.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
@@ -233,6 +258,9 @@ pub struct StreamView {
     pub source: SourceInfo,
     /// The proxy the source publishes at (tier 0).
     pub origin: ProxyId,
+    /// Tier-1 proxies that joined the origin: its load for this stream.
+    #[serde(default)]
+    pub origin_children: Vec<ProxyId>,
     /// Viewers over all its proxies.
     pub viewers: u32,
     /// System-wide predicted logins and logoffs per second ([0064]).

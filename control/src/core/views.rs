@@ -100,6 +100,9 @@ impl Coordinator {
                 stream: s.name.clone(),
                 source: s.info.clone(),
                 origin: self.proxies[s.origin].id,
+                origin_children: s.pairs.get(&s.origin).map_or_else(Vec::new, |o| {
+                    o.children.iter().map(|&c| self.proxies[c].id).collect()
+                }),
                 viewers,
                 login_rate: s.sys_login.peek(self.window, &self.smoothing),
                 logoff_rate: s.sys_logoff.peek(self.window, &self.smoothing),

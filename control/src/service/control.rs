@@ -189,6 +189,7 @@ impl CoordinatorTask {
                 Command::Log(d) => info!(
                     target: "pnc::decision",
                     rule = ?d.rule,
+                    cites = d.rule.cites(),
                     stream = d.stream.as_deref().unwrap_or("-"),
                     proxy = %d.proxy.map_or_else(|| "-".to_string(), |p| p.to_string()),
                     at_us = d.at.0,

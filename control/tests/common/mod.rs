@@ -267,7 +267,9 @@ impl Net {
         if let Err(e) = self.core.audit() {
             panic!("{e}");
         }
+        check_every_change_is_decided(new);
         let topo = self.core.topology();
+        check_loads_add_up(&topo);
         let alive: BTreeMap<ProxyId, &ProxyView> =
             topo.proxies.iter().map(|p| (p.proxy, p)).collect();
         for p in &topo.proxies {
@@ -457,8 +459,10 @@ impl Net {
                     );
                 }
                 Command::Log(d) => {
-                    // Each decision names its rule (`d.rule`), with a reason and what it is
+                    // Each decision names its rule, which cites the seed's paragraphs (or
+                    // DESIGN's section where the seed is silent), with a reason and what it is
                     // about.
+                    assert!(!d.rule.cites().is_empty(), "{:?} cites nothing", d.rule);
                     assert!(!d.reason.is_empty(), "decision without a reason: {d:?}");
                     assert!(
                         d.stream.is_some() || d.proxy.is_some(),
@@ -468,5 +472,95 @@ impl Net {
                 _ => {}
             }
         }
+    }
+}
+
+/// Every command that changes a stream's tree (activate, switch parent, stop or start
+/// accepting, redirect children, deactivate) comes with a decision about that stream in the
+/// same event's output: no change to the tree without a rule that explains it.
+fn check_every_change_is_decided(new: &[Command]) {
+    for c in new {
+        let Command::Send { to, msg } = c else {
+            continue;
+        };
+        let stream = match msg {
+            PncMsg::Activate { stream, .. }
+            | PncMsg::SwitchToParent { stream, .. }
+            | PncMsg::StopAccepting { stream, .. }
+            | PncMsg::StartAccepting { stream }
+            | PncMsg::RedirectChildren { stream, .. }
+            | PncMsg::Deactivate { stream } => stream,
+            _ => continue,
+        };
+        let decided = new
+            .iter()
+            .any(|d| matches!(d, Command::Log(d) if d.stream.as_deref() == Some(stream.as_str())));
+        assert!(
+            decided,
+            "{} to {to} for {stream} without a decision about {stream}: {new:?}",
+            msg.kind()
+        );
+    }
+}
+
+/// Loads add up from children to parents: each active pair's load is its viewers plus its
+/// child proxies, each of which names it as a parent; a proxy's connections are the sum of its
+/// pairs' loads over every stream it serves (shared machines, [0043], [0047]).
+fn check_loads_add_up(topo: &Topology) {
+    let mut by_proxy: BTreeMap<ProxyId, u64> = BTreeMap::new();
+    let mut pairs: BTreeMap<(&str, ProxyId), &ActiveProxyView> = BTreeMap::new();
+    for s in &topo.streams {
+        for a in s
+            .regions
+            .iter()
+            .flat_map(|r| &r.tiers)
+            .flat_map(|t| &t.active)
+        {
+            pairs.insert((s.stream.as_str(), a.proxy), a);
+        }
+    }
+    for s in &topo.streams {
+        let origin_children: Vec<ProxyId> = pairs
+            .iter()
+            .filter(|((st, _), a)| *st == s.stream && !a.standby && a.parents.contains(&s.origin))
+            .map(|(&(_, id), _)| id)
+            .collect();
+        *by_proxy.entry(s.origin).or_default() += s.origin_children.len() as u64;
+        for c in &s.origin_children {
+            assert!(
+                origin_children.contains(c),
+                "origin {} of {} counts {c}, which does not name it",
+                s.origin,
+                s.stream
+            );
+        }
+    }
+    for ((stream, id), a) in &pairs {
+        let mut joined = 0;
+        for c in &a.children {
+            let child = pairs.get(&(*stream, *c));
+            assert!(
+                child.is_some_and(|cp| cp.parents.contains(id)),
+                "{id} of {stream} lists child {c}, which does not name it"
+            );
+            // A standby child is listed but does not load its parent until it joins ([0054]).
+            joined += u32::from(child.is_some_and(|cp| !cp.standby));
+        }
+        assert_eq!(
+            a.load,
+            a.viewers + joined,
+            "{id} of {stream}: load is not viewers plus joined child proxies"
+        );
+        *by_proxy.entry(*id).or_default() += u64::from(a.load);
+    }
+    for p in topo.proxies.iter().filter(|p| p.alive) {
+        let sum = by_proxy.get(&p.proxy).copied().unwrap_or(0);
+        assert_eq!(
+            u64::from(p.connections),
+            sum,
+            "{}: {} connections, its streams' loads add up to {sum}",
+            p.proxy,
+            p.connections
+        );
     }
 }

@@ -230,19 +230,24 @@ impl Pnc {
 
     /// Whether a line of pnc's log contains every one of `parts` (waits up to 10 s).
     pub fn log_has(&self, parts: &[&str]) -> bool {
+        self.log_line(parts).is_some()
+    }
+
+    /// The first line of pnc's log that contains every one of `parts` (waits up to 10 s).
+    pub fn log_line(&self, parts: &[&str]) -> Option<String> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if self
+            if let Some(line) = self
                 .stderr
                 .lock()
                 .unwrap()
                 .iter()
-                .any(|l| parts.iter().all(|p| l.contains(p)))
+                .find(|l| parts.iter().all(|p| l.contains(p)))
             {
-                return true;
+                return Some(line.clone());
             }
             if Instant::now() > deadline {
-                return false;
+                return None;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
