@@ -1,0 +1,351 @@
+//! The front door's I/O: the multishot accept, reading a request head into its small buffer,
+//! sending canned replies, and carrying out [`crate::frontdoor`]'s admission: a source starts
+//! ingesting, a viewer is placed on the core that serves its stream (handed off through the
+//! ring when that is another core), parked to wait for a standby's stream, or refused.
+
+use super::*;
+
+impl Core {
+    pub(super) fn arm_accept(&mut self) {
+        self.accept_armed = true;
+        self.push(
+            opcode::AcceptMulti::new(types::Fd(self.listener))
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
+                .user_data(ud(K_ACCEPT, 0, 0)),
+        );
+    }
+
+    pub(super) fn on_accept(&mut self, res: i32, flags: u32) {
+        if !cqueue::more(flags) {
+            self.accept_armed = false;
+            // After an error (EMFILE, ENFILE...) wait for the next tick rather than spin.
+            if self.stopping.is_none() && res >= 0 {
+                self.arm_accept();
+            }
+        }
+        if res < 0 {
+            if res != -libc::ECANCELED {
+                warn!(
+                    core = self.id,
+                    "accept failed: {}",
+                    io::Error::from_raw_os_error(-res)
+                );
+            }
+            return;
+        }
+        let fd = res;
+        if self.stopping.is_some() {
+            // SAFETY: fd was just accepted and is owned by nobody else.
+            unsafe { libc::close(fd) };
+            return;
+        }
+        let n = self.shared.connections.fetch_add(1, Ordering::AcqRel);
+        if n >= self.shared.max_connections {
+            self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+            turn_away(fd);
+            self.m().reject(Reject::TooManyConnections);
+            warn!(
+                core = self.id,
+                "connection refused: over --max-connections ({})", self.shared.max_connections
+            );
+            return;
+        }
+        self.m().connections.fetch_add(1, Ordering::Relaxed);
+        let slot = self.alloc_conn(
+            fd,
+            State::Head {
+                buf: Vec::with_capacity(HEAD_BUF_START),
+            },
+        );
+        let deadline = self.shared.now_us() + self.shared.cfg.header_timeout_us;
+        let generation = self.conns[slot as usize].generation;
+        self.head_deadlines.push_back((deadline, slot, generation));
+        self.recv_head(slot);
+    }
+
+    pub(super) fn recv_head(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        let State::Head { buf } = &mut c.state else {
+            return;
+        };
+        if buf.capacity() == buf.len() {
+            let want = (buf.capacity() * 2).min(http::MAX_HEAD);
+            buf.reserve_exact(want - buf.len());
+        }
+        // SAFETY: writing into the spare capacity; the Vec is not touched until the completion.
+        let ptr = unsafe { buf.as_mut_ptr().add(buf.len()) };
+        let len = (buf.capacity() - buf.len()) as u32;
+        let e = opcode::Recv::new(types::Fd(c.fd), ptr, len)
+            .build()
+            .user_data(ud(K_RECV, slot, c.generation));
+        self.submit(slot, e);
+    }
+
+    pub(super) fn on_recv(&mut self, slot: u32, res: i32) {
+        let c = &mut self.conns[slot as usize];
+        if c.closing {
+            self.maybe_release(slot);
+            return;
+        }
+        if res <= 0 {
+            debug!(
+                core = self.id,
+                "connection closed before a whole request head"
+            );
+            self.close(slot);
+            return;
+        }
+        let State::Head { buf } = &mut c.state else {
+            return;
+        };
+        // SAFETY: the kernel wrote `res` bytes into the spare capacity.
+        unsafe { buf.set_len(buf.len() + res as usize) };
+        match http::parse_request(buf) {
+            Ok(None) if buf.len() >= http::MAX_HEAD => {
+                let refusal = frontdoor::refusal(&http::HttpError::HeadTooLarge, self.id);
+                self.admitted(slot, refusal);
+            }
+            Ok(None) => self.recv_head(slot),
+            Err(e) => self.admitted(slot, frontdoor::refusal(&e, self.id)),
+            Ok(Some(req)) => {
+                let State::Head { buf } =
+                    std::mem::replace(&mut self.conns[slot as usize].state, State::Free)
+                else {
+                    unreachable!("checked above")
+                };
+                let leftover = buf
+                    .get(req.head_len.min(buf.len())..)
+                    .unwrap_or(&[])
+                    .to_vec();
+                self.route(slot, req, leftover);
+            }
+        }
+    }
+
+    pub(super) fn reply(&mut self, slot: u32, out: Vec<u8>, then: Option<Box<Ingest>>) {
+        self.conns[slot as usize].state = State::Reply { out, sent: 0, then };
+        self.send_reply(slot);
+    }
+
+    pub(super) fn send_reply(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        let State::Reply { out, sent, .. } = &c.state else {
+            return;
+        };
+        let ptr = out[*sent..].as_ptr();
+        let len = (out.len() - *sent) as u32;
+        let e = opcode::Send::new(types::Fd(c.fd), ptr, len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(ud(K_SEND, slot, c.generation));
+        self.submit(slot, e);
+    }
+
+    /// Admits a parsed request at the front door.
+    pub(super) fn route(&mut self, slot: u32, req: Request, leftover: Vec<u8>) {
+        let shared = self.shared;
+        let fd = self.conns[slot as usize].fd;
+        let door = FrontDoor {
+            streams: &shared.streams,
+            creds: shared.creds.as_ref(),
+            tokens: shared.tokens.as_ref(),
+            admission: &shared.admission,
+            core: self.id,
+        };
+        let admission = door.admit(req, leftover, || peer_is_loopback(fd));
+        self.admitted(slot, admission);
+    }
+
+    /// Carries out what the front door decided.
+    pub(super) fn admitted(&mut self, slot: u32, admission: Admission) {
+        match admission {
+            Admission::Refuse { why, reply } => {
+                self.m().reject(why);
+                self.reply(slot, reply, None);
+            }
+            Admission::Head { reply } | Admission::Redirect { reply } => {
+                self.reply(slot, reply, None)
+            }
+            Admission::Source {
+                ingest,
+                reply,
+                resumed,
+            } => {
+                if !resumed {
+                    let stream = ingest.stream();
+                    self.shared.event(LocalEvent::SourceStarted {
+                        stream: stream.name.clone(),
+                        content_type: stream.content_type(),
+                    });
+                }
+                self.m().sources.fetch_add(1, Ordering::Relaxed);
+                self.sources.push(slot);
+                self.reply(slot, reply, Some(ingest));
+            }
+            Admission::Viewer { stream, van, child } => {
+                // Told here, once, whichever core serves it.
+                self.shared.event(joined(&stream.name, child));
+                self.place_viewer(slot, stream, van, child)
+            }
+            Admission::Wait {
+                stream,
+                van,
+                child,
+                activated,
+            } => {
+                // [0054] its arrival is the standby's first sink: the agent orders the pull
+                // (at once, or when the activation arrives: the agent counted the sink).
+                self.shared.event(joined(&stream, child));
+                let now = self.shared.now_us();
+                let c = &mut self.conns[slot as usize];
+                c.state = State::Waiting(Box::new(super::waiting::Waiting {
+                    stream,
+                    van,
+                    child,
+                    until_us: now + STANDBY_WAIT_US,
+                    activation_until_us: if activated {
+                        0
+                    } else {
+                        now + ACTIVATION_WAIT_US
+                    },
+                }));
+                self.waiting.push((slot, c.generation));
+            }
+        }
+    }
+
+    /// The core a new viewer is served on.
+    pub(super) fn viewer_core(&self) -> usize {
+        let shared = self.shared;
+        if shared.cfg.placement == Placement::Reuseport {
+            return self.id;
+        }
+        frontdoor::least_loaded(
+            self.id,
+            shared.placed.len(),
+            |c| shared.placed[c].load(Ordering::Relaxed),
+            // A core whose ring is gone (stopped) takes no one.
+            |c| shared.ring_fds[c].load(Ordering::Acquire) >= 0,
+        )
+    }
+
+    /// Serves a viewer here or hands it to the least-loaded core. A connection is moved at most
+    /// once, before its first byte of response, and then lives on that core.
+    pub(super) fn place_viewer(
+        &mut self,
+        slot: u32,
+        s: Arc<Stream>,
+        van: Option<Option<u64>>,
+        child: Option<u32>,
+    ) {
+        let target = self.viewer_core();
+        self.shared.placed[target].fetch_add(1, Ordering::Relaxed);
+        if target == self.id {
+            return self.start_viewer(slot, s, van, child);
+        }
+        let c = &mut self.conns[slot as usize];
+        debug_assert_eq!(c.ops, 0, "a parsed request has no operation in flight");
+        let fd = std::mem::replace(&mut c.fd, -1);
+        c.state = State::Free;
+        self.free.push(slot);
+        self.m().connections.fetch_sub(1, Ordering::Relaxed);
+        self.m().add(&self.m().viewers_handed_off, 1);
+        self.shared.handoffs[target].push(Handoff {
+            fd,
+            stream: s,
+            van,
+            child,
+        });
+        let ring = self.shared.ring_fds[target].load(Ordering::Acquire);
+        // Generation 0: the message the target receives; 1: our own completion, posted only
+        // if the message could not be delivered.
+        let e = opcode::MsgRingData::new(types::Fd(ring), 0, ud(K_HANDOFF, target as u32, 0), None)
+            .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
+            .user_data(ud(K_HANDOFF, target as u32, 1));
+        self.push(e);
+    }
+
+    /// Starts the viewers other cores handed to this one; or, when this core's own message to
+    /// `target` could not be delivered (its ring is gone: shutdown), ends what is queued there.
+    pub(super) fn on_handoff(&mut self, target: usize, undelivered: bool) {
+        if undelivered {
+            while let Some(h) = self.shared.handoffs[target].pop() {
+                self.shared.placed[target].fetch_sub(1, Ordering::Relaxed);
+                self.end_handoff(h);
+            }
+            return;
+        }
+        while let Some(h) = self.shared.handoffs[self.id].pop() {
+            if self.stopping.is_some() {
+                self.shared.placed[self.id].fetch_sub(1, Ordering::Relaxed);
+                self.end_handoff(h);
+                continue;
+            }
+            self.m().connections.fetch_add(1, Ordering::Relaxed);
+            let slot = self.alloc_conn(h.fd, State::Free);
+            self.start_viewer(slot, h.stream, h.van, h.child);
+        }
+    }
+
+    /// A handed-over viewer that no core will serve (shutdown): it gets a 503 and is closed.
+    pub(super) fn end_handoff(&mut self, h: Handoff) {
+        self.shared.event(left(&h.stream.name, h.child));
+        turn_away(h.fd);
+        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub(super) fn start_viewer(
+        &mut self,
+        slot: u32,
+        s: Arc<Stream>,
+        from: Option<Option<u64>>,
+        child: Option<u32>,
+    ) {
+        let core = self.id;
+        let van = from.is_some();
+        let sub_index = self.fanout.join(&s, slot);
+        let (cur, pin, gap) = sendplan::start(&s, core, from, self.shared.cfg.burst_bytes);
+        let prefix = frontdoor::viewer_prefix(&s, van, gap);
+        let c = &self.conns[slot as usize];
+        let fd = c.fd;
+        let generation = c.generation;
+        let zc = !van && self.shared.cfg.zerocopy != ZeroCopy::Off;
+        debug!(core, stream = %s.name, van, start = cur.seq, gap = ?gap, "viewer joined");
+        if van {
+            s.van_viewers.fetch_add(1, Ordering::Relaxed);
+            self.m().van_viewers.fetch_add(1, Ordering::Relaxed);
+        } else {
+            s.viewers.fetch_add(1, Ordering::Relaxed);
+            self.m().viewers.fetch_add(1, Ordering::Relaxed);
+        }
+        let msg = van.then(|| {
+            Box::new(VanMsg {
+                iov: [libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                }; 2 * VAN_BATCH],
+                // SAFETY: msghdr is plain old data; all-zero is its empty value.
+                msg: unsafe { std::mem::zeroed() },
+            })
+        });
+        self.conns[slot as usize].state = State::Viewer(Box::new(Viewer {
+            stream: s,
+            plan: SendPlan::new(van, cur, pin, prefix),
+            van: msg,
+            zc,
+            sub_index,
+            child,
+        }));
+        // Hang-up detection without a receive buffer.
+        self.conns[slot as usize].poll_armed = true;
+        let mask = (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) as u32;
+        let e = opcode::PollAdd::new(types::Fd(fd), mask)
+            .multi(true)
+            .build()
+            .user_data(ud(K_POLL, slot, generation));
+        self.submit(slot, e);
+        self.try_send(slot);
+    }
+}
