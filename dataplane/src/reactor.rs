@@ -164,6 +164,8 @@ pub struct Shared {
     pub cores_done: AtomicUsize,
     /// Who takes new viewers per stream, as the PNC last ordered (read at routing).
     pub admission: orders::Admission,
+    /// Where a pulled stream new here starts: the oldest sequence its parked viewers asked for.
+    waited_for: waiting::OldestWaitedFor,
     /// Where viewers, child proxies and sources coming and going are told, for the PNC link;
     /// `None` without `--pnc`.
     events: Option<tokio::sync::mpsc::UnboundedSender<LocalEvent>>,
@@ -203,6 +205,7 @@ impl Shared {
             tokens,
             cores_done: AtomicUsize::new(0),
             admission: orders::Admission::default(),
+            waited_for: waiting::OldestWaitedFor::default(),
             events: None,
             start: Instant::now(),
         }

@@ -195,9 +195,15 @@ impl Core {
                 activated,
             } => {
                 // [0054] its arrival is the standby's first sink: the agent orders the pull
-                // (at once, or when the activation arrives: the agent counted the sink).
-                self.shared.event(joined(&stream, child));
+                // (at once, or when the activation arrives: the agent counted the sink). Where
+                // it resumes is noted first, for whichever core the order goes to.
                 let now = self.shared.now_us();
+                if let Some(Some(from)) = van {
+                    self.shared
+                        .waited_for
+                        .note(&stream, from, now + STANDBY_WAIT_US);
+                }
+                self.shared.event(joined(&stream, child));
                 let c = &mut self.conns[slot as usize];
                 c.state = State::Waiting(Box::new(super::waiting::Waiting {
                     stream,

@@ -209,7 +209,7 @@ impl Core {
             self.shared.streams.lookup(&stream).filter(|s| {
                 s.feed == crate::stream::Feed::Parents && s.state() == StreamState::Grace
             });
-        let first_from = self.oldest_waited_for(&stream);
+        let first_from = self.shared.waited_for.take(&stream, now);
         self.pulls.insert(
             stream,
             Pull {
@@ -221,22 +221,6 @@ impl Core {
                 first_from,
             },
         );
-    }
-
-    /// The oldest `?from=` of the VAN viewers waiting here for `stream` to start.
-    fn oldest_waited_for(&self, stream: &str) -> Option<u64> {
-        self.waiting
-            .iter()
-            .filter_map(|&(slot, generation)| {
-                let c = &self.conns[slot as usize];
-                match &c.state {
-                    State::Waiting(w) if c.generation == generation && w.stream == stream => {
-                        w.van.flatten()
-                    }
-                    _ => None,
-                }
-            })
-            .min()
     }
 
     /// Forgets a pulled stream and closes its connections (no parent lost).

@@ -2,7 +2,42 @@
 //! the PNC sent here just before its `Activate` arrives. Each waits up to a deadline, then is
 //! placed like any viewer, or refused with the reason (404: never activated, 503: too late).
 
+use std::sync::Mutex;
+
 use super::*;
+
+/// The oldest `?from=` the VAN viewers parked for each stream asked for, on any core. A viewer
+/// parks on the core that accepted it, but its stream is pulled by the stream's core: that core
+/// asks its parents from here, so a child proxy re-homed to a standby resumes without a gap
+/// when the parents still hold its sequence ([0066]). An entry lapses with its viewer's wait.
+#[derive(Default)]
+pub struct OldestWaitedFor(Mutex<HashMap<String, WaitedFor>>);
+
+#[derive(Clone, Copy)]
+struct WaitedFor {
+    from: u64,
+    until_us: u64,
+}
+
+impl OldestWaitedFor {
+    /// A viewer parked for `stream` until `until_us` asked for `from`.
+    pub fn note(&self, stream: &str, from: u64, until_us: u64) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let e = map
+            .entry(stream.to_owned())
+            .or_insert(WaitedFor { from, until_us });
+        e.from = e.from.min(from);
+        e.until_us = e.until_us.max(until_us);
+    }
+
+    /// The oldest sequence still waited for on `stream`, forgotten once taken (the pull that
+    /// takes it serves every viewer parked for it).
+    pub fn take(&self, stream: &str, now_us: u64) -> Option<u64> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, w| w.until_us > now_us);
+        map.remove(stream).map(|w| w.from)
+    }
+}
 
 /// As in [`Admission::Wait`], with its deadline.
 pub(super) struct Waiting {
@@ -66,5 +101,22 @@ impl Core {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OldestWaitedFor;
+
+    #[test]
+    fn the_oldest_from_of_any_core_is_taken_once_and_lapses_with_the_wait() {
+        let w = OldestWaitedFor::default();
+        w.note("a", 500, 1_000);
+        w.note("a", 420, 900);
+        w.note("a", 610, 1_200);
+        w.note("b", 7, 100);
+        assert_eq!(w.take("a", 950), Some(420));
+        assert_eq!(w.take("a", 950), None, "taken once");
+        assert_eq!(w.take("b", 100), None, "lapsed with its viewer's wait");
     }
 }
