@@ -119,6 +119,12 @@ pub struct Args {
     /// A new plain (non-MPEG-TS) viewer starts this many bytes before the live edge [default: 0].
     #[arg(long, value_name = "BYTES")]
     pub burst_bytes: Option<u64>,
+    /// Bytes a viewer's socket may hold not yet sent (TCP_NOTSENT_LOWAT): the rest waits in
+    /// the pool, one copy for all viewers, instead of one copy per socket in kernel memory; what
+    /// is in flight on the network is not limited. 0: the kernel's default (unlimited)
+    /// [default: 16384].
+    #[arg(long, value_name = "BYTES")]
+    pub viewer_unsent_max: Option<u32>,
     /// send_zc for plain viewers: auto, off or on [default: auto].
     #[arg(long, value_enum)]
     pub zerocopy: Option<ZeroCopy>,
@@ -214,6 +220,7 @@ struct FileConfig {
     max_connections: Option<usize>,
     admin_max_connections: Option<usize>,
     burst_bytes: Option<u64>,
+    viewer_unsent_max: Option<u32>,
     zerocopy: Option<ZeroCopy>,
     zerocopy_min: Option<u32>,
     placement: Option<Placement>,
@@ -258,6 +265,8 @@ pub struct Config {
     pub max_connections: Option<usize>,
     pub admin_max_connections: usize,
     pub burst_bytes: u64,
+    /// TCP_NOTSENT_LOWAT of viewer sockets; 0: not set.
+    pub viewer_unsent_max: u32,
     pub zerocopy: ZeroCopy,
     pub zerocopy_min: u32,
     pub placement: Placement,
@@ -387,6 +396,10 @@ impl Config {
                 .or(file.admin_max_connections)
                 .unwrap_or(32),
             burst_bytes: args.burst_bytes.or(file.burst_bytes).unwrap_or(0),
+            viewer_unsent_max: args
+                .viewer_unsent_max
+                .or(file.viewer_unsent_max)
+                .unwrap_or(16384),
             zerocopy: args.zerocopy.or(file.zerocopy).unwrap_or_default(),
             zerocopy_min: args.zerocopy_min.or(file.zerocopy_min).unwrap_or(16384),
             placement: args.placement.or(file.placement).unwrap_or_default(),

@@ -318,6 +318,7 @@ impl Core {
         let fd = c.fd;
         let generation = c.generation;
         let zc = !van && self.shared.cfg.zerocopy != ZeroCopy::Off;
+        limit_unsent(fd, self.shared.cfg.viewer_unsent_max);
         debug!(core, stream = %s.name, van, start = cur.seq, gap = ?gap, "viewer joined");
         if van {
             s.van_viewers.fetch_add(1, Ordering::Relaxed);
@@ -353,5 +354,29 @@ impl Core {
             .user_data(ud(K_POLL, slot, generation));
         self.submit(slot, e);
         self.try_send(slot);
+    }
+}
+
+/// Caps the bytes `fd` holds not yet sent (`--viewer-unsent-max`). Ten thousand viewers that
+/// fall a second behind together would otherwise queue a copy of that second each in kernel
+/// memory, past `tcp_mem`'s pressure mark, where the kernel prunes and drops and every viewer
+/// waits on retransmissions (issue 9). Past the cap, the stream waits in the pool.
+fn limit_unsent(fd: RawFd, bytes: u32) {
+    if bytes == 0 {
+        return;
+    }
+    let v = bytes.min(i32::MAX as u32) as libc::c_int;
+    // SAFETY: fd is this viewer's open socket; the option value is a c_int of the size given.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        debug!("TCP_NOTSENT_LOWAT not set: {}", io::Error::last_os_error());
     }
 }
