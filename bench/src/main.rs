@@ -148,6 +148,11 @@ struct SimulateArgs {
     /// A viewer whose proxy went away resolves again after this long (ms).
     #[arg(long, default_value_t = 1_000)]
     reconnect_ms: u64,
+    /// A viewer that has received nothing this long after its login gives up (ms; 0: never).
+    /// Live viewers begin to abandon a stream after about 2 s of start-up delay (Krishnan and
+    /// Sitaraman, IMC 2012); 10 s is patient.
+    #[arg(long, default_value_t = 10_000)]
+    patience_ms: u64,
     /// The coordinator's ΔT ([0054], [0058]) in ms.
     #[arg(long, default_value_t = 10_000)]
     delta_t_ms: u64,
@@ -256,6 +261,7 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         activation_delay_us: a.activation_ms * 1000,
         control_delay_us: a.control_ms * 1000,
         reconnect_delay_us: a.reconnect_ms * 1000,
+        patience_us: a.patience_ms * 1000,
         crashes: a.crashes.clone(),
         sample_us: (a.sample_s * 1e6).max(1.0) as u64,
         progress: !a.quiet,

@@ -255,6 +255,7 @@ mod tests {
             activation_delay_us: 1_000_000,
             control_delay_us: 20_000,
             reconnect_delay_us: 0,
+            patience_us: 0,
             crashes: vec![],
             sample_us: 1_000_000,
             progress: false,

@@ -90,6 +90,9 @@ pub struct SimConfig {
     pub control_delay_us: u64,
     /// A viewer whose proxy died or dropped the stream resolves again after this long.
     pub reconnect_delay_us: u64,
+    /// A viewer that has received nothing this long after its login gives up; 0: it waits for
+    /// ever.
+    pub patience_us: u64,
     /// Relay machines that crash: (time, index among relays, 0-based).
     pub crashes: Vec<(u64, u32)>,
     /// Period of the time series.

@@ -52,6 +52,10 @@ pub struct Report {
     /// Logins the coordinator answered with no proxy (a viewer who would see a 503).
     pub rejected: u64,
     pub rejected_pct: f64,
+    /// Viewers that left before their first byte because their patience ran out
+    /// (`SimConfig::patience_us`): refused in all but name.
+    pub gave_up: u64,
+    pub gave_up_pct: f64,
     /// Logins that had to wait for a proxy's activation (ΔT) or were sent to a proxy that no
     /// longer served the stream, before they received anything.
     pub delayed: u64,
@@ -120,7 +124,7 @@ impl Report {
             .collect();
         format!(
             "  policy {} (seed {}), {} proxies ({})\n\
-             \x20 logins {} rejected {} ({:.4}%) delayed {} wait ms p50/p99/max {:.1}/{:.1}/{:.1}\n\
+             \x20 logins {} rejected {} ({:.4}%) gave up {} ({:.4}%) delayed {} wait ms p50/p99/max {:.1}/{:.1}/{:.1}\n\
              \x20 peak viewers {} peak active proxies {} proxy-seconds {:.0}\n\
              \x20 activations {} deactivations {} migrations/viewer {:.4} parent switches {} depth {}\n\
              \x20 peak overload {} (logins beyond capacity {}) crashed viewers {}\n\
@@ -134,6 +138,8 @@ impl Report {
             self.logins,
             self.rejected,
             self.rejected_pct,
+            self.gave_up,
+            self.gave_up_pct,
             self.delayed,
             self.login_wait_ms.p50,
             self.login_wait_ms.p99,

@@ -61,6 +61,10 @@ enum Ev {
         stream: u32,
         epoch: u32,
     },
+    /// A viewer's patience ran out: if it has not received a byte yet, it gives up.
+    GiveUp {
+        viewer: u32,
+    },
     /// A synthetic proxy's heartbeat.
     Heartbeat {
         proxy: u32,
@@ -416,6 +420,7 @@ impl<'a> World<'a> {
                 epoch,
             } => self.ready(proxy, stream, epoch),
             Ev::Heartbeat { proxy } => self.heartbeat(proxy),
+            Ev::GiveUp { viewer } => self.give_up(viewer),
             Ev::AgentTimer {
                 machine,
                 generation,
@@ -543,7 +548,24 @@ impl<'a> World<'a> {
             served: false,
             bounces: 0,
         });
+        if self.cfg.patience_us > 0 {
+            self.at(self.cfg.patience_us, Ev::GiveUp { viewer: v });
+        }
         self.resolve(v);
+    }
+
+    /// A viewer still without its first byte when its patience runs out leaves: a player
+    /// showing a spinner, or the relay's `503` to a viewer parked at a standby too long.
+    fn give_up(&mut self, v: u32) {
+        let x = &self.viewers[v as usize];
+        if x.served || x.state == State::Gone {
+            return;
+        }
+        self.r.gave_up += 1;
+        if self.cfg.log_decisions {
+            eprintln!("{:10.3} viewer {v} gave up waiting", self.trace_secs());
+        }
+        self.leave(v);
     }
 
     /// `GET /resolve/{stream}` ([0033]): the core names a proxy or refuses.
@@ -894,7 +916,12 @@ impl<'a> World<'a> {
         } else {
             0.0
         };
-        let admitted = self.r.logins - self.r.rejected;
+        self.r.gave_up_pct = if self.r.logins > 0 {
+            self.r.gave_up as f64 * 100.0 / self.r.logins as f64
+        } else {
+            0.0
+        };
+        let admitted = self.r.logins - self.r.rejected - self.r.gave_up;
         self.r.migrations_per_viewer = if admitted > 0 {
             self.r.viewer_migrations as f64 / admitted as f64
         } else {

@@ -24,6 +24,7 @@ fn config(seed: u64, proxies: ProxyModel) -> SimConfig {
         activation_delay_us: 500_000,
         control_delay_us: 10_000,
         reconnect_delay_us: 200_000,
+        patience_us: 0,
         crashes: vec![],
         sample_us: 1_000_000,
         progress: false,
@@ -222,5 +223,36 @@ fn reacting_one_proxy_at_a_time_makes_the_crowd_wait_where_prediction_does_not()
             reactive.login_wait_ms.p99,
             seed.login_wait_ms.p99
         );
+    }
+}
+
+/// Issue 11: viewers are not infinitely patient. Where reacting one proxy at a time makes the
+/// crowd wait past their patience, they leave without a byte: refused in all but name, and
+/// counted apart from the PNC's refusals. Predicting farms loses fewer of them. (The patience,
+/// 300 ms, is below this small world's activation delay of 500 ms, as a viewer's few seconds
+/// are below a real proxy's ΔT: whoever waits for an activation gives up.)
+#[test]
+fn impatient_viewers_give_up_more_often_when_the_overlay_reacts_one_proxy_at_a_time() {
+    for model in BOTH {
+        let mut cfg = config(1, model);
+        cfg.patience_us = 300_000;
+        let seed = simulate(&cfg, &flash(1500));
+        cfg.core.growth = control::core::Growth::OneAtATime;
+        let reactive = simulate(&cfg, &flash(1500));
+        eprintln!("{model:?}\n{}{}", seed.table(), reactive.table());
+        assert!(
+            reactive.gave_up > 2 * seed.gave_up.max(1),
+            "{model:?}: {} gave up reacting vs {} predicting",
+            reactive.gave_up,
+            seed.gave_up
+        );
+        for r in [&seed, &reactive] {
+            assert!(
+                r.login_wait_ms.max <= 300.0 + 1.0,
+                "{model:?}: a viewer served after its patience ran out\n{}",
+                r.table()
+            );
+            assert_eq!(r.series.last().map(|s| s.viewers), Some(0));
+        }
     }
 }
