@@ -92,6 +92,8 @@ pub struct Report {
     pub max_tier: u32,
     pub peak_viewers: u64,
     pub peak_active_proxies: u64,
+    /// The most viewers one relay machine held for one stream at once.
+    pub peak_viewers_per_proxy: u64,
     pub crashed_viewers: u64,
     /// Simulated span.
     pub simulated_s: f64,

@@ -696,6 +696,7 @@ impl<'a> World<'a> {
         };
         s.viewers.push(v);
         let pos = (s.viewers.len() - 1) as u32;
+        self.r.peak_viewers_per_proxy = self.r.peak_viewers_per_proxy.max(s.viewers.len() as u64);
         m.connections += 1;
         let (id, connections, capacity) = (m.id, m.connections, m.capacity);
         if connections > capacity {
