@@ -5,7 +5,8 @@
 //!
 //! The binaries are the ones `scripts/test.sh` builds: `target/<profile>/dataplane` and this
 //! crate's `deny_io_uring`, found next to the test executable's `deps/` directory. Everything
-//! listens on and connects to 127.0.0.1 only.
+//! listens on and connects to 127.0.0.1 only, except in the network namespaces a fault test
+//! creates for itself ([`netns`]).
 
 use anyhow::{Context, Result, anyhow, bail};
 use std::fs::File;
@@ -47,6 +48,7 @@ pub fn bin(name: &str) -> PathBuf {
 
 pub mod checked;
 pub mod ffmpeg;
+pub mod netns;
 pub mod network;
 pub mod pnc;
 
@@ -279,8 +281,15 @@ impl Relay {
         if !options.args.iter().any(|a| a == "--cores") {
             cmd.args(["--cores", "2"]);
         }
-        cmd.args(["--admin-listen", "127.0.0.1:0"])
-            .arg("--source-credentials")
+        // A relay in a network namespace (`netns`) listens on that namespace's address.
+        if !options
+            .args
+            .iter()
+            .any(|a| a == "--admin-listen" || a.starts_with("--admin-listen="))
+        {
+            cmd.args(["--admin-listen", "127.0.0.1:0"]);
+        }
+        cmd.arg("--source-credentials")
             .arg(&creds)
             .arg("--van-token-file")
             .arg(&tokens)
