@@ -172,6 +172,39 @@ impl Lab {
         ])
     }
 
+    /// Refuses every new TCP connection `from` opens to `to` (an nftables rule in `from`'s
+    /// namespace answers its SYNs with a reset) while the connections already open carry on:
+    /// the monitoring's probes of `to` fail at once ([0053]) and its pull from `to` keeps
+    /// delivering, a path that is half broken.
+    /// [`Lab::allow_new_connections`] lifts it.
+    pub fn refuse_new_connections(&self, from: u32, to: u32) -> Result<()> {
+        let ns = self.ns(from);
+        let (table, chain) = ("vane2e", "refused");
+        // `add` of an existing table or chain is no error: one rule per refused peer.
+        nft(&ns, &format!("add table inet {table}"))?;
+        nft(
+            &ns,
+            &format!(
+                "add chain inet {table} {chain} {{ type filter hook output priority 0; policy accept; }}"
+            ),
+        )?;
+        nft(
+            &ns,
+            &format!(
+                "add rule inet {table} {chain} ip daddr {} tcp flags & (syn|ack) == syn reject with tcp reset",
+                relay_ip(to)
+            ),
+        )
+    }
+
+    /// Lifts every [`Lab::refuse_new_connections`] of `from`.
+    pub fn allow_new_connections(&self, from: u32) -> Result<()> {
+        let ns = self.ns(from);
+        // Adding the table first makes the delete succeed whether or not it existed.
+        nft(&ns, "add table inet vane2e")?;
+        nft(&ns, "delete table inet vane2e")
+    }
+
     /// Whether `tc netem` can be used here: the kernel needs `sch_netem`
     /// (CONFIG_NET_SCH_NETEM), which a stripped-down kernel may lack. `Err` says why not.
     pub fn netem_available(&self) -> Result<(), String> {
@@ -240,6 +273,19 @@ fn up(ns: &str, dev: &str) -> Result<()> {
 
 fn route(ns: &str, to: Ipv4Addr, dev: &str) -> Result<()> {
     ip(&["-n", ns, "route", "add", &format!("{to}/32"), "dev", dev])
+}
+
+/// Runs the nftables command `rule` in namespace `ns`.
+fn nft(ns: &str, rule: &str) -> Result<()> {
+    if !have_tool("nft") {
+        bail!("`nft` (nftables) is not installed");
+    }
+    let words: Vec<&str> = rule.split_whitespace().collect();
+    let args = ["netns", "exec", ns, "nft"]
+        .into_iter()
+        .chain(words)
+        .collect::<Vec<_>>();
+    ip(&args)
 }
 
 /// Runs `ip ARGS`; `Err` with its stderr if it fails.
