@@ -51,6 +51,7 @@ pub mod ffmpeg;
 pub mod netns;
 pub mod network;
 pub mod pnc;
+pub mod wire;
 
 /// True if an outside tool (ffmpeg, prlimit, ...) is an executable on the PATH.
 pub fn have_tool(tool: &str) -> bool {

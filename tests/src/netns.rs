@@ -10,18 +10,24 @@
 //! - Each relay has an uplink to the hub (the PNC, viewers, the source) and one point-to-point
 //!   link to every relay of the tier above and below it (the origin is above tier 1). A relay
 //!   reaches another relay only over their own link: cutting it ([`Lab::cut`]) cuts that parent
-//!   link and nothing else, and `tc netem` on it ([`Lab::impair`]) slows only that link.
+//!   link and nothing else, and delay and loss on it ([`Lab::impair`]) slow only that link.
+//! - A link is a veth pair, impaired with `tc netem`; or, where the kernel has no netem
+//!   ([`netem_available`]), a [`Wire`] the test process carries, which delays and drops itself.
+//! - New connections over a link can be refused while the open ones carry on (nftables,
+//!   [`Lab::refuse_new_connections`]).
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
 use crate::have_tool;
 use crate::network::{Hosts, ORIGIN};
+use crate::wire::Wire;
 
 /// Names of this crate's namespaces start so; the owning test process's PID follows.
 const PREFIX: &str = "vane2e-";
@@ -46,6 +52,8 @@ pub struct Lab {
     created: Vec<String>,
     /// The relays, by id.
     relays: Vec<u32>,
+    /// The links carried by the test process, by (parent, child).
+    wires: BTreeMap<(u32, u32), Wire>,
     /// The calling thread's network namespace before it entered the hub.
     home: Option<File>,
 }
@@ -55,6 +63,12 @@ impl Lab {
     /// moves the calling thread into the hub. Fails with the reason if this host cannot (not
     /// root, no `ip`), leaving nothing behind.
     pub fn new(tag: &str, tiers: &[Vec<u32>]) -> Result<Self> {
+        Self::with_wires(tag, tiers, &[])
+    }
+
+    /// Like [`Lab::new`], with the links between the (parent, child) pairs of `wired` carried
+    /// by [`Wire`]s instead of veth pairs.
+    pub fn with_wires(tag: &str, tiers: &[Vec<u32>], wired: &[(u32, u32)]) -> Result<Self> {
         // SAFETY: geteuid(2) has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             bail!("creating network namespaces needs root (run the test as root, as CI does)");
@@ -69,6 +83,7 @@ impl Lab {
             relays: std::iter::once(ORIGIN)
                 .chain(tiers.iter().flatten().copied())
                 .collect(),
+            wires: BTreeMap::new(),
             home: None,
         };
         let hub = lab.hub();
@@ -91,7 +106,11 @@ impl Lab {
         for tier in tiers {
             for &child in tier {
                 for &parent in &above {
-                    lab.link(parent, child)?;
+                    if wired.contains(&(parent, child)) {
+                        lab.wire(parent, child)?;
+                    } else {
+                        lab.link(parent, child)?;
+                    }
                 }
             }
             above = tier.clone();
@@ -132,6 +151,23 @@ impl Lab {
             "-n", &ns_a, "link", "add", &end_a, "type", "veth", "peer", "name", &end_b, "netns",
             &ns_b,
         ])?;
+        up(&ns_a, &end_a)?;
+        up(&ns_b, &end_b)?;
+        route(&ns_a, relay_ip(b), &end_a)?;
+        route(&ns_b, relay_ip(a), &end_b)
+    }
+
+    /// Like [`Lab::link`], carried by a [`Wire`] between TUN devices of the same names.
+    fn wire(&mut self, a: u32, b: u32) -> Result<()> {
+        let (ns_a, ns_b) = (self.ns(a), self.ns(b));
+        let (end_a, end_b) = (format!("p{b}"), format!("p{a}"));
+        let wire = Wire::new(
+            &format!("/run/netns/{ns_a}"),
+            &end_a,
+            &format!("/run/netns/{ns_b}"),
+            &end_b,
+        )?;
+        self.wires.insert((a, b), wire);
         up(&ns_a, &end_a)?;
         up(&ns_b, &end_b)?;
         route(&ns_a, relay_ip(b), &end_a)?;
@@ -205,40 +241,53 @@ impl Lab {
         nft(&ns, "delete table inet vane2e")
     }
 
-    /// Whether `tc netem` can be used here: the kernel needs `sch_netem`
-    /// (CONFIG_NET_SCH_NETEM), which a stripped-down kernel may lack. `Err` says why not.
-    pub fn netem_available(&self) -> Result<(), String> {
-        if !have_tool("tc") {
-            return Err("`tc` (iproute2) is not installed".into());
+    /// From now on, what `from` sends `to` over their link waits `delay` and a fraction `loss`
+    /// (0..=1) of it is dropped: `tc qdisc add … root netem delay … loss …` on `from`'s end of a
+    /// veth link, the wire's own delay and loss on a wired one.
+    pub fn impair(&self, from: u32, to: u32, delay: Duration, loss: f64) -> Result<()> {
+        if let Some(wire) = self.wires.get(&(from, to)) {
+            wire.impair(true, delay, loss);
+            return Ok(());
         }
-        let hub = self.hub();
-        let probe = ["netns", "exec", &hub, "tc", "qdisc", "add", "dev", "lo"]
-            .into_iter()
-            .chain(["root", "netem", "delay", "1ms"])
-            .collect::<Vec<_>>();
-        ip(&probe).map_err(|e| format!("the kernel has no netem qdisc (sch_netem): {e:#}"))?;
-        ip(&[
-            "netns", "exec", &hub, "tc", "qdisc", "del", "dev", "lo", "root",
-        ])
-        .map_err(|e| format!("{e:#}"))
-    }
-
-    /// `tc qdisc add … root netem ARGS` on `from`'s end of its link to `to`: what `from` sends
-    /// to `to` is delayed or dropped as `netem` says (e.g. `["delay", "30ms", "loss", "1%"]`).
-    pub fn impair(&self, from: u32, to: u32, netem: &[&str]) -> Result<()> {
+        if let Some(wire) = self.wires.get(&(to, from)) {
+            wire.impair(false, delay, loss);
+            return Ok(());
+        }
         let ns = self.ns(from);
         let dev = format!("p{to}");
+        let (delay, loss) = (
+            format!("{}us", delay.as_micros()),
+            format!("{}%", loss * 100.0),
+        );
         let args = ["netns", "exec", &ns, "tc", "qdisc", "add", "dev", &dev]
             .into_iter()
-            .chain(["root", "netem"])
-            .chain(netem.iter().copied())
+            .chain(["root", "netem", "delay", &delay, "loss", &loss])
             .collect::<Vec<_>>();
         ip(&args)
     }
 }
 
+/// Whether `tc netem` can be used here: the kernel needs `sch_netem` (CONFIG_NET_SCH_NETEM),
+/// which a stripped-down kernel may lack. Tried in a namespace made for it; `Err` says why not.
+pub fn netem_available() -> Result<(), String> {
+    if !have_tool("tc") {
+        return Err("`tc` (iproute2) is not installed".into());
+    }
+    let ns = format!("{PREFIX}{}-netem-probe", std::process::id());
+    ip(&["netns", "add", &ns]).map_err(|e| format!("{e:#}"))?;
+    let probe = ["netns", "exec", &ns, "tc", "qdisc", "add", "dev", "lo"]
+        .into_iter()
+        .chain(["root", "netem", "delay", "1ms"])
+        .collect::<Vec<_>>();
+    let tried = ip(&probe).map_err(|e| format!("the kernel has no netem qdisc (sch_netem): {e:#}"));
+    let _ = ip(&["netns", "del", &ns]);
+    tried
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
+        // The wires' threads first: they hold the TUN devices of the namespaces below.
+        self.wires.clear();
         if let Some(home) = self.home.take() {
             // SAFETY: setns(2) with a descriptor of a network namespace we opened.
             if unsafe { libc::setns(home.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
