@@ -5,7 +5,8 @@
 //!
 //! The binaries are the ones `scripts/test.sh` builds: `target/<profile>/dataplane` and this
 //! crate's `deny_io_uring`, found next to the test executable's `deps/` directory. Everything
-//! listens on and connects to 127.0.0.1 only.
+//! listens on and connects to 127.0.0.1 only, except in the network namespaces a fault test
+//! creates for itself ([`netns`]).
 
 use anyhow::{Context, Result, anyhow, bail};
 use std::fs::File;
@@ -47,8 +48,10 @@ pub fn bin(name: &str) -> PathBuf {
 
 pub mod checked;
 pub mod ffmpeg;
+pub mod netns;
 pub mod network;
 pub mod pnc;
+pub mod wire;
 
 /// True if an outside tool (ffmpeg, prlimit, ...) is an executable on the PATH.
 pub fn have_tool(tool: &str) -> bool {
@@ -279,8 +282,15 @@ impl Relay {
         if !options.args.iter().any(|a| a == "--cores") {
             cmd.args(["--cores", "2"]);
         }
-        cmd.args(["--admin-listen", "127.0.0.1:0"])
-            .arg("--source-credentials")
+        // A relay in a network namespace (`netns`) listens on that namespace's address.
+        if !options
+            .args
+            .iter()
+            .any(|a| a == "--admin-listen" || a.starts_with("--admin-listen="))
+        {
+            cmd.args(["--admin-listen", "127.0.0.1:0"]);
+        }
+        cmd.arg("--source-credentials")
             .arg(&creds)
             .arg("--van-token-file")
             .arg(&tokens)

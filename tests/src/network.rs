@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -87,9 +87,36 @@ impl NetworkSpec {
     }
 }
 
+/// Where the PNC and each relay listen, and the command a relay is started under: 127.0.0.1 and
+/// none for a network on loopback ([`Hosts::loopback`]), or an address and `ip netns exec NS`
+/// per relay for one spread over network namespaces (`crate::netns::Lab::hosts`).
+#[derive(Clone, Debug)]
+pub struct Hosts {
+    pub pnc: IpAddr,
+    /// Per relay id: its address and wrapper command; a relay not listed is on 127.0.0.1.
+    pub relays: BTreeMap<u32, (IpAddr, Vec<String>)>,
+}
+
+impl Hosts {
+    pub fn loopback() -> Self {
+        Hosts {
+            pnc: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            relays: BTreeMap::new(),
+        }
+    }
+
+    fn relay(&self, id: u32) -> (IpAddr, Vec<String>) {
+        self.relays
+            .get(&id)
+            .cloned()
+            .unwrap_or((IpAddr::V4(Ipv4Addr::LOCALHOST), Vec::new()))
+    }
+}
+
 /// A running VAN; every process is stopped by PID when it is dropped.
 pub struct Network {
     pub spec: NetworkSpec,
+    hosts: Hosts,
     pnc: Option<Pnc>,
     control_port: u16,
     relays: BTreeMap<u32, Relay>,
@@ -122,19 +149,26 @@ pub type Tree = BTreeMap<u32, Node>;
 impl Network {
     /// Starts the PNC and every relay and waits until all are registered and alive.
     pub fn start(spec: NetworkSpec) -> Result<Self> {
-        let pnc = Pnc::start(0, spec.heartbeat_ms, &spec.pnc_config())?;
+        Self::start_on(spec, Hosts::loopback())
+    }
+
+    /// Like [`Network::start`], each process where `hosts` says.
+    pub fn start_on(spec: NetworkSpec, hosts: Hosts) -> Result<Self> {
+        let pnc = Pnc::start_at(hosts.pnc, 0, spec.heartbeat_ms, &spec.pnc_config())?;
         let control_port = pnc.control.port();
         let mut net = Network {
             spec,
+            hosts,
             pnc: Some(pnc),
             control_port,
             relays: BTreeMap::new(),
             listen: BTreeMap::new(),
         };
         for id in net.spec.relay_ids() {
+            // A port free here is free in a relay's own, fresh network namespace too.
             let port = free_port()?;
             net.listen
-                .insert(id, SocketAddr::from(([127, 0, 0, 1], port)));
+                .insert(id, SocketAddr::new(net.hosts.relay(id).0, port));
             net.start_relay(id)?;
         }
         net.wait_registered(&net.spec.relay_ids(), Duration::from_secs(15))?;
@@ -145,6 +179,8 @@ impl Network {
     pub fn start_relay(&mut self, id: u32) -> Result<()> {
         let pnc = self.pnc.as_ref().context("no PNC to register with")?;
         let listen = self.listen[&id].to_string();
+        let (host, wrapper) = self.hosts.relay(id);
+        let admin = SocketAddr::new(host, 0).to_string();
         // The origin takes any number of tier-1 proxies; a relay's agent decides DISTRIBUTE
         // and CONSOLIDATE from the stream's logical capacity, the PNC's `logical_connections`
         // ([0047]), with room above it on the machine.
@@ -172,14 +208,13 @@ impl Network {
                 "10",
                 "--delta-t-ms",
                 delta_t.as_str(),
+                "--admin-listen",
+                admin.as_str(),
             ]
             .map(String::from),
         );
-        let relay = Relay::try_start(RelayOptions {
-            args,
-            wrapper: Vec::new(),
-        })
-        .with_context(|| format!("relay P{id}"))?;
+        let relay = Relay::try_start(RelayOptions { args, wrapper })
+            .with_context(|| format!("relay P{id}"))?;
         self.relays.insert(id, relay);
         Ok(())
     }
@@ -217,7 +252,8 @@ impl Network {
 
     /// A new PNC on the control port of the old one, with the same configuration.
     pub fn restart_pnc(&mut self) -> Result<()> {
-        let pnc = Pnc::start(
+        let pnc = Pnc::start_at(
+            self.hosts.pnc,
             self.control_port,
             self.spec.heartbeat_ms,
             &self.spec.pnc_config(),

@@ -3,7 +3,7 @@
 //! `GET /api/topology`, and the `--pnc` arguments a test relay needs to register with it.
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -32,6 +32,22 @@ impl Pnc {
     /// test relays are not listed in its configuration) and `coordinator` added to its
     /// `[coordinator]` table.
     pub fn start(control_port: u16, heartbeat_ms: u32, coordinator: &str) -> Result<Self> {
+        Self::start_at(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            control_port,
+            heartbeat_ms,
+            coordinator,
+        )
+    }
+
+    /// Like [`Pnc::start`], listening on `host` (e.g. an address of a test's network namespace,
+    /// `crate::netns`) instead of 127.0.0.1.
+    pub fn start_at(
+        host: IpAddr,
+        control_port: u16,
+        heartbeat_ms: u32,
+        coordinator: &str,
+    ) -> Result<Self> {
         let dir = TempDir::new("pnc");
         let token_file = dir.path().join("token");
         std::fs::write(&token_file, format!("{PNC_TOKEN}\n"))?;
@@ -40,12 +56,13 @@ impl Pnc {
             &config,
             format!(
                 "token_file = {:?}\n\
-                 [listen]\ncontrol = \"127.0.0.1:{control_port}\"\nadmin = \"127.0.0.1:0\"\n\
-                 public = \"127.0.0.1:0\"\ndns = \"127.0.0.1:0\"\n\
+                 [listen]\ncontrol = \"{control}\"\nadmin = \"{host}:0\"\n\
+                 public = \"{host}:0\"\ndns = \"{host}:0\"\n\
                  [coordinator]\nopen_registration = true\nheartbeat_interval_ms = {heartbeat_ms}\n\
                  heartbeat_timeout_ms = {}\n{coordinator}\n",
                 token_file.display().to_string(),
-                u64::from(heartbeat_ms) * 10
+                u64::from(heartbeat_ms) * 10,
+                control = SocketAddr::new(host, control_port),
             ),
         )?;
         let stderr = std::fs::File::create(dir.path().join("stderr"))?;

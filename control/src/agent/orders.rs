@@ -11,7 +11,7 @@
 //! DISTRIBUTE when their children fill them); `StopAccepting` starts the contraction phase (the
 //! PNC's answer to a DISTRIBUTE, [0035]) and `StartAccepting` a new expansion phase ([0060]).
 
-use crate::protocol::{Peer, PncMsg, SourceInfo};
+use crate::protocol::{Peer, PncMsg, ProxyId, SourceInfo};
 
 use super::decide::Phase;
 use super::link::Link;
@@ -199,6 +199,7 @@ impl Agent {
                 a.info = info;
                 a.tier = tier;
                 let same_parents = a.parents == parents;
+                let before: Vec<ProxyId> = a.parents.iter().map(|p| p.id).collect();
                 if !same_parents {
                     a.parents = parents.clone();
                 }
@@ -210,7 +211,7 @@ impl Agent {
                         "{stream}: re-activated with parents {}",
                         peers(&parents)
                     ));
-                    self.forget_links_not_in(&stream, &parents);
+                    self.forget_links_on_reparent(&stream, &before, &parents);
                     if pulling {
                         self.out.push(Action::SwitchParents {
                             stream: stream.clone(),
@@ -246,9 +247,10 @@ impl Agent {
         if a.parents == parents {
             return;
         }
+        let before: Vec<ProxyId> = a.parents.iter().map(|p| p.id).collect();
         a.parents = parents.clone();
         let pulling = a.pulling;
-        self.forget_links_not_in(&stream, &parents);
+        self.forget_links_on_reparent(&stream, &before, &parents);
         if !pulling {
             self.log(format!(
                 "{stream}: standby takes parents {} for its first sink",
@@ -299,12 +301,19 @@ impl Agent {
         active
     }
 
-    /// Links reported down to parents that are no longer parents (nor monitored) are forgotten.
-    fn forget_links_not_in(&mut self, stream: &str, parents: &[Peer]) {
+    /// Re-parented from `before` to `parents`: the links reported down to peers that are
+    /// neither parents nor monitored now are forgotten, and so are those to peers that are
+    /// parents anew. The PNC chose such a parent after the report ([0066]): a loss of its link
+    /// from now on is a new one, to report again. (A monitored peer stays in the map while this
+    /// proxy is away from it, so without this a parent it moved back to could never be
+    /// reported lost a second time.)
+    fn forget_links_on_reparent(&mut self, stream: &str, before: &[ProxyId], parents: &[Peer]) {
         if let Some(r) = self.streams.get_mut(stream) {
             let monitor = &r.monitor;
             r.links_down.retain(|id, _| {
-                parents.iter().any(|p| p.id == *id) || monitor.iter().any(|p| p.id == *id)
+                let parent = parents.iter().any(|p| p.id == *id);
+                let anew = parent && !before.contains(id);
+                !anew && (parent || monitor.iter().any(|p| p.id == *id))
             });
         }
     }

@@ -908,6 +908,42 @@ fn a_lost_parent_link_is_reported_once_until_re_parented() {
     assert_eq!(sent_events(&h.after(10, lost(21))).len(), 1);
 }
 
+#[test]
+fn a_monitored_parent_moved_back_to_is_reported_lost_again() {
+    // The parent tier 21 and 22 is monitored ([0053]): a link reported down stays known while
+    // this proxy is away from the peer, and must not hide a new loss once the PNC made the peer
+    // its parent again (50 switches on real processes stopped at the third without this).
+    let mut h = Harness::registered(config(10));
+    h.activate("demo", &[21], true);
+    h.order(PncMsg::MonitorList {
+        stream: "demo".into(),
+        peers: vec![peer(21), peer(22)],
+    });
+    let lost = |p| Input::ParentLinkLost {
+        stream: "demo".into(),
+        parent: ProxyId(p),
+    };
+    let report = |p| {
+        vec![ProxyMsg::LinkDowngrade {
+            stream: "demo".into(),
+            parent: ProxyId(p),
+        }]
+    };
+    assert_eq!(sent_events(&h.after(10, lost(21))), report(21));
+    h.order(PncMsg::SwitchToParent {
+        stream: "demo".into(),
+        parents: vec![peer(22)],
+    });
+    assert_eq!(sent_events(&h.after(10, lost(22))), report(22));
+    h.order(PncMsg::SwitchToParent {
+        stream: "demo".into(),
+        parents: vec![peer(21)],
+    });
+    assert_eq!(sent_events(&h.after(10, lost(21))), report(21));
+    // The same loss again, before any re-parenting: told once.
+    assert!(sent_events(&h.after(10, lost(21))).is_empty());
+}
+
 // ---------------------------------------------------------------- orders
 
 #[test]
