@@ -195,6 +195,10 @@ pub struct Args {
     /// [default: 10000].
     #[arg(long, value_name = "MS")]
     pub delta_t_ms: Option<u64>,
+    /// How often each proxy of the tier above (the PNC's MonitorList) is probed; three failed
+    /// probes in a row make a link lost ([0053], [0066]) [default: 1000].
+    #[arg(long, value_name = "MS")]
+    pub probe_interval_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -239,6 +243,7 @@ struct FileConfig {
     advertise: Option<String>,
     source_name: Option<String>,
     delta_t_ms: Option<u64>,
+    probe_interval_ms: Option<u64>,
 }
 
 /// The effective configuration.
@@ -332,6 +337,7 @@ pub struct PncConfig {
     /// `None`: each stream is its own source.
     pub source_name: Option<String>,
     pub delta_t_ms: u64,
+    pub probe_interval_ms: u64,
 }
 
 fn secs(name: &str, v: f64) -> anyhow::Result<u64> {
@@ -455,6 +461,10 @@ impl Config {
                 advertise: args.advertise.or(file.advertise),
                 source_name: args.source_name.or(file.source_name),
                 delta_t_ms: args.delta_t_ms.or(file.delta_t_ms).unwrap_or(10_000),
+                probe_interval_ms: args
+                    .probe_interval_ms
+                    .or(file.probe_interval_ms)
+                    .unwrap_or(1_000),
             }),
         };
         if pnc.is_some() && cfg.proxy_id == 0 {
@@ -472,6 +482,12 @@ impl Config {
             }
             if p.delta_t_ms == 0 {
                 bail!("--delta-t-ms must be at least 1");
+            }
+            if !(10..=60_000).contains(&p.probe_interval_ms) {
+                bail!(
+                    "--probe-interval-ms must be between 10 and 60000, got {}",
+                    p.probe_interval_ms
+                );
             }
         }
         let cfg = Config { pnc, ..cfg };
@@ -669,6 +685,7 @@ mod tests {
                 advertise: Some("10.0.0.21:8080".into()),
                 source_name: Some("www.ccrl.com".into()),
                 delta_t_ms: 10_000,
+                probe_interval_ms: 1_000,
             })
         );
     }

@@ -38,6 +38,8 @@ pub struct NetworkSpec {
     pub heartbeat_ms: u32,
     /// ΔT ([0054]) of the PNC and of every relay's agent.
     pub delta_t_ms: u64,
+    /// How often each relay probes the tier above (`--probe-interval-ms`).
+    pub probe_ms: u64,
     /// More `[coordinator]` keys (e.g. `redundant_parents = 2`).
     pub coordinator: String,
 }
@@ -57,6 +59,7 @@ impl NetworkSpec {
             capacity,
             heartbeat_ms,
             delta_t_ms,
+            probe_ms: 1000,
             coordinator: coordinator.to_string(),
         }
     }
@@ -191,6 +194,7 @@ impl Network {
         };
         let stream = stream.to_string();
         let (machine, delta_t) = (machine.to_string(), self.spec.delta_t_ms.to_string());
+        let probe = self.spec.probe_ms.to_string();
         let mut args = pnc.relay_args(id);
         args.extend(
             [
@@ -208,6 +212,8 @@ impl Network {
                 "10",
                 "--delta-t-ms",
                 delta_t.as_str(),
+                "--probe-interval-ms",
+                probe.as_str(),
                 "--admin-listen",
                 admin.as_str(),
             ]

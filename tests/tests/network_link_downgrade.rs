@@ -67,6 +67,7 @@ fn run(case: &Case, healed: impl Fn(&Network, &Tree, &[FollowingViewer]) -> bool
         capacity: case.capacity,
         heartbeat_ms: 200,
         delta_t_ms: 200,
+        probe_ms: 1000,
         coordinator: String::new(),
     };
     let net = Network::start_on(spec, lab.hosts()).expect("the network starts");

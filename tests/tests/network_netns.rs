@@ -35,6 +35,7 @@ fn spec(tiers: Vec<Vec<u32>>) -> NetworkSpec {
         capacity: 10,
         heartbeat_ms: 200,
         delta_t_ms: 200,
+        probe_ms: 1000,
         coordinator: String::new(),
     }
 }

@@ -47,6 +47,8 @@ fn fifty_parent_switches_under_20_mbit_lose_and_duplicate_no_record() {
         capacity: 2,
         heartbeat_ms: 200,
         delta_t_ms: 200,
+        // The refused connects fail at once (a reset): three probes 200 ms apart find it.
+        probe_ms: 200,
         coordinator: String::new(),
     };
     let net = Network::start_on(spec, lab.hosts()).expect("the network starts");

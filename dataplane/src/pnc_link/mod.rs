@@ -49,6 +49,8 @@ pub struct LinkSettings {
     pub agent: AgentConfig,
     /// The source name announced for streams published here (`None`: the stream's name).
     pub source_name: Option<String>,
+    /// How often the watched peers are probed (`--probe-interval-ms`).
+    pub probe_every: Duration,
 }
 
 impl LinkSettings {
@@ -99,6 +101,7 @@ impl LinkSettings {
             pnc: cfg.addr.clone(),
             agent,
             source_name: cfg.source_name.clone(),
+            probe_every: Duration::from_millis(cfg.probe_interval_ms),
         })
     }
 }
@@ -123,8 +126,6 @@ pub struct Relay {
 
 /// Load is sampled at this interval until the PNC's `Welcome` names its heartbeat interval.
 const DEFAULT_SAMPLE: Duration = Duration::from_secs(1);
-/// Watched peers are probed at this interval.
-const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs the link until the event channel closes (the relay is going away).
 pub async fn run(settings: LinkSettings, relay: Relay, mut events: UnboundedReceiver<LocalEvent>) {
@@ -146,7 +147,7 @@ pub async fn run(settings: LinkSettings, relay: Relay, mut events: UnboundedRece
     let mut meter = LoadMeter::default();
     let mut sample_every = DEFAULT_SAMPLE;
     let mut next_sample = tokio::time::Instant::now() + sample_every;
-    let mut probes = tokio::time::interval(PROBE_EVERY);
+    let mut probes = tokio::time::interval(settings.probe_every);
     probes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let wake = agent.poll_timeout().map_or_else(

@@ -112,6 +112,7 @@ async fn the_link_registers_and_carries_out_the_pncs_orders() {
         pnc: listener.local_addr().unwrap().to_string(),
         agent,
         source_name: None,
+        probe_every: std::time::Duration::from_secs(1),
     };
     let (events, rx) = unbounded_channel();
     let relay = Relay {
@@ -253,6 +254,7 @@ fn settings_need_a_token_and_an_address_others_can_reach() {
         advertise: None,
         source_name: None,
         delta_t_ms: 500,
+        probe_interval_ms: 1_000,
     };
     let bound: SocketAddr = "127.0.0.1:8080".parse().unwrap();
     let s = LinkSettings::new(&cfg, 21, bound, 5000).unwrap();
