@@ -105,7 +105,8 @@ pub struct Args {
     #[arg(long, value_name = "SECONDS")]
     pub header_timeout: Option<f64>,
     /// A viewer whose send has been pending longer than this is skipped to the live edge (plain)
-    /// or disconnected (VAN) [default: 2].
+    /// or disconnected (VAN), trading its completeness for its latency [default: none: a viewer
+    /// is skipped only when the data it needs next has left the stream's window].
     #[arg(long, value_name = "SECONDS")]
     pub send_timeout: Option<f64>,
     /// Connections beyond this get 503 [default: the open-files limit minus 64].
@@ -265,6 +266,7 @@ pub struct Config {
     pub max_streams_per_source: usize,
     pub stream_pool_share: f64,
     pub header_timeout_us: u64,
+    /// `u64::MAX`: no limit (only the window skips a viewer).
     pub send_timeout_us: u64,
     /// `None`: derived from the open-files limit at start-up.
     pub max_connections: Option<usize>,
@@ -392,10 +394,10 @@ impl Config {
                 "header-timeout",
                 args.header_timeout.or(file.header_timeout).unwrap_or(10.0),
             )?,
-            send_timeout_us: secs(
-                "send-timeout",
-                args.send_timeout.or(file.send_timeout).unwrap_or(2.0),
-            )?,
+            send_timeout_us: match args.send_timeout.or(file.send_timeout) {
+                Some(t) => secs("send-timeout", t)?,
+                None => u64::MAX,
+            },
             max_connections: args.max_connections.or(file.max_connections),
             admin_max_connections: args
                 .admin_max_connections

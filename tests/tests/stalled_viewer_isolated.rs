@@ -17,7 +17,7 @@ const BITRATE: u64 = 8_000_000;
 const PHASE: Duration = Duration::from_secs(5);
 /// How much later a reading viewer's p99 may be with the stall than without it: twice, plus
 /// room for a loaded machine's scheduling. A relay that let the stalled viewer hold the others
-/// back would add its whole --send-timeout (2 s) to them.
+/// back would add seconds to them (until the window left the stalled viewer behind).
 const P99_SLACK_US: u64 = 250_000;
 
 /// What the readers and the source did over one phase.
