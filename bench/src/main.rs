@@ -45,6 +45,21 @@ enum Cmd {
     /// The PNC's topology (`GET /api/topology` on its admin port) as a text tree, printed again
     /// whenever it changes.
     Tree(TreeArgs),
+    /// The latency-to-CPU trade of `fanout` runs as an SVG chart: CPU-s/GB against p99, one
+    /// panel per scenario, one line per target (files named SCENARIO__TARGET__SETTING.json).
+    Curve(CurveArgs),
+}
+
+#[derive(Args)]
+struct CurveArgs {
+    /// Write the chart here.
+    #[arg(long)]
+    svg: PathBuf,
+    #[arg(long, default_value = "latency against CPU")]
+    title: String,
+    /// `vanbench fanout` JSON summaries, named SCENARIO__TARGET__SETTING.json.
+    #[arg(required = true)]
+    runs: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -581,6 +596,20 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Simulate(a) => simulate(a)?,
         Cmd::Tree(a) => tree(a)?,
+        Cmd::Curve(a) => {
+            let points = a
+                .runs
+                .iter()
+                .map(|p| vanbench::curve::Point::from_file(p))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            vanbench::curve::write_svg(&a.svg, &a.title, &points)?;
+            for p in &points {
+                println!(
+                    "{}\t{}\t{}\tp99 {:.1} ms\tCPU-s/GB {:.3}",
+                    p.scenario, p.target, p.setting, p.p99_ms, p.cpu_s_per_gb
+                );
+            }
+        }
         Cmd::Fanout(a) => {
             if a.rate.bitrate.is_none() && !a.rate.unlimited {
                 bail!("give --bitrate RATE or --unlimited");

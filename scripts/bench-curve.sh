@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# The latency-to-CPU trade (issue 9, item 3): the relay at several --coalesce-ms settings (0:
+# a send on every publish, up to holding small sends 200 ms) and the naive relay
+# (scripts/naive_relay.py) as the peer, at 1000 × 4 Mbit/s and 10,000 × 1 Mbit/s joining at once,
+# with the harsh client (`vanbench fanout --client crowd`). Each round runs every setting once,
+# in turn, on fresh processes (interleaved); then `vanbench curve` draws CPU-s/GB against p99.
+#
+#   scripts/bench-curve.sh [--rounds 1] [--duration 8s] [--settings "0 5 20 50 100 200"]
+#                          [--scenarios "n1000 n10000"] [--svg FILE]
+#
+# Results: one vanbench JSON per run in target/bench-curve/TIMESTAMP/ (the last round's runs
+# are drawn), the chart, and a table on stdout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rounds=1 duration=8s settings="0 5 20 50 100 200" scenarios="n1000 n10000" svg=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) rounds="$2"; shift 2 ;;
+    --duration) duration="$2"; shift 2 ;;
+    --settings) settings="$2"; shift 2 ;;
+    --scenarios) scenarios="$2"; shift 2 ;;
+    --svg) svg="$2"; shift 2 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "bench-curve: unknown option $1 (try --help)" >&2; exit 2 ;;
+  esac
+done
+cargo build --release -q -p dataplane -p vanbench --bins
+out="target/bench-curve/$(date -u +%Y%m%dT%H%M%SZ)"
+mkdir -p "$out"
+svg="${svg:-$out/curve.svg}"
+ulimit -n "$(ulimit -Hn)"
+{ echo "start: $(date -u +%FT%TZ) $(nproc) CPUs, $(uptime | sed 's/.*load/load/')"; uname -r; } >"$out/machine.txt"
+
+load() {
+  case "$1" in
+    n1000) echo "-n 1000 --bitrate 4M" ;;
+    n10000) echo "-n 10000 --bitrate 1M" ;;
+    *) echo "bench-curve: unknown scenario $1" >&2; exit 2 ;;
+  esac
+}
+
+pids=()
+stop_all() {
+  local pid
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  pids=()
+}
+trap stop_all EXIT
+trap 'exit 130' INT TERM
+
+# One run: scenario $1, result file stem $2, then the relay's command.
+run() {
+  local s="$1" name="$2" line="" data
+  shift 2
+  "$@" >"$out/$name.out" 2>"$out/$name.err" &
+  pids+=($!)
+  local pid=$!
+  for _ in $(seq 1 100); do
+    line="$(grep -m1 '^listening ' "$out/$name.out" 2>/dev/null || true)"
+    [ -n "$line" ] && break
+    sleep 0.1
+  done
+  data="$(sed -n 's/.*data=\([^ ]*\).*/\1/p' <<<"$line")"
+  # shellcheck disable=SC2046
+  target/release/vanbench fanout --relay "http://$data" --stream "$s" $(load "$s") --client crowd \
+    --duration "$duration" --relay-pid "$pid" --json "$out/$name.json" 2>"$out/$name.log" ||
+    echo "bench-curve: $name: vanbench failed: $(tail -n 2 "$out/$name.log")" >&2
+  stop_all
+  sleep 1
+}
+
+for ((r = 1; r <= rounds; r++)); do
+  for s in $scenarios; do
+    for c in $settings; do
+      echo "== round $r $s relay --coalesce-ms $c" >&2
+      run "$s" "r$r-${s}__relay__${c}ms" target/release/dataplane --listen 127.0.0.1:0 \
+        --admin-listen 127.0.0.1:0 --coalesce-ms "$c"
+    done
+    echo "== round $r $s naive relay" >&2
+    run "$s" "r$r-${s}__naive__one-write-per-read" python3 scripts/naive_relay.py --listen 127.0.0.1:0
+  done
+done
+echo "end: $(date -u +%FT%TZ) $(uptime | sed 's/.*load/load/')" >>"$out/machine.txt"
+# The chart draws the last round; the table lists every round.
+last=()
+for f in "$out"/r"$rounds"-*.json; do
+  ln -sf "$(basename "$f")" "$out/${f##*/r$rounds-}"
+  last+=("$out/${f##*/r$rounds-}")
+done
+target/release/vanbench curve --svg "$svg" --title "relay CPU against viewers' p99 ($(date -u +%F))" "${last[@]}"
+for f in "$out"/r*-*.json; do
+  jq -r --arg f "$(basename "$f" .json)" \
+    '"\($f)\tlost \(.lost)\tconnected \(.connected)/\(.viewers)\tp50 \(.latency_us.p50 / 1000) ms\tp99 \(.latency_us.p99 / 1000) ms\tCPU-s/GB \(.relay_cpu_s_per_gb * 1000 | round / 1000)"' "$f"
+done
+echo "chart: $svg" >&2
