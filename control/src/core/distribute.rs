@@ -130,10 +130,15 @@ impl Coordinator {
             // [0059] add the minimum m over sp; [0039]–[0041] farm size; activate the larger.
             let short = (demand - available as f64).max(0.0);
             let m = ((short / unit as f64).ceil() as u64).max(1);
-            let n = if reactive {
-                1
-            } else {
-                self.farm_size(sx, region, tier)
+            // [0039] the arrival rate is computed "when the PNC receives a DISTRIBUTE message
+            // from a proxy server": a farm consumed by arrivals. Capacity the core adds on its own
+            // (a viewer found no proxy taking it, `requester` none) may follow a farm whose
+            // members went idle at once: Number_of_Proxies_assigned over the microseconds since
+            // would read as a crowd of millions a second and activate every idle proxy. There
+            // the minimum m of [0059] alone decides, and the rate is left as it was.
+            let n = match requester {
+                Some(_) if !reactive => self.farm_size(sx, region, tier),
+                _ => 1,
             };
             let count = m.max(u64::from(n));
             let which = if u64::from(n) > m {
