@@ -142,9 +142,22 @@ impl Coordinator {
             // members went idle at once: Number_of_Proxies_assigned over the microseconds since
             // would read as a crowd of millions a second and activate every idle proxy. There
             // the minimum m of [0059] alone decides, and the rate is left as it was.
-            let n = match requester {
-                Some(_) if !reactive => self.farm_size(sx, region, tier),
-                _ => 1,
+            // Likewise a DISTRIBUTE from a proxy of another farm (an older one regrouped,
+            // [0060]) says nothing of how fast the last farm filled: Number_of_Proxies_assigned
+            // over the milliseconds since that farm's activation would again read as a crowd far
+            // beyond the real one. The rate is the last farm's, measured at its DISTRIBUTE
+            // ([0042]: a farm's DISTRIBUTE is one); the first DISTRIBUTE activates 1 either way.
+            let from_last_farm = requester.is_some_and(|q| {
+                let farm = self.pair(sx, q).map(|p| p.farm);
+                self.streams
+                    .get(&sx)
+                    .and_then(|s| s.tiers.get(&(region, tier)))
+                    .is_none_or(|t| t.sizing.last_farm.is_none() || t.sizing.last_farm == farm)
+            });
+            let n = if from_last_farm && !reactive {
+                self.farm_size(sx, region, tier)
+            } else {
+                1
             };
             let count = m.max(u64::from(n));
             let which = if u64::from(n) > m {
@@ -221,6 +234,7 @@ impl Coordinator {
                 {
                     t.sizing.last_time = Some(now);
                     t.sizing.last_n = activated;
+                    t.sizing.last_farm = Some(new_farm);
                 }
             }
         }

@@ -110,6 +110,8 @@ impl std::ops::IndexMut<Px> for ProxyTable {
 pub(super) struct FarmSizing {
     pub(super) last_time: Option<Time>,
     pub(super) last_n: u32,
+    /// The farm those `last_n` proxies form: only its DISTRIBUTE says how fast it filled.
+    pub(super) last_farm: Option<FarmId>,
     pub(super) avg: Option<f64>,
 }
 
