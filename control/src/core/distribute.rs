@@ -95,7 +95,8 @@ impl Coordinator {
         } else {
             ((lin - loff) * self.sp_secs()).max(0.0)
         };
-        let others: Vec<Px> = self
+        // Each of the tier's other proxies with its room and Max_s, computed once.
+        let others: Vec<Candidate> = self
             .tier_members(sx, region, tier)
             .into_iter()
             // [0063] a proxy CONSOLIDATE is draining goes idle: it adds no capacity.
@@ -104,11 +105,16 @@ impl Coordinator {
                     && self.proxies[q].alive
                     && self.pair(sx, q).is_some_and(|p| p.draining_to.is_none())
             })
+            .map(|q| {
+                let (room, max_s) = self.room_and_max_s(sx, q);
+                Candidate { px: q, room, max_s }
+            })
             .collect();
-        let available: u64 = others.iter().map(|&q| u64::from(self.room(sx, q))).sum();
-        let unit = requester
-            .or_else(|| others.last().copied())
-            .map_or(1, |q| u64::from(self.max_s(sx, q).max(1)));
+        let available: u64 = others.iter().map(|c| u64::from(c.room)).sum();
+        let unit = match requester {
+            Some(q) => u64::from(self.max_s(sx, q).max(1)),
+            None => others.last().map_or(1, |c| u64::from(c.max_s.max(1))),
+        };
         let mut new_accepting: Vec<Px> = Vec::new();
         let sufficient = !reactive && available > 0 && demand <= available as f64;
         let mut regrouped = false;
@@ -130,10 +136,28 @@ impl Coordinator {
             // [0059] add the minimum m over sp; [0039]–[0041] farm size; activate the larger.
             let short = (demand - available as f64).max(0.0);
             let m = ((short / unit as f64).ceil() as u64).max(1);
-            let n = if reactive {
-                1
-            } else {
+            // [0039] the arrival rate is computed "when the PNC receives a DISTRIBUTE message
+            // from a proxy server": a farm consumed by arrivals. Capacity the core adds on its own
+            // (a viewer found no proxy taking it, `requester` none) may follow a farm whose
+            // members went idle at once: Number_of_Proxies_assigned over the microseconds since
+            // would read as a crowd of millions a second and activate every idle proxy. There
+            // the minimum m of [0059] alone decides, and the rate is left as it was.
+            // Likewise a DISTRIBUTE from a proxy of another farm (an older one regrouped,
+            // [0060]) says nothing of how fast the last farm filled: Number_of_Proxies_assigned
+            // over the milliseconds since that farm's activation would again read as a crowd far
+            // beyond the real one. The rate is the last farm's, measured at its DISTRIBUTE
+            // ([0042]: a farm's DISTRIBUTE is one); the first DISTRIBUTE activates 1 either way.
+            let from_last_farm = requester.is_some_and(|q| {
+                let farm = self.pair(sx, q).map(|p| p.farm);
+                self.streams
+                    .get(&sx)
+                    .and_then(|s| s.tiers.get(&(region, tier)))
+                    .is_none_or(|t| t.sizing.last_farm.is_none() || t.sizing.last_farm == farm)
+            });
+            let n = if from_last_farm && !reactive {
                 self.farm_size(sx, region, tier)
+            } else {
+                1
             };
             let count = m.max(u64::from(n));
             let which = if u64::from(n) > m {
@@ -173,15 +197,16 @@ impl Coordinator {
                     Some(members) => members,
                     None => {
                         let mut members = Vec::new();
-                        for &q in &others {
+                        for c in &others {
                             let takes = match requester {
                                 Some(_) => {
-                                    self.predicted_room(sx, q) >= f64::from(self.margin(sx, q))
+                                    self.predicted_room_from(sx, c.px, c.room)
+                                        >= f64::from(self.margin_of(c.max_s))
                                 }
-                                None => self.room(sx, q) >= 1,
+                                None => c.room >= 1,
                             };
                             if takes {
-                                members.push(q);
+                                members.push(c.px);
                             }
                         }
                         members
@@ -209,6 +234,7 @@ impl Coordinator {
                 {
                     t.sizing.last_time = Some(now);
                     t.sizing.last_n = activated;
+                    t.sizing.last_farm = Some(new_farm);
                 }
             }
         }
@@ -268,23 +294,27 @@ impl Coordinator {
         self.log(Rule::Regroup, Some(&name), requester, why(&mids));
     }
 
-    /// [0061] MIN_s = ⌊SysLinRate / (Loffrate_s + (Max_s − Load_s)/ΔT)⌋ + 1 (∞ if the
-    /// denominator is 0); l = the smallest size with |{s : MIN_s ≤ l}| ≥ l; members by ascending
+    /// [0061] MIN_s = ⌊SysLinRate / (Loffrate_s + (Max_s − Load_s − margin)/ΔT)⌋ + 1 (∞ if the
+    /// denominator is 0; the hysteresis margin is the core's, see the loop); l = the smallest size with |{s : MIN_s ≤ l}| ≥ l; members by ascending
     /// MIN_s, then most recently activated. `None` if no l exists.
-    pub(super) fn regroup(&mut self, sx: Sx, others: &[Px], sys_lin: f64) -> Option<Vec<Px>> {
+    fn regroup(&mut self, sx: Sx, others: &[Candidate], sys_lin: f64) -> Option<Vec<Px>> {
         let dt = self.delta_t_secs().max(1e-9);
         let mut mins: Vec<(u64, std::cmp::Reverse<u64>, Px)> = Vec::new();
-        for &q in others {
-            let room = self.room(sx, q);
-            let (_, loff) = self.pair_rates(sx, q);
-            let denom = loff + f64::from(room) / dt;
-            if denom <= 0.0 || room == 0 {
-                continue; // MIN_s = ∞: never eligible.
-            }
+        for &Candidate { px: q, room, max_s } in others {
             // Hysteresis ([0030], as the agent's trigger): back in expansion, a proxy must take
             // at least the margin before its own prediction would ask DISTRIBUTE again ([0054]),
-            // else its phase flaps with every order.
-            if self.predicted_room(sx, q) < f64::from(self.margin(sx, q)) {
+            // else its phase flaps with every order. So the margin is kept out of the room MIN_s
+            // counts: at the SysLinRate/l it will then receive, the member still has the margin
+            // free after ΔT, and the group takes at least l × margin viewers before the next
+            // DISTRIBUTE (with the whole room, a member could be due to ask again at once).
+            let margin = self.margin_of(max_s);
+            let usable = room.saturating_sub(margin);
+            let (_, loff) = self.pair_rates(sx, q);
+            let denom = loff + f64::from(usable) / dt;
+            if denom <= 0.0 || usable == 0 {
+                continue; // MIN_s = ∞: never eligible.
+            }
+            if self.predicted_room_from(sx, q, room) < f64::from(margin) {
                 continue;
             }
             let min_s = (sys_lin / denom).floor();
@@ -361,6 +391,14 @@ impl Coordinator {
             })
             .count() as u32
     }
+}
+
+/// A proxy of the tier a DISTRIBUTE may regroup, with its room and Max_s at the time.
+#[derive(Clone, Copy)]
+struct Candidate {
+    px: Px,
+    room: u32,
+    max_s: u32,
 }
 
 /// [0061] l = the smallest size with |{s : MIN_s ≤ l}| ≥ l, over MIN_s values sorted ascending;

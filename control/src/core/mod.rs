@@ -53,7 +53,12 @@
 //!   logged and ignored; one that can add nothing (a full overlay) changes no phase.
 //! - phase orders carry the agent's hysteresis: a proxy goes back to expansion only with room
 //!   beyond the margin at its predicted rates (`Config::hysteresis`); a CONSOLIDATE target that
-//!   keeps the margin free is preferred to the most recent one that would be filled.
+//!   keeps the margin free is preferred to the most recent one that would be filled. MIN_s
+//!   ([0061]) counts a member's room less the margin (DESIGN's formula has the whole room), so
+//!   a regrouped member still has the margin free after ΔT at the SysLinRate/l it receives.
+//! - the arrival rate of [0039] is taken only at a DISTRIBUTE from the farm last activated
+//!   (its Number_of_Proxies_assigned filled in the time since); capacity the core adds on its
+//!   own, or a DISTRIBUTE from another farm's proxy (regrouped), is sized by [0059]'s m alone.
 //! - a standby that took no sink within sp of its activation, while another expansion proxy of
 //!   its tier has room, goes idle ([0058]; a choice: the seed never retires an unused standby,
 //!   and farms sized over sp can outgrow the crowd). The one a full tier waits on stays

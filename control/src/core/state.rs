@@ -110,6 +110,8 @@ impl std::ops::IndexMut<Px> for ProxyTable {
 pub(super) struct FarmSizing {
     pub(super) last_time: Option<Time>,
     pub(super) last_n: u32,
+    /// The farm those `last_n` proxies form: only its DISTRIBUTE says how fast it filled.
+    pub(super) last_farm: Option<FarmId>,
     pub(super) avg: Option<f64>,
 }
 
@@ -305,30 +307,39 @@ impl Coordinator {
     /// The hysteresis margin of `px` for `sx`: a fraction of its Max_s, at least one viewer (as
     /// the agent's, `AgentConfig::margin`).
     pub(super) fn margin(&self, sx: Sx, px: Px) -> u32 {
+        self.margin_of(self.max_s(sx, px))
+    }
+
+    /// The hysteresis margin for a Max_s of `max_s`.
+    pub(super) fn margin_of(&self, max_s: u32) -> u32 {
         let h = if self.config.hysteresis.is_finite() {
             self.config.hysteresis.clamp(0.0, 1.0)
         } else {
             0.0
         };
-        ((f64::from(self.max_s(sx, px)) * h).round() as u32).max(1)
+        ((f64::from(max_s) * h).round() as u32).max(1)
     }
 
-    /// The room `px` keeps for `sx` once its predicted growth over ΔT is in ([0054]): below the
-    /// margin, it would ask DISTRIBUTE again at its next viewer.
-    pub(super) fn predicted_room(&mut self, sx: Sx, px: Px) -> f64 {
-        let room = f64::from(self.room(sx, px));
+    /// The room `px` keeps for `sx` once its predicted growth over ΔT is in ([0054]), given its
+    /// `room` now: below the margin, it would ask DISTRIBUTE again at its next viewer.
+    pub(super) fn predicted_room_from(&mut self, sx: Sx, px: Px, room: u32) -> f64 {
         let (lin, loff) = self.pair_rates(sx, px);
-        room - (lin - loff).max(0.0) * self.delta_t_secs()
+        f64::from(room) - (lin - loff).max(0.0) * self.delta_t_secs()
     }
 
     /// Free connections of an active pair, reservations included.
     pub(super) fn room(&self, sx: Sx, px: Px) -> u32 {
-        match self.pair(sx, px) {
-            Some(p) => self
-                .max_s(sx, px)
-                .saturating_sub(p.load().saturating_add(p.reserved())),
-            None => self.max_s(sx, px),
-        }
+        self.room_and_max_s(sx, px).0
+    }
+
+    /// The room of `px` for `sx` and its Max_s, from one computation of Max_s.
+    pub(super) fn room_and_max_s(&self, sx: Sx, px: Px) -> (u32, u32) {
+        let max = self.max_s(sx, px);
+        let room = match self.pair(sx, px) {
+            Some(p) => max.saturating_sub(p.load().saturating_add(p.reserved())),
+            None => max,
+        };
+        (room, max)
     }
 
     /// Change the machine-wide accounting of `px` by `delta` connections of stream `sx`.
@@ -405,7 +416,9 @@ impl Coordinator {
                 .map_or((0.0, 0.0), |p| (sane(p.reported.0), sane(p.reported.1)));
         }
         let (w, sm) = (self.window, self.smoothing);
-        match self.pair_mut(sx, px) {
+        // Not `pair_mut`: catching a predictor up changes no load, so the machine is not noted
+        // as touched (a DISTRIBUTE reads the rates of its whole tier).
+        match self.streams.get_mut(&sx).and_then(|s| s.pairs.get_mut(&px)) {
             Some(p) => (p.login.rate(w, &sm), p.logoff.rate(w, &sm)),
             None => (0.0, 0.0),
         }
