@@ -18,10 +18,14 @@ use std::collections::VecDeque;
 use super::api::Time;
 
 /// Reservations of one (proxy, stream) pair, oldest first; those made at the same time share
-/// one entry (a flash crowd resolved in one instant costs one).
+/// one entry (a flash crowd resolved in one instant costs one). Most pairs have none most of
+/// the time: the queue exists only while one is open, so an empty one costs a pointer, not a
+/// queue and its capacity (issue 3's memory per pair, over tens of thousands of pairs).
 #[derive(Debug, Default, Clone)]
 pub(super) struct Expected {
-    batches: VecDeque<(Time, u32)>,
+    // Boxed on purpose: `None` is 8 bytes where an empty `VecDeque` is 32, in every pair.
+    #[allow(clippy::box_collection)]
+    batches: Option<Box<VecDeque<(Time, u32)>>>,
     total: u32,
 }
 
@@ -36,41 +40,56 @@ impl Expected {
         if n == 0 {
             return;
         }
-        match self.batches.back_mut() {
+        let batches = self.batches.get_or_insert_default();
+        match batches.back_mut() {
             Some((t, k)) if *t == at => *k = k.saturating_add(n),
-            _ => self.batches.push_back((at, n)),
+            _ => batches.push_back((at, n)),
         }
         self.total = self.total.saturating_add(n);
+    }
+
+    /// Drops the queue once nothing is on the way.
+    fn release_if_empty(&mut self) {
+        if self.batches.as_ref().is_some_and(|b| b.is_empty()) {
+            self.batches = None;
+        }
     }
 
     /// A viewer logged in: the oldest reservation ends (whichever viewer it was, one fewer is on
     /// the way, and the count now holds it).
     pub(super) fn arrived(&mut self) {
-        if let Some((_, k)) = self.batches.front_mut() {
+        let Some(batches) = self.batches.as_mut() else {
+            return;
+        };
+        if let Some((_, k)) = batches.front_mut() {
             *k -= 1;
             self.total -= 1;
             if *k == 0 {
-                self.batches.pop_front();
+                batches.pop_front();
             }
         }
+        self.release_if_empty();
     }
 
     /// A heartbeat received at `now` counted every viewer that connected at least `grace_micros`
     /// before, and its count `grew` by that many since the last one: the reservations that old
     /// end, then as many younger ones as the growth leaves unexplained. How many ended.
     pub(super) fn counted_at(&mut self, now: Time, grace_micros: u64, grew: u32) -> u32 {
+        let Some(batches) = self.batches.as_mut() else {
+            return 0;
+        };
         let mut aged = 0u32;
-        while let Some(&(at, k)) = self.batches.front() {
+        while let Some(&(at, k)) = batches.front() {
             if at.plus_micros(grace_micros) > now {
                 break;
             }
-            self.batches.pop_front();
+            batches.pop_front();
             aged = aged.saturating_add(k);
         }
         let mut young = grew.saturating_sub(aged);
         let mut ended = aged;
         while young > 0 {
-            let Some((_, k)) = self.batches.front_mut() else {
+            let Some((_, k)) = batches.front_mut() else {
                 break;
             };
             let n = young.min(*k);
@@ -78,10 +97,11 @@ impl Expected {
             young -= n;
             ended += n;
             if *k == 0 {
-                self.batches.pop_front();
+                batches.pop_front();
             }
         }
         self.total -= ended;
+        self.release_if_empty();
         ended
     }
 }
@@ -111,5 +131,6 @@ mod tests {
         assert_eq!(e.total(), 0);
         e.arrived();
         assert_eq!(e.total(), 0);
+        assert!(e.batches.is_none(), "an empty queue is given back");
     }
 }
