@@ -52,6 +52,10 @@ impl Coordinator {
                 .and_then(|s| s.bits_per_sec)
                 .unwrap_or(r.capacity.bits_per_sec),
         };
+        let logical_connections = settings
+            .as_ref()
+            .and_then(|s| s.logical_connections)
+            .unwrap_or(capacity.connections);
         let region = settings
             .as_ref()
             .and_then(|s| s.region.clone())
@@ -67,6 +71,7 @@ impl Coordinator {
                     addr: r.data_addr,
                     region: region_id,
                     capacity,
+                    logical_connections,
                     alive: false,
                     disconnected: false,
                     decides: r.decides,
@@ -92,6 +97,7 @@ impl Coordinator {
             rec.addr = r.data_addr;
             rec.region = region_id;
             rec.capacity = capacity;
+            rec.logical_connections = logical_connections;
             rec.alive = true;
             rec.disconnected = false;
             rec.decides = r.decides;
@@ -262,7 +268,12 @@ impl Coordinator {
         // what it can hold for the stream: Max_s from the capacity it declared ([0047]), less
         // its child proxies and the reservations still open. More is a broken or hostile report,
         // capped and logged, so no decision rests on it (issue 7, defect 3).
-        let cap = self.max_s(sx, px).saturating_sub(taken);
+        // Only a count above the one held can exceed it (the usual heartbeat holds or lowers it).
+        let cap = if load.viewers > before {
+            self.max_s(sx, px).saturating_sub(taken)
+        } else {
+            u32::MAX
+        };
         let viewers = load.viewers.min(cap);
         if viewers < load.viewers {
             let (name, id) = (load.stream.clone(), self.pid(px));

@@ -76,6 +76,7 @@ impl Coordinator {
                 logoff: Predictor::new(w),
                 reported: (0.0, 0.0),
                 monitor_version: 0,
+                indexed_accepting: false,
             },
         );
         s.tiers.entry((region, tier)).or_default().active.push(px);

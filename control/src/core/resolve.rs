@@ -215,10 +215,13 @@ impl Coordinator {
             }
             for &(sx, yes) in &decided {
                 if let Some(s) = self.streams.get_mut(&sx)
-                    && let Some(p) = s.pairs.get(&px)
-                    && let Some(t) = s.tiers.get_mut(&(p.region, p.tier))
+                    && let Some(p) = s.pairs.get_mut(&px)
+                    && p.indexed_accepting != yes
                 {
-                    t.active.set_accepting(px, yes);
+                    p.indexed_accepting = yes;
+                    if let Some(t) = s.tiers.get_mut(&(p.region, p.tier)) {
+                        t.active.set_accepting(px, yes);
+                    }
                 }
             }
         }

@@ -32,6 +32,9 @@ pub(super) struct ProxyRec {
     pub(super) addr: SocketAddr,
     pub(super) region: RegionId,
     pub(super) capacity: Capacity,
+    /// What one stream may take here: the configuration's `logical_connections`, else the
+    /// capacity in connections ([0047]); kept here, not looked up per Max_s.
+    pub(super) logical_connections: u32,
     pub(super) alive: bool,
     /// Its control connection closed and it has not registered again: alive until the
     /// heartbeat timeout says otherwise ([0066]), but likely gone.
@@ -192,6 +195,9 @@ pub(super) struct Pair {
     pub(super) reported: (f32, f32),
     /// `TierRec::version` of the tier above when its MonitorList was last sent ([0053]).
     pub(super) monitor_version: u64,
+    /// What its tier's accepting index holds for it: `refresh_accepting`, the index's only
+    /// writer, looks the tier up only when this changes.
+    pub(super) indexed_accepting: bool,
 }
 
 impl Pair {
@@ -288,12 +294,9 @@ impl Coordinator {
             .connections
             .saturating_sub(own)
             .saturating_add(other_reserved);
-        let logical = self
-            .settings
-            .get(&rec.id)
-            .and_then(|st| st.logical_connections)
-            .unwrap_or(rec.capacity.connections);
-        let mut m = logical.min(rec.capacity.connections.saturating_sub(other));
+        let mut m = rec
+            .logical_connections
+            .min(rec.capacity.connections.saturating_sub(other));
         if bitrate > 0 {
             let other_bps = rec
                 .bps

@@ -67,6 +67,7 @@ impl Coordinator {
                 logoff: Predictor::new(w),
                 reported: (0.0, 0.0),
                 monitor_version: 0,
+                indexed_accepting: false,
             },
         );
         self.streams.insert(
