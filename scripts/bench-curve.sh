@@ -40,33 +40,20 @@ load() {
   esac
 }
 
-pids=()
-stop_all() {
-  local pid
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  pids=()
-}
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
 # One run: scenario $1, result file stem $2, then the relay's command.
 run() {
-  local s="$1" name="$2" line="" data
+  local s="$1" name="$2" line data
   shift 2
   "$@" >"$out/$name.out" 2>"$out/$name.err" &
   pids+=($!)
   local pid=$!
-  for _ in $(seq 1 100); do
-    line="$(grep -m1 '^listening ' "$out/$name.out" 2>/dev/null || true)"
-    [ -n "$line" ] && break
-    sleep 0.1
-  done
-  data="$(sed -n 's/.*data=\([^ ]*\).*/\1/p' <<<"$line")"
+  line="$(listening_line "$out/$name.out" "$pid" "$name")" || { stop_all; return 0; }
+  data="$(field data "$line")"
   # shellcheck disable=SC2046
   target/release/vanbench fanout --relay "http://$data" --stream "$s" $(load "$s") --client crowd \
     --duration "$duration" --relay-pid "$pid" --json "$out/$name.json" 2>"$out/$name.log" ||

@@ -25,17 +25,8 @@ out="target/bench-idle-sources/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
 ulimit -n "$(ulimit -Hn)"
 
-pids=()
-stop_all() {
-  local pid
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  pids=()
-}
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
@@ -46,12 +37,8 @@ run() {
     >"$out/$tag.out" 2>"$out/$tag.err" &
   pids+=($!)
   local relay=$!
-  for _ in $(seq 1 100); do
-    line="$(grep -m1 '^listening ' "$out/$tag.out" || true)"
-    [ -n "$line" ] && break
-    sleep 0.1
-  done
-  data="$(sed -n 's/.*data=\([^ ]*\).*/\1/p' <<<"$line")"
+  line="$(listening_line "$out/$tag.out" "$relay" "relay ($tag)")" || { stop_all; return 0; }
+  data="$(field data "$line")"
   if [ "$n" -gt 0 ]; then
     # Idle sources: each sends its PUT head and holds the connection without a byte of body.
     python3 - "$data" "$n" "$out/$tag.idle" <<'EOF' &
@@ -73,7 +60,7 @@ EOF
   target/release/vanbench fanout --relay "http://$data" --stream legit -n "$viewers" --bitrate 1M \
     --duration "$duration" --relay-pid "$relay" --json "$out/$tag.json" 2>"$out/$tag.log" || true
   local streams
-  streams="$(curl -s "http://$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' <<<"$line")/status" | jq '.streams | length' 2>/dev/null || echo '?')"
+  streams="$(curl -s "http://$(field admin "$line")/status" | jq '.streams | length' 2>/dev/null || echo '?')"
   stop_all
   jq -r --arg tag "$tag" --arg streams "$streams" \
     '"\($tag)\tstreams \($streams)\tviewers \(.connected)/\(.viewers)\tlost \(.lost)\tp50 \(.latency_us.p50 / 1000) ms\tp99 \(.latency_us.p99 / 1000) ms\trelay CPU-s/GB \(.relay_cpu_s_per_gb * 1000 | round / 1000)"' \

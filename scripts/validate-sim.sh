@@ -39,32 +39,10 @@ out="${out:-target/validate-sim/$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$out"
 bin=target/release
 
-pids=()
-stop_all() {
-  local i pid
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill -TERM "${pids[i]}" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  pids=()
-}
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 trap stop_all EXIT
 trap 'exit 130' INT TERM
-
-listening_line() {
-  local file="$1" pid="$2" what="$3" line=""
-  for _ in $(seq 1 150); do
-    line="$(grep -m1 '^listening ' "$file" 2>/dev/null || true)"
-    [ -n "$line" ] && { echo "$line"; return 0; }
-    kill -0 "$pid" 2>/dev/null || { echo "validate-sim: $what exited at start-up" >&2; exit 1; }
-    sleep 0.1
-  done
-  echo "validate-sim: $what printed no listening line" >&2
-  exit 1
-}
-field() { sed -n "s/.*$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
 
 IFS=, read -r -a tier_sizes <<<"$tiers"
 # The trace both runs follow: login i at i/rate s; everyone leaves `watch` s after the last login.
@@ -99,7 +77,7 @@ real_round() {
   $bin/pnc --config "$dir/pnc.toml" >"$dir/pnc.out" 2>"$dir/pnc.err" &
   pids+=($!)
   local line control admin public
-  line="$(listening_line "$dir/pnc.out" "${pids[-1]}" pnc)"
+  line="$(listening_line "$dir/pnc.out" "${pids[-1]}" pnc)" || exit 1
   control="$(field control "$line")" admin="$(field admin "$line")" public="$(field public "$line")"
   local id cap
   for id in 1 $(sed -n 's/^id = //p' "$dir/pnc.toml" | tail -n +2); do
@@ -110,7 +88,7 @@ real_round() {
       --proxy-id "$id" --name "P$id" --capacity-connections "$cap" --stream-capacity-connections "$cap" \
       --delta-t-ms "$delta_t_ms" >"$dir/p$id.out" 2>"$dir/p$id.err" &
     pids+=($!)
-    line="$(listening_line "$dir/p$id.out" "${pids[-1]}" "relay P$id")"
+    line="$(listening_line "$dir/p$id.out" "${pids[-1]}" "relay P$id")" || exit 1
     [ "$id" = 1 ] && origin="$(field data "$line")"
   done
   $bin/vanbench source --url "http://$origin/live/demo" --bitrate "$bitrate" 2>"$dir/source.err" &
