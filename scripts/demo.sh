@@ -31,39 +31,22 @@ echo "demo: building release binaries (cargo build --release -p dataplane -p con
 cargo build --release -p dataplane -p control -p vanbench --bins
 
 tmp="$(mktemp -d /tmp/van-network.XXXXXX)"
-pids=()
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+# The last started first: the tree printer and the source before the relays and the PNC.
 cleanup() {
-  # The last started first: the tree printer and the source before the relays and the PNC.
-  local rev=()
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do rev+=("${pids[i]}"); done
-  pids=("${rev[@]}")
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
+  stop_all
   rm -rf "$tmp"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Waits for a process's `listening …` line on its stdout file; prints it.
-listening_line() {
-  local out="$1" err="$2" pid="$3" what="$4" line=""
-  for _ in $(seq 1 150); do
-    line="$(grep -m1 '^listening ' "$out" 2>/dev/null || true)"
-    [ -n "$line" ] && { echo "$line"; return 0; }
-    if ! kill -0 "$pid" 2>/dev/null; then
-      echo "demo: $what exited at start-up:" >&2
-      cat "$err" >&2
-      exit 1
-    fi
-    sleep 0.1
-  done
-  echo "demo: $what printed no listening line within 15 s" >&2
-  exit 1
+# Waits for a process's `listening …` line on its stdout file and prints it; on failure shows
+# the process's stderr and ends the demo.
+started() {
+  local out="$1" err="$2" pid="$3" what="$4"
+  listening_line "$out" "$pid" "demo: $what" || { cat "$err" >&2; exit 1; }
 }
-field() { sed -n "s/.*$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
 
 token="$(head -c 24 /dev/urandom | base64 | tr -d '/+=')"
 echo "$token" >"$tmp/token"
@@ -92,7 +75,7 @@ EOF
 
 target/release/pnc --config "$tmp/pnc.toml" >"$tmp/pnc.out" 2>"$tmp/pnc.err" &
 pids+=($!)
-line="$(listening_line "$tmp/pnc.out" "$tmp/pnc.err" "${pids[-1]}" pnc)"
+line="$(started "$tmp/pnc.out" "$tmp/pnc.err" "${pids[-1]}" pnc)"
 control="$(field control "$line")" admin="$(field admin "$line")" public="$(field public "$line")"
 echo "demo: pnc control=$control admin=http://$admin/api/topology public=http://$public/resolve/demo" >&2
 
@@ -106,7 +89,7 @@ start_relay() {
     >"$tmp/p$id.out" 2>"$tmp/p$id.err" &
   pids+=($!)
   local l
-  l="$(listening_line "$tmp/p$id.out" "$tmp/p$id.err" "${pids[-1]}" "relay P$id")"
+  l="$(started "$tmp/p$id.out" "$tmp/p$id.err" "${pids[-1]}" "relay P$id")"
   eval "data_$id=$(field data "$l")"
 }
 start_relay 1 1000 1000
