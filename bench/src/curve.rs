@@ -3,6 +3,7 @@
 //! in order, and a peer's (the naive relay's) beside it. Points come from `vanbench fanout`
 //! JSON summaries named `SCENARIO__TARGET__SETTING.json`.
 
+use crate::chart_style::{color, to_anyhow};
 use plotters::prelude::*;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -61,13 +62,6 @@ fn setting_order(s: &str) -> f64 {
     digits.parse().unwrap_or(f64::MAX)
 }
 
-const COLORS: [RGBColor; 4] = [
-    RGBColor(0x1f, 0x77, 0xb4),
-    RGBColor(0xd6, 0x27, 0x28),
-    RGBColor(0x2c, 0xa0, 0x2c),
-    RGBColor(0xff, 0x7f, 0x0e),
-];
-
 /// Writes the chart: a panel per scenario, p99 (log scale) across, CPU-s/GB up.
 pub fn write_svg(path: &Path, title: &str, points: &[Point]) -> anyhow::Result<()> {
     let mut panels: BTreeMap<&str, Vec<&Point>> = BTreeMap::new();
@@ -118,7 +112,7 @@ pub fn write_svg(path: &Path, title: &str, points: &[Point]) -> anyhow::Result<(
             .draw()
             .map_err(to_anyhow)?;
         for (i, target) in targets.iter().enumerate() {
-            let color = COLORS[i % COLORS.len()];
+            let color = color(i);
             let mut line: Vec<&&Point> = pts.iter().filter(|p| p.target == *target).collect();
             if line.is_empty() {
                 continue;
@@ -152,10 +146,6 @@ pub fn write_svg(path: &Path, title: &str, points: &[Point]) -> anyhow::Result<(
     }
     root.present().map_err(to_anyhow)?;
     Ok(())
-}
-
-fn to_anyhow<E: std::fmt::Debug>(e: E) -> anyhow::Error {
-    anyhow::anyhow!("drawing the chart: {e:?}")
 }
 
 #[cfg(test)]

@@ -10,11 +10,13 @@
 //! - [`sim`]: `vanbench simulate`, a discrete-event simulation of a whole VAN around the
 //!   coordinator's own core, each relay machine running the proxies' own agent.
 //! - [`tree`]: `vanbench tree`, the PNC's topology drawn as a text tree.
-//! - [`curve`]: `vanbench curve`, the latency-to-CPU trade of fan-out runs as a chart.
+//! - [`curve`]: `vanbench curve`, the latency-to-CPU trade of fan-out runs as a chart;
+//!   [`chart_style`]: the colours and error mapping every chart shares.
 //! - [`summary`]: the JSON summary (a contract, /work/briefs/vanbench-cli.md) and its table.
 //!
 //! Benchmarks are programs that print figures; nothing here is a timed test.
 
+pub mod chart_style;
 pub mod crowd;
 pub mod curve;
 pub mod fanout;

@@ -163,22 +163,7 @@ fn distribute_does_not_regroup_onto_a_proxy_consolidate_is_draining() {
     let out = net.logoff(31, "demo");
     net.check_invariants(&out);
     // P31's agent reports more logoffs than logins and asks to CONSOLIDATE ([0062]).
-    net.msg(
-        31,
-        ProxyMsg::Heartbeat {
-            streams: vec![StreamLoad {
-                stream: "demo".into(),
-                viewers: 1,
-                child_proxies: 0,
-                bits_per_sec: 0,
-                login_rate: 0.0,
-                logoff_rate: 1.0,
-            }],
-            connections: 1,
-            bits_per_sec: 0,
-            rtts: vec![],
-        },
-    );
+    net.heartbeat(31, "demo", 1, 0.0, 1.0);
     let out = net.msg(
         31,
         ProxyMsg::Consolidate {
@@ -756,21 +741,8 @@ fn a_deciding_proxy_logging_off_at_its_last_sink_is_not_taken_for_a_lost_link() 
     net.announce(S, "demo", "src");
     net.at(100);
     assert_eq!(net.resolve("demo", None, None), Some(31));
-    let beat = |viewers: u32| ProxyMsg::Heartbeat {
-        streams: vec![StreamLoad {
-            stream: "demo".into(),
-            viewers,
-            child_proxies: 0,
-            bits_per_sec: 0,
-            login_rate: 0.0,
-            logoff_rate: 0.0,
-        }],
-        connections: viewers,
-        bits_per_sec: 0,
-        rtts: vec![],
-    };
     net.at(101);
-    let out = net.msg(31, beat(1));
+    let out = net.heartbeat(31, "demo", 1, 0.0, 0.0);
     net.check_invariants(&out);
     let out = net.msg(
         21,
@@ -809,7 +781,7 @@ fn a_deciding_proxy_logging_off_at_its_last_sink_is_not_taken_for_a_lost_link() 
     assert_eq!(net.serving_tree("demo"), active_before);
     // Its heartbeat shows it empty: it goes idle.
     net.at(201);
-    let out = net.msg(31, beat(0));
+    let out = net.heartbeat(31, "demo", 0, 0.0, 0.0);
     net.check_invariants(&out);
     assert!(
         net.pair("demo", 31).is_none(),
@@ -834,22 +806,7 @@ fn distribute_does_not_regroup_onto_a_proxy_consolidate_is_draining_one_tier_up(
     net.at(500);
     let out = net.logoff(32, "demo");
     net.check_invariants(&out);
-    net.msg(
-        32,
-        ProxyMsg::Heartbeat {
-            streams: vec![StreamLoad {
-                stream: "demo".into(),
-                viewers: 1,
-                child_proxies: 0,
-                bits_per_sec: 0,
-                login_rate: 0.0,
-                logoff_rate: 1.0,
-            }],
-            connections: 1,
-            bits_per_sec: 0,
-            rtts: vec![],
-        },
-    );
+    net.heartbeat(32, "demo", 1, 0.0, 1.0);
     let out = net.msg(
         32,
         ProxyMsg::Consolidate {

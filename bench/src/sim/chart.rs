@@ -3,17 +3,9 @@
 //! that runs on one trace read side by side.
 
 use super::report::{Report, Sample};
+use crate::chart_style::{color, to_anyhow};
 use plotters::prelude::*;
 use std::path::Path;
-
-const COLORS: [RGBColor; 6] = [
-    RGBColor(0x1f, 0x77, 0xb4),
-    RGBColor(0xd6, 0x27, 0x28),
-    RGBColor(0x2c, 0xa0, 0x2c),
-    RGBColor(0xff, 0x7f, 0x0e),
-    RGBColor(0x94, 0x67, 0xbd),
-    RGBColor(0x8c, 0x56, 0x4b),
-];
 
 /// A panel: its title and what each sample contributes.
 type Panel = (&'static str, fn(&Sample) -> f64);
@@ -54,7 +46,7 @@ pub fn write_svg(path: &Path, title: &str, runs: &[&Report]) -> anyhow::Result<(
             .draw()
             .map_err(to_anyhow)?;
         for (i, r) in runs.iter().enumerate() {
-            let color = COLORS[i % COLORS.len()];
+            let color = color(i);
             let label = if r.proxy_model.is_empty() {
                 r.policy.clone()
             } else {
@@ -81,10 +73,6 @@ pub fn write_svg(path: &Path, title: &str, runs: &[&Report]) -> anyhow::Result<(
     }
     root.present().map_err(to_anyhow)?;
     Ok(())
-}
-
-fn to_anyhow<E: std::fmt::Debug>(e: E) -> anyhow::Error {
-    anyhow::anyhow!("drawing the chart: {e:?}")
 }
 
 #[cfg(test)]

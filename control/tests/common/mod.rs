@@ -141,6 +141,34 @@ impl Net {
         })
     }
 
+    /// A heartbeat of `from` carrying one stream's load: `viewers` (also its connections) and
+    /// the rates its agent predicts.
+    pub fn heartbeat(
+        &mut self,
+        from: u32,
+        stream: &str,
+        viewers: u32,
+        login_rate: f32,
+        logoff_rate: f32,
+    ) -> Vec<Command> {
+        self.msg(
+            from,
+            ProxyMsg::Heartbeat {
+                streams: vec![StreamLoad {
+                    stream: stream.into(),
+                    viewers,
+                    child_proxies: 0,
+                    bits_per_sec: 0,
+                    login_rate,
+                    logoff_rate,
+                }],
+                connections: viewers,
+                bits_per_sec: 0,
+                rtts: vec![],
+            },
+        )
+    }
+
     pub fn announce(&mut self, origin: u32, stream: &str, source: &str) {
         self.msg(
             origin,
