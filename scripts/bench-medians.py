@@ -38,7 +38,7 @@ def spread(values, fmt):
 
 print(f"medians of {len(sys.argv) - 1} runs [min–max]")
 hdr = ("scenario", "target", "runs", "connected", "all connected ms", "lost (max)", "p50 ms",
-       "p99 ms", "delivered ratio", "relay CPU-s/GB")
+       "p99 ms", "delivered ratio", "relay CPU-s/GB", "relay RSS MiB at the end")
 print("| " + " | ".join(hdr) + " |")
 print("|" + "---|" * len(hdr))
 for (scenario, target), runs in sorted(cells.items(), key=lambda kv: (ORDER.get(kv[0][0], 9), kv[0])):
@@ -53,5 +53,9 @@ for (scenario, target), runs in sorted(cells.items(), key=lambda kv: (ORDER.get(
         spread([r["latency_us"]["p99"] / 1e3 for r in runs], "{:.2f}"),
         spread([r["delivered_ratio"] for r in runs], "{:.3f}"),
         spread([r["relay_cpu_s_per_gb"] for r in runs], "{:.3f}"),
+        # VmRSS as the measured window ends: for stall100, while the stalled viewer still
+        # holds its connection without reading.
+        spread([r["relay_rss_kib"] / 1024 if r.get("relay_rss_kib") is not None else None
+                for r in runs], "{:.1f}"),
     )
     print("| " + " | ".join(row) + " |")

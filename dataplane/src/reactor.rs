@@ -408,6 +408,9 @@ pub struct Core {
     /// The one timer of held-back sends (`--coalesce-ms`), armed while `coalesce_armed`.
     coalesce_timespec: Box<types::Timespec>,
     coalesce_armed: bool,
+    /// Viewers whose send was pending longer than the longest hold at the last tick: they take
+    /// no share of the send budget (`sendplan::Pace::viewers`).
+    stuck_viewers: usize,
     cqes: Vec<(u64, i32, u32)>,
     stopping: Option<u64>,
     accept_armed: bool,
@@ -468,6 +471,7 @@ impl Core {
             timespec: Box::new(types::Timespec::new().nsec(TICK_NS)),
             coalesce_timespec: Box::new(types::Timespec::new()),
             coalesce_armed: false,
+            stuck_viewers: 0,
             cqes: Vec::with_capacity(4096),
             stopping: None,
             accept_armed: false,
@@ -808,8 +812,12 @@ impl Core {
             !(s.subscribed_cores.load(Ordering::SeqCst) == 0
                 && w.release_all(&s.window, &shared.pool))
         });
-        // Lag policy for sends pending too long, then a safety-net pump of every stream.
+        // Lag policy for sends pending too long, then a safety-net pump of every stream. A send
+        // pending longer than the longest hold (or a tick) marks a viewer that is not keeping
+        // pace: it is left out of the send budget's share until it moves again.
         let timeout = self.shared.cfg.send_timeout_us;
+        let stuck_after = self.shared.cfg.coalesce_us.max(u64::from(TICK_NS) / 1000);
+        let mut stuck = 0;
         for id in self.fanout.stream_ids() {
             let Some((stream, subs)) = self.fanout.subscribers(id) else {
                 continue;
@@ -820,8 +828,14 @@ impl Core {
             let subs = subs.to_vec();
             for slot in subs {
                 self.check_lag(slot, first, now, timeout);
+                if let State::Viewer(v) = &self.conns[slot as usize].state
+                    && v.plan.pending_longer_than(now, stuck_after)
+                {
+                    stuck += 1;
+                }
             }
         }
+        self.stuck_viewers = stuck;
         self.fanout.all_dirty();
         if self.shared.shutdown.load(Ordering::Acquire) {
             self.begin_stop(now);

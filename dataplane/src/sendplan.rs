@@ -52,7 +52,9 @@ pub fn coalesce_until(
 #[derive(Clone, Copy)]
 pub struct Pace<'a> {
     pub cfg: &'a Config,
-    /// Viewers the core serves (the load the send budget is shared by).
+    /// Viewers the core serves that take data: the load the send budget is shared by. One
+    /// whose send is stuck in a full socket sends nothing, and counting it would only hold
+    /// every other viewer's sends longer.
     pub viewers: usize,
     pub now_us: u64,
 }
@@ -229,6 +231,12 @@ impl SendPlan {
     /// No send in flight.
     pub fn is_idle(&self) -> bool {
         self.inflight.is_none()
+    }
+
+    /// A send has been in flight for longer than `us`: the viewer's socket is full and it is
+    /// not taking data at the core's pace.
+    pub fn pending_longer_than(&self, now_us: u64, us: u64) -> bool {
+        self.inflight.is_some() && now_us.saturating_sub(self.since_us) > us
     }
 
     /// The lowest block sequence number this subscriber may still touch, the send in flight
@@ -867,6 +875,34 @@ mod tests {
             plan.next(&f.stream, busy(2), BLOCK as u32),
             Next::HoldBack { due: 20_001 }
         ));
+    }
+
+    #[test]
+    fn a_send_pending_past_the_hold_marks_the_viewer_as_not_keeping_pace() {
+        let cfg = cfg("0", "50000");
+        let f = fixture(&[4000, 100], 32);
+        let (cur, pin, _) = start(&f.stream, 0, Some(Some(0)), 0);
+        let mut plan = SendPlan::new(false, cur, pin, Vec::new());
+        assert!(
+            !plan.pending_longer_than(1_000_000, 100_000),
+            "idle: nothing pending"
+        );
+        let Next::Plain(r) = plan.next(&f.stream, pace(&cfg, 1, 5_000), BLOCK as u32) else {
+            panic!("frame 0 is there to send");
+        };
+        assert!(
+            !plan.pending_longer_than(105_000, 100_000),
+            "pending exactly the hold"
+        );
+        assert!(
+            plan.pending_longer_than(105_001, 100_000),
+            "pending past the hold"
+        );
+        plan.complete(r.len as i32, &f.stream.window);
+        assert!(
+            !plan.pending_longer_than(1_000_000, 100_000),
+            "completed: keeping pace"
+        );
     }
 
     #[test]

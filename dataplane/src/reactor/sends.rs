@@ -77,7 +77,9 @@ impl Core {
         let core = self.id;
         let pace = Pace {
             cfg: &shared.cfg,
-            viewers: shared.placed[core].load(Ordering::Relaxed),
+            viewers: shared.placed[core]
+                .load(Ordering::Relaxed)
+                .saturating_sub(self.stuck_viewers),
             now_us: shared.now_us(),
         };
         let c = &mut self.conns[slot as usize];
