@@ -317,7 +317,16 @@ impl Core {
         let c = &self.conns[slot as usize];
         let fd = c.fd;
         let generation = c.generation;
-        let zc = !van && self.shared.cfg.zerocopy != ZeroCopy::Off;
+        let zc = !van
+            && match self.shared.cfg.zerocopy {
+                ZeroCopy::Off => false,
+                ZeroCopy::On => true,
+                // A peer on this host (loopback, or an address of ours) is reached through `lo`,
+                // where the kernel copies every send_zc anyway, at more cost than a plain send:
+                // `auto` would learn it only from the first notifications, and a crowd of local
+                // viewers joining at once pays for those first sends (issue 9, perf).
+                ZeroCopy::Auto => !peer_on_this_host(fd),
+            };
         limit_unsent(fd, self.shared.cfg.viewer_unsent_max);
         debug!(core, stream = %s.name, van, start = cur.seq, gap = ?gap, "viewer joined");
         if van {
@@ -357,6 +366,22 @@ impl Core {
     }
 }
 
+/// Whether `fd`'s peer is on this host: a loopback address, or the address the connection came
+/// in on. Unknown counts as remote (send_zc then finds out for itself).
+fn peer_on_this_host(fd: RawFd) -> bool {
+    // SAFETY: fd is this viewer's open socket, borrowed for these two calls only.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let sock = socket2::SockRef::from(&fd);
+    let ip = |a: socket2::SockAddr| a.as_socket().map(|a| a.ip().to_canonical());
+    match (
+        sock.peer_addr().ok().and_then(ip),
+        sock.local_addr().ok().and_then(ip),
+    ) {
+        (Some(peer), Some(local)) => peer.is_loopback() || peer == local,
+        _ => false,
+    }
+}
+
 /// Caps the bytes `fd` holds not yet sent (`--viewer-unsent-max`). Ten thousand viewers that
 /// fall a second behind together would otherwise queue a copy of that second each in kernel
 /// memory, past `tcp_mem`'s pressure mark, where the kernel prunes and drops and every viewer
@@ -378,5 +403,27 @@ fn limit_unsent(fd: RawFd, bytes: u32) {
     };
     if r != 0 {
         debug!("TCP_NOTSENT_LOWAT not set: {}", io::Error::last_os_error());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::peer_on_this_host;
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn a_loopback_peer_is_on_this_host() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (served, _) = listener.accept().unwrap();
+        assert!(peer_on_this_host(served.as_raw_fd()));
+        assert!(peer_on_this_host(client.as_raw_fd()));
+    }
+
+    #[test]
+    fn a_socket_without_a_peer_counts_as_remote() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(!peer_on_this_host(listener.as_raw_fd()));
     }
 }
