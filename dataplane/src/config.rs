@@ -14,7 +14,8 @@ use serde::Deserialize;
 #[serde(rename_all = "kebab-case")]
 pub enum ZeroCopy {
     /// Large sends use send_zc with copy reporting; a socket whose notification says the kernel
-    /// copied anyway (loopback, veth) goes back to plain send for good.
+    /// copied anyway (loopback, veth) goes back to plain send for good, and a viewer on this
+    /// host (loopback, or our own address) uses plain send from the start.
     #[default]
     Auto,
     /// Always plain send from the registered pool.
