@@ -59,6 +59,9 @@ impl Reject {
 #[derive(Default)]
 pub struct CoreMetrics {
     pub viewers: AtomicI64,
+    /// Viewers sharing the core's send budget at the last tick: those whose send is not stuck
+    /// in a full socket (`Pace::viewers`).
+    pub pacing_viewers: AtomicI64,
     pub van_viewers: AtomicI64,
     pub sources: AtomicI64,
     pub connections: AtomicI64,
@@ -129,6 +132,12 @@ pub fn render_prometheus(
     gauge(&mut reg, "van_viewers", "Connected VAN viewers", &|c| {
         c.van_viewers.load(Ordering::Relaxed)
     });
+    gauge(
+        &mut reg,
+        "pacing_viewers",
+        "Viewers sharing the core's send budget (those whose send is not stuck in a full socket)",
+        &|c| c.pacing_viewers.load(Ordering::Relaxed),
+    );
     gauge(&mut reg, "sources", "Connected sources", &|c| {
         c.sources.load(Ordering::Relaxed)
     });

@@ -836,6 +836,12 @@ impl Core {
             }
         }
         self.stuck_viewers = stuck;
+        let pacing = self.shared.placed[self.id]
+            .load(Ordering::Relaxed)
+            .saturating_sub(stuck);
+        self.m()
+            .pacing_viewers
+            .store(pacing as i64, Ordering::Relaxed);
         self.fanout.all_dirty();
         if self.shared.shutdown.load(Ordering::Acquire) {
             self.begin_stop(now);
