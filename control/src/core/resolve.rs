@@ -184,9 +184,10 @@ impl Coordinator {
             && self.room(sx, px) >= 1
     }
 
-    /// Bring the index of the proxies that take a new viewer up to date for every proxy touched
-    /// since the last refresh, on each of its streams: a change on one machine (load,
-    /// reservations, capacity, liveness) changes its room for every stream it carries ([0047]).
+    /// Bring the index of the proxies that take a new viewer, and each tier's sums for
+    /// DISTRIBUTE (`tier_sums`), up to date for every proxy touched since the last refresh, on
+    /// each of its streams: a change on one machine (load, reservations, capacity, liveness)
+    /// changes its room for every stream it carries ([0047]).
     pub(super) fn refresh_accepting(&mut self) {
         let mut touched = std::mem::take(&mut self.touched);
         let mut decided = std::mem::take(&mut self.decided);
@@ -205,15 +206,13 @@ impl Coordinator {
                 let Some(p) = self.streams.get(&sx).and_then(|s| s.pairs.get(&px)) else {
                     continue;
                 };
-                let yes = rec.alive
-                    && p.accepting
-                    && self
-                        .max_s_with(sx, px, reserved - p.reserved())
-                        .saturating_sub(p.load().saturating_add(p.reserved()))
-                        >= 1;
-                decided.push((sx, yes));
+                let max_s = self.max_s_with(sx, px, reserved - p.reserved());
+                let room = max_s.saturating_sub(p.load().saturating_add(p.reserved()));
+                let yes = rec.alive && p.accepting && room >= 1;
+                decided.push((sx, yes, room, max_s));
             }
-            for &(sx, yes) in &decided {
+            for &(sx, yes, room, max_s) in &decided {
+                self.sync_share(sx, px, room, max_s);
                 if let Some(s) = self.streams.get_mut(&sx)
                     && let Some(p) = s.pairs.get_mut(&px)
                     && p.indexed_accepting != yes
