@@ -1,5 +1,7 @@
 //! Viewer redirection: which proxy a new viewer should use ([0033], [0042]).
 
+use super::state::margin_for;
+use super::tier_sums::{put_share, share};
 use super::*;
 
 impl Coordinator {
@@ -211,14 +213,21 @@ impl Coordinator {
                 let yes = rec.alive && p.accepting && room >= 1;
                 decided.push((sx, yes, room, max_s));
             }
+            let (alive, decides) = (rec.alive, rec.decides);
+            let (hysteresis, dt) = (self.config.hysteresis, self.delta_t_secs());
             for &(sx, yes, room, max_s) in &decided {
-                self.sync_share(sx, px, room, max_s);
-                if let Some(s) = self.streams.get_mut(&sx)
-                    && let Some(p) = s.pairs.get_mut(&px)
-                    && p.indexed_accepting != yes
-                {
+                let Some(StreamRec { pairs, tiers, .. }) = self.streams.get_mut(&sx) else {
+                    continue;
+                };
+                let Some(p) = pairs.get_mut(&px) else {
+                    continue;
+                };
+                let margin = margin_for(hysteresis, max_s);
+                let new = share(p, alive, decides, room, max_s, margin, dt);
+                put_share(p, tiers, px, new);
+                if p.indexed_accepting != yes {
                     p.indexed_accepting = yes;
-                    if let Some(t) = s.tiers.get_mut(&(p.region, p.tier)) {
+                    if let Some(t) = tiers.get_mut(&(p.region, p.tier)) {
                         t.active.set_accepting(px, yes);
                     }
                 }

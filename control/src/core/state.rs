@@ -109,6 +109,16 @@ impl std::ops::IndexMut<Px> for ProxyTable {
     }
 }
 
+/// The hysteresis margin for a Max_s of `max_s` with the configured `hysteresis`.
+pub(super) fn margin_for(hysteresis: f64, max_s: u32) -> u32 {
+    let h = if hysteresis.is_finite() {
+        hysteresis.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    ((f64::from(max_s) * h).round() as u32).max(1)
+}
+
 /// Farm sizing state of one (stream, region, tier) ([0039]–[0041]).
 #[derive(Debug, Default, Clone)]
 pub(super) struct FarmSizing {
@@ -335,12 +345,7 @@ impl Coordinator {
 
     /// The hysteresis margin for a Max_s of `max_s`.
     pub(super) fn margin_of(&self, max_s: u32) -> u32 {
-        let h = if self.config.hysteresis.is_finite() {
-            self.config.hysteresis.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
-        ((f64::from(max_s) * h).round() as u32).max(1)
+        margin_for(self.config.hysteresis, max_s)
     }
 
     /// The room `px` keeps for `sx` once its predicted growth over ΔT is in ([0054]), given its

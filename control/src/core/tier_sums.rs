@@ -4,7 +4,7 @@
 //! they come from changes (`refresh_accepting` for every touched machine, a heartbeat's reported
 //! rates, a pair's removal); `audit` compares them with the walk.
 
-use super::state::MAX_RATE;
+use super::state::{MAX_RATE, TierRec, margin_for};
 use super::*;
 
 /// Fixed-point scale of reported rates: a sum of them is exact whatever the order of updates.
@@ -106,6 +106,62 @@ fn fixed(r: f32) -> u64 {
     (sane_reported(r) * RATE_SCALE) as u64
 }
 
+/// What the pair `p` adds to its tier's sums, with room `room`, Max_s `max_s` and hysteresis
+/// margin `margin`; its machine `alive`, and whether it `decides` for itself.
+pub(super) fn share(
+    p: &Pair,
+    alive: bool,
+    decides: bool,
+    room: u32,
+    max_s: u32,
+    margin: u32,
+    delta_t_secs: f64,
+) -> Share {
+    let counted = alive && p.draining_to.is_none();
+    let usable = room.saturating_sub(margin);
+    let candidate = counted && usable > 0;
+    // As `regroup` computes the denominator, with the logoff rate replaced by a bound of it.
+    let loff = if decides {
+        sane_reported(p.reported.1)
+    } else {
+        p.logoff_bound
+    };
+    let key = if candidate {
+        (f64::from(usable) / delta_t_secs.max(1e-9) + loff).to_bits()
+    } else {
+        0
+    };
+    Share {
+        room,
+        max_s,
+        counted,
+        candidate,
+        key,
+        seq: p.seq,
+        reported: if decides {
+            (fixed(p.reported.0), fixed(p.reported.1))
+        } else {
+            (0, 0)
+        },
+    }
+}
+
+/// Replace the share of `p` (`px`) in its tier, one of `tiers`, by `new`.
+pub(super) fn put_share(
+    p: &mut Pair,
+    tiers: &mut BTreeMap<(RegionId, u32), TierRec>,
+    px: Px,
+    new: Share,
+) {
+    if p.share == new {
+        return;
+    }
+    if let Some(t) = tiers.get_mut(&(p.region, p.tier)) {
+        t.sums.update(px, &p.share, &new);
+    }
+    p.share = new;
+}
+
 /// A member that a DISTRIBUTE may regroup, with its room and Max_s now.
 #[derive(Clone, Copy)]
 pub(super) struct Candidate {
@@ -121,51 +177,29 @@ impl Coordinator {
             return Share::default();
         };
         let rec = &self.proxies[px];
-        let counted = rec.alive && p.draining_to.is_none();
-        let usable = room.saturating_sub(self.margin_of(max_s));
-        let candidate = counted && usable > 0;
-        // As `regroup` computes the denominator, with the logoff rate replaced by a bound of it.
-        let loff = if rec.decides {
-            sane_reported(p.reported.1)
-        } else {
-            p.logoff_bound
-        };
-        let key = if candidate {
-            (f64::from(usable) / self.delta_t_secs().max(1e-9) + loff).to_bits()
-        } else {
-            0
-        };
-        Share {
+        let margin = self.margin_of(max_s);
+        share(
+            p,
+            rec.alive,
+            rec.decides,
             room,
             max_s,
-            counted,
-            candidate,
-            key,
-            seq: p.seq,
-            reported: if rec.decides {
-                (fixed(p.reported.0), fixed(p.reported.1))
-            } else {
-                (0, 0)
-            },
-        }
+            margin,
+            self.delta_t_secs(),
+        )
     }
 
     /// Bring the share of `px` in its tier's sums up to date, its room and Max_s given.
     pub(super) fn sync_share(&mut self, sx: Sx, px: Px, room: u32, max_s: u32) {
-        let share = self.share_of(sx, px, room, max_s);
-        let Some(s) = self.streams.get_mut(&sx) else {
+        let (alive, decides) = (self.proxies[px].alive, self.proxies[px].decides);
+        let (margin, dt) = (self.margin_of(max_s), self.delta_t_secs());
+        let Some(StreamRec { pairs, tiers, .. }) = self.streams.get_mut(&sx) else {
             return;
         };
-        let Some(p) = s.pairs.get_mut(&px) else {
-            return;
-        };
-        if p.share == share {
-            return;
+        if let Some(p) = pairs.get_mut(&px) {
+            let new = share(p, alive, decides, room, max_s, margin, dt);
+            put_share(p, tiers, px, new);
         }
-        if let Some(t) = s.tiers.get_mut(&(p.region, p.tier)) {
-            t.sums.update(px, &p.share, &share);
-        }
-        p.share = share;
     }
 
     /// After a heartbeat set the reported rates of `px`: its share, room unchanged.
@@ -187,22 +221,22 @@ impl Coordinator {
     /// unless it decides for itself (its tier then reads the rate it reports).
     pub(super) fn count_event(&mut self, sx: Sx, px: Px, login: bool) {
         let (w, sm) = (self.window, self.smoothing);
-        let decides = self.proxies[px].decides;
-        let Some(s) = self.streams.get_mut(&sx) else {
+        let (alive, decides) = (self.proxies[px].alive, self.proxies[px].decides);
+        let (hysteresis, dt) = (self.config.hysteresis, self.delta_t_secs());
+        let Some(StreamRec { pairs, tiers, .. }) = self.streams.get_mut(&sx) else {
             return;
         };
-        let Some(p) = s.pairs.get_mut(&px) else {
+        let Some(p) = pairs.get_mut(&px) else {
             return;
         };
-        let own = if login { &mut p.login } else { &mut p.logoff };
-        own.observe(w, &sm);
         if login {
+            p.login.observe(w, &sm);
             p.login_bound = p.login.bound(&sm);
         } else {
+            p.logoff.observe(w, &sm);
             p.logoff_bound = p.logoff.bound(&sm);
         }
-        let (room, max_s) = (p.share.room, p.share.max_s);
-        if !decides && let Some(t) = s.tiers.get_mut(&(p.region, p.tier)) {
+        if !decides && let Some(t) = tiers.get_mut(&(p.region, p.tier)) {
             let tier = if login {
                 &mut t.sums.login
             } else {
@@ -211,7 +245,11 @@ impl Coordinator {
             tier.observe(w, &sm);
         }
         if !login {
-            self.sync_share(sx, px, room, max_s);
+            // A new bound of the logoff rate moves it in the regroup order.
+            let (room, max_s) = (p.share.room, p.share.max_s);
+            let margin = margin_for(hysteresis, max_s);
+            let new = share(p, alive, decides, room, max_s, margin, dt);
+            put_share(p, tiers, px, new);
         }
     }
 
