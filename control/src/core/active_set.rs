@@ -83,6 +83,10 @@ impl ActiveSet {
         }
     }
 
+    pub(super) fn is_empty(&self) -> bool {
+        self.slot_of.is_empty()
+    }
+
     /// How many proxies take a new viewer now.
     pub(super) fn accepting_len(&self) -> u32 {
         self.accepting_len
@@ -108,7 +112,7 @@ impl ActiveSet {
     }
 
     /// The active proxies in activation order.
-    pub(super) fn iter(&self) -> impl Iterator<Item = Px> + '_ {
+    pub(super) fn iter(&self) -> impl DoubleEndedIterator<Item = Px> + '_ {
         self.slots.iter().flatten().copied()
     }
 

@@ -52,6 +52,14 @@ impl Coordinator {
         };
         let redirect: Vec<Peer> = new_accepting.iter().map(|&q| self.peer(q)).collect();
         for &q in &group {
+            // Members served already are left untouched: a farm of many costs no refresh of
+            // each machine at every DISTRIBUTE of one of them.
+            let Some(gp) = self.pair(sx, q) else {
+                continue;
+            };
+            if gp.phase == Phase::Contraction && gp.distribute_served && !gp.accepting {
+                continue;
+            }
             let Some(gp) = self.pair_mut(sx, q) else {
                 continue;
             };
@@ -88,6 +96,8 @@ impl Coordinator {
         let name = self.sname(sx);
         let id = requester.map(|q| self.pid(q));
         let reactive = self.config.growth == Growth::OneAtATime;
+        // The tier's sums for what this event changed so far: read from them, not walked.
+        self.refresh_accepting();
         // [0059] capacity check over sp (none when only reacting: one proxy for the full one).
         let (lin, loff) = self.tier_rates(sx, region, tier);
         let demand = if reactive {
@@ -95,25 +105,14 @@ impl Coordinator {
         } else {
             ((lin - loff) * self.sp_secs()).max(0.0)
         };
-        // Each of the tier's other proxies with its room and Max_s, computed once.
-        let others: Vec<Candidate> = self
-            .tier_members(sx, region, tier)
-            .into_iter()
-            // [0063] a proxy CONSOLIDATE is draining goes idle: it adds no capacity.
-            .filter(|&q| {
-                !served.contains(&q)
-                    && self.proxies[q].alive
-                    && self.pair(sx, q).is_some_and(|p| p.draining_to.is_none())
-            })
-            .map(|q| {
-                let (room, max_s) = self.room_and_max_s(sx, q);
-                Candidate { px: q, room, max_s }
-            })
-            .collect();
-        let available: u64 = others.iter().map(|c| u64::from(c.room)).sum();
+        // The room of the tier's other proxies, alive and not drained ([0063] a proxy
+        // CONSOLIDATE is draining goes idle: it adds no capacity).
+        let available = self.tier_room(sx, region, tier, served);
         let unit = match requester {
             Some(q) => u64::from(self.max_s(sx, q).max(1)),
-            None => others.last().map_or(1, |c| u64::from(c.max_s.max(1))),
+            None => self
+                .newest_other(sx, region, tier, served)
+                .map_or(1, |q| u64::from(self.max_s(sx, q).max(1))),
         };
         let mut new_accepting: Vec<Px> = Vec::new();
         let sufficient = !reactive && available > 0 && demand <= available as f64;
@@ -121,7 +120,7 @@ impl Coordinator {
         let mut added = false;
         if sufficient {
             // [0060] [0061] enough capacity: regroup existing proxies by MIN_s.
-            if let Some(members) = self.regroup(sx, &others, lin) {
+            if let Some(members) = self.regroup(sx, region, tier, served, lin) {
                 added = true;
                 regrouped = true;
                 let l = members.len();
@@ -193,11 +192,12 @@ impl Coordinator {
                 // has takes the viewers (by MIN_s if a group exists, else all of it beyond the
                 // margin). For a viewer waiting now (no requester) any room will do: a viewer
                 // is never refused while the region has room.
-                let members: Vec<Px> = match self.regroup(sx, &others, lin) {
+                let members: Vec<Px> = match self.regroup(sx, region, tier, served, lin) {
                     Some(members) => members,
                     None => {
+                        // Rare (no idle proxy left): a walk of the tier.
                         let mut members = Vec::new();
-                        for c in &others {
+                        for c in self.others(sx, region, tier, served) {
                             let takes = match requester {
                                 Some(_) => {
                                     self.predicted_room_from(sx, c.px, c.room)
@@ -294,40 +294,209 @@ impl Coordinator {
         self.log(Rule::Regroup, Some(&name), requester, why(&mids));
     }
 
+    /// The tier's proxies other than `served`, alive and not being drained, oldest first, with
+    /// their room and Max_s (a walk of the tier).
+    fn others(&self, sx: Sx, region: RegionId, tier: u32, served: &[Px]) -> Vec<Candidate> {
+        self.tier_members(sx, region, tier)
+            .into_iter()
+            .filter(|&q| self.other_takes_part(sx, q, served))
+            .map(|q| {
+                let (room, max_s) = self.room_and_max_s(sx, q);
+                Candidate { px: q, room, max_s }
+            })
+            .collect()
+    }
+
+    /// The most recently activated of the tier's proxies other than `served`, alive and not
+    /// being drained.
+    fn newest_other(&self, sx: Sx, region: RegionId, tier: u32, served: &[Px]) -> Option<Px> {
+        self.streams
+            .get(&sx)?
+            .tiers
+            .get(&(region, tier))?
+            .active
+            .iter()
+            .rev()
+            .find(|&q| self.other_takes_part(sx, q, served))
+    }
+
+    fn other_takes_part(&self, sx: Sx, q: Px, served: &[Px]) -> bool {
+        !served.contains(&q)
+            && self.proxies[q].alive
+            && self.pair(sx, q).is_some_and(|p| p.draining_to.is_none())
+    }
+
     /// [0061] MIN_s = ⌊SysLinRate / (Loffrate_s + (Max_s − Load_s − margin)/ΔT)⌋ + 1 (∞ if the
-    /// denominator is 0; the hysteresis margin is the core's, see the loop); l = the smallest size with |{s : MIN_s ≤ l}| ≥ l; members by ascending
-    /// MIN_s, then most recently activated. `None` if no l exists.
-    fn regroup(&mut self, sx: Sx, others: &[Candidate], sys_lin: f64) -> Option<Vec<Px>> {
-        let dt = self.delta_t_secs().max(1e-9);
+    /// denominator is 0; the hysteresis margin is the core's, see `min_s`); l = the smallest
+    /// size with |{s : MIN_s ≤ l}| ≥ l; members by ascending MIN_s, then most recently
+    /// activated, among the tier's proxies other than `served`. `None` if no l exists.
+    ///
+    /// Without walking the tier: only a member with room beyond its margin has a finite MIN_s,
+    /// and the tier keeps those ordered by an upper bound of the denominator and by activation
+    /// (`tier_sums`). First l: visited by that bound from the largest, each bound gives a least
+    /// MIN_s for every member not visited yet; once it reaches the l of the members visited,
+    /// none of the rest has a MIN_s below l, so l is found and so is every member with MIN_s
+    /// below l. Then the members with MIN_s = l that complete the group, most recent first.
+    fn regroup(
+        &mut self,
+        sx: Sx,
+        region: RegionId,
+        tier: u32,
+        served: &[Px],
+        sys_lin: f64,
+    ) -> Option<Vec<Px>> {
+        // No l exceeds the number of candidates.
+        let n = self.candidate_count(sx, region, tier) as u64;
+        // MIN_s of the members visited, ascending (∞ left out), and each visited member's.
+        let mut sorted: Vec<u64> = Vec::new();
+        let mut visited: BTreeMap<Px, Option<u64>> = BTreeMap::new();
+        let mut l = None;
+        let mut cursor = None;
+        while let Some((key, q)) = self.next_candidate(sx, region, tier, cursor) {
+            cursor = Some((key, q));
+            let bound = f64::from_bits(key);
+            let least = if bound > 0.0 {
+                (sys_lin / bound).floor() + 1.0
+            } else {
+                f64::INFINITY
+            };
+            let done = match l {
+                Some(l) => least >= l as f64,
+                None => least > n as f64,
+            };
+            if done {
+                break;
+            }
+            if served.contains(&q) {
+                continue;
+            }
+            let m = self.min_s(sx, q, sys_lin);
+            visited.insert(q, m);
+            if let Some(m) = m {
+                let at = sorted.partition_point(|&x| x <= m);
+                sorted.insert(at, m);
+                // Only a smaller MIN_s than l can lower l.
+                if l.is_none_or(|l| m < l as u64) {
+                    l = group_size(&sorted);
+                }
+            }
+        }
+        let Some(l) = l else {
+            #[cfg(debug_assertions)]
+            self.check_regroup(sx, region, tier, served, sys_lin, None);
+            return None;
+        };
+        let mut group: Vec<(u64, std::cmp::Reverse<u64>, Px)> = Vec::new();
+        for (&q, &m) in &visited {
+            if let Some(m) = m.filter(|&m| m < l as u64) {
+                group.push((m, std::cmp::Reverse(self.pair(sx, q)?.seq), q));
+            }
+        }
+        let mut cursor = None;
+        while group.len() < l {
+            let (seq, q) = self.next_recent(sx, region, tier, cursor)?;
+            cursor = Some((seq, q));
+            if served.contains(&q) {
+                continue;
+            }
+            let m = match visited.get(&q) {
+                Some(&m) => m,
+                None => self.min_s(sx, q, sys_lin),
+            };
+            if m == Some(l as u64) {
+                group.push((l as u64, std::cmp::Reverse(seq), q));
+            }
+        }
+        group.sort();
+        let group: Vec<Px> = group.into_iter().map(|m| m.2).collect();
+        #[cfg(debug_assertions)]
+        self.check_regroup(sx, region, tier, served, sys_lin, Some(&group));
+        Some(group)
+    }
+
+    /// The group `regroup` found is the one of the definition, over every member of the tier
+    /// (debug builds).
+    #[cfg(debug_assertions)]
+    fn check_regroup(
+        &mut self,
+        sx: Sx,
+        region: RegionId,
+        tier: u32,
+        served: &[Px],
+        sys_lin: f64,
+        found: Option<&[Px]>,
+    ) {
         let mut mins: Vec<(u64, std::cmp::Reverse<u64>, Px)> = Vec::new();
-        for &Candidate { px: q, room, max_s } in others {
-            // Hysteresis ([0030], as the agent's trigger): back in expansion, a proxy must take
-            // at least the margin before its own prediction would ask DISTRIBUTE again ([0054]),
-            // else its phase flaps with every order. So the margin is kept out of the room MIN_s
-            // counts: at the SysLinRate/l it will then receive, the member still has the margin
-            // free after ΔT, and the group takes at least l × margin viewers before the next
-            // DISTRIBUTE (with the whole room, a member could be due to ask again at once).
-            let margin = self.margin_of(max_s);
-            let usable = room.saturating_sub(margin);
-            let (_, loff) = self.pair_rates(sx, q);
-            let denom = loff + f64::from(usable) / dt;
-            if denom <= 0.0 || usable == 0 {
-                continue; // MIN_s = ∞: never eligible.
+        for c in self.others(sx, region, tier, served) {
+            let seq = self.pair(sx, c.px).map_or(0, |p| p.seq);
+            if let Some(m) = self.exact_min_s(sx, c.px, c.room, c.max_s, sys_lin) {
+                mins.push((m, std::cmp::Reverse(seq), c.px));
             }
-            if self.predicted_room_from(sx, q, room) < f64::from(margin) {
-                continue;
-            }
-            let min_s = (sys_lin / denom).floor();
-            if !min_s.is_finite() || min_s >= (u32::MAX as f64) {
-                continue;
-            }
-            let seq = self.pair(sx, q).map_or(0, |p| p.seq);
-            mins.push((min_s as u64 + 1, std::cmp::Reverse(seq), q));
         }
         mins.sort();
         let sorted: Vec<u64> = mins.iter().map(|m| m.0).collect();
-        let l = group_size(&sorted)?;
-        Some(mins.into_iter().take(l).map(|m| m.2).collect())
+        let walked: Option<Vec<Px>> =
+            group_size(&sorted).map(|l| mins.into_iter().take(l).map(|m| m.2).collect());
+        assert_eq!(
+            found,
+            walked.as_deref(),
+            "regroup from the index and from a walk"
+        );
+    }
+
+    /// [0061] MIN_s of `q` for a SysLinRate of `sys_lin`, from its room and Max_s as its tier's
+    /// sums hold them; `None` for ∞ (no room beyond the margin, or not predicted to keep the
+    /// margin over ΔT).
+    fn min_s(&mut self, sx: Sx, q: Px, sys_lin: f64) -> Option<u64> {
+        let dt = self.delta_t_secs().max(1e-9);
+        let (room, max_s) = self.pair(sx, q).map(|p| (p.share.room, p.share.max_s))?;
+        // Hysteresis ([0030], as the agent's trigger): back in expansion, a proxy must take at
+        // least the margin before its own prediction would ask DISTRIBUTE again ([0054]), else
+        // its phase flaps with every order. So the margin is kept out of the room MIN_s counts:
+        // at the SysLinRate/l it will then receive, the member still has the margin free after
+        // ΔT, and the group takes at least l × margin viewers before the next DISTRIBUTE (with
+        // the whole room, a member could be due to ask again at once).
+        let margin = self.margin_of(max_s);
+        let usable = room.saturating_sub(margin);
+        if usable == 0 {
+            return None;
+        }
+        // Most members are decided by the bounds of their rates, without catching their
+        // predictors up (each is a loop over the windows since it was last read): the
+        // denominator lies between (room − margin)/ΔT and that plus the logoff rate's bound, and
+        // the login rate's bound keeps the margin over ΔT.
+        if let Some(p) = self.pair(sx, q)
+            && !self.proxies[q].decides
+        {
+            let base = f64::from(usable) / dt;
+            let (lo, hi) = (sys_lin / (base + p.logoff_bound), sys_lin / base);
+            let keeps = f64::from(room) - p.login_bound * self.delta_t_secs() >= f64::from(margin);
+            if keeps && lo.floor() == hi.floor() && hi.floor() < u32::MAX as f64 {
+                return Some(lo.floor() as u64 + 1);
+            }
+        }
+        self.exact_min_s(sx, q, room, max_s, sys_lin)
+    }
+
+    /// MIN_s of `q` with room `room` and Max_s `max_s`, from its rates caught up.
+    fn exact_min_s(&mut self, sx: Sx, q: Px, room: u32, max_s: u32, sys_lin: f64) -> Option<u64> {
+        let dt = self.delta_t_secs().max(1e-9);
+        let margin = self.margin_of(max_s);
+        let usable = room.saturating_sub(margin);
+        let (lin, loff) = self.pair_rates(sx, q);
+        let denom = loff + f64::from(usable) / dt;
+        if denom <= 0.0 || usable == 0 {
+            return None;
+        }
+        let ahead = f64::from(room) - (lin - loff).max(0.0) * self.delta_t_secs();
+        if ahead < f64::from(margin) {
+            return None;
+        }
+        let min_s = (sys_lin / denom).floor();
+        if !min_s.is_finite() || min_s >= (u32::MAX as f64) {
+            return None;
+        }
+        Some(min_s as u64 + 1)
     }
 
     /// [0039]–[0041] Number_of_Proxies_assigned for the next farm of (stream, region, tier).
@@ -391,14 +560,6 @@ impl Coordinator {
             })
             .count() as u32
     }
-}
-
-/// A proxy of the tier a DISTRIBUTE may regroup, with its room and Max_s at the time.
-#[derive(Clone, Copy)]
-struct Candidate {
-    px: Px,
-    room: u32,
-    max_s: u32,
 }
 
 /// [0061] l = the smallest size with |{s : MIN_s ≤ l}| ≥ l, over MIN_s values sorted ascending;

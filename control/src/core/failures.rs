@@ -266,6 +266,7 @@ impl Coordinator {
     pub(super) fn take_pair(&mut self, sx: Sx, x: Px) -> Option<Pair> {
         let s = self.streams.get_mut(&sx)?;
         let p = s.pairs.remove(&x)?;
+        Self::drop_share(s, x, &p);
         if let Some(t) = s.tiers.get_mut(&(p.region, p.tier)) {
             t.active.remove(x);
         }
@@ -275,17 +276,25 @@ impl Coordinator {
                 s.farms.remove(&p.farm);
             }
         }
-        for other in s.pairs.values_mut() {
+        let mut undrained = Vec::new();
+        for (&q, other) in s.pairs.iter_mut() {
             if other.draining_to == Some(x) {
                 other.draining_to = None;
+                undrained.push(q);
             }
-            other.pending.remove(&x);
+            if other.pending.remove(&x) {
+                undrained.push(q);
+            }
         }
         // Its reported links still waiting for a parent go with it (bounded by the pairs).
         for waiting in s.awaiting_parent.values_mut() {
             waiting.retain(|&(c, _)| c != x);
         }
         s.awaiting_parent.retain(|_, w| !w.is_empty());
+        // A drain ended and a reservation freed change their room: noted for the refresh.
+        for q in undrained {
+            self.proxies.touch(q);
+        }
         self.account(sx, x, -i64::from(p.load()));
         self.tier_changed(sx, p.region, p.tier);
         Some(p)

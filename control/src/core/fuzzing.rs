@@ -327,7 +327,8 @@ impl Coordinator {
     /// The core's own invariants, after any event: every link between two active pairs one
     /// tier down and known at both ends (so the tree has no cycle), every pair in its tier's
     /// active set, each machine's connections the sum of its pairs' loads, nothing active on a
-    /// crashed proxy, no more links awaiting a parent than pairs can have.
+    /// crashed proxy, no more links awaiting a parent than pairs can have, each tier's sums for
+    /// DISTRIBUTE those of a walk of its members.
     pub fn audit(&self) -> Result<(), String> {
         let mut conns: BTreeMap<Px, u64> = BTreeMap::new();
         for (&sx, s) in &self.streams {
@@ -395,7 +396,7 @@ impl Coordinator {
                 ));
             }
         }
-        Ok(())
+        self.check_tier_sums()
     }
 
     /// The state is bounded by the number of events `steps` (the last returned `commands`

@@ -15,7 +15,7 @@ impl Coordinator {
                 p.viewers = p.viewers.saturating_add(1);
                 // Whichever viewer this is, one fewer is on its way.
                 p.expected.arrived();
-                p.login.observe(w, &sm);
+                self.count_event(sx, px, true);
                 self.account(sx, px, 1);
             }
             Child::Proxy(cid) => {
@@ -30,9 +30,7 @@ impl Coordinator {
                     return;
                 }
                 self.link(sx, px, cx, true);
-                if let Some(p) = self.pair_mut(sx, px) {
-                    p.login.observe(w, &sm);
-                }
+                self.count_event(sx, px, true);
                 // The child joined: it is no longer a standby.
                 if self.pair(sx, cx).is_some_and(|c| c.standby) {
                     self.join_parents(sx, cx);
@@ -58,7 +56,6 @@ impl Coordinator {
             Link { parent: Px, child: Px },
             LoadIncreased(Px),
         }
-        let (w, sm) = (self.window, self.smoothing);
         let mut work = vec![Step::Join(px)];
         while let Some(step) = work.pop() {
             match step {
@@ -94,9 +91,7 @@ impl Coordinator {
                     if joined || !self.link(sx, parent, child, true) {
                         continue;
                     }
-                    if let Some(qp) = self.pair_mut(sx, parent) {
-                        qp.login.observe(w, &sm);
-                    }
+                    self.count_event(sx, parent, true);
                     // The parent joins its own parents before its load is looked at.
                     work.push(Step::LoadIncreased(parent));
                     if self.pair(sx, parent).is_some_and(|p| p.standby) {
@@ -121,7 +116,7 @@ impl Coordinator {
                     return;
                 }
                 p.viewers -= 1;
-                p.logoff.observe(w, &sm);
+                self.count_event(sx, px, false);
                 self.account(sx, px, -1);
             }
             Child::Proxy(cid) => {

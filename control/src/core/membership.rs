@@ -258,6 +258,13 @@ impl Coordinator {
             sane_rate(load.login_rate, MAX_REPORTED_RATE),
             sane_rate(load.logoff_rate, MAX_REPORTED_RATE),
         );
+        // Only the reported rates of a proxy that decides count in its tier's sums.
+        if self.proxies[px].decides {
+            self.sync_reported(sx, px);
+        }
+        let Some(p) = self.streams.get_mut(&sx).and_then(|s| s.pairs.get_mut(&px)) else {
+            return;
+        };
         // The count holds every viewer that connected a while ago, and the newcomers it grew by:
         // their reservations end.
         let grace = self.config.viewer_connect_ms.saturating_mul(1000);

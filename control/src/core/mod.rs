@@ -112,6 +112,7 @@ mod reservation;
 mod resolve;
 mod state;
 mod streams;
+mod tier_sums;
 mod tree;
 mod views;
 
@@ -133,6 +134,7 @@ use overlay::{Overlay, OverlayKey};
 use predict::{Predictor, Smoothing};
 use reservation::Expected;
 use state::{Pair, ProxyRec, ProxyTable, SmallSet, StreamRec, record_rtt};
+use tier_sums::{Candidate, Share, TierSums};
 
 /// The coordinator. See the module docs.
 #[derive(Debug)]
@@ -160,8 +162,9 @@ pub struct Coordinator {
     out: Vec<Command>,
     /// Scratch for `refresh_accepting`, kept to reuse its allocation.
     touched: Vec<Px>,
-    /// Scratch for `refresh_accepting`: each stream of one machine, whether it takes a viewer.
-    decided: Vec<(Sx, bool)>,
+    /// Scratch for `refresh_accepting`: each stream of one machine, whether it takes a viewer,
+    /// its room and its Max_s.
+    decided: Vec<(Sx, bool, u32, u32)>,
     /// Tiers whose active proxies changed during this event: the tier below gets its
     /// MonitorList again ([0053]; issue 7, defect 6).
     monitor_dirty: BTreeSet<(Sx, RegionId, u32)>,

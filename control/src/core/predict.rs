@@ -8,6 +8,9 @@
 /// Windows replayed one by one when catching up; beyond that S and b are below 1e-40 anyway.
 const MAX_CATCH_UP: u64 = 1_000;
 
+/// Windows `Predictor::bound` folds at most before giving up (with α = 0.9 it needs one or two).
+const BOUND_STEPS: u32 = 64;
+
 /// Smoothing parameters shared by all predictors.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Smoothing {
@@ -54,12 +57,60 @@ impl Predictor {
 
     /// The predicted rate (events/s) once the windows before `w` are folded in.
     pub fn rate(&mut self, w: u64, p: &Smoothing) -> f64 {
+        if w > self.window && self.resting(p) {
+            return 0.0;
+        }
         self.catch_up(w, p);
         self.s
     }
 
+    /// Whether every window folded from now on, until the next event, gives S = +0 exactly:
+    /// S is 0 and the trend negative, and stays so (S' = max(0, (1−α)·b) with b shrinking by
+    /// (1−β) a window, never down to a zero within `MAX_CATCH_UP` windows, after which S is set
+    /// to 0). Reading the rate of such a predictor needs no catch-up: the windows are folded at
+    /// its next event, with the same result. A proxy that has had no viewer come or go for a
+    /// while is read at every DISTRIBUTE of its tier; without this, each read would replay up
+    /// to a thousand windows.
+    fn resting(&self, p: &Smoothing) -> bool {
+        let (a, b) = (p.alpha, p.beta);
+        if !(self.started && self.count == 0 && self.s == 0.0) {
+            return false;
+        }
+        if !((0.0..1.0).contains(&a) && (0.0..1.0).contains(&b)) {
+            return false;
+        }
+        // The smallest pre-clamp S the folds can reach, with a wide margin for rounding.
+        let last = self.b * (1.0 - b).powi(MAX_CATCH_UP as i32) * (1.0 - a);
+        last < -1e-280
+    }
+
+    /// No less than any rate this predictor gives from now until its next observation. The
+    /// windows are folded one by one with no event after the current one's: once the trend is
+    /// not positive, S can only fall (S' = (1−α)(S + b) ≤ S, and the trend stays ≤ 0), so the
+    /// largest S met so far is the bound. Infinite if the trend stays positive for long, or for
+    /// a smoothing outside [0, 1].
+    pub fn bound(&self, p: &Smoothing) -> f64 {
+        if !(0.0..=1.0).contains(&p.alpha) || !(0.0..=1.0).contains(&p.beta) {
+            return f64::INFINITY;
+        }
+        let mut x = *self;
+        let mut max = x.s;
+        for _ in 0..BOUND_STEPS {
+            let next = x.window + 1;
+            x.catch_up(next, p);
+            max = max.max(x.s);
+            if x.started && x.b <= 0.0 {
+                return max;
+            }
+        }
+        f64::INFINITY
+    }
+
     /// Like [`Predictor::rate`] without changing the predictor (for read-only views).
     pub fn peek(&self, w: u64, p: &Smoothing) -> f64 {
+        if w > self.window && self.resting(p) {
+            return 0.0;
+        }
         let mut copy = *self;
         copy.catch_up(w, p);
         copy.s
@@ -145,5 +196,55 @@ mod tests {
         }
         assert_eq!(lazy.rate(30, &p), eager.rate(30, &p));
         assert_eq!(lazy.peek(40, &p), eager.rate(40, &p));
+    }
+
+    proptest::proptest! {
+        /// Reading a predictor at any time, resting or not, gives the rate an eager update gives,
+        /// sign of zero included; and its bound is never below a rate read before its next
+        /// event.
+        #[test]
+        fn reads_equal_eager_and_stay_under_the_bound(
+            events in proptest::collection::vec((0u64..40, 0u32..6), 0..12),
+            reads in proptest::collection::vec(0u64..900, 1..8),
+            alpha in 0.05f64..1.0,
+            beta in 0.0f64..0.95,
+        ) {
+            let p = Smoothing { alpha, beta, window_micros: 100_000 };
+            let mut events = events;
+            events.sort();
+            let mut lazy = Predictor::new(0);
+            let mut eager = Predictor::new(0);
+            let mut w = 0;
+            let mut bound = lazy.bound(&p);
+            let mut reads = reads;
+            reads.sort();
+            let mut r = reads.into_iter().peekable();
+            let mut e = events.into_iter().peekable();
+            while r.peek().is_some() || e.peek().is_some() {
+                let next_read = r.peek().copied().unwrap_or(u64::MAX);
+                let next_event = e.peek().map_or(u64::MAX, |x| x.0 * 50);
+                if next_read < next_event {
+                    while w < next_read {
+                        w += 1;
+                        eager.catch_up(w, &p);
+                    }
+                    let got = lazy.rate(next_read, &p);
+                    proptest::prop_assert_eq!(got.to_bits(), eager.s.to_bits());
+                    proptest::prop_assert!(got <= bound, "{got} > {bound}");
+                    r.next();
+                } else {
+                    let (_, n) = e.next().unwrap();
+                    while w < next_event {
+                        w += 1;
+                        eager.catch_up(w, &p);
+                    }
+                    for _ in 0..n {
+                        lazy.observe(next_event, &p);
+                        eager.observe(next_event, &p);
+                    }
+                    bound = lazy.bound(&p);
+                }
+            }
+        }
     }
 }

@@ -74,12 +74,15 @@ impl Coordinator {
                 draining_to: None,
                 login: Predictor::new(w),
                 logoff: Predictor::new(w),
+                login_bound: 0.0,
+                logoff_bound: 0.0,
                 reported: (0.0, 0.0),
                 monitor_version: 0,
                 indexed_accepting: false,
+                share: Share::default(),
             },
         );
-        s.tiers.entry((region, tier)).or_default().active.push(px);
+        s.tiers.entry((region, tier)).or_default().admit(px, w);
         s.farms.insert(farm, vec![px]);
         self.tier_changed(sx, region, tier);
         self.proxies[px].streams.insert(sx);

@@ -1,5 +1,7 @@
 //! Viewer redirection: which proxy a new viewer should use ([0033], [0042]).
 
+use super::state::margin_for;
+use super::tier_sums::{put_share, share};
 use super::*;
 
 impl Coordinator {
@@ -184,9 +186,10 @@ impl Coordinator {
             && self.room(sx, px) >= 1
     }
 
-    /// Bring the index of the proxies that take a new viewer up to date for every proxy touched
-    /// since the last refresh, on each of its streams: a change on one machine (load,
-    /// reservations, capacity, liveness) changes its room for every stream it carries ([0047]).
+    /// Bring the index of the proxies that take a new viewer, and each tier's sums for
+    /// DISTRIBUTE (`tier_sums`), up to date for every proxy touched since the last refresh, on
+    /// each of its streams: a change on one machine (load, reservations, capacity, liveness)
+    /// changes its room for every stream it carries ([0047]).
     pub(super) fn refresh_accepting(&mut self) {
         let mut touched = std::mem::take(&mut self.touched);
         let mut decided = std::mem::take(&mut self.decided);
@@ -205,21 +208,26 @@ impl Coordinator {
                 let Some(p) = self.streams.get(&sx).and_then(|s| s.pairs.get(&px)) else {
                     continue;
                 };
-                let yes = rec.alive
-                    && p.accepting
-                    && self
-                        .max_s_with(sx, px, reserved - p.reserved())
-                        .saturating_sub(p.load().saturating_add(p.reserved()))
-                        >= 1;
-                decided.push((sx, yes));
+                let max_s = self.max_s_with(sx, px, reserved - p.reserved());
+                let room = max_s.saturating_sub(p.load().saturating_add(p.reserved()));
+                let yes = rec.alive && p.accepting && room >= 1;
+                decided.push((sx, yes, room, max_s));
             }
-            for &(sx, yes) in &decided {
-                if let Some(s) = self.streams.get_mut(&sx)
-                    && let Some(p) = s.pairs.get_mut(&px)
-                    && p.indexed_accepting != yes
-                {
+            let (alive, decides) = (rec.alive, rec.decides);
+            let (hysteresis, dt) = (self.config.hysteresis, self.delta_t_secs());
+            for &(sx, yes, room, max_s) in &decided {
+                let Some(StreamRec { pairs, tiers, .. }) = self.streams.get_mut(&sx) else {
+                    continue;
+                };
+                let Some(p) = pairs.get_mut(&px) else {
+                    continue;
+                };
+                let margin = margin_for(hysteresis, max_s);
+                let new = share(p, alive, decides, room, max_s, margin, dt);
+                put_share(p, tiers, px, new);
+                if p.indexed_accepting != yes {
                     p.indexed_accepting = yes;
-                    if let Some(t) = s.tiers.get_mut(&(p.region, p.tier)) {
+                    if let Some(t) = tiers.get_mut(&(p.region, p.tier)) {
                         t.active.set_accepting(px, yes);
                     }
                 }

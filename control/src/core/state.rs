@@ -1,6 +1,7 @@
 //! What the core holds per proxy, per stream and per (proxy, stream) pair, and the accounting
 //! over it: loads, reservations, Max_s and room ([0047], [0048]), tier rates ([0061]).
 
+use super::tier_sums::sane_reported;
 use super::*;
 
 /// RTTs kept per proxy at most: a proxy cannot grow the PNC's memory without bound by reporting
@@ -108,6 +109,16 @@ impl std::ops::IndexMut<Px> for ProxyTable {
     }
 }
 
+/// The hysteresis margin for a Max_s of `max_s` with the configured `hysteresis`.
+pub(super) fn margin_for(hysteresis: f64, max_s: u32) -> u32 {
+    let h = if hysteresis.is_finite() {
+        hysteresis.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    ((f64::from(max_s) * h).round() as u32).max(1)
+}
+
 /// Farm sizing state of one (stream, region, tier) ([0039]–[0041]).
 #[derive(Debug, Default, Clone)]
 pub(super) struct FarmSizing {
@@ -129,6 +140,19 @@ pub(super) struct TierRec {
     /// Changes whenever a proxy joins or leaves `active` (from a counter over all tiers): the
     /// tier below monitors another list ([0053]).
     pub(super) version: u64,
+    /// Room, regroup candidates and rates, kept for DISTRIBUTE.
+    pub(super) sums: TierSums,
+}
+
+impl TierRec {
+    /// Add `px` to the active set; the first member of an empty tier starts its rates at
+    /// `window`.
+    pub(super) fn admit(&mut self, px: Px, window: u64) {
+        if self.active.is_empty() {
+            self.sums.restart_rates(window);
+        }
+        self.active.push(px);
+    }
 }
 
 /// A sorted set of proxies in a vector: children of one proxy are few, and a `BTreeSet` node
@@ -192,12 +216,18 @@ pub(super) struct Pair {
     pub(super) draining_to: Option<Px>,
     pub(super) login: Predictor,
     pub(super) logoff: Predictor,
+    /// No less than any rate `login` and `logoff` give until their next observation
+    /// (`Predictor::bound`): a regroup decides most MIN_s without catching predictors up.
+    pub(super) login_bound: f64,
+    pub(super) logoff_bound: f64,
     pub(super) reported: (f32, f32),
     /// `TierRec::version` of the tier above when its MonitorList was last sent ([0053]).
     pub(super) monitor_version: u64,
     /// What its tier's accepting index holds for it: `refresh_accepting`, the index's only
     /// writer, looks the tier up only when this changes.
     pub(super) indexed_accepting: bool,
+    /// What it adds to its tier's sums.
+    pub(super) share: Share,
 }
 
 impl Pair {
@@ -315,12 +345,7 @@ impl Coordinator {
 
     /// The hysteresis margin for a Max_s of `max_s`.
     pub(super) fn margin_of(&self, max_s: u32) -> u32 {
-        let h = if self.config.hysteresis.is_finite() {
-            self.config.hysteresis.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
-        ((f64::from(max_s) * h).round() as u32).max(1)
+        margin_for(self.config.hysteresis, max_s)
     }
 
     /// The room `px` keeps for `sx` once its predicted growth over ΔT is in ([0054]), given its
@@ -380,17 +405,18 @@ impl Coordinator {
         tier: u32,
         region: RegionId,
     ) -> Vec<Px> {
-        self.streams
-            .get(&sx)
-            .and_then(|s| s.farms.get(&farm))
-            .cloned()
-            .unwrap_or_else(|| vec![px])
-            .into_iter()
-            .filter(|q| {
-                self.pair(sx, *q)
-                    .is_some_and(|p| p.tier == tier && p.region == region)
-            })
-            .collect()
+        let Some(s) = self.streams.get(&sx) else {
+            return Vec::new();
+        };
+        let in_tier = |q: &Px| {
+            s.pairs
+                .get(q)
+                .is_some_and(|p| p.tier == tier && p.region == region)
+        };
+        match s.farms.get(&farm) {
+            Some(members) => members.iter().copied().filter(in_tier).collect(),
+            None => [px].into_iter().filter(in_tier).collect(),
+        }
     }
 
     pub(super) fn tier_members(&self, sx: Sx, region: RegionId, tier: u32) -> Vec<Px> {
@@ -406,17 +432,9 @@ impl Coordinator {
     pub(super) fn pair_rates(&mut self, sx: Sx, px: Px) -> (f64, f64) {
         if self.proxies[px].decides {
             // A rate on the wire may be anything: not a number or negative counts as none.
-            let sane = |r: f32| {
-                let r = f64::from(r);
-                if r.is_finite() {
-                    r.clamp(0.0, MAX_RATE)
-                } else {
-                    0.0
-                }
-            };
-            return self
-                .pair(sx, px)
-                .map_or((0.0, 0.0), |p| (sane(p.reported.0), sane(p.reported.1)));
+            return self.pair(sx, px).map_or((0.0, 0.0), |p| {
+                (sane_reported(p.reported.0), sane_reported(p.reported.1))
+            });
         }
         let (w, sm) = (self.window, self.smoothing);
         // Not `pair_mut`: catching a predictor up changes no load, so the machine is not noted
@@ -425,17 +443,5 @@ impl Coordinator {
             Some(p) => (p.login.rate(w, &sm), p.logoff.rate(w, &sm)),
             None => (0.0, 0.0),
         }
-    }
-
-    /// SysLinRate and the summed logoff rate of a tier ([0061]): the sum over its active proxies.
-    pub(super) fn tier_rates(&mut self, sx: Sx, region: RegionId, tier: u32) -> (f64, f64) {
-        let mut lin = 0.0;
-        let mut loff = 0.0;
-        for px in self.tier_members(sx, region, tier) {
-            let (a, b) = self.pair_rates(sx, px);
-            lin += a;
-            loff += b;
-        }
-        (lin, loff)
     }
 }

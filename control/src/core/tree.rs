@@ -73,7 +73,6 @@ impl Coordinator {
 
     /// Remove `child` from `parent`'s children and reservations (not from the child's parents).
     pub(super) fn unlink_at_parent(&mut self, sx: Sx, parent: Px, child: Px) {
-        let (w, sm) = (self.window, self.smoothing);
         let Some(p) = self.pair_mut(sx, parent) else {
             return;
         };
@@ -82,7 +81,7 @@ impl Coordinator {
             // A child proxy's departure is a logoff of its parent, whoever ends it (its LOGOFF,
             // or the PNC moving or deactivating it): CONSOLIDATE of an upper tier compares
             // these rates ([0062]; issue 7, defect 5).
-            p.logoff.observe(w, &sm);
+            self.count_event(sx, parent, false);
             self.account(sx, parent, -1);
         }
     }
