@@ -310,17 +310,7 @@ impl Coordinator {
         tier: u32,
         before: Option<(u64, Px)>,
     ) -> Option<(u64, Px)> {
-        let c = &self
-            .streams
-            .get(&sx)?
-            .tiers
-            .get(&(region, tier))?
-            .sums
-            .candidates;
-        match before {
-            Some(b) => c.range(..b).next_back().copied(),
-            None => c.last().copied(),
-        }
+        self.next_below(sx, region, tier, before, |s| &s.candidates)
     }
 
     /// The member of (`region`, `tier`) with room beyond its margin activated next before
@@ -332,13 +322,20 @@ impl Coordinator {
         tier: u32,
         before: Option<(u64, Px)>,
     ) -> Option<(u64, Px)> {
-        let c = &self
-            .streams
-            .get(&sx)?
-            .tiers
-            .get(&(region, tier))?
-            .sums
-            .recent;
+        self.next_below(sx, region, tier, before, |s| &s.recent)
+    }
+
+    /// The entry of one of the tier's candidate orders (`order`) just below `before`, or its
+    /// top.
+    fn next_below(
+        &self,
+        sx: Sx,
+        region: RegionId,
+        tier: u32,
+        before: Option<(u64, Px)>,
+        order: impl Fn(&TierSums) -> &BTreeSet<(u64, Px)>,
+    ) -> Option<(u64, Px)> {
+        let c = order(&self.streams.get(&sx)?.tiers.get(&(region, tier))?.sums);
         match before {
             Some(b) => c.range(..b).next_back().copied(),
             None => c.last().copied(),
