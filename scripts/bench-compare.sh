@@ -76,16 +76,9 @@ load() {
   esac
 }
 
-pids=()
-stop_pid() {
-  local pid="$1"
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-cleanup() { for p in "${pids[@]}"; do stop_pid "$p"; done; }
-trap cleanup EXIT
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+trap stop_all EXIT
 
 # Runs scenario $s against a relay started by the command given after the first two arguments,
 # which prints `listening data=IP:PORT …` once ready; results in $out/$target-$s.json.
