@@ -4,7 +4,7 @@
 //! no parsing: whatever the relay spends above this figure at the same chunk size is ours.
 //!
 //! ```sh
-//! cargo run --release -p dataplane --example send_floor -- [N] [SECONDS] [RATE_MBIT]
+//! cargo run --release -p dataplane --example send_floor -- [N] [SECONDS] [RATE_MBIT] [write|sendfile]
 //! ```
 //!
 //! N sockets (default 1000), SECONDS per chunk size (default 3), RATE_MBIT per socket (default
@@ -13,6 +13,11 @@
 //! relay's send size and cadence at 4 Mbit/s. Prints, per W: sender CPU-s/GB (its thread's
 //! CPU time over the bytes it wrote; on loopback this includes the receive-side softirq work
 //! the kernel runs on the sender's CPU), whole-process CPU-s/GB, and the rate reached.
+//!
+//! `sendfile` sends the chunk from a memfd instead of from memory: the socket's buffers then
+//! reference the file's pages rather than a copy of them (on loopback too: only user-memory
+//! zerocopy sends are copied on delivery), so what the sender pays per byte shows how much of
+//! the `write` figure is the copy into the socket.
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -76,7 +81,41 @@ struct Figures {
     wall: f64,
 }
 
-fn run(n: usize, w: usize, secs: f64, rate_mbit: f64) -> Figures {
+/// How a chunk goes into a socket.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Write,
+    Sendfile,
+}
+
+/// A memfd holding `chunk`, for `Mode::Sendfile`.
+fn memfd_with(chunk: &[u8]) -> std::fs::File {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the name is a valid C string; the returned fd is owned by the File below.
+    let fd = unsafe { libc::memfd_create(c"send_floor".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(fd >= 0, "memfd_create failed");
+    // SAFETY: fd is a fresh, owned descriptor.
+    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+    f.write_all(chunk).expect("memfd write");
+    f
+}
+
+fn send_chunk(s: &mut TcpStream, mode: Mode, chunk: &[u8], file: Option<&std::fs::File>) {
+    match (mode, file) {
+        (Mode::Sendfile, Some(f)) => {
+            let mut off: libc::off_t = 0;
+            while (off as usize) < chunk.len() {
+                let left = chunk.len() - off as usize;
+                // SAFETY: both fds are open; off is a valid in/out offset.
+                let r = unsafe { libc::sendfile(s.as_raw_fd(), f.as_raw_fd(), &mut off, left) };
+                assert!(r > 0, "sendfile failed: {}", std::io::Error::last_os_error());
+            }
+        }
+        _ => s.write_all(chunk).expect("write"),
+    }
+}
+
+fn run(n: usize, w: usize, secs: f64, rate_mbit: f64, mode: Mode) -> Figures {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let mut senders = Vec::with_capacity(n);
@@ -97,12 +136,13 @@ fn run(n: usize, w: usize, secs: f64, rate_mbit: f64) -> Figures {
         })
         .collect();
     let chunk = vec![0x47u8; w];
+    let file = (mode == Mode::Sendfile).then(|| memfd_with(&chunk));
     // One pass (a chunk to every socket) per interval when paced.
     let interval =
         (rate_mbit > 0.0).then(|| Duration::from_secs_f64(w as f64 * 8.0 / (rate_mbit * 1e6)));
     // Warm-up pass: connections settle, buffers grow.
     for s in &mut senders {
-        s.write_all(&chunk).expect("write");
+        send_chunk(s, mode, &chunk, file.as_ref());
     }
     thread::sleep(Duration::from_millis(200));
     let t0 = Instant::now();
@@ -112,7 +152,7 @@ fn run(n: usize, w: usize, secs: f64, rate_mbit: f64) -> Figures {
     let mut next = Instant::now();
     while t0.elapsed().as_secs_f64() < secs {
         for s in &mut senders {
-            s.write_all(&chunk).expect("write");
+            send_chunk(s, mode, &chunk, file.as_ref());
         }
         bytes += (w * n) as u64;
         if let Some(iv) = interval {
@@ -147,12 +187,17 @@ fn main() {
     let n: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(1000);
     let secs: f64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(3.0);
     let rate: f64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(4.0);
+    let mode = match args.get(3).map(String::as_str) {
+        Some("sendfile") => Mode::Sendfile,
+        _ => Mode::Write,
+    };
     let mut load = String::new();
     if let Ok(l) = std::fs::read_to_string("/proc/loadavg") {
         load = l.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
     }
     println!(
-        "send_floor: {n} loopback sockets, {READERS} reader threads, {secs} s per size, {} per socket; load {load}",
+        "send_floor: {n} loopback sockets, {READERS} reader threads, {secs} s per size, {}, {} per socket; load {load}",
+        if mode == Mode::Sendfile { "sendfile from a memfd" } else { "write from memory" },
         if rate > 0.0 {
             format!("{rate} Mbit/s")
         } else {
@@ -162,7 +207,7 @@ fn main() {
     println!("| W | sender CPU-s/GB | process CPU-s/GB | Gbit/s | sends/s |");
     println!("|---|---|---|---|---|");
     for w in [1024usize, 4096, 16384, 65536] {
-        let f = run(n, w, secs, rate);
+        let f = run(n, w, secs, rate, mode);
         let sends = f.gb * 1e9 / w as f64 / f.wall;
         println!(
             "| {} KiB | {:.3} | {:.3} | {:.2} | {:.0} |",
