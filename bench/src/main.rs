@@ -198,7 +198,9 @@ struct SimulateArgs {
     #[arg(long)]
     decisions: bool,
     /// Which policies run on the trace: `seed` (the coordinator core, predictive farms),
-    /// `one-at-a-time` (the same core and proxies, reacting only: one proxy when one is full),
+    /// `seed-fill` (the same, with served proxies kept taking viewers until full: `growth =
+    /// "predictive_fill"`), `one-at-a-time` (the same core and proxies, reacting only: one
+    /// proxy when one is full),
     /// `static` (the peak's machines all along), `oracle` (knows the trace); repeatable or
     /// comma-separated. With several, the JSON is an array and the chart draws them together.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "seed")]
@@ -208,6 +210,7 @@ struct SimulateArgs {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum PolicyArg {
     Seed,
+    SeedFill,
     OneAtATime,
     Static,
     Oracle,
@@ -218,6 +221,25 @@ fn parse_crash(s: &str) -> Result<(u64, u32), String> {
     let t: f64 = t.parse().map_err(|_| format!("bad time {t:?}"))?;
     let k: u32 = k.parse().map_err(|_| format!("bad relay index {k:?}"))?;
     Ok(((t * 1e6) as u64, k))
+}
+
+/// The simulation with the core's `growth` set to `growth`, reported as `policy`.
+fn with_growth(
+    cfg: &SimConfig,
+    trace: &Trace,
+    growth: control::core::Growth,
+    policy: &str,
+) -> vanbench::sim::Report {
+    let cfg = SimConfig {
+        core: control::core::Config {
+            growth,
+            ..cfg.core.clone()
+        },
+        ..cfg.clone()
+    };
+    let mut r = vanbench::sim::simulate(&cfg, trace);
+    r.policy = policy.into();
+    r
 }
 
 fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
@@ -297,18 +319,18 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         .iter()
         .map(|p| match p {
             PolicyArg::Seed => vanbench::sim::simulate(&cfg, &trace),
-            PolicyArg::OneAtATime => {
-                let reactive = SimConfig {
-                    core: control::core::Config {
-                        growth: control::core::Growth::OneAtATime,
-                        ..cfg.core.clone()
-                    },
-                    ..cfg.clone()
-                };
-                let mut r = vanbench::sim::simulate(&reactive, &trace);
-                r.policy = "one-at-a-time".into();
-                r
-            }
+            PolicyArg::SeedFill => with_growth(
+                &cfg,
+                &trace,
+                control::core::Growth::PredictiveFill,
+                "seed-fill",
+            ),
+            PolicyArg::OneAtATime => with_growth(
+                &cfg,
+                &trace,
+                control::core::Growth::OneAtATime,
+                "one-at-a-time",
+            ),
             PolicyArg::Static => baseline::run(Baseline::Static, &cfg, &trace),
             PolicyArg::Oracle => baseline::run(Baseline::Oracle, &cfg, &trace),
         })

@@ -59,8 +59,14 @@ fn step() -> impl Strategy<Value = Step> {
 
 /// Two sources (three streams) over twelve shared relays of small capacity in three tiers.
 fn network() -> Net {
+    network_growing(Growth::Predictive)
+}
+
+/// `network()` with the core's `growth` set.
+fn network_growing(growth: Growth) -> Net {
     let config = Config {
         heartbeat_timeout_ms: 60_000,
+        growth,
         ..Config::default()
     };
     let mut net = Net::new(config);
@@ -452,7 +458,11 @@ fn heartbeat(net: &mut Net, id: u32) -> Vec<Command> {
 }
 
 fn run(steps: &[Step]) -> Vec<Command> {
-    let mut net = network();
+    run_growing(steps, Growth::Predictive)
+}
+
+fn run_growing(steps: &[Step], growth: Growth) -> Vec<Command> {
+    let mut net = network_growing(growth);
     let mut crashes = 0;
     for s in steps {
         net.advance_ms(50);
@@ -478,6 +488,13 @@ proptest! {
     #[test]
     fn invariants_hold_after_any_sequence(steps in prop::collection::vec(step(), 1..120)) {
         run(&steps);
+    }
+
+    /// The same invariants when served proxies keep taking viewers until full
+    /// (`Growth::PredictiveFill`).
+    #[test]
+    fn invariants_hold_when_served_proxies_fill_up(steps in prop::collection::vec(step(), 1..120)) {
+        run_growing(&steps, Growth::PredictiveFill);
     }
 
     /// Arbitrary bytes as events (the fuzz target `core_events` on a quick budget): the core

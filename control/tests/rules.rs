@@ -322,6 +322,105 @@ fn predicted_logins_distribute_before_the_proxy_is_full() {
     assert!(load < 40, "{load}: {reason}");
 }
 
+/// `Growth::PredictiveFill`: P31's DISTRIBUTE, sent ΔT ahead, activates a farm (P32, P33), but
+/// P31 keeps taking viewers (and the farm, still starting, gets none) until P31 is full up to
+/// its margin; only then is P31 stopped, pointed at the farm, with a decision that says why.
+#[test]
+fn a_served_proxy_keeps_taking_viewers_until_full_under_predictive_fill() {
+    let config = Config {
+        growth: Growth::PredictiveFill,
+        ..Config::default()
+    };
+    let mut net = network(config, &[1, 1, 3], &[100, 100, 40]);
+    // The first viewer starts the path; the crowd comes once P31 has had ΔT (10 s) to start.
+    net.at(100);
+    assert_eq!(net.viewer_joins("demo", None), 31);
+    net.at(120);
+    let mut served_at = None;
+    let mut stopped = None;
+    for i in 0..60u32 {
+        net.advance_ms(200);
+        let mark = net.log.len();
+        let p = net
+            .resolve("demo", None, None)
+            .expect("a proxy for every viewer");
+        let out = net.login(p, "demo");
+        net.check_invariants(&out);
+        let step = &net.log[mark..];
+        let load = net.pair("demo", 31).unwrap().load;
+        assert!(load <= 40, "P31 over capacity: {load}");
+        let stop_31 = sends(step, 31).into_iter().find_map(|m| match m {
+            PncMsg::StopAccepting { redirect_to, .. } => Some(parent_ids(redirect_to)),
+            _ => None,
+        });
+        if served_at.is_none() {
+            if net.pair("demo", 32).is_some() {
+                assert!(load < 40, "the DISTRIBUTE came ahead of a full P31: {load}");
+                assert_eq!(stop_31, None, "P31 stopped while it had room: {step:#?}");
+                served_at = Some(i);
+            }
+        } else if stopped.is_none() {
+            if let Some(redirect) = stop_31 {
+                assert_eq!(redirect, vec![32, 33]);
+                assert!(
+                    logs(step, Rule::Distribute)
+                        .iter()
+                        .any(|r| r.contains("now full up to its margin") && r.contains("[0030]")),
+                    "{step:#?}"
+                );
+                stopped = Some((i, load));
+            }
+            // Until then every viewer goes to P31: the farm has not had ΔT to start.
+            assert_eq!(p, 31, "viewer {i} sent to P{p} while P31 had room");
+        }
+    }
+    let served = served_at.expect("a DISTRIBUTE");
+    let (stopped, load) = stopped.expect("P31 stopped");
+    assert!(stopped > served, "{served} {stopped}");
+    // Stopped with its margin (10% of 40) free: the count of a proxy that decides may lag.
+    assert_eq!(load, 36);
+}
+
+/// `Growth::PredictiveFill`: a served proxy still taking viewers whose viewers start to leave
+/// is stopped, so that it is in the contraction phase and may CONSOLIDATE ([0062]).
+#[test]
+fn a_filling_proxy_whose_viewers_leave_is_stopped_under_predictive_fill() {
+    let config = Config {
+        growth: Growth::PredictiveFill,
+        ..Config::default()
+    };
+    let mut net = network(config, &[1, 1, 3], &[100, 100, 40]);
+    net.at(100);
+    while net.pair("demo", 32).is_none() {
+        net.advance_ms(200);
+        let p = net.resolve("demo", None, None).expect("a proxy");
+        net.login(p, "demo");
+    }
+    assert!(net.pair("demo", 31).unwrap().accepting, "P31 still fills");
+    // No one arrives any more; P31's viewers leave two a second.
+    let mut stopped = false;
+    for _ in 0..20 {
+        net.advance_ms(500);
+        let out = net.logoff(31, "demo");
+        net.check_invariants(&out);
+        if sends(&out, 31)
+            .iter()
+            .any(|m| matches!(m, PncMsg::StopAccepting { .. }))
+        {
+            assert!(
+                logs(&out, Rule::Distribute)
+                    .iter()
+                    .any(|r| r.contains("leave faster than they arrive")),
+                "{out:#?}"
+            );
+            stopped = true;
+            break;
+        }
+    }
+    assert!(stopped, "P31 was never stopped");
+    assert!(!net.pair("demo", 31).unwrap().accepting);
+}
+
 #[test]
 fn distribute_regroups_existing_proxies_when_capacity_suffices() {
     let mut net = network(Config::default(), &[1, 1, 3], &[10, 10, 3]);

@@ -103,6 +103,13 @@ pub enum Growth {
     /// ([0039]–[0041]).
     #[default]
     Predictive,
+    /// The seed's, except that the proxies whose DISTRIBUTE was served keep taking viewers, in
+    /// the round-robin with the new ones, until they are full or their viewers start to leave;
+    /// only then are they told to stop ([0030] stops them at once). A served proxy asked ΔT
+    /// ahead, so it still has the room it expected to fill while the new capacity starts: the
+    /// seed leaves that room unused for the rest of the event, and sends the viewers meanwhile
+    /// to proxies still starting (BENCHMARKS.md, "Where the 1.65× goes").
+    PredictiveFill,
     /// Reacting only: DISTRIBUTE when a proxy is full, and one idle proxy activated for it (no
     /// prediction, no regrouping, no farm). What the seed improves on (figure 5); kept to
     /// measure by how much.

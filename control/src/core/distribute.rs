@@ -51,6 +51,7 @@ impl Coordinator {
             return;
         };
         let redirect: Vec<Peer> = new_accepting.iter().map(|&q| self.peer(q)).collect();
+        let fill = self.config.growth == Growth::PredictiveFill;
         for &q in &group {
             // Members served already are left untouched: a farm of many costs no refresh of
             // each machine at every DISTRIBUTE of one of them.
@@ -63,10 +64,11 @@ impl Coordinator {
             let Some(gp) = self.pair_mut(sx, q) else {
                 continue;
             };
-            // [0030] a served proxy moves to the contraction phase, takes no new viewers.
+            // [0030] a served proxy moves to the contraction phase, takes no new viewers (under
+            // `Growth::PredictiveFill` only once it is full: `stop_filled`).
             gp.phase = Phase::Contraction;
             gp.distribute_served = true;
-            if gp.accepting {
+            if gp.accepting && !fill {
                 gp.accepting = false;
                 self.send(
                     q,
@@ -205,7 +207,7 @@ impl Coordinator {
                                 }
                                 None => c.room >= 1,
                             };
-                            if takes {
+                            if takes && !self.filling(sx, c.px) {
                                 members.push(c.px);
                             }
                         }
@@ -448,6 +450,9 @@ impl Coordinator {
     /// sums hold them; `None` for ∞ (no room beyond the margin, or not predicted to keep the
     /// margin over ΔT).
     fn min_s(&mut self, sx: Sx, q: Px, sys_lin: f64) -> Option<u64> {
+        if self.filling(sx, q) {
+            return None;
+        }
         let dt = self.delta_t_secs().max(1e-9);
         let (room, max_s) = self.pair(sx, q).map(|p| (p.share.room, p.share.max_s))?;
         // Hysteresis ([0030], as the agent's trigger): back in expansion, a proxy must take at
@@ -480,6 +485,10 @@ impl Coordinator {
 
     /// MIN_s of `q` with room `room` and Max_s `max_s`, from its rates caught up.
     fn exact_min_s(&mut self, sx: Sx, q: Px, room: u32, max_s: u32, sys_lin: f64) -> Option<u64> {
+        // A served proxy still filling takes viewers already: its room is in use, not to regroup.
+        if self.filling(sx, q) {
+            return None;
+        }
         let dt = self.delta_t_secs().max(1e-9);
         let margin = self.margin_of(max_s);
         let usable = room.saturating_sub(margin);
@@ -497,6 +506,74 @@ impl Coordinator {
             return None;
         }
         Some(min_s as u64 + 1)
+    }
+
+    /// Under `Growth::PredictiveFill`: `px` was served a DISTRIBUTE and still takes viewers
+    /// until it is full or its viewers start to leave (`stop_filled`).
+    pub(super) fn filling(&self, sx: Sx, px: Px) -> bool {
+        self.config.growth == Growth::PredictiveFill
+            && self.pair(sx, px).is_some_and(|p| {
+                p.accepting && p.distribute_served && p.phase == Phase::Contraction
+            })
+    }
+
+    /// `filling` proxies touched by this event, each with its room and Max_s now: those down to
+    /// their margin, and those whose predicted logoffs now exceed their logins, stop taking
+    /// viewers ([0030]); from then on they are in the contraction phase like any served proxy,
+    /// so their own CONSOLIDATE can follow ([0062]). New viewers are pointed at the tier's
+    /// proxies that still take them. The margin (`Config::hysteresis`) is kept because the
+    /// count of a proxy that decides comes from its heartbeats and reservations: viewers still
+    /// connecting when a reservation ends would otherwise fill it beyond Max_s.
+    pub(super) fn stop_filled(&mut self, filling: &[(Sx, Px, u32, u32)]) {
+        for &(sx, px, room, max_s) in filling {
+            if !self.filling(sx, px) {
+                continue;
+            }
+            let (lin, loff) = self.pair_rates(sx, px);
+            let why = if room <= self.margin_of(max_s) {
+                "full up to its margin"
+            } else if loff > lin {
+                "its viewers leave faster than they arrive"
+            } else {
+                continue;
+            };
+            let Some((region, tier)) = self.pair(sx, px).map(|p| (p.region, p.tier)) else {
+                continue;
+            };
+            if let Some(p) = self.pair_mut(sx, px) {
+                p.accepting = false;
+            }
+            // A few of the tier's proxies that take viewers, for the proxy's redirects.
+            let redirect_to: Vec<Peer> = self
+                .streams
+                .get(&sx)
+                .and_then(|s| s.tiers.get(&(region, tier)))
+                .map(|t| {
+                    (0..t.active.accepting_len().min(4))
+                        .filter_map(|k| t.active.nth_accepting(k))
+                        .filter(|&q| q != px)
+                        .collect::<Vec<Px>>()
+                })
+                .unwrap_or_default()
+                .into_iter()
+                .map(|q| self.peer(q))
+                .collect();
+            let name = self.sname(sx);
+            let id = self.pid(px);
+            self.log(
+                Rule::Distribute,
+                Some(&name),
+                Some(id),
+                format!("served DISTRIBUTE and now {why}: stops taking viewers [0030]"),
+            );
+            self.send(
+                px,
+                PncMsg::StopAccepting {
+                    stream: name,
+                    redirect_to,
+                },
+            );
+        }
     }
 
     /// [0039]–[0041] Number_of_Proxies_assigned for the next farm of (stream, region, tier).

@@ -63,6 +63,11 @@
 //!   its tier has room, goes idle ([0058]; a choice: the seed never retires an unused standby,
 //!   and farms sized over sp can outgrow the crowd). The one a full tier waits on stays
 //!   (figure 2(d)'s P22).
+//! - `Growth::PredictiveFill` (an option; the seed's [0030] is the default): a proxy whose
+//!   DISTRIBUTE was served keeps taking viewers until it is full or its viewers leave faster
+//!   than they arrive (`distribute::stop_filled`), and `resolve` sends viewers to the proxies
+//!   activated at least ΔT ago ([0058]: ΔT is the time to start one) before those still
+//!   starting. A filling proxy is no regroup candidate (its room is in use already).
 //! - a re-registered upper-tier proxy is in the contraction phase iff it is full (its phase is
 //!   not on the wire; it left expansion only by filling, [0035]).
 //! - tiers are recomputed when proxies join or leave, at most once per Δt/10 window.

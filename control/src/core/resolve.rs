@@ -137,7 +137,14 @@ impl Coordinator {
             );
             return;
         }
-        // [0042] round-robin across the accepting proxies (a farm), in activation order.
+        // [0042] round-robin across the accepting proxies (a farm), in activation order; under
+        // `Growth::PredictiveFill` across those that have had ΔT to start, if any ([0058]: ΔT
+        // is the time to activate a proxy), so that viewers go to a proxy still starting only
+        // when no started one has room.
+        let (pool, pool_why) = match self.started_accepting(sx, region_id, bottom, accepting) {
+            Some(started) => (started, "started (activated ΔT ago) and "),
+            None => (accepting, ""),
+        };
         let Some(rec) = self
             .streams
             .get_mut(&sx)
@@ -146,10 +153,7 @@ impl Coordinator {
             answer(self, region, None, "no tier".into());
             return;
         };
-        let Some(px) = rec
-            .active
-            .nth_accepting((rec.rr % u64::from(accepting)) as u32)
-        else {
+        let Some(px) = rec.active.nth_accepting((rec.rr % u64::from(pool)) as u32) else {
             answer(self, region, None, "no tier".into());
             return;
         };
@@ -165,8 +169,40 @@ impl Coordinator {
             self,
             region,
             Some(peer),
-            format!("round-robin over {accepting} accepting proxies [0033] [0042]"),
+            format!("round-robin over {pool} {pool_why}accepting proxies [0033] [0042]"),
         );
+    }
+
+    /// Under `Growth::PredictiveFill`, how many of the `accepting` proxies of (`region`,
+    /// `tier`) were activated at least ΔT ago (a prefix of the activation order), if any.
+    fn started_accepting(
+        &self,
+        sx: Sx,
+        region: RegionId,
+        tier: u32,
+        accepting: u32,
+    ) -> Option<u32> {
+        if self.config.growth != Growth::PredictiveFill {
+            return None;
+        }
+        let set = &self.streams.get(&sx)?.tiers.get(&(region, tier))?.active;
+        let dt = self.config.delta_t_ms.saturating_mul(1000);
+        let started = |k: u32| {
+            set.nth_accepting(k)
+                .and_then(|q| self.pair(sx, q))
+                .is_some_and(|p| p.activated_at.plus_micros(dt) <= self.now)
+        };
+        // The first k that has not started, by bisection over the activation order.
+        let (mut lo, mut hi) = (0u32, accepting);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if started(mid) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        (lo > 0).then_some(lo)
     }
 
     /// Proxies of (`region`, `tier`) that take a new viewer now (as of the last refresh).
@@ -193,6 +229,8 @@ impl Coordinator {
     pub(super) fn refresh_accepting(&mut self) {
         let mut touched = std::mem::take(&mut self.touched);
         let mut decided = std::mem::take(&mut self.decided);
+        let fill = self.config.growth == Growth::PredictiveFill;
+        let mut filling: Vec<(Sx, Px, u32, u32)> = Vec::new();
         self.proxies.take_touched(&mut touched);
         for &px in &touched {
             // One pass for the machine's reservations, one to decide each of its streams: the
@@ -222,6 +260,9 @@ impl Coordinator {
                 let Some(p) = pairs.get_mut(&px) else {
                     continue;
                 };
+                if fill && p.accepting && p.distribute_served && p.phase == Phase::Contraction {
+                    filling.push((sx, px, room, max_s));
+                }
                 let margin = margin_for(hysteresis, max_s);
                 let new = share(p, alive, decides, room, max_s, margin, dt);
                 put_share(p, tiers, px, new);
@@ -235,6 +276,11 @@ impl Coordinator {
         }
         self.touched = touched;
         self.decided = decided;
+        if !filling.is_empty() {
+            self.stop_filled(&filling);
+            // The proxies stopped leave the index of those taking a viewer.
+            self.refresh_accepting();
+        }
     }
 
     /// The index agrees with a scan of every tier (debug builds, after every event).

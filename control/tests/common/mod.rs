@@ -413,10 +413,17 @@ impl Net {
                 && active.contains_key(&(stream.to_string(), id))
         };
         let is_active = |stream: &str, id: ProxyId| active.contains_key(&(stream.to_string(), id));
-        for c in new {
+        for (i, c) in new.iter().enumerate() {
             match c {
                 Command::Resolved(r) => {
                     if let Some(t) = r.target {
+                        // Under `Growth::PredictiveFill` a served proxy is stopped once full: the
+                        // viewer that filled it was sent while it still took viewers, and the
+                        // StopAccepting follows the answer in the same event.
+                        let filled_by_it = new[i + 1..].iter().any(|c| {
+                            matches!(c, Command::Send { to, msg: PncMsg::StopAccepting { stream, .. } }
+                                if *to == t.id && *stream == r.stream)
+                        });
                         assert!(
                             !draining(&r.stream, t.id),
                             "viewer sent to {}, which is being drained",
@@ -428,7 +435,7 @@ impl Net {
                             t.id
                         );
                         assert!(
-                            active[&(r.stream.clone(), t.id)].accepting,
+                            active[&(r.stream.clone(), t.id)].accepting || filled_by_it,
                             "viewer sent to non-accepting {}",
                             t.id
                         );
