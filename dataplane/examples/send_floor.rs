@@ -108,7 +108,11 @@ fn send_chunk(s: &mut TcpStream, mode: Mode, chunk: &[u8], file: Option<&std::fs
                 let left = chunk.len() - off as usize;
                 // SAFETY: both fds are open; off is a valid in/out offset.
                 let r = unsafe { libc::sendfile(s.as_raw_fd(), f.as_raw_fd(), &mut off, left) };
-                assert!(r > 0, "sendfile failed: {}", std::io::Error::last_os_error());
+                assert!(
+                    r > 0,
+                    "sendfile failed: {}",
+                    std::io::Error::last_os_error()
+                );
             }
         }
         _ => s.write_all(chunk).expect("write"),
@@ -197,7 +201,11 @@ fn main() {
     }
     println!(
         "send_floor: {n} loopback sockets, {READERS} reader threads, {secs} s per size, {}, {} per socket; load {load}",
-        if mode == Mode::Sendfile { "sendfile from a memfd" } else { "write from memory" },
+        if mode == Mode::Sendfile {
+            "sendfile from a memfd"
+        } else {
+            "write from memory"
+        },
         if rate > 0.0 {
             format!("{rate} Mbit/s")
         } else {
