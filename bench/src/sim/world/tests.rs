@@ -256,3 +256,36 @@ fn impatient_viewers_give_up_more_often_when_the_overlay_reacts_one_proxy_at_a_t
         }
     }
 }
+
+/// Issue 11: with `growth = predictive_fill` a proxy whose DISTRIBUTE was served keeps taking
+/// viewers until full up to its margin, so the same crowd needs fewer machine-seconds than with
+/// the seed's [0030] (served proxies stop at once, their room unused), and nobody is admitted
+/// beyond a proxy's capacity.
+#[test]
+fn served_proxies_that_fill_up_cost_fewer_proxy_seconds_and_overfill_none() {
+    for model in BOTH {
+        // Room to spare, and an sp short enough that [0059] does not activate every machine
+        // of the region first (as at sp = 60 s in the 10^6 run): then what differs is the
+        // served proxies' unused room.
+        let roomy = |model| {
+            let mut cfg = config(1, model);
+            cfg.overlay.tier_sizes = vec![2, 4, 60];
+            cfg.core.sp_ms = 4_000;
+            cfg
+        };
+        let seed = simulate(&roomy(model), &flash(1500));
+        let mut cfg = roomy(model);
+        cfg.core.growth = control::core::Growth::PredictiveFill;
+        let fill = simulate(&cfg, &flash(1500));
+        eprintln!("{model:?}\n{}{}", seed.table(), fill.table());
+        assert_eq!((fill.logins, fill.rejected), (1500, 0), "{model:?}");
+        assert_eq!(fill.overloaded_logins, 0, "{model:?}\n{}", fill.table());
+        assert!(
+            fill.proxy_seconds < seed.proxy_seconds,
+            "{model:?}: {:.0} proxy-seconds filling vs {:.0} stopping at once",
+            fill.proxy_seconds,
+            seed.proxy_seconds
+        );
+        assert_eq!(fill.series.last().map(|s| s.viewers), Some(0));
+    }
+}
