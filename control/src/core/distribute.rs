@@ -512,9 +512,7 @@ impl Coordinator {
     /// until it is full or its viewers start to leave (`stop_filled`).
     pub(super) fn filling(&self, sx: Sx, px: Px) -> bool {
         self.config.growth == Growth::PredictiveFill
-            && self.pair(sx, px).is_some_and(|p| {
-                p.accepting && p.distribute_served && p.phase == Phase::Contraction
-            })
+            && self.pair(sx, px).is_some_and(Pair::served_and_accepting)
     }
 
     /// `filling` proxies touched by this event, each with its room and Max_s now: those down to

@@ -260,7 +260,7 @@ impl Coordinator {
                 let Some(p) = pairs.get_mut(&px) else {
                     continue;
                 };
-                if fill && p.accepting && p.distribute_served && p.phase == Phase::Contraction {
+                if fill && p.served_and_accepting() {
                     filling.push((sx, px, room, max_s));
                 }
                 let margin = margin_for(hysteresis, max_s);
