@@ -322,16 +322,21 @@ fn predicted_logins_distribute_before_the_proxy_is_full() {
     assert!(load < 40, "{load}: {reason}");
 }
 
+/// One proxy in tiers 1 and 2, three of capacity 40 in tier 3, `growth = predictive_fill`.
+fn filling_network() -> Net {
+    let config = Config {
+        growth: Growth::PredictiveFill,
+        ..Config::default()
+    };
+    network(config, &[1, 1, 3], &[100, 100, 40])
+}
+
 /// `Growth::PredictiveFill`: P31's DISTRIBUTE, sent ΔT ahead, activates a farm (P32, P33), but
 /// P31 keeps taking viewers (and the farm, still starting, gets none) until P31 is full up to
 /// its margin; only then is P31 stopped, pointed at the farm, with a decision that says why.
 #[test]
 fn a_served_proxy_keeps_taking_viewers_until_full_under_predictive_fill() {
-    let config = Config {
-        growth: Growth::PredictiveFill,
-        ..Config::default()
-    };
-    let mut net = network(config, &[1, 1, 3], &[100, 100, 40]);
+    let mut net = filling_network();
     // The first viewer starts the path; the crowd comes once P31 has had ΔT (10 s) to start.
     net.at(100);
     assert_eq!(net.viewer_joins("demo", None), 31);
@@ -385,11 +390,7 @@ fn a_served_proxy_keeps_taking_viewers_until_full_under_predictive_fill() {
 /// is stopped, so that it is in the contraction phase and may CONSOLIDATE ([0062]).
 #[test]
 fn a_filling_proxy_whose_viewers_leave_is_stopped_under_predictive_fill() {
-    let config = Config {
-        growth: Growth::PredictiveFill,
-        ..Config::default()
-    };
-    let mut net = network(config, &[1, 1, 3], &[100, 100, 40]);
+    let mut net = filling_network();
     net.at(100);
     while net.pair("demo", 32).is_none() {
         net.advance_ms(200);
