@@ -3,6 +3,22 @@
 
 use super::*;
 
+/// The members of the farm whose DISTRIBUTE this is ([0042]), as `add_capacity` reads them: left
+/// out of the tier's room and of the regroup.
+#[derive(Default)]
+pub(super) struct Served {
+    /// Sorted: a regroup asks of each member it visits whether it is one of them.
+    members: Vec<Px>,
+    /// Σ room of those alive and not being drained (their part of `TierSums::room`).
+    room: u64,
+}
+
+impl Served {
+    fn contains(&self, q: Px) -> bool {
+        self.members.binary_search(&q).is_ok()
+    }
+}
+
 impl Coordinator {
     pub(super) fn distribute(&mut self, sx: Sx, px: Px, why: &str) {
         let name = self.sname(sx);
@@ -22,8 +38,30 @@ impl Coordinator {
             return;
         }
         self.counters.distributes += 1;
-        // [0042] a DISTRIBUTE from any farm member is the farm's.
+        // The shares of the machines this event touched, read below for the farm's room.
+        self.refresh_accepting();
+        // [0042] a DISTRIBUTE from any farm member is the farm's: one pass over it for its
+        // room, its members in order and those not served yet.
         let group = self.farm_group(sx, px, farm, tier, region);
+        let mut served = Served {
+            members: group.clone(),
+            room: 0,
+        };
+        let mut unsettled = Vec::new();
+        if let Some(s) = self.streams.get(&sx) {
+            for &q in &group {
+                let Some(gp) = s.pairs.get(&q) else { continue };
+                if gp.share.counted {
+                    served.room += u64::from(gp.share.room);
+                }
+                // Members served already are left untouched: a farm of many costs no refresh
+                // of each machine at every DISTRIBUTE of one of them.
+                if !(gp.phase == Phase::Contraction && gp.distribute_served && !gp.accepting) {
+                    unsettled.push(q);
+                }
+            }
+        }
+        served.members.sort_unstable();
         let gids = id_list(group.iter().map(|&q| self.pid(q)));
         self.log(
             Rule::Distribute,
@@ -34,7 +72,7 @@ impl Coordinator {
                 region_name = self.regions.name(region)
             ),
         );
-        let Some(new_accepting) = self.add_capacity(sx, region, tier, &group, Some(px)) else {
+        let Some(new_accepting) = self.add_capacity(sx, region, tier, &served, Some(px)) else {
             // Nothing to add: no idle proxy, and no other proxy of the tier with room beyond the
             // margin. Stopping the farm now would only flap its phase: it would be put back into
             // expansion at the next viewer, refill, and ask again. It stays in expansion, takes
@@ -51,15 +89,7 @@ impl Coordinator {
             return;
         };
         let redirect: Vec<Peer> = new_accepting.iter().map(|&q| self.peer(q)).collect();
-        for &q in &group {
-            // Members served already are left untouched: a farm of many costs no refresh of
-            // each machine at every DISTRIBUTE of one of them.
-            let Some(gp) = self.pair(sx, q) else {
-                continue;
-            };
-            if gp.phase == Phase::Contraction && gp.distribute_served && !gp.accepting {
-                continue;
-            }
+        for q in unsettled {
             let Some(gp) = self.pair_mut(sx, q) else {
                 continue;
             };
@@ -90,7 +120,7 @@ impl Coordinator {
         sx: Sx,
         region: RegionId,
         tier: u32,
-        served: &[Px],
+        served: &Served,
         requester: Option<Px>,
     ) -> Option<Vec<Px>> {
         let name = self.sname(sx);
@@ -107,7 +137,7 @@ impl Coordinator {
         };
         // The room of the tier's other proxies, alive and not drained ([0063] a proxy
         // CONSOLIDATE is draining goes idle: it adds no capacity).
-        let available = self.tier_room(sx, region, tier, served);
+        let available = self.tier_room(sx, region, tier) - served.room;
         let unit = match requester {
             Some(q) => u64::from(self.max_s(sx, q).max(1)),
             None => self
@@ -296,7 +326,7 @@ impl Coordinator {
 
     /// The tier's proxies other than `served`, alive and not being drained, oldest first, with
     /// their room and Max_s (a walk of the tier).
-    fn others(&self, sx: Sx, region: RegionId, tier: u32, served: &[Px]) -> Vec<Candidate> {
+    fn others(&self, sx: Sx, region: RegionId, tier: u32, served: &Served) -> Vec<Candidate> {
         self.tier_members(sx, region, tier)
             .into_iter()
             .filter(|&q| self.other_takes_part(sx, q, served))
@@ -309,7 +339,7 @@ impl Coordinator {
 
     /// The most recently activated of the tier's proxies other than `served`, alive and not
     /// being drained.
-    fn newest_other(&self, sx: Sx, region: RegionId, tier: u32, served: &[Px]) -> Option<Px> {
+    fn newest_other(&self, sx: Sx, region: RegionId, tier: u32, served: &Served) -> Option<Px> {
         self.streams
             .get(&sx)?
             .tiers
@@ -320,8 +350,8 @@ impl Coordinator {
             .find(|&q| self.other_takes_part(sx, q, served))
     }
 
-    fn other_takes_part(&self, sx: Sx, q: Px, served: &[Px]) -> bool {
-        !served.contains(&q)
+    fn other_takes_part(&self, sx: Sx, q: Px, served: &Served) -> bool {
+        !served.contains(q)
             && self.proxies[q].alive
             && self.pair(sx, q).is_some_and(|p| p.draining_to.is_none())
     }
@@ -342,7 +372,7 @@ impl Coordinator {
         sx: Sx,
         region: RegionId,
         tier: u32,
-        served: &[Px],
+        served: &Served,
         sys_lin: f64,
     ) -> Option<Vec<Px>> {
         // No l exceeds the number of candidates.
@@ -354,12 +384,7 @@ impl Coordinator {
         let mut cursor = None;
         while let Some((key, q)) = self.next_candidate(sx, region, tier, cursor) {
             cursor = Some((key, q));
-            let bound = f64::from_bits(key);
-            let least = if bound > 0.0 {
-                (sys_lin / bound).floor() + 1.0
-            } else {
-                f64::INFINITY
-            };
+            let least = least_min_s(sys_lin, key);
             let done = match l {
                 Some(l) => least >= l as f64,
                 None => least > n as f64,
@@ -367,7 +392,7 @@ impl Coordinator {
             if done {
                 break;
             }
-            if served.contains(&q) {
+            if served.contains(q) {
                 continue;
             }
             let m = self.min_s(sx, q, sys_lin);
@@ -394,9 +419,11 @@ impl Coordinator {
         }
         let mut cursor = None;
         while group.len() < l {
-            let (seq, q) = self.next_recent(sx, region, tier, cursor)?;
+            let (seq, q, key) = self.next_recent(sx, region, tier, cursor)?;
             cursor = Some((seq, q));
-            if served.contains(&q) {
+            // A member whose bound of the denominator allows no MIN_s below l + 1 has none
+            // equal to l: not read.
+            if served.contains(q) || least_min_s(sys_lin, key) > l as f64 {
                 continue;
             }
             let m = match visited.get(&q) {
@@ -422,7 +449,7 @@ impl Coordinator {
         sx: Sx,
         region: RegionId,
         tier: u32,
-        served: &[Px],
+        served: &Served,
         sys_lin: f64,
         found: Option<&[Px]>,
     ) {
@@ -559,6 +586,18 @@ impl Coordinator {
                 })
             })
             .count() as u32
+    }
+}
+
+/// The least MIN_s = ⌊SysLinRate / denominator⌋ + 1 that a member can have whose denominator is
+/// at most the bound `key` (`Share::key`, the bits of a non-negative f64): division and floor
+/// are monotone, so the member's own MIN_s, computed the same way, is no less.
+fn least_min_s(sys_lin: f64, key: u64) -> f64 {
+    let bound = f64::from_bits(key);
+    if bound > 0.0 {
+        (sys_lin / bound).floor() + 1.0
+    } else {
+        f64::INFINITY
     }
 }
 

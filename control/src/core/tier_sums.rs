@@ -18,8 +18,10 @@ pub(super) struct TierSums {
     /// Members alive, not being drained, with room beyond their margin (the only ones with a
     /// finite MIN_s), by an upper bound of MIN_s's denominator (`Share::key`).
     candidates: BTreeSet<(u64, Px)>,
-    /// The same members by activation (`Pair::seq`).
-    recent: BTreeSet<(u64, Px)>,
+    /// The same members by activation (`Pair::seq`), each with its bound (`Share::key`): the
+    /// end of a regroup walks this order and reads only the members whose bound allows MIN_s =
+    /// l.
+    recent: BTreeMap<(u64, Px), u64>,
     /// Logins and logoffs of the members that do not decide for themselves: SysLinRate read as
     /// one predictor of the tier's events (DESIGN "Reading the seed", MIN_s).
     login: Predictor,
@@ -35,7 +37,7 @@ pub(super) struct Share {
     pub(super) room: u32,
     pub(super) max_s: u32,
     /// Counted in `TierSums::room` (alive, not being drained).
-    counted: bool,
+    pub(super) counted: bool,
     candidate: bool,
     /// For a candidate: at least its Loffrate_s + (room − margin)/ΔT until its next logoff or
     /// change of room, as the bits of a non-negative f64 (which order as the numbers do).
@@ -67,12 +69,12 @@ impl TierSums {
                 self.candidates.insert((new.key, px));
             }
         }
-        if (old.candidate, old.seq) != (new.candidate, new.seq) {
-            if old.candidate {
+        if (old.candidate, old.seq, old.key) != (new.candidate, new.seq, new.key) {
+            if old.candidate && (!new.candidate || old.seq != new.seq) {
                 self.recent.remove(&(old.seq, px));
             }
             if new.candidate {
-                self.recent.insert((new.seq, px));
+                self.recent.insert((new.seq, px), new.key);
             }
         }
         self.reported.0 = self.reported.0 - u128::from(old.reported.0) + u128::from(new.reported.0);
@@ -271,25 +273,13 @@ impl Coordinator {
         )
     }
 
-    /// Σ room of the members of (`region`, `tier`) alive, not being drained and not in
-    /// `served`. Current after `refresh_accepting`.
-    pub(super) fn tier_room(&self, sx: Sx, region: RegionId, tier: u32, served: &[Px]) -> u64 {
-        let Some(s) = self.streams.get(&sx) else {
-            return 0;
-        };
-        let Some(t) = s.tiers.get(&(region, tier)) else {
-            return 0;
-        };
-        let mut room = t.sums.room;
-        for q in served {
-            if let Some(p) = s.pairs.get(q)
-                && (p.region, p.tier) == (region, tier)
-                && p.share.counted
-            {
-                room -= u64::from(p.share.room);
-            }
-        }
-        room
+    /// Σ room of the members of (`region`, `tier`) alive and not being drained. Current after
+    /// `refresh_accepting`.
+    pub(super) fn tier_room(&self, sx: Sx, region: RegionId, tier: u32) -> u64 {
+        self.streams
+            .get(&sx)
+            .and_then(|s| s.tiers.get(&(region, tier)))
+            .map_or(0, |t| t.sums.room)
     }
 
     /// How many members of (`region`, `tier`) have room beyond their margin.
@@ -310,36 +300,40 @@ impl Coordinator {
         tier: u32,
         before: Option<(u64, Px)>,
     ) -> Option<(u64, Px)> {
-        self.next_below(sx, region, tier, before, |s| &s.candidates)
+        let c = &self
+            .streams
+            .get(&sx)?
+            .tiers
+            .get(&(region, tier))?
+            .sums
+            .candidates;
+        match before {
+            Some(b) => c.range(..b).next_back().copied(),
+            None => c.last().copied(),
+        }
     }
 
     /// The member of (`region`, `tier`) with room beyond its margin activated next before
-    /// `before` (the most recent if none), with its `Pair::seq`.
+    /// `before` (the most recent if none), with its `Pair::seq` and its bound (`Share::key`).
     pub(super) fn next_recent(
         &self,
         sx: Sx,
         region: RegionId,
         tier: u32,
         before: Option<(u64, Px)>,
-    ) -> Option<(u64, Px)> {
-        self.next_below(sx, region, tier, before, |s| &s.recent)
-    }
-
-    /// The entry of one of the tier's candidate orders (`order`) just below `before`, or its
-    /// top.
-    fn next_below(
-        &self,
-        sx: Sx,
-        region: RegionId,
-        tier: u32,
-        before: Option<(u64, Px)>,
-        order: impl Fn(&TierSums) -> &BTreeSet<(u64, Px)>,
-    ) -> Option<(u64, Px)> {
-        let c = order(&self.streams.get(&sx)?.tiers.get(&(region, tier))?.sums);
-        match before {
-            Some(b) => c.range(..b).next_back().copied(),
-            None => c.last().copied(),
-        }
+    ) -> Option<(u64, Px, u64)> {
+        let r = &self
+            .streams
+            .get(&sx)?
+            .tiers
+            .get(&(region, tier))?
+            .sums
+            .recent;
+        let (&(seq, q), &key) = match before {
+            Some(b) => r.range(..b).next_back()?,
+            None => r.last_key_value()?,
+        };
+        Some((seq, q, key))
     }
 
     /// The sums agree with a walk of every tier (each member's share from its state now).
@@ -348,7 +342,7 @@ impl Coordinator {
             for (&(region, tier), t) in &s.tiers {
                 let mut room = 0u64;
                 let mut candidates = BTreeSet::new();
-                let mut recent = BTreeSet::new();
+                let mut recent = BTreeMap::new();
                 let mut reported = (0u128, 0u128);
                 for q in t.active.iter() {
                     let Some(p) = s.pairs.get(&q) else {
@@ -373,7 +367,7 @@ impl Coordinator {
                     }
                     if share.candidate {
                         candidates.insert((share.key, q));
-                        recent.insert((share.seq, q));
+                        recent.insert((share.seq, q), share.key);
                         // The bound holds: the logoff rate is no more than it now.
                         let (w, sm) = (self.window, &self.smoothing);
                         if p.logoff.peek(w, sm) > p.logoff_bound
