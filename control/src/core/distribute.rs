@@ -381,29 +381,43 @@ impl Coordinator {
         let mut sorted: Vec<u64> = Vec::new();
         let mut visited: BTreeMap<Px, Option<u64>> = BTreeMap::new();
         let mut l = None;
+        // The served farm is left out of the walk: as the bounds only fall along it, a served
+        // member where the walk would stop is followed by one where it stops too, or by none.
+        let mut chunk = Vec::with_capacity(CHUNK);
         let mut cursor = None;
-        while let Some((key, q)) = self.next_candidate(sx, region, tier, cursor) {
-            cursor = Some((key, q));
-            let least = least_min_s(sys_lin, key);
-            let done = match l {
-                Some(l) => least >= l as f64,
-                None => least > n as f64,
-            };
-            if done {
-                break;
-            }
-            if served.contains(q) {
-                continue;
-            }
-            let m = self.min_s(sx, q, sys_lin);
-            visited.insert(q, m);
-            if let Some(m) = m {
-                let at = sorted.partition_point(|&x| x <= m);
-                sorted.insert(at, m);
-                // Only a smaller MIN_s than l can lower l.
-                if l.is_none_or(|l| m < l as u64) {
-                    l = group_size(&sorted);
+        'walk: loop {
+            let next = self.candidates_below(
+                sx,
+                region,
+                tier,
+                cursor,
+                CHUNK,
+                |q| !served.contains(q),
+                &mut chunk,
+            );
+            for &(key, q) in &chunk {
+                let least = least_min_s(sys_lin, key);
+                let done = match l {
+                    Some(l) => least >= l as f64,
+                    None => least > n as f64,
+                };
+                if done {
+                    break 'walk;
                 }
+                let m = self.min_s(sx, q, sys_lin);
+                visited.insert(q, m);
+                if let Some(m) = m {
+                    let at = sorted.partition_point(|&x| x <= m);
+                    sorted.insert(at, m);
+                    // Only a smaller MIN_s than l can lower l.
+                    if l.is_none_or(|l| m < l as u64) {
+                        l = group_size(&sorted);
+                    }
+                }
+            }
+            match next {
+                Some(c) => cursor = Some(c),
+                None => break,
             }
         }
         let Some(l) = l else {
@@ -417,22 +431,38 @@ impl Coordinator {
                 group.push((m, std::cmp::Reverse(self.pair(sx, q)?.seq), q));
             }
         }
+        // A member whose bound of the denominator allows no MIN_s below l + 1 has none equal to
+        // l: not read.
         let mut cursor = None;
-        while group.len() < l {
-            let (seq, q, key) = self.next_recent(sx, region, tier, cursor)?;
-            cursor = Some((seq, q));
-            // A member whose bound of the denominator allows no MIN_s below l + 1 has none
-            // equal to l: not read.
-            if served.contains(q) || least_min_s(sys_lin, key) > l as f64 {
-                continue;
+        'fill: while group.len() < l {
+            let next = self.recent_below(
+                sx,
+                region,
+                tier,
+                cursor,
+                CHUNK,
+                |q, key| !served.contains(q) && least_min_s(sys_lin, key) <= l as f64,
+                &mut chunk,
+            );
+            for &(seq, q) in &chunk {
+                if group.len() == l {
+                    break 'fill;
+                }
+                let m = match visited.get(&q) {
+                    Some(&m) => m,
+                    None => self.min_s(sx, q, sys_lin),
+                };
+                if m == Some(l as u64) {
+                    group.push((l as u64, std::cmp::Reverse(seq), q));
+                }
             }
-            let m = match visited.get(&q) {
-                Some(&m) => m,
-                None => self.min_s(sx, q, sys_lin),
-            };
-            if m == Some(l as u64) {
-                group.push((l as u64, std::cmp::Reverse(seq), q));
+            match next {
+                Some(c) => cursor = Some(c),
+                None => break,
             }
+        }
+        if group.len() < l {
+            return None;
         }
         group.sort();
         let group: Vec<Px> = group.into_iter().map(|m| m.2).collect();
@@ -476,7 +506,8 @@ impl Coordinator {
     /// margin over ΔT).
     fn min_s(&mut self, sx: Sx, q: Px, sys_lin: f64) -> Option<u64> {
         let dt = self.delta_t_secs().max(1e-9);
-        let (room, max_s) = self.pair(sx, q).map(|p| (p.share.room, p.share.max_s))?;
+        let p = self.pair(sx, q)?;
+        let (room, max_s) = (p.share.room, p.share.max_s);
         // Hysteresis ([0030], as the agent's trigger): back in expansion, a proxy must take at
         // least the margin before its own prediction would ask DISTRIBUTE again ([0054]), else
         // its phase flaps with every order. So the margin is kept out of the room MIN_s counts:
@@ -488,18 +519,28 @@ impl Coordinator {
         if usable == 0 {
             return None;
         }
-        // Most members are decided by the bounds of their rates, without catching their
-        // predictors up (each is a loop over the windows since it was last read): the
-        // denominator lies between (room − margin)/ΔT and that plus the logoff rate's bound, and
-        // the login rate's bound keeps the margin over ΔT.
-        if let Some(p) = self.pair(sx, q)
-            && !self.proxies[q].decides
-        {
+        // Most members are decided by bounds of their rates, without catching their predictors
+        // up (each is a loop over the windows since it was last read): the denominator lies
+        // between (room − margin)/ΔT and that plus a bound of the logoff rate, and a bound of the
+        // login rate keeps the margin over ΔT. The logoff rate's bound of the regroup order
+        // first, then the predictors' bounds in this window (`Predictor::bound_in`): a rate
+        // decays by 1−α a window after its last event, so a member whose last viewer came or
+        // went a few windows ago reads as near its true rate.
+        if !self.proxies[q].decides {
+            let (w, sm) = (self.window, &self.smoothing);
             let base = f64::from(usable) / dt;
-            let (lo, hi) = (sys_lin / (base + p.logoff_bound), sys_lin / base);
-            let keeps = f64::from(room) - p.login_bound * self.delta_t_secs() >= f64::from(margin);
-            if keeps && lo.floor() == hi.floor() && hi.floor() < u32::MAX as f64 {
-                return Some(lo.floor() as u64 + 1);
+            let by_bound = |loff: f64| {
+                let (lo, hi) = (sys_lin / (base + loff), sys_lin / base);
+                (lo.floor() == hi.floor() && hi.floor() < u32::MAX as f64)
+                    .then(|| lo.floor() as u64 + 1)
+            };
+            let m = by_bound(p.logoff_bound)
+                .or_else(|| by_bound(p.logoff.bound_in(w, sm).min(p.logoff_bound)));
+            if let Some(m) = m
+                && f64::from(room) - p.login.bound_in(w, sm) * self.delta_t_secs()
+                    >= f64::from(margin)
+            {
+                return Some(m);
             }
         }
         self.exact_min_s(sx, q, room, max_s, sys_lin)
@@ -588,6 +629,9 @@ impl Coordinator {
             .count() as u32
     }
 }
+
+/// Members a regroup takes from its tier's orders at a time (`TierSums`).
+const CHUNK: usize = 16;
 
 /// The least MIN_s = ⌊SysLinRate / denominator⌋ + 1 that a member can have whose denominator is
 /// at most the bound `key` (`Share::key`, the bits of a non-negative f64): division and floor

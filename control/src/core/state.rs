@@ -216,9 +216,8 @@ pub(super) struct Pair {
     pub(super) draining_to: Option<Px>,
     pub(super) login: Predictor,
     pub(super) logoff: Predictor,
-    /// No less than any rate `login` and `logoff` give until their next observation
-    /// (`Predictor::bound`): a regroup decides most MIN_s without catching predictors up.
-    pub(super) login_bound: f64,
+    /// No less than any rate `logoff` gives until its next observation (`Predictor::bound`):
+    /// its place in the tier's regroup order.
     pub(super) logoff_bound: f64,
     pub(super) reported: (f32, f32),
     /// `TierRec::version` of the tier above when its MonitorList was last sent ([0053]).

@@ -233,7 +233,6 @@ impl Coordinator {
         };
         if login {
             p.login.observe(w, &sm);
-            p.login_bound = p.login.bound(&sm);
         } else {
             p.logoff.observe(w, &sm);
             p.logoff_bound = p.logoff.bound(&sm);
@@ -290,16 +289,24 @@ impl Coordinator {
             .map_or(0, |t| t.sums.candidates.len())
     }
 
-    /// The member of (`region`, `tier`) with room beyond its margin that comes next below
-    /// `before` (from the top if none) by its bound of MIN_s's denominator, with that bound.
+    /// The members of (`region`, `tier`) with room beyond their margin below `before` (from the
+    /// top if none) by their bound of MIN_s's denominator, largest first, with that bound: up to
+    /// `k` that `keep` takes, into `out` (cleared first). Returns where the next call starts
+    /// (the last entry looked at), `None` once the order is exhausted. A regroup reads the
+    /// members it takes between calls; in between, one walk of the order, not a search each.
     /// Current after `refresh_accepting`.
-    pub(super) fn next_candidate(
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn candidates_below(
         &self,
         sx: Sx,
         region: RegionId,
         tier: u32,
         before: Option<(u64, Px)>,
+        k: usize,
+        keep: impl Fn(Px) -> bool,
+        out: &mut Vec<(u64, Px)>,
     ) -> Option<(u64, Px)> {
+        out.clear();
         let c = &self
             .streams
             .get(&sx)?
@@ -307,21 +314,35 @@ impl Coordinator {
             .get(&(region, tier))?
             .sums
             .candidates;
-        match before {
-            Some(b) => c.range(..b).next_back().copied(),
-            None => c.last().copied(),
+        let walk = match before {
+            Some(b) => c.range(..b),
+            None => c.range(..),
+        };
+        for &(key, q) in walk.rev() {
+            if keep(q) {
+                out.push((key, q));
+                if out.len() == k {
+                    return Some((key, q));
+                }
+            }
         }
+        None
     }
 
-    /// The member of (`region`, `tier`) with room beyond its margin activated next before
-    /// `before` (the most recent if none), with its `Pair::seq` and its bound (`Share::key`).
-    pub(super) fn next_recent(
+    /// As `candidates_below`, in the order of activation (`Pair::seq`, the most recent first):
+    /// the members `keep` takes given their id and bound (`Share::key`), as (seq, id).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn recent_below(
         &self,
         sx: Sx,
         region: RegionId,
         tier: u32,
         before: Option<(u64, Px)>,
-    ) -> Option<(u64, Px, u64)> {
+        k: usize,
+        keep: impl Fn(Px, u64) -> bool,
+        out: &mut Vec<(u64, Px)>,
+    ) -> Option<(u64, Px)> {
+        out.clear();
         let r = &self
             .streams
             .get(&sx)?
@@ -329,11 +350,19 @@ impl Coordinator {
             .get(&(region, tier))?
             .sums
             .recent;
-        let (&(seq, q), &key) = match before {
-            Some(b) => r.range(..b).next_back()?,
-            None => r.last_key_value()?,
+        let walk = match before {
+            Some(b) => r.range(..b),
+            None => r.range(..),
         };
-        Some((seq, q, key))
+        for (&(seq, q), &key) in walk.rev() {
+            if keep(q, key) {
+                out.push((seq, q));
+                if out.len() == k {
+                    return Some((seq, q));
+                }
+            }
+        }
+        None
     }
 
     /// The sums agree with a walk of every tier (each member's share from its state now).
@@ -368,16 +397,19 @@ impl Coordinator {
                     if share.candidate {
                         candidates.insert((share.key, q));
                         recent.insert((share.seq, q), share.key);
-                        // The bound holds: the logoff rate is no more than it now.
+                        // The bounds hold: the logoff rate is no more than its order's bound, and
+                        // each rate no more than its envelope now.
                         let (w, sm) = (self.window, &self.smoothing);
-                        if p.logoff.peek(w, sm) > p.logoff_bound
-                            || p.login.peek(w, sm) > p.login_bound
-                        {
+                        let (lin, loff) = (p.login.peek(w, sm), p.logoff.peek(w, sm));
+                        let (lin_env, loff_env) = (
+                            p.login.envelope(sm).at_window(w, sm),
+                            p.logoff.envelope(sm).at_window(w, sm),
+                        );
+                        if loff > p.logoff_bound || lin > lin_env || loff > loff_env {
                             return Err(format!(
-                                "{} of {}: a rate above its bound ({}, {})",
+                                "{} of {}: a rate above its bound ({lin} ≤ {lin_env}, {loff} ≤ {loff_env}, {})",
                                 self.pid(q),
                                 s.name,
-                                p.login_bound,
                                 p.logoff_bound
                             ));
                         }
