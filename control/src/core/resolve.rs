@@ -2,7 +2,7 @@
 
 use super::distribute::Served;
 use super::state::margin_for;
-use super::tier_sums::{put_share, share};
+use super::tier_upkeep::{put_share, share};
 use super::*;
 
 impl Coordinator {

@@ -8,10 +8,6 @@ use super::*;
 /// made-up peers.
 pub(super) const MAX_RTTS_PER_PROXY: usize = 16_384;
 
-/// Largest login or logoff rate taken from a heartbeat, per second: far beyond any proxy, and
-/// small enough that sums and products of rates stay finite.
-pub(super) const MAX_RATE: f64 = 1e6;
-
 /// Record an RTT; true if the peer is new.
 pub(super) fn record_rtt(rtts: &mut BTreeMap<ProxyId, u32>, peer: ProxyId, micros: u32) -> bool {
     if let Some(v) = rtts.get_mut(&peer) {
