@@ -404,6 +404,14 @@ impl Coordinator {
                 if done {
                     break 'walk;
                 }
+                // A logoff bound taken at the member's last logoff is loose once some windows
+                // have passed: tightened, the member moves down the order and is read where it
+                // comes then, unless that is above where the walk resumes.
+                if let (Some(at), Some(resume)) = (self.tighten_logoff_bound(sx, q), next)
+                    && at < resume
+                {
+                    continue;
+                }
                 let m = self.min_s(sx, q, sys_lin);
                 visited.insert(q, m);
                 if let Some(m) = m {

@@ -91,6 +91,40 @@ impl Coordinator {
         }
     }
 
+    /// Lower the logoff bound of `px` for `sx` (taken at its last logoff, `Pair::logoff_bound`)
+    /// to its bound in this window (`Predictor::bound_in`) when that is less than half of it,
+    /// and move `px` down its tier's regroup order accordingly: the windows after a logoff
+    /// decay its rate by 1−α each. Its new place in the order if it moved. For a member that
+    /// does not decide (one that does is placed by the rate it reports).
+    pub(super) fn tighten_logoff_bound(&mut self, sx: Sx, px: Px) -> Option<(u64, Px)> {
+        let (w, sm) = (self.window, self.smoothing);
+        let (alive, decides) = (self.proxies[px].alive, self.proxies[px].decides);
+        let (hysteresis, dt) = (self.config.hysteresis, self.delta_t_secs());
+        if decides {
+            return None;
+        }
+        let StreamRec { pairs, tiers, .. } = self.streams.get_mut(&sx)?;
+        let p = pairs.get_mut(&px)?;
+        let now = p.logoff.bound_in(w, &sm);
+        if now >= p.logoff_bound * 0.5 {
+            return None;
+        }
+        p.logoff_bound = now;
+        let (room, max_s) = (p.share.room, p.share.max_s);
+        let new = share(
+            p,
+            alive,
+            decides,
+            room,
+            max_s,
+            margin_for(hysteresis, max_s),
+            dt,
+        );
+        let key = new.key;
+        put_share(p, tiers, px, new);
+        Some((key, px))
+    }
+
     /// Count a login (`login`) or logoff of `px` for `sx`: its own predictor, and its tier's
     /// unless it decides for itself (its tier then reads the rate it reports).
     pub(super) fn count_event(&mut self, sx: Sx, px: Px, login: bool) {
