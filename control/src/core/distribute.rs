@@ -622,17 +622,17 @@ impl Coordinator {
         let Some(members) = self
             .overlays
             .get(&s.overlay)
-            .and_then(|o| o.tiers.get(&region))
+            .and_then(|o| o.members.get(&region))
             .and_then(|t| t.get(tier.saturating_sub(1) as usize))
         else {
             return 0;
         };
+        // Active for the stream: its machine lists it (`audit`), no lookup in the pairs.
         members
             .iter()
-            .filter(|id| {
-                self.by_id.get(id).is_some_and(|&px| {
-                    px != s.origin && self.proxies[px].alive && !s.pairs.contains_key(&px)
-                })
+            .filter(|&&px| {
+                let rec = &self.proxies[px];
+                px != s.origin && rec.alive && !rec.streams.contains(&sx)
             })
             .count() as u32
     }
