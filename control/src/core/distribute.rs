@@ -42,15 +42,19 @@ impl Coordinator {
         self.refresh_accepting();
         // [0042] a DISTRIBUTE from any farm member is the farm's: one pass over it for its
         // room, its members in order and those not served yet.
-        let group = self.farm_group(sx, px, farm, tier, region);
-        let mut served = Served {
-            members: group.clone(),
-            room: 0,
-        };
+        // The members as `farm_group` gives them: the farm's in this tier, else `px` alone.
+        let mut group = Vec::new();
+        let mut served = Served::default();
         let mut unsettled = Vec::new();
         if let Some(s) = self.streams.get(&sx) {
-            for &q in &group {
+            let alone = [px];
+            let members = s.farms.get(&farm).map_or(&alone[..], Vec::as_slice);
+            for &q in members {
                 let Some(gp) = s.pairs.get(&q) else { continue };
+                if (gp.tier, gp.region) != (tier, region) {
+                    continue;
+                }
+                group.push(q);
                 if gp.share.counted {
                     served.room += u64::from(gp.share.room);
                 }
@@ -61,6 +65,7 @@ impl Coordinator {
                 }
             }
         }
+        served.members = group.clone();
         served.members.sort_unstable();
         let gids = id_list(group.iter().map(|&q| self.pid(q)));
         self.log(
