@@ -18,10 +18,10 @@ impl Coordinator {
         self.ensure_overlay(&key);
         let name = self.sname(sx);
         let origin = self.streams.get(&sx)?.origin;
-        let members: Vec<ProxyId> = self
+        let members: Vec<Px> = self
             .overlays
             .get(&key)
-            .and_then(|o| o.tiers.get(&region))
+            .and_then(|o| o.members.get(&region))
             .and_then(|t| t.get(tier.checked_sub(1)? as usize))
             .cloned()
             .unwrap_or_default();
@@ -42,8 +42,7 @@ impl Coordinator {
             if chosen.is_some() {
                 break;
             }
-            chosen = members.iter().find_map(|id| {
-                let px = *self.by_id.get(id)?;
+            chosen = members.iter().find_map(|&px| {
                 let rec = &self.proxies[px];
                 let want = if pass {
                     min_threshold
@@ -123,7 +122,6 @@ impl Coordinator {
                 draining_to: None,
                 login: Predictor::new(w),
                 logoff: Predictor::new(w),
-                login_bound: 0.0,
                 logoff_bound: 0.0,
                 reported: (0.0, 0.0),
                 monitor_version: 0,
@@ -170,18 +168,15 @@ impl Coordinator {
     pub(super) fn most_free_idle(
         &self,
         sx: Sx,
-        members: &[ProxyId],
+        members: &[Px],
         origin: Px,
         bitrate: u64,
     ) -> Option<Px> {
-        let pairs = &self.streams.get(&sx)?.pairs;
         let mut best: Option<(u64, std::cmp::Reverse<ProxyId>, Px)> = None;
-        for id in members {
-            let Some(&px) = self.by_id.get(id) else {
-                continue;
-            };
+        for &px in members {
             let rec = &self.proxies[px];
-            if px == origin || !rec.alive || pairs.contains_key(&px) {
+            // Active for the stream: its machine lists it (`audit`), no lookup in the pairs.
+            if px == origin || !rec.alive || rec.streams.contains(&sx) {
                 continue;
             }
             let mut free = u64::from(rec.capacity.connections.saturating_sub(rec.connections));
@@ -193,7 +188,7 @@ impl Coordinator {
             {
                 free = free.min(by_bps);
             }
-            let key = (free, std::cmp::Reverse(*id), px);
+            let key = (free, std::cmp::Reverse(rec.id), px);
             if free > 0 && best.is_none_or(|b| (key.0, key.1) > (b.0, b.1)) {
                 best = Some(key);
             }

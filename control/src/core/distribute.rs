@@ -3,6 +3,22 @@
 
 use super::*;
 
+/// The members of the farm whose DISTRIBUTE this is ([0042]), as `add_capacity` reads them: left
+/// out of the tier's room and of the regroup.
+#[derive(Default)]
+pub(super) struct Served {
+    /// Sorted: a regroup asks of each member it visits whether it is one of them.
+    members: Vec<Px>,
+    /// Σ room of those alive and not being drained (their part of `TierSums::room`).
+    room: u64,
+}
+
+impl Served {
+    fn contains(&self, q: Px) -> bool {
+        self.members.binary_search(&q).is_ok()
+    }
+}
+
 impl Coordinator {
     pub(super) fn distribute(&mut self, sx: Sx, px: Px, why: &str) {
         let name = self.sname(sx);
@@ -22,8 +38,35 @@ impl Coordinator {
             return;
         }
         self.counters.distributes += 1;
-        // [0042] a DISTRIBUTE from any farm member is the farm's.
-        let group = self.farm_group(sx, px, farm, tier, region);
+        // The shares of the machines this event touched, read below for the farm's room.
+        self.refresh_accepting();
+        // [0042] a DISTRIBUTE from any farm member is the farm's: one pass over it for its
+        // room, its members in order and those not served yet.
+        // The members as `farm_group` gives them: the farm's in this tier, else `px` alone.
+        let mut group = Vec::new();
+        let mut served = Served::default();
+        let mut unsettled = Vec::new();
+        if let Some(s) = self.streams.get(&sx) {
+            let alone = [px];
+            let members = s.farms.get(&farm).map_or(&alone[..], Vec::as_slice);
+            for &q in members {
+                let Some(gp) = s.pairs.get(&q) else { continue };
+                if (gp.tier, gp.region) != (tier, region) {
+                    continue;
+                }
+                group.push(q);
+                if gp.share.counted {
+                    served.room += u64::from(gp.share.room);
+                }
+                // Members served already are left untouched: a farm of many costs no refresh
+                // of each machine at every DISTRIBUTE of one of them.
+                if !(gp.phase == Phase::Contraction && gp.distribute_served && !gp.accepting) {
+                    unsettled.push(q);
+                }
+            }
+        }
+        served.members = group.clone();
+        served.members.sort_unstable();
         let gids = id_list(group.iter().map(|&q| self.pid(q)));
         self.log(
             Rule::Distribute,
@@ -34,7 +77,7 @@ impl Coordinator {
                 region_name = self.regions.name(region)
             ),
         );
-        let Some(new_accepting) = self.add_capacity(sx, region, tier, &group, Some(px)) else {
+        let Some(new_accepting) = self.add_capacity(sx, region, tier, &served, Some(px)) else {
             // Nothing to add: no idle proxy, and no other proxy of the tier with room beyond the
             // margin. Stopping the farm now would only flap its phase: it would be put back into
             // expansion at the next viewer, refill, and ask again. It stays in expansion, takes
@@ -52,15 +95,7 @@ impl Coordinator {
         };
         let redirect: Vec<Peer> = new_accepting.iter().map(|&q| self.peer(q)).collect();
         let fill = self.config.growth == Growth::PredictiveFill;
-        for &q in &group {
-            // Members served already are left untouched: a farm of many costs no refresh of
-            // each machine at every DISTRIBUTE of one of them.
-            let Some(gp) = self.pair(sx, q) else {
-                continue;
-            };
-            if gp.phase == Phase::Contraction && gp.distribute_served && !gp.accepting {
-                continue;
-            }
+        for q in unsettled {
             let Some(gp) = self.pair_mut(sx, q) else {
                 continue;
             };
@@ -92,7 +127,7 @@ impl Coordinator {
         sx: Sx,
         region: RegionId,
         tier: u32,
-        served: &[Px],
+        served: &Served,
         requester: Option<Px>,
     ) -> Option<Vec<Px>> {
         let name = self.sname(sx);
@@ -109,7 +144,7 @@ impl Coordinator {
         };
         // The room of the tier's other proxies, alive and not drained ([0063] a proxy
         // CONSOLIDATE is draining goes idle: it adds no capacity).
-        let available = self.tier_room(sx, region, tier, served);
+        let available = self.tier_room(sx, region, tier) - served.room;
         let unit = match requester {
             Some(q) => u64::from(self.max_s(sx, q).max(1)),
             None => self
@@ -298,7 +333,7 @@ impl Coordinator {
 
     /// The tier's proxies other than `served`, alive and not being drained, oldest first, with
     /// their room and Max_s (a walk of the tier).
-    fn others(&self, sx: Sx, region: RegionId, tier: u32, served: &[Px]) -> Vec<Candidate> {
+    fn others(&self, sx: Sx, region: RegionId, tier: u32, served: &Served) -> Vec<Candidate> {
         self.tier_members(sx, region, tier)
             .into_iter()
             .filter(|&q| self.other_takes_part(sx, q, served))
@@ -311,7 +346,7 @@ impl Coordinator {
 
     /// The most recently activated of the tier's proxies other than `served`, alive and not
     /// being drained.
-    fn newest_other(&self, sx: Sx, region: RegionId, tier: u32, served: &[Px]) -> Option<Px> {
+    fn newest_other(&self, sx: Sx, region: RegionId, tier: u32, served: &Served) -> Option<Px> {
         self.streams
             .get(&sx)?
             .tiers
@@ -322,8 +357,8 @@ impl Coordinator {
             .find(|&q| self.other_takes_part(sx, q, served))
     }
 
-    fn other_takes_part(&self, sx: Sx, q: Px, served: &[Px]) -> bool {
-        !served.contains(&q)
+    fn other_takes_part(&self, sx: Sx, q: Px, served: &Served) -> bool {
+        !served.contains(q)
             && self.proxies[q].alive
             && self.pair(sx, q).is_some_and(|p| p.draining_to.is_none())
     }
@@ -344,7 +379,7 @@ impl Coordinator {
         sx: Sx,
         region: RegionId,
         tier: u32,
-        served: &[Px],
+        served: &Served,
         sys_lin: f64,
     ) -> Option<Vec<Px>> {
         // No l exceeds the number of candidates.
@@ -353,34 +388,51 @@ impl Coordinator {
         let mut sorted: Vec<u64> = Vec::new();
         let mut visited: BTreeMap<Px, Option<u64>> = BTreeMap::new();
         let mut l = None;
+        // The served farm is left out of the walk: as the bounds only fall along it, a served
+        // member where the walk would stop is followed by one where it stops too, or by none.
+        let mut chunk = Vec::with_capacity(CHUNK);
         let mut cursor = None;
-        while let Some((key, q)) = self.next_candidate(sx, region, tier, cursor) {
-            cursor = Some((key, q));
-            let bound = f64::from_bits(key);
-            let least = if bound > 0.0 {
-                (sys_lin / bound).floor() + 1.0
-            } else {
-                f64::INFINITY
-            };
-            let done = match l {
-                Some(l) => least >= l as f64,
-                None => least > n as f64,
-            };
-            if done {
-                break;
-            }
-            if served.contains(&q) {
-                continue;
-            }
-            let m = self.min_s(sx, q, sys_lin);
-            visited.insert(q, m);
-            if let Some(m) = m {
-                let at = sorted.partition_point(|&x| x <= m);
-                sorted.insert(at, m);
-                // Only a smaller MIN_s than l can lower l.
-                if l.is_none_or(|l| m < l as u64) {
-                    l = group_size(&sorted);
+        'walk: loop {
+            let next = self.candidates_below(
+                sx,
+                region,
+                tier,
+                cursor,
+                CHUNK,
+                |q| !served.contains(q),
+                &mut chunk,
+            );
+            for &(key, q) in &chunk {
+                let least = least_min_s(sys_lin, key);
+                let done = match l {
+                    Some(l) => least >= l as f64,
+                    None => least > n as f64,
+                };
+                if done {
+                    break 'walk;
                 }
+                // A logoff bound taken at the member's last logoff is loose once some windows
+                // have passed: tightened, the member moves down the order and is read where it
+                // comes then, unless that is above where the walk resumes.
+                if let (Some(at), Some(resume)) = (self.tighten_logoff_bound(sx, q), next)
+                    && at < resume
+                {
+                    continue;
+                }
+                let m = self.min_s(sx, q, sys_lin);
+                visited.insert(q, m);
+                if let Some(m) = m {
+                    let at = sorted.partition_point(|&x| x <= m);
+                    sorted.insert(at, m);
+                    // Only a smaller MIN_s than l can lower l.
+                    if l.is_none_or(|l| m < l as u64) {
+                        l = group_size(&sorted);
+                    }
+                }
+            }
+            match next {
+                Some(c) => cursor = Some(c),
+                None => break,
             }
         }
         let Some(l) = l else {
@@ -394,20 +446,38 @@ impl Coordinator {
                 group.push((m, std::cmp::Reverse(self.pair(sx, q)?.seq), q));
             }
         }
+        // A member whose bound of the denominator allows no MIN_s below l + 1 has none equal to
+        // l: not read.
         let mut cursor = None;
-        while group.len() < l {
-            let (seq, q) = self.next_recent(sx, region, tier, cursor)?;
-            cursor = Some((seq, q));
-            if served.contains(&q) {
-                continue;
+        'fill: while group.len() < l {
+            let next = self.recent_below(
+                sx,
+                region,
+                tier,
+                cursor,
+                CHUNK,
+                |q, key| !served.contains(q) && least_min_s(sys_lin, key) <= l as f64,
+                &mut chunk,
+            );
+            for &(seq, q) in &chunk {
+                if group.len() == l {
+                    break 'fill;
+                }
+                let m = match visited.get(&q) {
+                    Some(&m) => m,
+                    None => self.min_s(sx, q, sys_lin),
+                };
+                if m == Some(l as u64) {
+                    group.push((l as u64, std::cmp::Reverse(seq), q));
+                }
             }
-            let m = match visited.get(&q) {
-                Some(&m) => m,
-                None => self.min_s(sx, q, sys_lin),
-            };
-            if m == Some(l as u64) {
-                group.push((l as u64, std::cmp::Reverse(seq), q));
+            match next {
+                Some(c) => cursor = Some(c),
+                None => break,
             }
+        }
+        if group.len() < l {
+            return None;
         }
         group.sort();
         let group: Vec<Px> = group.into_iter().map(|m| m.2).collect();
@@ -424,7 +494,7 @@ impl Coordinator {
         sx: Sx,
         region: RegionId,
         tier: u32,
-        served: &[Px],
+        served: &Served,
         sys_lin: f64,
         found: Option<&[Px]>,
     ) {
@@ -454,7 +524,8 @@ impl Coordinator {
             return None;
         }
         let dt = self.delta_t_secs().max(1e-9);
-        let (room, max_s) = self.pair(sx, q).map(|p| (p.share.room, p.share.max_s))?;
+        let p = self.pair(sx, q)?;
+        let (room, max_s) = (p.share.room, p.share.max_s);
         // Hysteresis ([0030], as the agent's trigger): back in expansion, a proxy must take at
         // least the margin before its own prediction would ask DISTRIBUTE again ([0054]), else
         // its phase flaps with every order. So the margin is kept out of the room MIN_s counts:
@@ -466,18 +537,28 @@ impl Coordinator {
         if usable == 0 {
             return None;
         }
-        // Most members are decided by the bounds of their rates, without catching their
-        // predictors up (each is a loop over the windows since it was last read): the
-        // denominator lies between (room − margin)/ΔT and that plus the logoff rate's bound, and
-        // the login rate's bound keeps the margin over ΔT.
-        if let Some(p) = self.pair(sx, q)
-            && !self.proxies[q].decides
-        {
+        // Most members are decided by bounds of their rates, without catching their predictors
+        // up (each is a loop over the windows since it was last read): the denominator lies
+        // between (room − margin)/ΔT and that plus a bound of the logoff rate, and a bound of the
+        // login rate keeps the margin over ΔT. The logoff rate's bound of the regroup order
+        // first, then the predictors' bounds in this window (`Predictor::bound_in`): a rate
+        // decays by 1−α a window after its last event, so a member whose last viewer came or
+        // went a few windows ago reads as near its true rate.
+        if !self.proxies[q].decides {
+            let (w, sm) = (self.window, &self.smoothing);
             let base = f64::from(usable) / dt;
-            let (lo, hi) = (sys_lin / (base + p.logoff_bound), sys_lin / base);
-            let keeps = f64::from(room) - p.login_bound * self.delta_t_secs() >= f64::from(margin);
-            if keeps && lo.floor() == hi.floor() && hi.floor() < u32::MAX as f64 {
-                return Some(lo.floor() as u64 + 1);
+            let by_bound = |loff: f64| {
+                let (lo, hi) = (sys_lin / (base + loff), sys_lin / base);
+                (lo.floor() == hi.floor() && hi.floor() < u32::MAX as f64)
+                    .then(|| lo.floor() as u64 + 1)
+            };
+            let m = by_bound(p.logoff_bound)
+                .or_else(|| by_bound(p.logoff.bound_in(w, sm).min(p.logoff_bound)));
+            if let Some(m) = m
+                && f64::from(room) - p.login.bound_in(w, sm) * self.delta_t_secs()
+                    >= f64::from(margin)
+            {
+                return Some(m);
             }
         }
         self.exact_min_s(sx, q, room, max_s, sys_lin)
@@ -621,19 +702,34 @@ impl Coordinator {
         let Some(members) = self
             .overlays
             .get(&s.overlay)
-            .and_then(|o| o.tiers.get(&region))
+            .and_then(|o| o.members.get(&region))
             .and_then(|t| t.get(tier.saturating_sub(1) as usize))
         else {
             return 0;
         };
+        // Active for the stream: its machine lists it (`audit`), no lookup in the pairs.
         members
             .iter()
-            .filter(|id| {
-                self.by_id.get(id).is_some_and(|&px| {
-                    px != s.origin && self.proxies[px].alive && !s.pairs.contains_key(&px)
-                })
+            .filter(|&&px| {
+                let rec = &self.proxies[px];
+                px != s.origin && rec.alive && !rec.streams.contains(&sx)
             })
             .count() as u32
+    }
+}
+
+/// Members a regroup takes from its tier's orders at a time (`TierSums`).
+const CHUNK: usize = 16;
+
+/// The least MIN_s = ⌊SysLinRate / denominator⌋ + 1 that a member can have whose denominator is
+/// at most the bound `key` (`Share::key`, the bits of a non-negative f64): division and floor
+/// are monotone, so the member's own MIN_s, computed the same way, is no less.
+fn least_min_s(sys_lin: f64, key: u64) -> f64 {
+    let bound = f64::from_bits(key);
+    if bound > 0.0 {
+        (sys_lin / bound).floor() + 1.0
+    } else {
+        f64::INFINITY
     }
 }
 

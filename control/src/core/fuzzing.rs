@@ -331,6 +331,14 @@ impl Coordinator {
     /// DISTRIBUTE those of a walk of its members.
     pub fn audit(&self) -> Result<(), String> {
         let mut conns: BTreeMap<Px, u64> = BTreeMap::new();
+        // Placement reads a machine's streams for whether it is active for one.
+        for (px, rec) in self.proxies.iter() {
+            for sx in &rec.streams {
+                if self.pair(*sx, px).is_none() {
+                    return Err(format!("{} lists a stream it is not active for", rec.id));
+                }
+            }
+        }
         for (&sx, s) in &self.streams {
             let name = &s.name;
             for (&px, p) in &s.pairs {

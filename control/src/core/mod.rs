@@ -118,6 +118,7 @@ mod resolve;
 mod state;
 mod streams;
 mod tier_sums;
+mod tier_upkeep;
 mod tree;
 mod views;
 

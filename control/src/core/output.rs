@@ -4,8 +4,17 @@ use super::*;
 
 /// `[P11, P21]`: proxy ids for decision reasons.
 pub(super) fn id_list(ids: impl Iterator<Item = ProxyId>) -> String {
-    let v: Vec<String> = ids.map(|i| i.to_string()).collect();
-    format!("[{}]", v.join(", "))
+    use std::fmt::Write;
+    // Written into one string: a DISTRIBUTE lists its whole farm, one allocation per id showed.
+    let mut out = String::from("[");
+    for (k, id) in ids.enumerate() {
+        if k > 0 {
+            out.push_str(", ");
+        }
+        let _ = write!(out, "{id}");
+    }
+    out.push(']');
+    out
 }
 
 impl Coordinator {

@@ -10,6 +10,9 @@ pub(super) type OverlayKey = (String, Px);
 #[derive(Debug, Default)]
 pub(super) struct Overlay {
     pub(super) tiers: tiering::Tiers<RegionId>,
+    /// The members of `tiers` as the core's indices: placement walks a tier of thousands at
+    /// each activation, without a lookup of each id.
+    pub(super) members: BTreeMap<RegionId, Vec<Vec<Px>>>,
     pub(super) tier_of: HashMap<ProxyId, (RegionId, u32)>,
     /// The first region by name that has proxies: where viewers of a region without any go.
     pub(super) first_region: Option<RegionId>,
@@ -86,11 +89,27 @@ impl Coordinator {
             .iter()
             .map(|(name, _, n)| format!("{name}: {n} tiers"))
             .collect();
+        // Every member is a registered proxy (`cands` are), and an id keeps its index.
+        let members = tiers
+            .iter()
+            .map(|(&region, ts)| {
+                let ts = ts
+                    .iter()
+                    .map(|t| {
+                        t.iter()
+                            .filter_map(|id| self.by_id.get(id).copied())
+                            .collect()
+                    })
+                    .collect();
+                (region, ts)
+            })
+            .collect();
         let changed = self.overlays.get(key).is_none_or(|o| o.tiers != tiers);
         self.overlays.insert(
             key.clone(),
             Overlay {
                 tiers,
+                members,
                 tier_of,
                 first_region,
                 dirty: false,

@@ -26,6 +26,38 @@ impl Smoothing {
     }
 }
 
+/// What `Predictor::envelope` gives: the rates a predictor can give until its next observation,
+/// by the window they are read in.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Envelope {
+    /// No less than any of them.
+    max: f64,
+    /// From this window on, each window's fold shrinks S by at least the factor 1−α...
+    from: u64,
+    /// ...from this S, read in window `from`.
+    at: f64,
+}
+
+impl Envelope {
+    /// No less than the rate read in window `w` (no observation since the envelope was taken).
+    pub fn at_window(&self, w: u64, p: &Smoothing) -> f64 {
+        if w <= self.from {
+            return self.max;
+        }
+        // Each fold rounds (1−α)·S up by at most one part in 2^53, and the power rounds too:
+        // the factor is raised by 1e-12 (far above both) and the result by one part in 10^9;
+        // 1e-300 covers S stuck in the subnormal range, where rounding is absolute. A factor
+        // below 1 makes fewer steps a larger decay, still a bound: 64 steps are plenty.
+        let factor = (1.0 - p.alpha) + 1e-12;
+        if factor >= 1.0 {
+            return self.max;
+        }
+        let steps = (w - self.from).min(64) as i32;
+        let decayed = self.at * factor.powi(steps) * (1.0 + 1e-9) + 1e-300;
+        decayed.min(self.max)
+    }
+}
+
 /// One smoothed rate, in events per second.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Predictor {
@@ -84,14 +116,35 @@ impl Predictor {
         last < -1e-280
     }
 
-    /// No less than any rate this predictor gives from now until its next observation. The
-    /// windows are folded one by one with no event after the current one's: once the trend is
-    /// not positive, S can only fall (S' = (1−α)(S + b) ≤ S, and the trend stays ≤ 0), so the
-    /// largest S met so far is the bound. Infinite if the trend stays positive for long, or for
-    /// a smoothing outside [0, 1].
+    /// No less than any rate this predictor gives from now until its next observation.
     pub fn bound(&self, p: &Smoothing) -> f64 {
+        self.envelope(p).max
+    }
+
+    /// No less than the rate read in window `w` or later, until the next observation: 0 for a
+    /// predictor at rest (no fold gives more), else its envelope in `w`.
+    pub fn bound_in(&self, w: u64, p: &Smoothing) -> f64 {
+        if self.resting(p) {
+            return 0.0;
+        }
+        self.envelope(p).at_window(w, p)
+    }
+
+    /// No less than the rate this predictor gives when read in any window from now until its
+    /// next observation, by window. The windows are folded one by one with no event after the
+    /// current one's: once the trend is not positive, S can only fall, by at least the factor
+    /// 1−α a window (S' = max(0, (1−α)(S + b)) ≤ (1−α)S, and the trend stays ≤ 0), so the
+    /// largest S met so far bounds every read, and the S reached then, decayed, bounds the reads
+    /// of later windows. Infinite if the trend stays positive for long, or for a smoothing
+    /// outside [0, 1].
+    pub fn envelope(&self, p: &Smoothing) -> Envelope {
+        let unbounded = Envelope {
+            max: f64::INFINITY,
+            from: u64::MAX,
+            at: f64::INFINITY,
+        };
         if !(0.0..=1.0).contains(&p.alpha) || !(0.0..=1.0).contains(&p.beta) {
-            return f64::INFINITY;
+            return unbounded;
         }
         let mut x = *self;
         let mut max = x.s;
@@ -100,10 +153,14 @@ impl Predictor {
             x.catch_up(next, p);
             max = max.max(x.s);
             if x.started && x.b <= 0.0 {
-                return max;
+                return Envelope {
+                    max,
+                    from: x.window,
+                    at: x.s,
+                };
             }
         }
-        f64::INFINITY
+        unbounded
     }
 
     /// Like [`Predictor::rate`] without changing the predictor (for read-only views).
@@ -216,6 +273,7 @@ mod tests {
             let mut eager = Predictor::new(0);
             let mut w = 0;
             let mut bound = lazy.bound(&p);
+            let mut envelope = lazy.envelope(&p);
             let mut reads = reads;
             reads.sort();
             let mut r = reads.into_iter().peekable();
@@ -231,6 +289,8 @@ mod tests {
                     let got = lazy.rate(next_read, &p);
                     proptest::prop_assert_eq!(got.to_bits(), eager.s.to_bits());
                     proptest::prop_assert!(got <= bound, "{got} > {bound}");
+                    let by_window = envelope.at_window(next_read, &p);
+                    proptest::prop_assert!(got <= by_window, "{got} > {by_window} in window {next_read}");
                     r.next();
                 } else {
                     let (_, n) = e.next().unwrap();
@@ -243,6 +303,7 @@ mod tests {
                         eager.observe(next_event, &p);
                     }
                     bound = lazy.bound(&p);
+                    envelope = lazy.envelope(&p);
                 }
             }
         }

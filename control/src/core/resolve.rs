@@ -1,7 +1,8 @@
 //! Viewer redirection: which proxy a new viewer should use ([0033], [0042]).
 
+use super::distribute::Served;
 use super::state::margin_for;
-use super::tier_sums::{put_share, share};
+use super::tier_upkeep::{put_share, share};
 use super::*;
 
 impl Coordinator {
@@ -113,7 +114,7 @@ impl Coordinator {
                             "no proxy of {region} tier {bottom} takes a viewer and its DISTRIBUTEs were served: capacity added for the tier [0033] [0059]"
                         ),
                     );
-                    self.add_capacity(sx, region_id, bottom, &[], None);
+                    self.add_capacity(sx, region_id, bottom, &Served::default(), None);
                 }
             } else {
                 let farm = self.next_farm_id();

@@ -8,10 +8,6 @@ use super::*;
 /// made-up peers.
 pub(super) const MAX_RTTS_PER_PROXY: usize = 16_384;
 
-/// Largest login or logoff rate taken from a heartbeat, per second: far beyond any proxy, and
-/// small enough that sums and products of rates stay finite.
-pub(super) const MAX_RATE: f64 = 1e6;
-
 /// Record an RTT; true if the peer is new.
 pub(super) fn record_rtt(rtts: &mut BTreeMap<ProxyId, u32>, peer: ProxyId, micros: u32) -> bool {
     if let Some(v) = rtts.get_mut(&peer) {
@@ -216,9 +212,8 @@ pub(super) struct Pair {
     pub(super) draining_to: Option<Px>,
     pub(super) login: Predictor,
     pub(super) logoff: Predictor,
-    /// No less than any rate `login` and `logoff` give until their next observation
-    /// (`Predictor::bound`): a regroup decides most MIN_s without catching predictors up.
-    pub(super) login_bound: f64,
+    /// No less than any rate `logoff` gives until its next observation (`Predictor::bound`):
+    /// its place in the tier's regroup order.
     pub(super) logoff_bound: f64,
     pub(super) reported: (f32, f32),
     /// `TierRec::version` of the tier above when its MonitorList was last sent ([0053]).

@@ -65,7 +65,6 @@ impl Coordinator {
                 draining_to: None,
                 login: Predictor::new(w),
                 logoff: Predictor::new(w),
-                login_bound: 0.0,
                 logoff_bound: 0.0,
                 reported: (0.0, 0.0),
                 monitor_version: 0,

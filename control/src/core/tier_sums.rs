@@ -1,31 +1,35 @@
 //! What a DISTRIBUTE reads of its tier without walking it ([0059]–[0061]): the members' free
 //! room, the members that can take a regrouped share (room beyond the hysteresis margin: the
-//! only ones with a finite MIN_s), and the tier's login and logoff rates. Kept where the state
-//! they come from changes (`refresh_accepting` for every touched machine, a heartbeat's reported
-//! rates, a pair's removal); `audit` compares them with the walk.
+//! only ones with a finite MIN_s), and the tier's login and logoff rates. The sums and each
+//! member's share of them; `tier_upkeep` keeps them current.
 
-use super::state::{MAX_RATE, TierRec, margin_for};
 use super::*;
 
+/// Largest login or logoff rate taken from a heartbeat, per second: far beyond any proxy, and
+/// small enough that sums and products of rates stay finite.
+pub(super) const MAX_RATE: f64 = 1e6;
+
 /// Fixed-point scale of reported rates: a sum of them is exact whatever the order of updates.
-const RATE_SCALE: f64 = (1u64 << 32) as f64;
+pub(super) const RATE_SCALE: f64 = (1u64 << 32) as f64;
 
 /// The incremental state of one (stream, region, tier).
 #[derive(Debug, Default)]
 pub(super) struct TierSums {
     /// Σ room of the members alive and not being drained.
-    room: u64,
+    pub(super) room: u64,
     /// Members alive, not being drained, with room beyond their margin (the only ones with a
     /// finite MIN_s), by an upper bound of MIN_s's denominator (`Share::key`).
-    candidates: BTreeSet<(u64, Px)>,
-    /// The same members by activation (`Pair::seq`).
-    recent: BTreeSet<(u64, Px)>,
+    pub(super) candidates: BTreeSet<(u64, Px)>,
+    /// The same members by activation (`Pair::seq`), each with its bound (`Share::key`): the
+    /// end of a regroup walks this order and reads only the members whose bound allows MIN_s =
+    /// l.
+    pub(super) recent: BTreeMap<(u64, Px), u64>,
     /// Logins and logoffs of the members that do not decide for themselves: SysLinRate read as
     /// one predictor of the tier's events (DESIGN "Reading the seed", MIN_s).
-    login: Predictor,
-    logoff: Predictor,
+    pub(super) login: Predictor,
+    pub(super) logoff: Predictor,
     /// Σ login and logoff rates reported by the members that decide, fixed point.
-    reported: (u128, u128),
+    pub(super) reported: (u128, u128),
 }
 
 /// What one pair adds to its tier's sums, kept so that a change takes out what it added.
@@ -35,13 +39,13 @@ pub(super) struct Share {
     pub(super) room: u32,
     pub(super) max_s: u32,
     /// Counted in `TierSums::room` (alive, not being drained).
-    counted: bool,
-    candidate: bool,
+    pub(super) counted: bool,
+    pub(super) candidate: bool,
     /// For a candidate: at least its Loffrate_s + (room − margin)/ΔT until its next logoff or
     /// change of room, as the bits of a non-negative f64 (which order as the numbers do).
-    key: u64,
-    seq: u64,
-    reported: (u64, u64),
+    pub(super) key: u64,
+    pub(super) seq: u64,
+    pub(super) reported: (u64, u64),
 }
 
 impl TierSums {
@@ -52,7 +56,7 @@ impl TierSums {
     }
 
     /// Replace the share `old` of `px` by `new`, touching only the parts that differ.
-    fn update(&mut self, px: Px, old: &Share, new: &Share) {
+    pub(super) fn update(&mut self, px: Px, old: &Share, new: &Share) {
         if old.counted {
             self.room -= u64::from(old.room);
         }
@@ -67,19 +71,19 @@ impl TierSums {
                 self.candidates.insert((new.key, px));
             }
         }
-        if (old.candidate, old.seq) != (new.candidate, new.seq) {
-            if old.candidate {
+        if (old.candidate, old.seq, old.key) != (new.candidate, new.seq, new.key) {
+            if old.candidate && (!new.candidate || old.seq != new.seq) {
                 self.recent.remove(&(old.seq, px));
             }
             if new.candidate {
-                self.recent.insert((new.seq, px));
+                self.recent.insert((new.seq, px), new.key);
             }
         }
         self.reported.0 = self.reported.0 - u128::from(old.reported.0) + u128::from(new.reported.0);
         self.reported.1 = self.reported.1 - u128::from(old.reported.1) + u128::from(new.reported.1);
     }
 
-    fn take(&mut self, px: Px, share: &Share) {
+    pub(super) fn take(&mut self, px: Px, share: &Share) {
         if share.counted {
             self.room -= u64::from(share.room);
         }
@@ -106,60 +110,49 @@ fn fixed(r: f32) -> u64 {
     (sane_reported(r) * RATE_SCALE) as u64
 }
 
-/// What the pair `p` adds to its tier's sums, with room `room`, Max_s `max_s` and hysteresis
-/// margin `margin`; its machine `alive`, and whether it `decides` for itself.
-pub(super) fn share(
-    p: &Pair,
-    alive: bool,
-    decides: bool,
-    room: u32,
-    max_s: u32,
-    margin: u32,
-    delta_t_secs: f64,
-) -> Share {
-    let counted = alive && p.draining_to.is_none();
-    let usable = room.saturating_sub(margin);
-    let candidate = counted && usable > 0;
-    // As `regroup` computes the denominator, with the logoff rate replaced by a bound of it.
-    let loff = if decides {
-        sane_reported(p.reported.1)
-    } else {
-        p.logoff_bound
-    };
-    let key = if candidate {
-        (f64::from(usable) / delta_t_secs.max(1e-9) + loff).to_bits()
-    } else {
-        0
-    };
-    Share {
-        room,
-        max_s,
-        counted,
-        candidate,
-        key,
-        seq: p.seq,
-        reported: if decides {
-            (fixed(p.reported.0), fixed(p.reported.1))
-        } else {
-            (0, 0)
-        },
-    }
+/// What a member adds to its tier's sums besides its room: read from its pair.
+pub(super) struct Member {
+    /// Alive and not being drained.
+    pub(super) counted: bool,
+    /// It decides for itself, and reports its rates.
+    pub(super) decides: bool,
+    pub(super) reported: (f32, f32),
+    /// Its logoff predictor's bound (`Predictor::bound`).
+    pub(super) logoff_bound: f64,
+    pub(super) seq: u64,
 }
 
-/// Replace the share of `p` (`px`) in its tier, one of `tiers`, by `new`.
-pub(super) fn put_share(
-    p: &mut Pair,
-    tiers: &mut BTreeMap<(RegionId, u32), TierRec>,
-    px: Px,
-    new: Share,
-) {
-    if p.share == new {
-        return;
+impl Share {
+    /// The share of `m`, with room `room`, Max_s `max_s`, hysteresis margin `margin` and a ΔT
+    /// of `dt_secs`.
+    pub(super) fn of(m: &Member, room: u32, max_s: u32, margin: u32, dt_secs: f64) -> Share {
+        let usable = room.saturating_sub(margin);
+        let candidate = m.counted && usable > 0;
+        // As `regroup` computes the denominator, with the logoff rate replaced by a bound of it.
+        let loff = if m.decides {
+            sane_reported(m.reported.1)
+        } else {
+            m.logoff_bound
+        };
+        let key = if candidate {
+            (f64::from(usable) / dt_secs.max(1e-9) + loff).to_bits()
+        } else {
+            0
+        };
+        Share {
+            room,
+            max_s,
+            counted: m.counted,
+            candidate,
+            key,
+            seq: m.seq,
+            reported: if m.decides {
+                (fixed(m.reported.0), fixed(m.reported.1))
+            } else {
+                (0, 0)
+            },
+        }
     }
-    if let Some(t) = tiers.get_mut(&(p.region, p.tier)) {
-        t.sums.update(px, &p.share, &new);
-    }
-    p.share = new;
 }
 
 /// A member that a DISTRIBUTE may regroup, with its room and Max_s now.
@@ -168,244 +161,4 @@ pub(super) struct Candidate {
     pub(super) px: Px,
     pub(super) room: u32,
     pub(super) max_s: u32,
-}
-
-impl Coordinator {
-    /// What `px` adds to its tier's sums for `sx` now, given its room and Max_s.
-    fn share_of(&self, sx: Sx, px: Px, room: u32, max_s: u32) -> Share {
-        let Some(p) = self.pair(sx, px) else {
-            return Share::default();
-        };
-        let rec = &self.proxies[px];
-        let margin = self.margin_of(max_s);
-        share(
-            p,
-            rec.alive,
-            rec.decides,
-            room,
-            max_s,
-            margin,
-            self.delta_t_secs(),
-        )
-    }
-
-    /// Bring the share of `px` in its tier's sums up to date, its room and Max_s given.
-    pub(super) fn sync_share(&mut self, sx: Sx, px: Px, room: u32, max_s: u32) {
-        let (alive, decides) = (self.proxies[px].alive, self.proxies[px].decides);
-        let (margin, dt) = (self.margin_of(max_s), self.delta_t_secs());
-        let Some(StreamRec { pairs, tiers, .. }) = self.streams.get_mut(&sx) else {
-            return;
-        };
-        if let Some(p) = pairs.get_mut(&px) {
-            let new = share(p, alive, decides, room, max_s, margin, dt);
-            put_share(p, tiers, px, new);
-        }
-    }
-
-    /// After a heartbeat set the reported rates of `px`: its share, room unchanged.
-    pub(super) fn sync_reported(&mut self, sx: Sx, px: Px) {
-        if let Some(p) = self.pair(sx, px) {
-            let (room, max_s) = (p.share.room, p.share.max_s);
-            self.sync_share(sx, px, room, max_s);
-        }
-    }
-
-    /// `p`, just removed from `s`, takes its share out of its tier.
-    pub(super) fn drop_share(s: &mut StreamRec, px: Px, p: &Pair) {
-        if let Some(t) = s.tiers.get_mut(&(p.region, p.tier)) {
-            t.sums.take(px, &p.share);
-        }
-    }
-
-    /// Count a login (`login`) or logoff of `px` for `sx`: its own predictor, and its tier's
-    /// unless it decides for itself (its tier then reads the rate it reports).
-    pub(super) fn count_event(&mut self, sx: Sx, px: Px, login: bool) {
-        let (w, sm) = (self.window, self.smoothing);
-        let (alive, decides) = (self.proxies[px].alive, self.proxies[px].decides);
-        let (hysteresis, dt) = (self.config.hysteresis, self.delta_t_secs());
-        let Some(StreamRec { pairs, tiers, .. }) = self.streams.get_mut(&sx) else {
-            return;
-        };
-        let Some(p) = pairs.get_mut(&px) else {
-            return;
-        };
-        if login {
-            p.login.observe(w, &sm);
-            p.login_bound = p.login.bound(&sm);
-        } else {
-            p.logoff.observe(w, &sm);
-            p.logoff_bound = p.logoff.bound(&sm);
-        }
-        if !decides && let Some(t) = tiers.get_mut(&(p.region, p.tier)) {
-            let tier = if login {
-                &mut t.sums.login
-            } else {
-                &mut t.sums.logoff
-            };
-            tier.observe(w, &sm);
-        }
-        if !login {
-            // A new bound of the logoff rate moves it in the regroup order.
-            let (room, max_s) = (p.share.room, p.share.max_s);
-            let margin = margin_for(hysteresis, max_s);
-            let new = share(p, alive, decides, room, max_s, margin, dt);
-            put_share(p, tiers, px, new);
-        }
-    }
-
-    /// SysLinRate and the tier's logoff rate ([0061]): the tier's predictors over its members
-    /// that do not decide, plus the rates reported by those that do.
-    pub(super) fn tier_rates(&mut self, sx: Sx, region: RegionId, tier: u32) -> (f64, f64) {
-        let (w, sm) = (self.window, self.smoothing);
-        let Some(t) = self
-            .streams
-            .get_mut(&sx)
-            .and_then(|s| s.tiers.get_mut(&(region, tier)))
-        else {
-            return (0.0, 0.0);
-        };
-        let s = &mut t.sums;
-        (
-            s.login.rate(w, &sm) + s.reported.0 as f64 / RATE_SCALE,
-            s.logoff.rate(w, &sm) + s.reported.1 as f64 / RATE_SCALE,
-        )
-    }
-
-    /// Σ room of the members of (`region`, `tier`) alive, not being drained and not in
-    /// `served`. Current after `refresh_accepting`.
-    pub(super) fn tier_room(&self, sx: Sx, region: RegionId, tier: u32, served: &[Px]) -> u64 {
-        let Some(s) = self.streams.get(&sx) else {
-            return 0;
-        };
-        let Some(t) = s.tiers.get(&(region, tier)) else {
-            return 0;
-        };
-        let mut room = t.sums.room;
-        for q in served {
-            if let Some(p) = s.pairs.get(q)
-                && (p.region, p.tier) == (region, tier)
-                && p.share.counted
-            {
-                room -= u64::from(p.share.room);
-            }
-        }
-        room
-    }
-
-    /// How many members of (`region`, `tier`) have room beyond their margin.
-    pub(super) fn candidate_count(&self, sx: Sx, region: RegionId, tier: u32) -> usize {
-        self.streams
-            .get(&sx)
-            .and_then(|s| s.tiers.get(&(region, tier)))
-            .map_or(0, |t| t.sums.candidates.len())
-    }
-
-    /// The member of (`region`, `tier`) with room beyond its margin that comes next below
-    /// `before` (from the top if none) by its bound of MIN_s's denominator, with that bound.
-    /// Current after `refresh_accepting`.
-    pub(super) fn next_candidate(
-        &self,
-        sx: Sx,
-        region: RegionId,
-        tier: u32,
-        before: Option<(u64, Px)>,
-    ) -> Option<(u64, Px)> {
-        self.next_below(sx, region, tier, before, |s| &s.candidates)
-    }
-
-    /// The member of (`region`, `tier`) with room beyond its margin activated next before
-    /// `before` (the most recent if none), with its `Pair::seq`.
-    pub(super) fn next_recent(
-        &self,
-        sx: Sx,
-        region: RegionId,
-        tier: u32,
-        before: Option<(u64, Px)>,
-    ) -> Option<(u64, Px)> {
-        self.next_below(sx, region, tier, before, |s| &s.recent)
-    }
-
-    /// The entry of one of the tier's candidate orders (`order`) just below `before`, or its
-    /// top.
-    fn next_below(
-        &self,
-        sx: Sx,
-        region: RegionId,
-        tier: u32,
-        before: Option<(u64, Px)>,
-        order: impl Fn(&TierSums) -> &BTreeSet<(u64, Px)>,
-    ) -> Option<(u64, Px)> {
-        let c = order(&self.streams.get(&sx)?.tiers.get(&(region, tier))?.sums);
-        match before {
-            Some(b) => c.range(..b).next_back().copied(),
-            None => c.last().copied(),
-        }
-    }
-
-    /// The sums agree with a walk of every tier (each member's share from its state now).
-    pub(super) fn check_tier_sums(&self) -> Result<(), String> {
-        for (&sx, s) in &self.streams {
-            for (&(region, tier), t) in &s.tiers {
-                let mut room = 0u64;
-                let mut candidates = BTreeSet::new();
-                let mut recent = BTreeSet::new();
-                let mut reported = (0u128, 0u128);
-                for q in t.active.iter() {
-                    let Some(p) = s.pairs.get(&q) else {
-                        return Err(format!(
-                            "{} of {} in a tier but not active",
-                            self.pid(q),
-                            s.name
-                        ));
-                    };
-                    let (r, m) = self.room_and_max_s(sx, q);
-                    let share = self.share_of(sx, q, r, m);
-                    if p.share != share {
-                        return Err(format!(
-                            "{} of {}: share {:?} held, {share:?} from its state",
-                            self.pid(q),
-                            s.name,
-                            p.share
-                        ));
-                    }
-                    if share.counted {
-                        room += u64::from(share.room);
-                    }
-                    if share.candidate {
-                        candidates.insert((share.key, q));
-                        recent.insert((share.seq, q));
-                        // The bound holds: the logoff rate is no more than it now.
-                        let (w, sm) = (self.window, &self.smoothing);
-                        if p.logoff.peek(w, sm) > p.logoff_bound
-                            || p.login.peek(w, sm) > p.login_bound
-                        {
-                            return Err(format!(
-                                "{} of {}: a rate above its bound ({}, {})",
-                                self.pid(q),
-                                s.name,
-                                p.login_bound,
-                                p.logoff_bound
-                            ));
-                        }
-                    }
-                    reported.0 += u128::from(share.reported.0);
-                    reported.1 += u128::from(share.reported.1);
-                }
-                let what = format!("{} tier {tier} of {}", self.regions.name(region), s.name);
-                if t.sums.room != room {
-                    return Err(format!("{what}: room {} held, {room} walked", t.sums.room));
-                }
-                if t.sums.candidates != candidates || t.sums.recent != recent {
-                    return Err(format!(
-                        "{what}: candidates {:?} held, {candidates:?} walked",
-                        t.sums.candidates
-                    ));
-                }
-                if t.sums.reported != reported {
-                    return Err(format!("{what}: reported rates differ from the walk"));
-                }
-            }
-        }
-        Ok(())
-    }
 }
