@@ -195,6 +195,11 @@ impl Coordinator {
             .map_or(0, |t| t.sums.candidates.len())
     }
 
+    /// The sums of (`region`, `tier`) of `sx`.
+    fn sums_of(&self, sx: Sx, region: RegionId, tier: u32) -> Option<&TierSums> {
+        Some(&self.streams.get(&sx)?.tiers.get(&(region, tier))?.sums)
+    }
+
     /// The members of (`region`, `tier`) with room beyond their margin below `before` (from the
     /// top if none) by their bound of MIN_s's denominator, largest first, with that bound: up to
     /// `k` that `keep` takes, into `out` (cleared first). Returns where the next call starts
@@ -213,26 +218,17 @@ impl Coordinator {
         out: &mut Vec<(u64, Px)>,
     ) -> Option<(u64, Px)> {
         out.clear();
-        let c = &self
-            .streams
-            .get(&sx)?
-            .tiers
-            .get(&(region, tier))?
-            .sums
-            .candidates;
+        let c = &self.sums_of(sx, region, tier)?.candidates;
         let walk = match before {
             Some(b) => c.range(..b),
             None => c.range(..),
         };
-        for &(key, q) in walk.rev() {
-            if keep(q) {
-                out.push((key, q));
-                if out.len() == k {
-                    return Some((key, q));
-                }
-            }
-        }
-        None
+        take_chunk(
+            walk.rev().map(|&e| (e, ())),
+            k,
+            |&((_, q), ())| keep(q),
+            out,
+        )
     }
 
     /// As `candidates_below`, in the order of activation (`Pair::seq`, the most recent first):
@@ -249,26 +245,17 @@ impl Coordinator {
         out: &mut Vec<(u64, Px)>,
     ) -> Option<(u64, Px)> {
         out.clear();
-        let r = &self
-            .streams
-            .get(&sx)?
-            .tiers
-            .get(&(region, tier))?
-            .sums
-            .recent;
+        let r = &self.sums_of(sx, region, tier)?.recent;
         let walk = match before {
             Some(b) => r.range(..b),
             None => r.range(..),
         };
-        for (&(seq, q), &key) in walk.rev() {
-            if keep(q, key) {
-                out.push((seq, q));
-                if out.len() == k {
-                    return Some((seq, q));
-                }
-            }
-        }
-        None
+        take_chunk(
+            walk.rev().map(|(&entry, &key)| (entry, key)),
+            k,
+            |&((_, q), key)| keep(q, key),
+            out,
+        )
     }
 
     /// The sums agree with a walk of every tier (each member's share from its state now).
@@ -340,4 +327,24 @@ impl Coordinator {
         }
         Ok(())
     }
+}
+
+/// The first `k` entries of `walk` that `keep` takes, as their (key, id), into `out`; the last
+/// one looked at when `k` were found, `None` once `walk` is exhausted (the walks of
+/// `candidates_below` and `recent_below`).
+fn take_chunk<T>(
+    walk: impl Iterator<Item = ((u64, Px), T)>,
+    k: usize,
+    keep: impl Fn(&((u64, Px), T)) -> bool,
+    out: &mut Vec<(u64, Px)>,
+) -> Option<(u64, Px)> {
+    for e in walk {
+        if keep(&e) {
+            out.push(e.0);
+            if out.len() == k {
+                return Some(e.0);
+            }
+        }
+    }
+    None
 }
