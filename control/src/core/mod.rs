@@ -24,6 +24,7 @@
 //! - `load`: LOGIN and LOGOFF and what a change of load sets off (DISTRIBUTE, joining, idling);
 //! - `activation`: placement of a newly activated proxy and the choice of its parents;
 //! - `distribute`: DISTRIBUTE, farm sizing and regrouping by MIN_s;
+//! - `filling`: the `Growth::PredictiveFill` option (served proxies fill up before they stop);
 //! - `consolidate`: CONSOLIDATE;
 //! - `failures`: LinkDowngrade, crashes, eviction of a subtree;
 //! - `monitor`: the MonitorList of each proxy (the active proxies of the tier above, [0053]),
@@ -65,7 +66,7 @@
 //!   (figure 2(d)'s P22).
 //! - `Growth::PredictiveFill` (an option; the seed's [0030] is the default): a proxy whose
 //!   DISTRIBUTE was served keeps taking viewers until it is full or its viewers leave faster
-//!   than they arrive (`distribute::stop_filled`), and `resolve` sends viewers to the proxies
+//!   than they arrive (`filling`), and `resolve` sends viewers to the proxies
 //!   activated at least ΔT ago ([0058]: ΔT is the time to start one) before those still
 //!   starting. A filling proxy is no regroup candidate (its room is in use already).
 //! - a re-registered upper-tier proxy is in the contraction phase iff it is full (its phase is
@@ -106,6 +107,7 @@ mod active_set;
 mod consolidate;
 mod distribute;
 mod failures;
+mod filling;
 mod ids;
 mod load;
 mod membership;

@@ -174,38 +174,6 @@ impl Coordinator {
         );
     }
 
-    /// Under `Growth::PredictiveFill`, how many of the `accepting` proxies of (`region`,
-    /// `tier`) were activated at least ΔT ago (a prefix of the activation order), if any.
-    fn started_accepting(
-        &self,
-        sx: Sx,
-        region: RegionId,
-        tier: u32,
-        accepting: u32,
-    ) -> Option<u32> {
-        if self.config.growth != Growth::PredictiveFill {
-            return None;
-        }
-        let set = &self.streams.get(&sx)?.tiers.get(&(region, tier))?.active;
-        let dt = self.config.delta_t_ms.saturating_mul(1000);
-        let started = |k: u32| {
-            set.nth_accepting(k)
-                .and_then(|q| self.pair(sx, q))
-                .is_some_and(|p| p.activated_at.plus_micros(dt) <= self.now)
-        };
-        // The first k that has not started, by bisection over the activation order.
-        let (mut lo, mut hi) = (0u32, accepting);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if started(mid) {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        (lo > 0).then_some(lo)
-    }
-
     /// Proxies of (`region`, `tier`) that take a new viewer now (as of the last refresh).
     fn accepting_len(&self, sx: Sx, region: RegionId, tier: u32) -> u32 {
         self.streams

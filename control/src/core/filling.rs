@@ -1,0 +1,106 @@
+//! `Growth::PredictiveFill`: a proxy whose DISTRIBUTE was served keeps taking viewers until it
+//! is full up to its margin or its viewers start to leave (the seed's [0030] stops it at once),
+//! and new viewers go to the proxies that have had ΔT to start before those still starting.
+//! The rest of the core asks `filling` where the two policies differ.
+
+use super::*;
+
+impl Coordinator {
+    /// Under `Growth::PredictiveFill`: `px` was served a DISTRIBUTE and still takes viewers
+    /// until it is full or its viewers start to leave (`stop_filled`).
+    pub(super) fn filling(&self, sx: Sx, px: Px) -> bool {
+        self.config.growth == Growth::PredictiveFill
+            && self.pair(sx, px).is_some_and(Pair::served_and_accepting)
+    }
+
+    /// `filling` proxies touched by this event, each with its room and Max_s now: those down to
+    /// their margin, and those whose predicted logoffs now exceed their logins, stop taking
+    /// viewers ([0030]); from then on they are in the contraction phase like any served proxy,
+    /// so their own CONSOLIDATE can follow ([0062]). New viewers are pointed at the tier's
+    /// proxies that still take them. The margin (`Config::hysteresis`) is kept because the
+    /// count of a proxy that decides comes from its heartbeats and reservations: viewers still
+    /// connecting when a reservation ends would otherwise fill it beyond Max_s.
+    pub(super) fn stop_filled(&mut self, filling: &[(Sx, Px, u32, u32)]) {
+        for &(sx, px, room, max_s) in filling {
+            if !self.filling(sx, px) {
+                continue;
+            }
+            let (lin, loff) = self.pair_rates(sx, px);
+            let why = if room <= self.margin_of(max_s) {
+                "full up to its margin"
+            } else if loff > lin {
+                "its viewers leave faster than they arrive"
+            } else {
+                continue;
+            };
+            let Some((region, tier)) = self.pair(sx, px).map(|p| (p.region, p.tier)) else {
+                continue;
+            };
+            if let Some(p) = self.pair_mut(sx, px) {
+                p.accepting = false;
+            }
+            // A few of the tier's proxies that take viewers, for the proxy's redirects.
+            let redirect_to: Vec<Peer> = self
+                .streams
+                .get(&sx)
+                .and_then(|s| s.tiers.get(&(region, tier)))
+                .map(|t| {
+                    (0..t.active.accepting_len().min(4))
+                        .filter_map(|k| t.active.nth_accepting(k))
+                        .filter(|&q| q != px)
+                        .collect::<Vec<Px>>()
+                })
+                .unwrap_or_default()
+                .into_iter()
+                .map(|q| self.peer(q))
+                .collect();
+            let name = self.sname(sx);
+            let id = self.pid(px);
+            self.log(
+                Rule::Distribute,
+                Some(&name),
+                Some(id),
+                format!("served DISTRIBUTE and now {why}: stops taking viewers [0030]"),
+            );
+            self.send(
+                px,
+                PncMsg::StopAccepting {
+                    stream: name,
+                    redirect_to,
+                },
+            );
+        }
+    }
+
+    /// Under `Growth::PredictiveFill`, how many of the `accepting` proxies of (`region`,
+    /// `tier`) were activated at least ΔT ago (a prefix of the activation order), if any.
+    pub(super) fn started_accepting(
+        &self,
+        sx: Sx,
+        region: RegionId,
+        tier: u32,
+        accepting: u32,
+    ) -> Option<u32> {
+        if self.config.growth != Growth::PredictiveFill {
+            return None;
+        }
+        let set = &self.streams.get(&sx)?.tiers.get(&(region, tier))?.active;
+        let dt = self.config.delta_t_ms.saturating_mul(1000);
+        let started = |k: u32| {
+            set.nth_accepting(k)
+                .and_then(|q| self.pair(sx, q))
+                .is_some_and(|p| p.activated_at.plus_micros(dt) <= self.now)
+        };
+        // The first k that has not started, by bisection over the activation order.
+        let (mut lo, mut hi) = (0u32, accepting);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if started(mid) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        (lo > 0).then_some(lo)
+    }
+}
