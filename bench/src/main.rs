@@ -168,6 +168,16 @@ struct SimulateArgs {
     /// Sitaraman, IMC 2012); 10 s is patient.
     #[arg(long, default_value_t = 10_000)]
     patience_ms: u64,
+    /// Announce each stream's audience per region to the PNC before its first login ([0033]):
+    /// the trace's logins there × ESTIMATE (1: an exact estimate, 0.5: half the crowd
+    /// expected), arriving over the trace's ramp. Off by default: the crowd is a surprise.
+    #[arg(long, value_name = "ESTIMATE")]
+    anticipate: Option<f64>,
+    /// How long before the first login the announcement comes (ms; default: the activation
+    /// delay plus 1 s, so that what it activates is ready; keep it under sp, or the standbys
+    /// that took no viewer within sp are retired before the crowd comes, [0058]).
+    #[arg(long)]
+    anticipate_lead_ms: Option<u64>,
     /// The coordinator's ΔT ([0054], [0058]) in ms.
     #[arg(long, default_value_t = 10_000)]
     delta_t_ms: u64,
@@ -299,6 +309,13 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         control_delay_us: a.control_ms * 1000,
         reconnect_delay_us: a.reconnect_ms * 1000,
         patience_us: a.patience_ms * 1000,
+        anticipate: a.anticipate.map(|estimate| vanbench::sim::Anticipation {
+            estimate,
+            lead_us: a
+                .anticipate_lead_ms
+                .unwrap_or(a.activation_ms + 1_000)
+                .saturating_mul(1000),
+        }),
         crashes: a.crashes.clone(),
         sample_us: (a.sample_s * 1e6).max(1.0) as u64,
         progress: !a.quiet,
@@ -333,6 +350,13 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
             ),
             PolicyArg::Static => baseline::run(Baseline::Static, &cfg, &trace),
             PolicyArg::Oracle => baseline::run(Baseline::Oracle, &cfg, &trace),
+        })
+        .map(|mut r| {
+            // The runs of the coordinator say that they were told what to expect.
+            if a.anticipate.is_some() && !matches!(r.policy.as_str(), "static" | "oracle") {
+                r.policy.push_str("+anticipated");
+            }
+            r
         })
         .collect();
     for report in &reports {

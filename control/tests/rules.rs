@@ -669,3 +669,102 @@ fn placement_most_free_spreads_streams_over_machines() {
         assert_eq!(net.viewer_joins("two", None), expected, "{placement:?}");
     }
 }
+
+fn activated_in_tier(out: &[Command], tier: u32) -> Vec<u32> {
+    out.iter()
+        .filter_map(|c| match c {
+            Command::Send {
+                to,
+                msg: PncMsg::Activate { tier: t, .. },
+            } if *t == tier => Some(to.0),
+            _ => None,
+        })
+        .collect()
+}
+
+/// [0033] an anticipated event: 300 viewers over 30 s (10 a second) need, for the first ΔT
+/// (10 s), 100 connections of the bottom tier: ten proxies of 10 as one farm, with a path of
+/// parents above them, before any viewer arrives; the viewers then go round-robin over the
+/// farm ([0042]) and none waits for an activation.
+#[test]
+fn an_anticipated_event_activates_the_first_delta_t_of_its_crowd_as_one_farm() {
+    let mut net = network(Config::default(), &[1, 1, 20], &[100, 100, 10]);
+    net.at(100);
+    let out = net.handle(Event::Anticipate {
+        stream: "demo".into(),
+        region: None,
+        viewers: 300,
+        ramp_secs: 30.0,
+    });
+    net.check_invariants(&out);
+    let farm = activated_in_tier(&out, 3);
+    assert_eq!(farm.len(), 10, "{:#?}", logs(&out, Rule::Anticipate));
+    assert_eq!(activated_in_tier(&out, 2).len(), 1);
+    assert_eq!(activated_in_tier(&out, 1).len(), 1);
+    let why = logs(&out, Rule::Anticipate);
+    assert!(
+        why.iter()
+            .any(|r| r.contains("10 proxies activated") && r.contains("[0033]")),
+        "{why:#?}"
+    );
+    assert_eq!(net.pair("demo", farm[0]).unwrap().farm.len(), 10);
+    // ΔT later the crowd arrives: each of the first ten viewers on another member.
+    net.at(110);
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let p = net.resolve("demo", None, None).expect("a proxy");
+        let out = net.login(p, "demo");
+        assert!(
+            activated_in_tier(&out, 3).is_empty(),
+            "an activation for the first viewers"
+        );
+        net.check_invariants(&out);
+        seen.push(p);
+    }
+    seen.sort_unstable();
+    let mut all = farm.clone();
+    all.sort_unstable();
+    assert_eq!(seen, all);
+    // A second announcement that fits the room activates nothing.
+    let out = net.handle(Event::Anticipate {
+        stream: "demo".into(),
+        region: None,
+        viewers: 50,
+        ramp_secs: 0.0,
+    });
+    assert!(activated_in_tier(&out, 3).is_empty());
+    assert!(logs(&out, Rule::Anticipate)[0].contains("nothing activated"));
+}
+
+/// Without a ramp the whole audience is covered ([0033] as written); reacting one proxy at a
+/// time has no farms, so each proxy activated ahead is its own; a stream nobody publishes gets
+/// a decision and no activation.
+#[test]
+fn an_anticipated_event_without_a_ramp_covers_everyone_and_unknown_streams_activate_nothing() {
+    let config = Config {
+        growth: Growth::OneAtATime,
+        ..Config::default()
+    };
+    let mut net = network(config, &[1, 1, 20], &[100, 100, 10]);
+    net.at(100);
+    let out = net.handle(Event::Anticipate {
+        stream: "demo".into(),
+        region: None,
+        viewers: 25,
+        ramp_secs: 0.0,
+    });
+    net.check_invariants(&out);
+    let ahead = activated_in_tier(&out, 3);
+    assert_eq!(ahead.len(), 3);
+    for p in ahead {
+        assert_eq!(net.pair("demo", p).unwrap().farm, vec![ProxyId(p)]);
+    }
+    let out = net.handle(Event::Anticipate {
+        stream: "nobody".into(),
+        region: None,
+        viewers: 1000,
+        ramp_secs: 0.0,
+    });
+    assert!(activated_in_tier(&out, 3).is_empty());
+    assert!(logs(&out, Rule::Anticipate)[0].contains("no source publishes"));
+}

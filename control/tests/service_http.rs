@@ -146,6 +146,56 @@ fn admin_endpoints() {
     assert_eq!(topo.streams[0].viewers, 4);
 }
 
+/// [0033] `POST /api/anticipate`: figure 2's proxies (capacity 3), 9 viewers announced for
+/// at once: three bottom-tier proxies are active before any viewer comes, with the decision in
+/// the answer; an unknown stream is a 404, values no event has a 400, both with the reason.
+#[test]
+fn an_announced_event_is_provisioned_before_its_viewers() {
+    let pnc = Pnc::start("", "");
+    pnc.script(&figure_2_hellos(), Duration::from_secs(120))
+        .assert_ok();
+    let (status, _, body) = http_post_json(
+        pnc.admin,
+        "/api/anticipate",
+        r#"{"stream": "demo", "viewers": 9, "ramp_s": 0}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let decisions = v["decisions"].as_array().expect("decisions");
+    assert!(
+        decisions.iter().any(|d| d
+            .as_str()
+            .is_some_and(|d| d.contains("3 proxies activated in tier 3"))),
+        "{body}"
+    );
+    let topo = pnc.topology();
+    let bottom = topo.streams[0].regions[0]
+        .tiers
+        .iter()
+        .find(|t| t.tier == 3)
+        .map_or(0, |t| t.active.len());
+    assert_eq!(bottom, 3, "{topo:?}");
+    assert!(pnc.log_has(&["pnc::decision", "Anticipate", "[0033]"]));
+
+    let (status, _, body) = http_post_json(
+        pnc.admin,
+        "/api/anticipate",
+        r#"{"stream": "nobody", "viewers": 9}"#,
+    );
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no such stream"), "{body}");
+    let (status, _, body) = http_post_json(
+        pnc.admin,
+        "/api/anticipate",
+        r#"{"stream": "demo", "viewers": 9, "ramp_s": -5}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("ramp_s"), "{body}");
+    // The public port takes no announcements.
+    let (status, _, _) = http_post_json(pnc.public, "/api/anticipate", "{}");
+    assert_eq!(status, 404);
+}
+
 #[test]
 fn a_silent_http_client_is_cut_off() {
     use std::io::Read;

@@ -256,6 +256,7 @@ mod tests {
             control_delay_us: 20_000,
             reconnect_delay_us: 0,
             patience_us: 0,
+            anticipate: None,
             crashes: vec![],
             sample_us: 1_000_000,
             progress: false,

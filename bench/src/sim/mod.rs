@@ -27,6 +27,7 @@ pub mod trace;
 mod world;
 
 pub use report::{PncLoad, Report};
+pub use trace::Audience;
 pub use trace::{Shape, Trace};
 pub use world::simulate;
 
@@ -75,6 +76,15 @@ impl ProxyModel {
     }
 }
 
+/// What the operator announces before an event: the trace's own audience per stream and region
+/// (`Trace::audiences`), scaled by `estimate` (1: exact; 0.5: half the crowd expected), over the
+/// trace's ramp from the first login to the last, `lead_us` before the first login.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Anticipation {
+    pub estimate: f64,
+    pub lead_us: u64,
+}
+
 #[derive(Clone, Debug)]
 pub struct SimConfig {
     pub seed: u64,
@@ -93,6 +103,9 @@ pub struct SimConfig {
     /// A viewer that has received nothing this long after its login gives up; 0: it waits for
     /// ever.
     pub patience_us: u64,
+    /// Announce each stream's audience per region to the coordinator ahead of its first login
+    /// (`Event::Anticipate`, [0033]); `None`: no announcement, the crowd is a surprise.
+    pub anticipate: Option<Anticipation>,
     /// Relay machines that crash: (time, index among relays, 0-based).
     pub crashes: Vec<(u64, u32)>,
     /// Period of the time series.

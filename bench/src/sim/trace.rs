@@ -24,6 +24,16 @@ pub struct Row {
     pub region: u32,
 }
 
+/// The logins of one stream in one region (`Trace::audiences`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Audience {
+    pub stream: u32,
+    pub region: u32,
+    pub logins: u64,
+    pub first_us: u64,
+    pub last_us: u64,
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Trace {
     pub streams: Vec<String>,
@@ -212,6 +222,24 @@ impl Trace {
         out
     }
 
+    /// Each stream's audience in each region, as an operator would announce it ahead of the
+    /// event ([0033]): how many log in, from when, until when. Ordered by (stream, region).
+    pub fn audiences(&self) -> Vec<Audience> {
+        let mut by: std::collections::BTreeMap<(u32, u32), Audience> = Default::default();
+        for r in self.rows.iter().filter(|r| r.kind == Kind::Login) {
+            let a = by.entry((r.stream, r.region)).or_insert(Audience {
+                stream: r.stream,
+                region: r.region,
+                logins: 0,
+                first_us: r.at_us,
+                last_us: r.at_us,
+            });
+            a.logins += 1;
+            a.last_us = r.at_us;
+        }
+        by.into_values().collect()
+    }
+
     pub fn logins(&self) -> u64 {
         self.rows.iter().filter(|r| r.kind == Kind::Login).count() as u64
     }
@@ -246,6 +274,14 @@ mod tests {
             assert!(r.region < 3);
         }
         assert!(t.rows.windows(2).all(|w| w[0].at_us <= w[1].at_us));
+        let aud = t.audiences();
+        assert_eq!(aud.len(), 6);
+        assert_eq!(aud.iter().map(|a| a.logins).sum::<u64>(), 2000);
+        for a in &aud {
+            let off = if a.stream == 0 { 0 } else { 30_000_000 };
+            assert!(a.first_us >= off && a.first_us <= a.last_us);
+            assert!(a.last_us < off + 60_000_000);
+        }
     }
 
     #[test]

@@ -96,6 +96,15 @@ pub enum Event {
         region: Option<String>,
         client: Option<IpAddr>,
     },
+    /// The operator expects `viewers` viewers of `stream` in `region` (every region of the
+    /// source's overlay, evenly, if none), arriving over `ramp_secs` from about now (0: all at
+    /// once). The core activates the bottom-tier proxies the first ΔT of them need ([0033]).
+    Anticipate {
+        stream: String,
+        region: Option<String>,
+        viewers: u64,
+        ramp_secs: f64,
+    },
     /// Time passes: heartbeat timeouts are checked. Call it at least every
     /// `Config::tick_micros()`; predictors also catch up lazily on any event.
     Tick,
@@ -136,6 +145,8 @@ pub enum Rule {
     Rebuild,
     /// Redundant parents ([0029], [0044]).
     Redundancy,
+    /// Proxies activated ahead of an anticipated event ([0033]).
+    Anticipate,
 }
 
 impl Rule {
@@ -159,6 +170,7 @@ impl Rule {
             Rule::Teardown => "DESIGN: source end",
             Rule::Rebuild => "DESIGN: PNC restart",
             Rule::Redundancy => "[0029], [0044]",
+            Rule::Anticipate => "[0033]",
         }
     }
 }

@@ -73,34 +73,46 @@ impl Coordinator {
     }
 
     /// Under `Growth::PredictiveFill`, how many of the `accepting` proxies of (`region`,
-    /// `tier`) were activated at least ΔT ago (a prefix of the activation order), if any.
+    /// `tier`) a new viewer may go to (a prefix of the activation order): those activated at
+    /// least ΔT ago, and `true`; if none was, those activated with the oldest (its farm), and
+    /// `false`. A farm still starting is no place for a viewer while an older one that has
+    /// had longer to start has room: viewers round-robined onto the newest farm wait out its
+    /// start, and if they give up first, its members go idle at zero load ([0030]) before they
+    /// ever serve.
     pub(super) fn started_accepting(
         &self,
         sx: Sx,
         region: RegionId,
         tier: u32,
         accepting: u32,
-    ) -> Option<u32> {
+    ) -> Option<(u32, bool)> {
         if self.config.growth != Growth::PredictiveFill {
             return None;
         }
         let set = &self.streams.get(&sx)?.tiers.get(&(region, tier))?.active;
-        let dt = self.config.delta_t_ms.saturating_mul(1000);
-        let started = |k: u32| {
+        let activated = |k: u32| {
             set.nth_accepting(k)
                 .and_then(|q| self.pair(sx, q))
-                .is_some_and(|p| p.activated_at.plus_micros(dt) <= self.now)
+                .map(|p| p.activated_at)
         };
-        // The first k that has not started, by bisection over the activation order.
+        let dt = self.config.delta_t_ms.saturating_mul(1000);
+        let oldest = activated(0)?;
+        let started = oldest.plus_micros(dt) <= self.now;
+        let cutoff = if started {
+            Time(self.now.micros().saturating_sub(dt))
+        } else {
+            oldest
+        };
+        // The first k activated after the cutoff, by bisection over the activation order.
         let (mut lo, mut hi) = (0u32, accepting);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if started(mid) {
+            if activated(mid).is_some_and(|t| t <= cutoff) {
                 lo = mid + 1;
             } else {
                 hi = mid;
             }
         }
-        (lo > 0).then_some(lo)
+        (lo > 0).then_some((lo, started))
     }
 }

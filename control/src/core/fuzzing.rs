@@ -126,7 +126,7 @@ pub fn steps_from_bytes(data: &[u8]) -> (Config, Vec<Step>) {
     let config = config_from(b.byte());
     let mut steps = Vec::new();
     while !b.0.is_empty() && steps.len() < MAX_STEPS {
-        let tag = b.byte() % 16;
+        let tag = b.byte() % 17;
         let step = match tag {
             0 => {
                 let proxy = b.id();
@@ -237,6 +237,12 @@ pub fn steps_from_bytes(data: &[u8]) -> (Config, Vec<Step>) {
             },
             12 => Step::Event(Event::Disconnected { proxy: b.id() }),
             13 => Step::Event(Event::Remove { proxy: b.id() }),
+            15 => Step::Event(Event::Anticipate {
+                stream: b.stream(),
+                region: REGIONS[usize::from(b.byte()) % REGIONS.len()].map(str::to_string),
+                viewers: u64::from(b.byte()) * 7,
+                ramp_secs: f64::from(b.byte()) / 4.0,
+            }),
             _ => Step::ViewerLeaves {
                 stream: b.stream(),
                 k: b.byte(),

@@ -25,6 +25,7 @@
 //! - `activation`: placement of a newly activated proxy and the choice of its parents;
 //! - `distribute`: DISTRIBUTE, farm sizing and regrouping by MIN_s;
 //! - `filling`: the `Growth::PredictiveFill` option (served proxies fill up before they stop);
+//! - `anticipation`: an event announced ahead ([0033]): its first ΔT of viewers made ready;
 //! - `consolidate`: CONSOLIDATE;
 //! - `failures`: LinkDowngrade, crashes, eviction of a subtree;
 //! - `monitor`: the MonitorList of each proxy (the active proxies of the tier above, [0053]),
@@ -67,8 +68,13 @@
 //! - `Growth::PredictiveFill` (an option; the seed's [0030] is the default): a proxy whose
 //!   DISTRIBUTE was served keeps taking viewers until it is full or its viewers leave faster
 //!   than they arrive (`filling`), and `resolve` sends viewers to the proxies
-//!   activated at least ΔT ago ([0058]: ΔT is the time to start one) before those still
-//!   starting. A filling proxy is no regroup candidate (its room is in use already).
+//!   activated at least ΔT ago ([0058]: ΔT is the time to start one), else to the oldest farm
+//!   with room, before any newer one. A filling proxy is no regroup candidate (its room is in
+//!   use already).
+//! - an announced event ([0033], `Event::Anticipate`): "the minimum number of proxies required
+//!   at each tier to ensure coverage of all anticipated endusers" read as what the first ΔT of
+//!   the announced arrivals needs in the bottom tier (with their parents above), as one farm;
+//!   the predictive farms take over from its first DISTRIBUTE. Without a ramp, everyone.
 //! - a re-registered upper-tier proxy is in the contraction phase iff it is full (its phase is
 //!   not on the wire; it left expansion only by filling, [0035]).
 //! - tiers are recomputed when proxies join or leave, at most once per Δt/10 window.
@@ -88,6 +94,8 @@
 //!   [`Config::tick_micros`]) (heartbeat
 //!   timeouts). `Event::Resolve` for `GET /resolve/{stream}` (and, if wanted, DNS queries that
 //!   find no accepting proxy), answered by one `Command::Resolved` with the same `request`.
+//!   `Event::Anticipate` for an operator's announcement of an event's audience
+//!   (`POST /api/anticipate`, [0033]): its decisions (`Rule::Anticipate`) say what was made ready.
 //! - Carry out `Command::Send` (drop it if the proxy is not connected), log `Command::Log`.
 //!   After a `PncMsg::Refused` (a hello from an id `Config::proxies` does not list while
 //!   `Config::open_registration` is off, or a message from a proxy the core declared crashed)
@@ -104,6 +112,7 @@ pub mod tiering;
 
 mod activation;
 mod active_set;
+mod anticipation;
 mod consolidate;
 mod distribute;
 mod failures;
@@ -263,6 +272,12 @@ impl Coordinator {
                 region,
                 client,
             } => self.resolve(request, stream, region, client),
+            Event::Anticipate {
+                stream,
+                region,
+                viewers,
+                ramp_secs,
+            } => self.anticipate(stream, region, viewers, ramp_secs),
             Event::Tick => self.check_timeouts(),
         }
         self.refresh_monitor_lists();

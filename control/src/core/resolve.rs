@@ -139,11 +139,12 @@ impl Coordinator {
             return;
         }
         // [0042] round-robin across the accepting proxies (a farm), in activation order; under
-        // `Growth::PredictiveFill` across those that have had ΔT to start, if any ([0058]: ΔT
-        // is the time to activate a proxy), so that viewers go to a proxy still starting only
-        // when no started one has room.
+        // `Growth::PredictiveFill` across those that have had ΔT to start ([0058]: ΔT is the
+        // time to activate a proxy), else across the oldest farm, so that viewers go to a
+        // newer proxy only when no older one has room.
         let (pool, pool_why) = match self.started_accepting(sx, region_id, bottom, accepting) {
-            Some(started) => (started, "started (activated ΔT ago) and "),
+            Some((n, true)) => (n, "started (activated ΔT ago) and "),
+            Some((n, false)) => (n, "oldest-activated (none started yet) and "),
             None => (accepting, ""),
         };
         let Some(rec) = self

@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::core::{
-    Command, Coordinator, Counters, Event, Registration, Resolution, Time, Topology,
+    Command, Coordinator, Counters, Decision, Event, Registration, Resolution, Rule, Time, Topology,
 };
 use crate::protocol::{
     FrameReader, Hello, Peer, PncMsg, ProxyId, ProxyMsg, Refusal, check_hello, encode_frame,
@@ -89,6 +89,23 @@ pub enum Input {
     Snapshot {
         reply: oneshot::Sender<Snapshot>,
     },
+    /// The operator announces an event's audience ([0033]).
+    Anticipate {
+        stream: String,
+        region: Option<String>,
+        viewers: u64,
+        ramp_secs: f64,
+        reply: oneshot::Sender<Anticipated>,
+    },
+}
+
+/// Answer to [`Input::Anticipate`].
+#[derive(Clone, Debug)]
+pub struct Anticipated {
+    /// Whether a source publishes the stream (404 when not).
+    pub stream_known: bool,
+    /// The core's decisions on it, one per region.
+    pub decisions: Vec<String>,
 }
 
 /// Answer to [`Input::Resolve`].
@@ -147,6 +164,24 @@ impl CoordinatorHandle {
         .await
     }
 
+    /// Tell the coordinator what audience to expect ([0033]).
+    pub async fn anticipate(
+        &self,
+        stream: String,
+        region: Option<String>,
+        viewers: u64,
+        ramp_secs: f64,
+    ) -> Option<Anticipated> {
+        self.ask(|reply| Input::Anticipate {
+            stream,
+            region,
+            viewers,
+            ramp_secs,
+            reply,
+        })
+        .await
+    }
+
     pub async fn snapshot(&self) -> Option<Snapshot> {
         self.ask(|reply| Input::Snapshot { reply }).await
     }
@@ -179,6 +214,11 @@ impl CoordinatorTask {
 
     /// Handle one event and carry out its commands; returns the resolutions among them.
     fn handle(&mut self, event: Event) -> Vec<Resolution> {
+        self.handle_noting(event, |_| {})
+    }
+
+    /// `handle`, showing `note` each decision as it is logged.
+    fn handle_noting(&mut self, event: Event, mut note: impl FnMut(&Decision)) -> Vec<Resolution> {
         let now = self.now();
         let commands = self.core.handle(event, now);
         let mut resolved = Vec::new();
@@ -186,7 +226,9 @@ impl CoordinatorTask {
             match c {
                 Command::Send { to, msg } => self.send(to, msg),
                 Command::Resolved(r) => resolved.push(r),
-                Command::Log(d) => info!(
+                Command::Log(d) => {
+                    note(&d);
+                    info!(
                     target: "pnc::decision",
                     rule = ?d.rule,
                     cites = d.rule.cites(),
@@ -195,7 +237,8 @@ impl CoordinatorTask {
                     at_us = d.at.0,
                     "{}",
                     d.reason
-                ),
+                    )
+                }
             }
         }
         resolved
@@ -310,6 +353,33 @@ impl CoordinatorTask {
                 let peers = self.core.accepting(&stream, Some(&region));
                 let known = !peers.is_empty() || self.stream_known(&stream);
                 let _ = reply.send((known, peers));
+            }
+            Input::Anticipate {
+                stream,
+                region,
+                viewers,
+                ramp_secs,
+                reply,
+            } => {
+                let mut decisions = Vec::new();
+                self.handle_noting(
+                    Event::Anticipate {
+                        stream: stream.clone(),
+                        region,
+                        viewers,
+                        ramp_secs,
+                    },
+                    |d| {
+                        if d.rule == Rule::Anticipate {
+                            decisions.push(d.reason.clone());
+                        }
+                    },
+                );
+                let stream_known = self.stream_known(&stream);
+                let _ = reply.send(Anticipated {
+                    stream_known,
+                    decisions,
+                });
             }
             Input::Snapshot { reply } => {
                 let _ = reply.send(Snapshot {

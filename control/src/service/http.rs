@@ -2,7 +2,8 @@
 //!
 //! Admin port (loopback by default, unauthenticated): `GET /api/topology` (the core's
 //! [`crate::core::Topology`] as JSON), `GET /metrics` (Prometheus, OpenMetrics text),
-//! `GET /status` (JSON summary) and `GET /` (a live topology page that polls `/api/topology`).
+//! `GET /status` (JSON summary), `GET /` (a live topology page that polls `/api/topology`) and
+//! `POST /api/anticipate` (an event's expected audience, [`super::announce`]).
 //!
 //! Public port: `GET /resolve/{stream}[?region=R]` → `302 Location: http://PROXY/live/{stream}`
 //! ([0033]); the region is `?region=R` or the client's address through the CIDR table. `404`
@@ -18,7 +19,7 @@ use axum::Router;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -48,6 +49,7 @@ pub fn admin_router(handle: CoordinatorHandle) -> Router {
         .route("/api/topology", get(topology))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
+        .route("/api/anticipate", post(super::announce::anticipate))
         .with_state(handle)
 }
 
@@ -57,7 +59,7 @@ pub fn public_router(handle: CoordinatorHandle) -> Router {
         .with_state(handle)
 }
 
-fn unavailable() -> Response {
+pub(super) fn unavailable() -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
         "the coordinator did not answer in time\n",

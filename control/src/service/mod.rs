@@ -4,6 +4,7 @@
 //! - [`control`]: the control socket and the one task that owns the [`Coordinator`];
 //! - [`http`]: admin port (`/api/topology`, `/metrics`, `/status`, the topology page) and public
 //!   port (`/resolve/{stream}`);
+//! - [`announce`]: `POST /api/anticipate` on the admin port, an event's expected audience;
 //! - [`dns`]: `A`/`AAAA` answers for `{stream}.{zone}`.
 //!
 //! The scripted proxy client that exercises the service is a proxy's side, in
@@ -12,6 +13,7 @@
 //! [`start`] binds every socket first (so a port in use fails before anything runs), then
 //! spawns the tasks and returns the bound addresses.
 
+pub mod announce;
 pub mod config;
 pub mod control;
 pub mod dns;

@@ -300,13 +300,32 @@ impl ScriptRun {
 
 /// A plain HTTP/1.1 GET: (status, headers lowercased, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, Vec<(String, String)>, String) {
+    http_request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// A plain HTTP/1.1 POST of a JSON body: (status, headers lowercased, body).
+pub fn http_post_json(
+    addr: SocketAddr,
+    path: &str,
+    json: &str,
+) -> (u16, Vec<(String, String)>, String) {
+    http_request(
+        addr,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
+            json.len()
+        ),
+    )
+}
+
+fn http_request(addr: SocketAddr, request: &str) -> (u16, Vec<(String, String)>, String) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    s.write_all(request.as_bytes()).unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).expect("read HTTP answer");
     let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP head");

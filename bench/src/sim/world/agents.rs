@@ -104,7 +104,9 @@ impl World<'_> {
         c.alpha = core.alpha;
         c.beta = core.beta;
         c.min_threshold = core.min_threshold;
-        c.predictive = core.growth == control::core::Growth::Predictive;
+        // Only reacting one proxy at a time ignores the predicted rates; every predictive
+        // growth (`predictive_fill` too) has its proxies ask ΔT ahead ([0054]).
+        c.predictive = core.growth != control::core::Growth::OneAtATime;
         c.seed = Rng::new(
             self.cfg
                 .seed
@@ -227,10 +229,14 @@ impl World<'_> {
                 redirect_to,
             } => {
                 let ids = ids(&redirect_to);
+                let now = self.now;
                 if let Some(sv) = self
                     .stream_ix(&stream)
                     .and_then(|s| self.machines[mi].streams.get_mut(&s))
                 {
+                    if sv.accepting {
+                        sv.stopped_at = now;
+                    }
                     sv.accepting = false;
                     sv.redirect_to = ids;
                 }

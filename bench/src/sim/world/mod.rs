@@ -14,7 +14,7 @@ use super::inbox::Inbox;
 use super::queue::Queue;
 use super::report::{Report, Sample, WaitMs};
 use super::rng::Rng;
-use super::trace::{Kind, Trace};
+use super::trace::{Audience, Kind, Trace};
 use super::{ProxyModel, SimConfig};
 use agents::Agents;
 use control::agent::Input;
@@ -100,6 +100,8 @@ enum Ev {
         viewer: u32,
     },
     Sample,
+    /// The operator's announcement of an audience reaches the PNC.
+    Anticipate(Audience),
 }
 
 /// One stream on one machine.
@@ -111,6 +113,8 @@ struct Serving {
     /// Takes new viewers ([0030]); if not, sends them to `redirect_to` (round-robin), or to
     /// the PNC again when that is empty.
     accepting: bool,
+    /// When it was told to stop accepting: it still takes viewers for `STOP_ACCEPTING_GRACE_US`.
+    stopped_at: u64,
     redirect_to: Vec<u32>,
     next_redirect: usize,
 }
@@ -186,6 +190,11 @@ struct World<'a> {
     inbox: Inbox,
     r: Report,
 }
+
+/// How long a proxy told to stop accepting still takes viewers, as the dataplane does
+/// (`STOP_ACCEPTING_GRACE` in `dataplane/src/pnc_link/carry.rs`): those the PNC resolved to it
+/// just before, with their places reserved there, are not turned away.
+const STOP_ACCEPTING_GRACE_US: u64 = 1_000_000;
 
 fn addr(id: u32) -> SocketAddr {
     SocketAddr::new(IpAddr::from(id.to_be_bytes()), 8000)
@@ -278,7 +287,7 @@ impl<'a> World<'a> {
             // Agents start within one heartbeat interval (machines do not beat in step), then
             // connect, register and announce; the PNC recomputes tiers once per Δt/10 window.
             ProxyModel::Agent => heartbeat_us + 4 * cfg.control_delay_us + cfg.core.tick_micros(),
-        };
+        } + cfg.anticipate.map_or(0, |a| a.lead_us);
         // The run lasts until every logoff was carried out and the tree had time to unwind.
         let end_us = trace_start_us
             + trace.end_us()
@@ -343,6 +352,12 @@ impl<'a> World<'a> {
         // never blindly: an idle overlay of 10,000 machines costs no ticks.
         self.arm_tick();
         self.at(start, Ev::Sample);
+        if let Some(a) = self.cfg.anticipate {
+            for aud in self.trace.audiences() {
+                let at = (start + aud.first_us).saturating_sub(a.lead_us);
+                self.at(at, Ev::Anticipate(aud));
+            }
+        }
         for &(t, relay) in &self.cfg.crashes {
             let id = self.cfg.overlay.origins.max(1) + 1 + relay;
             self.at(start + t, Ev::Crash { proxy: id });
@@ -437,6 +452,7 @@ impl<'a> World<'a> {
                 stream,
             } => self.child_disconnects(parent, child, stream),
             // A tick armed for a deadline that an earlier tick already passed is stale.
+            Ev::Anticipate(aud) => self.announce(aud),
             Ev::Tick if self.now < self.tick_at => {}
             Ev::Tick => {
                 self.tick_at = u64::MAX;
@@ -528,6 +544,17 @@ impl<'a> World<'a> {
 
     fn stream_ix(&self, name: &str) -> Option<u32> {
         self.stream_ids.get(name).copied()
+    }
+
+    /// The operator tells the PNC what audience to expect ([0033]).
+    fn announce(&mut self, aud: Audience) {
+        let Some(a) = self.cfg.anticipate else { return };
+        self.core(Event::Anticipate {
+            stream: self.trace.streams[aud.stream as usize].clone(),
+            region: Some(trace_region(self.trace, aud.region)),
+            viewers: (aud.logins as f64 * a.estimate).round() as u64,
+            ramp_secs: (aud.last_us - aud.first_us) as f64 / 1e6,
+        });
     }
 
     fn login(&mut self, stream: u32, region: u32) {
@@ -655,7 +682,7 @@ impl<'a> World<'a> {
                 self.viewers[v as usize].delayed = true;
                 self.resolve(v);
             }
-            Some(s) if !s.accepting && !moved => {
+            Some(s) if !s.accepting && !moved && now >= s.stopped_at + STOP_ACCEPTING_GRACE_US => {
                 // [0030] [0035] a proxy in its contraction phase answers `307` to one that
                 // accepts, or `503` when it knows none: the viewer asks the PNC again.
                 let to = (!s.redirect_to.is_empty()).then(|| {
@@ -817,6 +844,7 @@ impl<'a> World<'a> {
                 epoch,
                 viewers: Vec::new(),
                 accepting,
+                stopped_at: 0,
                 redirect_to: Vec::new(),
                 next_redirect: 0,
             },
