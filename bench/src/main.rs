@@ -207,20 +207,23 @@ struct SimulateArgs {
     /// Print every decision of the coordinator core and every rejected login on stderr.
     #[arg(long)]
     decisions: bool,
-    /// Which policies run on the trace: `seed` (the coordinator core, predictive farms),
-    /// `seed-fill` (the same, with served proxies kept taking viewers until full: `growth =
-    /// "predictive_fill"`), `one-at-a-time` (the same core and proxies, reacting only: one
-    /// proxy when one is full),
-    /// `static` (the peak's machines all along), `oracle` (knows the trace); repeatable or
-    /// comma-separated. With several, the JSON is an array and the chart draws them together.
+    /// Which policies run on the trace: `seed` (the coordinator core as configured by default:
+    /// predictive farms, served proxies filling up, `growth = "predictive_fill"`; `seed-fill` is
+    /// the same), `seed-0030` (the same, with [0030] as written: a served proxy stops taking
+    /// viewers at once, `growth = "predictive"`), `one-at-a-time` (the same core and proxies,
+    /// reacting only: one proxy when one is full), `static` (the peak's machines all along),
+    /// `oracle` (knows the trace); repeatable or comma-separated. With several, the JSON is an
+    /// array and the chart draws them together.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "seed")]
     policy: Vec<PolicyArg>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum PolicyArg {
+    #[value(alias = "seed-fill")]
     Seed,
-    SeedFill,
+    #[value(name = "seed-0030")]
+    Seed0030,
     OneAtATime,
     Static,
     Oracle,
@@ -336,11 +339,11 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         .iter()
         .map(|p| match p {
             PolicyArg::Seed => vanbench::sim::simulate(&cfg, &trace),
-            PolicyArg::SeedFill => with_growth(
+            PolicyArg::Seed0030 => with_growth(
                 &cfg,
                 &trace,
-                control::core::Growth::PredictiveFill,
-                "seed-fill",
+                control::core::Growth::Predictive,
+                "seed-0030",
             ),
             PolicyArg::OneAtATime => with_growth(
                 &cfg,

@@ -8,6 +8,15 @@ use control::protocol::*;
 
 const S: u32 = 1;
 
+/// The seed's [0030] as written: a proxy whose DISTRIBUTE is served stops taking viewers at
+/// once (the default, `Growth::PredictiveFill`, lets it fill up first).
+fn stop_at_once() -> Config {
+    Config {
+        growth: Growth::Predictive,
+        ..Config::default()
+    }
+}
+
 /// S plus `per_tier[t]` proxies in tier t+1 (ids 10·(t+1)+j, j from 1), capacities `caps[t]`.
 fn network(config: Config, per_tier: &[u32], caps: &[u32]) -> Net {
     let mut net = Net::new(config);
@@ -75,7 +84,7 @@ fn link_downgrade_switches_to_an_alternate_parent() {
 
 #[test]
 fn link_downgrade_moves_children_to_a_sibling() {
-    let mut net = network(Config::default(), &[1, 1, 3], &[10, 10, 6]);
+    let mut net = network(stop_at_once(), &[1, 1, 3], &[10, 10, 6]);
     net.at(100);
     assert_eq!(net.viewer_joins("demo", None), 31);
     net.at(200);
@@ -237,7 +246,7 @@ fn redundant_parents_give_each_proxy_k_parents() {
 /// viewer fills its proxy; arrivals far apart, then fast.
 #[test]
 fn farm_size_follows_the_arrival_rate_and_farms_act_as_one() {
-    let mut net = network(Config::default(), &[1, 1, 20], &[100, 100, 1]);
+    let mut net = network(stop_at_once(), &[1, 1, 20], &[100, 100, 1]);
     let activated = |out: &[Command]| -> Vec<u32> {
         out.iter()
             .filter_map(|c| match c {
@@ -332,8 +341,8 @@ fn filling_network() -> Net {
 }
 
 /// `Growth::PredictiveFill`: P31's DISTRIBUTE, sent ΔT ahead, activates a farm (P32, P33), but
-/// P31 keeps taking viewers (and the farm, still starting, gets none) until P31 is full up to
-/// its margin; only then is P31 stopped, pointed at the farm, with a decision that says why.
+/// P31 keeps taking viewers (and the farm, still starting, gets none) until P31 is full; only
+/// then is P31 stopped, pointed at the farm, with a decision that says why.
 #[test]
 fn a_served_proxy_keeps_taking_viewers_until_full_under_predictive_fill() {
     let mut net = filling_network();
@@ -370,7 +379,7 @@ fn a_served_proxy_keeps_taking_viewers_until_full_under_predictive_fill() {
                 assert!(
                     logs(step, Rule::Distribute)
                         .iter()
-                        .any(|r| r.contains("now full up to its margin") && r.contains("[0030]")),
+                        .any(|r| r.contains("now full: stops") && r.contains("[0030]")),
                     "{step:#?}"
                 );
                 stopped = Some((i, load));
@@ -382,8 +391,8 @@ fn a_served_proxy_keeps_taking_viewers_until_full_under_predictive_fill() {
     let served = served_at.expect("a DISTRIBUTE");
     let (stopped, load) = stopped.expect("P31 stopped");
     assert!(stopped > served, "{served} {stopped}");
-    // Stopped with its margin (10% of 40) free: the count of a proxy that decides may lag.
-    assert_eq!(load, 36);
+    // Stopped full, not before: its room counts the viewers on their way.
+    assert_eq!(load, 40);
 }
 
 /// `Growth::PredictiveFill`: a served proxy still taking viewers whose viewers start to leave

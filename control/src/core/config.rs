@@ -85,7 +85,7 @@ impl Default for Config {
             tier_spread_ms: 10.0,
             max_tiers: 8,
             placement: Placement::MostFree,
-            growth: Growth::Predictive,
+            growth: Growth::PredictiveFill,
             default_region: "default".to_string(),
             proxies: Vec::new(),
             open_registration: false,
@@ -98,17 +98,22 @@ impl Default for Config {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Growth {
-    /// The seed's: DISTRIBUTE when capacity is predicted within ΔT ([0054]), the capacity check
-    /// over sp ([0059]), regrouping by MIN_s ([0060]–[0061]), farms sized from the arrival rate
-    /// ([0039]–[0041]).
-    #[default]
+    /// The seed's, with [0030]'s "cease receiving new connection requests" taken literally: a
+    /// proxy whose DISTRIBUTE was served stops taking viewers at once. DISTRIBUTE when capacity
+    /// is predicted within ΔT ([0054]), the capacity check over sp ([0059]), regrouping by
+    /// MIN_s ([0060]–[0061]), farms sized from the arrival rate ([0039]–[0041]). A proxy asks ΔT
+    /// ahead, so it stops with the room it expected to fill while the new capacity starts: that
+    /// room stays unused, and the viewers meanwhile go to proxies still starting
+    /// (BENCHMARKS.md, "Where the 1.65× goes"; with viewers who give up after 3 s, 8–42% of a
+    /// flash crowd is lost).
     Predictive,
-    /// The seed's, except that the proxies whose DISTRIBUTE was served keep taking viewers, in
-    /// the round-robin with the new ones, until they are full or their viewers start to leave;
-    /// only then are they told to stop ([0030] stops them at once). A served proxy asked ΔT
-    /// ahead, so it still has the room it expected to fill while the new capacity starts: the
-    /// seed leaves that room unused for the rest of the event, and sends the viewers meanwhile
-    /// to proxies still starting (BENCHMARKS.md, "Where the 1.65× goes").
+    /// The default: the seed's, with [0030] read together with [0058] (ΔT is "advance warning
+    /// to the PNC so that it may redirect users to an available server before some users are
+    /// rejected due to an overload"): a proxy whose DISTRIBUTE was served keeps taking viewers
+    /// until it is full or its viewers start to leave, and only then is told to stop; new
+    /// viewers go to the proxies that have had ΔT to start, else to the oldest farm. It
+    /// reproduces figures 2 and 4 (a proxy that asks at capacity is full when served).
+    #[default]
     PredictiveFill,
     /// Reacting only: DISTRIBUTE when a proxy is full, and one idle proxy activated for it (no
     /// prediction, no regrouping, no farm). What the seed improves on (figure 5); kept to

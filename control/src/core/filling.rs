@@ -1,6 +1,6 @@
 //! `Growth::PredictiveFill`: a proxy whose DISTRIBUTE was served keeps taking viewers until it
-//! is full up to its margin or its viewers start to leave (the seed's [0030] stops it at once),
-//! and new viewers go to the proxies that have had ΔT to start before those still starting.
+//! is full or its viewers start to leave (the seed's [0030] stops it at once),
+//! and new viewers go to the proxies that have had ΔT to start, else to the oldest farm, before newer ones.
 //! The rest of the core asks `filling` where the two policies differ.
 
 use super::*;
@@ -17,17 +17,19 @@ impl Coordinator {
     /// their margin, and those whose predicted logoffs now exceed their logins, stop taking
     /// viewers ([0030]); from then on they are in the contraction phase like any served proxy,
     /// so their own CONSOLIDATE can follow ([0062]). New viewers are pointed at the tier's
-    /// proxies that still take them. The margin (`Config::hysteresis`) is kept because the
-    /// count of a proxy that decides comes from its heartbeats and reservations: viewers still
-    /// connecting when a reservation ends would otherwise fill it beyond Max_s.
-    pub(super) fn stop_filled(&mut self, filling: &[(Sx, Px, u32, u32)]) {
-        for &(sx, px, room, max_s) in filling {
+    /// proxies that still take them. Full means no room at all: the room counts the viewers on
+    /// their way (`reservation`: counted twice at worst, never missed), and a proxy told to
+    /// stop still takes, for a grace period, the ones the PNC sent it just before. (A margin of
+    /// 10% of Max_s, kept here once against viewers turned away unreserved, cost the 10^6 flash
+    /// crowd 8% more machine-seconds and overfilled nothing without it: BENCHMARKS.md.)
+    pub(super) fn stop_filled(&mut self, filling: &[(Sx, Px, u32)]) {
+        for &(sx, px, room) in filling {
             if !self.filling(sx, px) {
                 continue;
             }
             let (lin, loff) = self.pair_rates(sx, px);
-            let why = if room <= self.margin_of(max_s) {
-                "full up to its margin"
+            let why = if room == 0 {
+                "full"
             } else if loff > lin {
                 "its viewers leave faster than they arrive"
             } else {

@@ -24,7 +24,7 @@
 //! - `load`: LOGIN and LOGOFF and what a change of load sets off (DISTRIBUTE, joining, idling);
 //! - `activation`: placement of a newly activated proxy and the choice of its parents;
 //! - `distribute`: DISTRIBUTE, farm sizing and regrouping by MIN_s;
-//! - `filling`: the `Growth::PredictiveFill` option (served proxies fill up before they stop);
+//! - `filling`: `Growth::PredictiveFill`, the default (served proxies fill up before they stop);
 //! - `anticipation`: an event announced ahead ([0033]): its first ΔT of viewers made ready;
 //! - `consolidate`: CONSOLIDATE;
 //! - `failures`: LinkDowngrade, crashes, eviction of a subtree;
@@ -65,9 +65,11 @@
 //!   its tier has room, goes idle ([0058]; a choice: the seed never retires an unused standby,
 //!   and farms sized over sp can outgrow the crowd). The one a full tier waits on stays
 //!   (figure 2(d)'s P22).
-//! - `Growth::PredictiveFill` (an option; the seed's [0030] is the default): a proxy whose
-//!   DISTRIBUTE was served keeps taking viewers until it is full or its viewers leave faster
-//!   than they arrive (`filling`), and `resolve` sends viewers to the proxies
+//! - `Growth::PredictiveFill` (the default; `Growth::Predictive` is [0030] as written, where a
+//!   served proxy stops at once): a proxy whose DISTRIBUTE was served keeps taking viewers
+//!   until it is full or its viewers leave faster than they arrive (`filling`), as [0058]
+//!   reads (ΔT warns ahead so that users go to an *available* server), and `resolve` sends
+//!   viewers to the proxies
 //!   activated at least ΔT ago ([0058]: ΔT is the time to start one), else to the oldest farm
 //!   with room, before any newer one. A filling proxy is no regroup candidate (its room is in
 //!   use already).

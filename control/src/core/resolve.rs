@@ -200,7 +200,7 @@ impl Coordinator {
         let mut touched = std::mem::take(&mut self.touched);
         let mut decided = std::mem::take(&mut self.decided);
         let fill = self.config.growth == Growth::PredictiveFill;
-        let mut filling: Vec<(Sx, Px, u32, u32)> = Vec::new();
+        let mut filling: Vec<(Sx, Px, u32)> = Vec::new();
         self.proxies.take_touched(&mut touched);
         for &px in &touched {
             // One pass for the machine's reservations, one to decide each of its streams: the
@@ -231,7 +231,7 @@ impl Coordinator {
                     continue;
                 };
                 if fill && p.served_and_accepting() {
-                    filling.push((sx, px, room, max_s));
+                    filling.push((sx, px, room));
                 }
                 let margin = margin_for(hysteresis, max_s);
                 let new = share(p, alive, decides, room, max_s, margin, dt);

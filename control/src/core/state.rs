@@ -233,7 +233,7 @@ impl Pair {
         (self.pending.len() as u32).saturating_add(self.expected.total())
     }
     /// Served a DISTRIBUTE and still taking viewers: under `Growth::PredictiveFill` until it is
-    /// full up to its margin (`Coordinator::stop_filled`); never so under the seed's [0030].
+    /// full (`Coordinator::stop_filled`); never so under the seed's [0030].
     pub(super) fn served_and_accepting(&self) -> bool {
         self.accepting && self.distribute_served && self.phase == Phase::Contraction
     }

@@ -258,10 +258,10 @@ fn impatient_viewers_give_up_more_often_when_the_overlay_reacts_one_proxy_at_a_t
     }
 }
 
-/// Issue 11: with `growth = predictive_fill` a proxy whose DISTRIBUTE was served keeps taking
-/// viewers until full up to its margin, so the same crowd needs fewer machine-seconds than with
-/// the seed's [0030] (served proxies stop at once, their room unused), and nobody is admitted
-/// beyond a proxy's capacity.
+/// Issue 11: with `growth = predictive_fill` (the default) a proxy whose DISTRIBUTE was served
+/// keeps taking viewers until full, so the same crowd needs fewer machine-seconds than with the
+/// seed's [0030] as written (`predictive`: served proxies stop at once, their room unused), and
+/// nobody is admitted beyond a proxy's capacity.
 #[test]
 fn served_proxies_that_fill_up_cost_fewer_proxy_seconds_and_overfill_none() {
     for model in BOTH {
@@ -274,8 +274,9 @@ fn served_proxies_that_fill_up_cost_fewer_proxy_seconds_and_overfill_none() {
             cfg.core.sp_ms = 4_000;
             cfg
         };
-        let seed = simulate(&roomy(model), &flash(1500));
         let mut cfg = roomy(model);
+        cfg.core.growth = control::core::Growth::Predictive;
+        let seed = simulate(&cfg, &flash(1500));
         cfg.core.growth = control::core::Growth::PredictiveFill;
         let fill = simulate(&cfg, &flash(1500));
         eprintln!("{model:?}\n{}{}", seed.table(), fill.table());
