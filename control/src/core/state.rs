@@ -105,6 +105,27 @@ impl std::ops::IndexMut<Px> for ProxyTable {
     }
 }
 
+/// Max_s ([0047], [0048]) of a stream of `bitrate` on the machine `rec`, where the stream's own
+/// load is `own` and the machine's other streams reserve `other_reserved` connections: what
+/// `Coordinator::max_s_with` computes, for a caller that holds the pair already.
+pub(super) fn max_s_of(rec: &ProxyRec, own: u32, bitrate: u64, other_reserved: u32) -> u32 {
+    let other = rec
+        .connections
+        .saturating_sub(own)
+        .saturating_add(other_reserved);
+    let mut m = rec
+        .logical_connections
+        .min(rec.capacity.connections.saturating_sub(other));
+    if bitrate > 0 {
+        let other_bps = rec
+            .bps
+            .saturating_sub(u64::from(own).saturating_mul(bitrate));
+        let by_bps = rec.capacity.bits_per_sec.saturating_sub(other_bps) / bitrate;
+        m = m.min(by_bps.min(u64::from(u32::MAX)) as u32);
+    }
+    m
+}
+
 /// The hysteresis margin for a Max_s of `max_s` with the configured `hysteresis`.
 pub(super) fn margin_for(hysteresis: f64, max_s: u32) -> u32 {
     let h = if hysteresis.is_finite() {
@@ -314,27 +335,11 @@ impl Coordinator {
 
     /// Max_s given the connections the machine's other streams reserve.
     pub(super) fn max_s_with(&self, sx: Sx, px: Px, other_reserved: u32) -> u32 {
-        let rec = &self.proxies[px];
         let Some(s) = self.streams.get(&sx) else {
             return 0;
         };
         let own = s.pairs.get(&px).map_or(0, Pair::load);
-        let bitrate = s.info.bitrate_bps;
-        let other = rec
-            .connections
-            .saturating_sub(own)
-            .saturating_add(other_reserved);
-        let mut m = rec
-            .logical_connections
-            .min(rec.capacity.connections.saturating_sub(other));
-        if bitrate > 0 {
-            let other_bps = rec
-                .bps
-                .saturating_sub(u64::from(own).saturating_mul(bitrate));
-            let by_bps = rec.capacity.bits_per_sec.saturating_sub(other_bps) / bitrate;
-            m = m.min(by_bps.min(u64::from(u32::MAX)) as u32);
-        }
-        m
+        max_s_of(&self.proxies[px], own, s.info.bitrate_bps, other_reserved)
     }
 
     /// The hysteresis margin of `px` for `sx`: a fraction of its Max_s, at least one viewer (as
