@@ -201,10 +201,15 @@ impl Predictor {
                 // S stays +0 and only the trend moves: b' = +0 + (1−β)·b, the very fold below
                 // with S = S' = +0 (a multiplication a window, not the whole fold: a predictor
                 // last touched hundreds of windows ago is read at every regroup of its tier).
+                // Adding +0 changes only a product of −0 (to +0), and a zero stays zero: the
+                // products alone, with the sign of a zero fixed at the end, give the same bits.
                 let n = (w - self.window).min(MAX_CATCH_UP - steps);
                 let keep = 1.0 - p.beta;
                 for _ in 0..n {
-                    self.b = 0.0 + keep * self.b;
+                    self.b *= keep;
+                }
+                if self.b == 0.0 {
+                    self.b = 0.0;
                 }
                 self.s = 0.0;
                 self.window += n;

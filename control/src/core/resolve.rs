@@ -207,11 +207,15 @@ impl Coordinator {
             // Deciding a stream changes nothing another stream's Max_s reads, so each is
             // decided and written with one lookup of its pair.
             let rec = &self.proxies[px];
-            let reserved: u32 = rec
-                .streams
-                .iter()
-                .filter_map(|o| self.streams.get(o)?.pairs.get(&px).map(Pair::reserved))
-                .sum();
+            // A machine with one stream (the usual case) has no other stream's reservations.
+            let reserved: u32 = if rec.streams.len() > 1 {
+                rec.streams
+                    .iter()
+                    .filter_map(|o| self.streams.get(o)?.pairs.get(&px).map(Pair::reserved))
+                    .sum()
+            } else {
+                0
+            };
             let (alive, decides) = (rec.alive, rec.decides);
             for &sx in &rec.streams {
                 let Some(StreamRec {
@@ -223,7 +227,12 @@ impl Coordinator {
                 let Some(p) = pairs.get_mut(&px) else {
                     continue;
                 };
-                let max_s = max_s_of(rec, p.load(), info.bitrate_bps, reserved - p.reserved());
+                let max_s = max_s_of(
+                    rec,
+                    p.load(),
+                    info.bitrate_bps,
+                    reserved.saturating_sub(p.reserved()),
+                );
                 let room = max_s.saturating_sub(p.load().saturating_add(p.reserved()));
                 let yes = alive && p.accepting && room >= 1;
                 if fill && p.served_and_accepting() {

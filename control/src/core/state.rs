@@ -322,15 +322,18 @@ impl Coordinator {
     /// capacity left by the other streams on the machine, in connections and in bits/s,
     /// whichever binds first. Works for a proxy not (yet) active for the stream.
     pub(super) fn max_s(&self, sx: Sx, px: Px) -> u32 {
-        // Connections reserved on this machine by the other streams (standby children, moved
-        // viewers on their way) count as taken: capacity is machine-wide ([0047]).
-        let other_reserved: u32 = self.proxies[px]
+        self.max_s_with(sx, px, self.other_reserved(sx, px))
+    }
+
+    /// Connections reserved on the machine of `px` by its streams other than `sx` (standby
+    /// children, moved viewers on their way): capacity is machine-wide ([0047]).
+    pub(super) fn other_reserved(&self, sx: Sx, px: Px) -> u32 {
+        self.proxies[px]
             .streams
             .iter()
             .filter(|&&o| o != sx)
             .filter_map(|o| self.streams.get(o)?.pairs.get(&px).map(Pair::reserved))
-            .sum();
-        self.max_s_with(sx, px, other_reserved)
+            .sum()
     }
 
     /// Max_s given the connections the machine's other streams reserve.
