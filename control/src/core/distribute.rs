@@ -456,7 +456,8 @@ impl Coordinator {
                 tier,
                 cursor,
                 CHUNK,
-                |q, key| !served.contains(q) && least_min_s(sys_lin, key) <= l as f64,
+                // The bound first: it rules out most members without a search of `served`.
+                |q, key| least_min_s(sys_lin, key) <= l as f64 && !served.contains(q),
                 &mut chunk,
             );
             for &(seq, q) in &chunk {

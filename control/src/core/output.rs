@@ -5,7 +5,8 @@ use super::*;
 /// `[P11, P21]`: proxy ids for decision reasons.
 pub(super) fn id_list(ids: impl Iterator<Item = ProxyId>) -> String {
     // Written into one string: a DISTRIBUTE lists its whole farm, one allocation per id showed.
-    let mut out = String::from("[");
+    let mut out = String::with_capacity(2 + 8 * ids.size_hint().0);
+    out.push('[');
     for (k, id) in ids.enumerate() {
         if k > 0 {
             out.push_str(", ");
