@@ -175,8 +175,7 @@ impl Coordinator {
         let mut best: Option<(u64, std::cmp::Reverse<ProxyId>, Px)> = None;
         for &px in members {
             let rec = &self.proxies[px];
-            // Active for the stream: its machine lists it (`audit`), no lookup in the pairs.
-            if px == origin || !rec.alive || rec.streams.contains(&sx) {
+            if px == origin || !rec.alive {
                 continue;
             }
             let mut free = u64::from(rec.capacity.connections.saturating_sub(rec.connections));
@@ -189,7 +188,12 @@ impl Coordinator {
                 free = free.min(by_bps);
             }
             let key = (free, std::cmp::Reverse(rec.id), px);
-            if free > 0 && best.is_none_or(|b| (key.0, key.1) > (b.0, b.1)) {
+            // Active for the stream: its machine lists it (`audit`), no lookup in the pairs.
+            // Asked last, of a machine that would win: its list is one more memory access.
+            if free > 0
+                && best.is_none_or(|b| (key.0, key.1) > (b.0, b.1))
+                && !rec.streams.contains(&sx)
+            {
                 best = Some(key);
             }
         }
