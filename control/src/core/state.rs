@@ -49,6 +49,30 @@ pub(super) struct ProxyRec {
     pub(super) streams: BTreeSet<Sx>,
 }
 
+/// What placement reads of a machine (`Coordinator::most_free_idle`), copied out of its record
+/// into a dense table: a placement compares every machine of a tier, thousands, and the records
+/// are several cache lines each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Room {
+    pub(super) id: ProxyId,
+    pub(super) alive: bool,
+    /// Connections not held, of its capacity.
+    pub(super) connections: u32,
+    /// Bits/s not held, of its capacity.
+    pub(super) bps: u64,
+}
+
+impl Room {
+    pub(super) fn of(rec: &ProxyRec) -> Room {
+        Room {
+            id: rec.id,
+            alive: rec.alive,
+            connections: rec.capacity.connections.saturating_sub(rec.connections),
+            bps: rec.capacity.bits_per_sec.saturating_sub(rec.bps),
+        }
+    }
+}
+
 /// Every registered proxy, indexed by [`Px`]. Every proxy borrowed mutably is noted as
 /// touched: what takes viewers on its machine may have changed (see
 /// [`Coordinator::refresh_accepting`]).
@@ -56,14 +80,33 @@ pub(super) struct ProxyRec {
 pub(super) struct ProxyTable {
     recs: Vec<ProxyRec>,
     touched: Vec<Px>,
+    /// Each machine's `Room` as of its last refresh; `None` once it was borrowed mutably since
+    /// (then read from its record).
+    rooms: Vec<Option<Room>>,
 }
 
 impl ProxyTable {
     pub(super) fn push(&mut self, rec: ProxyRec) -> Px {
         self.recs.push(rec);
+        self.rooms.push(None);
         let px = Px(self.recs.len() as u32 - 1);
         self.touched.push(px);
         px
+    }
+
+    /// The `Room` of `px` now.
+    pub(super) fn room(&self, px: Px) -> Room {
+        self.rooms[px.index()].unwrap_or_else(|| Room::of(&self.recs[px.index()]))
+    }
+
+    /// Every copied `Room` is its record's (`Coordinator::audit`).
+    pub(super) fn check_rooms(&self) -> Result<(), String> {
+        for (rec, room) in self.recs.iter().zip(&self.rooms) {
+            if room.is_some_and(|r| r != Room::of(rec)) {
+                return Err(format!("{}: placement's copy of its room is stale", rec.id));
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn iter(&self) -> impl Iterator<Item = (Px, &ProxyRec)> {
@@ -88,6 +131,9 @@ impl ProxyTable {
         std::mem::swap(into, &mut self.touched);
         into.sort_unstable();
         into.dedup();
+        for &px in into.iter() {
+            self.rooms[px.index()] = Some(Room::of(&self.recs[px.index()]));
+        }
     }
 }
 
@@ -101,6 +147,7 @@ impl std::ops::Index<Px> for ProxyTable {
 impl std::ops::IndexMut<Px> for ProxyTable {
     fn index_mut(&mut self, px: Px) -> &mut ProxyRec {
         self.touched.push(px);
+        self.rooms[px.index()] = None;
         &mut self.recs[px.index()]
     }
 }
