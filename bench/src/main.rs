@@ -339,12 +339,9 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         .iter()
         .map(|p| match p {
             PolicyArg::Seed => vanbench::sim::simulate(&cfg, &trace),
-            PolicyArg::Seed0030 => with_growth(
-                &cfg,
-                &trace,
-                control::core::Growth::Predictive,
-                "seed-0030",
-            ),
+            PolicyArg::Seed0030 => {
+                with_growth(&cfg, &trace, control::core::Growth::Predictive, "seed-0030")
+            }
             PolicyArg::OneAtATime => with_growth(
                 &cfg,
                 &trace,

@@ -18,13 +18,12 @@ impl Coordinator {
         self.ensure_overlay(&key);
         let name = self.sname(sx);
         let origin = self.streams.get(&sx)?.origin;
-        let members: Vec<Px> = self
+        let members: &[Px] = self
             .overlays
             .get(&key)
             .and_then(|o| o.members.get(&region))
             .and_then(|t| t.get(tier.checked_sub(1)? as usize))
-            .cloned()
-            .unwrap_or_default();
+            .map_or(&[], Vec::as_slice);
         // [0032] one idle proxy: under `Placement::LowestId`, lowest id first (deterministic,
         // DESIGN "Start of a stream"); under the default `MostFree`, see `most_free_idle`. Among
         // the machines with at least the minimum threshold free: a proxy born with no
@@ -36,7 +35,7 @@ impl Coordinator {
         let min_threshold = self.config.min_threshold;
         let mut chosen = None;
         if self.config.placement == Placement::MostFree {
-            chosen = self.most_free_idle(sx, &members, origin, bitrate);
+            chosen = self.most_free_idle(sx, members, origin, bitrate);
         }
         for pass in [true, false] {
             if chosen.is_some() {
@@ -174,22 +173,22 @@ impl Coordinator {
     ) -> Option<Px> {
         let mut best: Option<(u64, std::cmp::Reverse<ProxyId>, Px)> = None;
         for &px in members {
-            let rec = &self.proxies[px];
-            // Active for the stream: its machine lists it (`audit`), no lookup in the pairs.
-            if px == origin || !rec.alive || rec.streams.contains(&sx) {
+            // The machines' rooms from the dense copy (`Room`), not their records.
+            let room = self.proxies.room(px);
+            if px == origin || !room.alive {
                 continue;
             }
-            let mut free = u64::from(rec.capacity.connections.saturating_sub(rec.connections));
-            if let Some(by_bps) = rec
-                .capacity
-                .bits_per_sec
-                .saturating_sub(rec.bps)
-                .checked_div(bitrate)
-            {
+            let mut free = u64::from(room.connections);
+            if let Some(by_bps) = room.bps.checked_div(bitrate) {
                 free = free.min(by_bps);
             }
-            let key = (free, std::cmp::Reverse(rec.id), px);
-            if free > 0 && best.is_none_or(|b| (key.0, key.1) > (b.0, b.1)) {
+            let key = (free, std::cmp::Reverse(room.id), px);
+            // Active for the stream: its machine lists it (`audit`), no lookup in the pairs.
+            // Asked last, of a machine that would win: its record is one more memory access.
+            if free > 0
+                && best.is_none_or(|b| (key.0, key.1) > (b.0, b.1))
+                && !self.proxies[px].streams.contains(&sx)
+            {
                 best = Some(key);
             }
         }

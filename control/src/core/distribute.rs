@@ -49,6 +49,7 @@ impl Coordinator {
         if let Some(s) = self.streams.get(&sx) {
             let alone = [px];
             let members = s.farms.get(&farm).map_or(&alone[..], Vec::as_slice);
+            group.reserve(members.len());
             for &q in members {
                 let Some(gp) = s.pairs.get(&q) else { continue };
                 if (gp.tier, gp.region) != (tier, region) {
@@ -448,6 +449,7 @@ impl Coordinator {
         }
         // A member whose bound of the denominator allows no MIN_s below l + 1 has none equal to
         // l: not read.
+        let at_most_l = LeastMinSAtMost::new(sys_lin, l);
         let mut cursor = None;
         'fill: while group.len() < l {
             let next = self.recent_below(
@@ -456,7 +458,8 @@ impl Coordinator {
                 tier,
                 cursor,
                 CHUNK,
-                |q, key| !served.contains(q) && least_min_s(sys_lin, key) <= l as f64,
+                // The bound first: it rules out most members without a search of `served`.
+                |q, key| at_most_l.allows(key) && !served.contains(q),
                 &mut chunk,
             );
             for &(seq, q) in &chunk {
@@ -667,6 +670,61 @@ fn least_min_s(sys_lin: f64, key: u64) -> f64 {
     }
 }
 
+/// The bounds `key` (`Share::key`) whose `least_min_s` is at most `l`, told by one comparison
+/// each instead of a division and a floor: the end of a regroup asks it of every member it
+/// passes. For a SysLinRate ≥ 0 the least MIN_s only falls as the bound grows (division and
+/// floor are monotone), so the keys up to +∞ that qualify are those from the first that does.
+struct LeastMinSAtMost {
+    sys_lin: f64,
+    l: f64,
+    /// The first key that qualifies (+∞'s bits + 1 if none); `None`: asked key by key.
+    from: Option<u64>,
+}
+
+impl LeastMinSAtMost {
+    fn new(sys_lin: f64, l: usize) -> Self {
+        const INF: u64 = 0x7ff0_0000_0000_0000;
+        let l = l as f64;
+        let test = |key: u64| least_min_s(sys_lin, key) <= l;
+        // The first key in [lo, hi] that qualifies, `test(hi)` given.
+        let first = |mut lo: u64, mut hi: u64| {
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if test(mid) {
+                    hi = mid;
+                } else {
+                    lo = mid + 1;
+                }
+            }
+            hi
+        };
+        let from = (sys_lin >= 0.0).then(|| {
+            // It changes within a few units in the last place of SysLinRate / l: searched there
+            // first, then over the whole range if not found there.
+            let hint = (sys_lin / l).to_bits().min(INF);
+            let (lo, hi) = (hint.saturating_sub(16), hint.saturating_add(16).min(INF));
+            if !test(INF) {
+                INF + 1
+            } else if !test(hi) {
+                first(hi, INF)
+            } else if test(lo) {
+                first(0, lo)
+            } else {
+                first(lo, hi)
+            }
+        });
+        LeastMinSAtMost { sys_lin, l, from }
+    }
+
+    /// `least_min_s(sys_lin, key) <= l`.
+    fn allows(&self, key: u64) -> bool {
+        match self.from {
+            Some(from) if key <= 0x7ff0_0000_0000_0000 => key >= from,
+            _ => least_min_s(self.sys_lin, key) <= self.l,
+        }
+    }
+}
+
 /// [0061] l = the smallest size with |{s : MIN_s ≤ l}| ≥ l, over MIN_s values sorted ascending;
 /// `None` if no size qualifies. One pass: the count of values ≤ l only grows with l.
 fn group_size(sorted_min_s: &[u64]) -> Option<usize> {
@@ -686,9 +744,25 @@ fn group_size(sorted_min_s: &[u64]) -> Option<usize> {
 mod tests {
     use proptest::prelude::*;
 
-    use super::group_size;
+    use super::{LeastMinSAtMost, group_size, least_min_s};
 
     proptest! {
+        /// The comparison with the first qualifying key answers as the division and floor do,
+        /// for keys near the threshold and anywhere else (NaN patterns included).
+        #[test]
+        fn least_min_s_at_most_compares_as_it_computes(
+            sys_lin in prop_oneof![0.0f64..1e4, Just(0.0), Just(f64::INFINITY), Just(f64::NAN), -5.0f64..0.0],
+            l in 1usize..200,
+            near in -40i64..40,
+            anywhere in any::<u64>(),
+        ) {
+            let at_most = LeastMinSAtMost::new(sys_lin, l);
+            let hint = (sys_lin / l as f64).to_bits();
+            for key in [hint.saturating_add_signed(near), anywhere, 0, 1, 0x7ff0_0000_0000_0000] {
+                prop_assert_eq!(at_most.allows(key), least_min_s(sys_lin, key) <= l as f64, "key {:#x}", key);
+            }
+        }
+
         /// The one-pass search gives the seed's definition, checked size by size.
         #[test]
         fn group_size_is_the_smallest_l_with_l_values_at_most_l(mut mins in proptest::collection::vec(1u64..40, 0..60)) {

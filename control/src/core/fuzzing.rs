@@ -336,6 +336,7 @@ impl Coordinator {
     /// crashed proxy, no more links awaiting a parent than pairs can have, each tier's sums for
     /// DISTRIBUTE those of a walk of its members.
     pub fn audit(&self) -> Result<(), String> {
+        self.proxies.check_rooms()?;
         let mut conns: BTreeMap<Px, u64> = BTreeMap::new();
         // Placement reads a machine's streams for whether it is active for one.
         for (px, rec) in self.proxies.iter() {

@@ -2,6 +2,8 @@
 //! predicted within ΔT ([0035], [0054]), a standby joining its parents ([0054]), an idle proxy
 //! leaving the tree ([0030], [0055]).
 
+use super::state::max_s_of;
+use super::tier_upkeep::count_on;
 use super::*;
 
 impl Coordinator {
@@ -9,14 +11,30 @@ impl Coordinator {
         let (w, sm) = (self.window, self.smoothing);
         match child {
             Child::Viewer => {
-                let Some(p) = self.pair_mut(sx, px) else {
+                // One lookup of the pair for the count, the rates and its standby state: a
+                // viewer's LOGIN is the most frequent event.
+                let c = self.counting(px);
+                self.proxies.touch(px);
+                let Some(StreamRec { pairs, tiers, .. }) = self.streams.get_mut(&sx) else {
+                    return;
+                };
+                let Some(p) = pairs.get_mut(&px) else {
                     return;
                 };
                 p.viewers = p.viewers.saturating_add(1);
                 // Whichever viewer this is, one fewer is on its way.
                 p.expected.arrived();
-                self.count_event(sx, px, true);
+                count_on(p, tiers, px, true, &c);
+                let standby = p.standby;
                 self.account(sx, px, 1);
+                if let Some(s) = self.streams.get_mut(&sx) {
+                    s.sys_login.observe(w, &sm);
+                }
+                if standby {
+                    self.join_parents(sx, px);
+                }
+                self.after_load_increase(sx, px);
+                return;
             }
             Child::Proxy(cid) => {
                 if let Some(why) = self.unassigned_child(sx, px, cid) {
@@ -212,16 +230,22 @@ impl Coordinator {
     /// for a proxy that does not decide for itself: one decider per decision (DECIDERS.md), and
     /// a proxy that decides sends its own DISTRIBUTE.
     pub(super) fn after_load_increase(&mut self, sx: Sx, px: Px) {
-        let Some(p) = self.pair(sx, px) else { return };
-        if p.tier == 0
-            || p.phase != Phase::Expansion
-            || p.distribute_served
-            || self.proxies[px].decides
-        {
+        // One lookup of the pair for its state, Max_s and rates (`max_s`, `pair_rates`).
+        let other_reserved = self.other_reserved(sx, px);
+        let (w, sm) = (self.window, self.smoothing);
+        let rec = &self.proxies[px];
+        let Some(s) = self.streams.get_mut(&sx) else {
+            return;
+        };
+        let bitrate = s.info.bitrate_bps;
+        let Some(p) = s.pairs.get_mut(&px) else {
+            return;
+        };
+        if p.tier == 0 || p.phase != Phase::Expansion || p.distribute_served || rec.decides {
             return;
         }
         let load = p.load();
-        let max = self.max_s(sx, px);
+        let max = max_s_of(rec, load, bitrate, other_reserved);
         if load >= max {
             self.distribute(
                 sx,
@@ -233,7 +257,8 @@ impl Coordinator {
         if self.config.growth == Growth::OneAtATime {
             return;
         }
-        let (lin, loff) = self.pair_rates(sx, px);
+        // It does not decide: its rates are the core's own predictors (`pair_rates`).
+        let (lin, loff) = (p.login.rate(w, &sm), p.logoff.rate(w, &sm));
         let ahead = f64::from(load) + (lin - loff) * self.delta_t_secs();
         if ahead >= f64::from(max) {
             self.distribute(

@@ -181,9 +181,6 @@ pub struct Coordinator {
     out: Vec<Command>,
     /// Scratch for `refresh_accepting`, kept to reuse its allocation.
     touched: Vec<Px>,
-    /// Scratch for `refresh_accepting`: each stream of one machine, whether it takes a viewer,
-    /// its room and its Max_s.
-    decided: Vec<(Sx, bool, u32, u32)>,
     /// Tiers whose active proxies changed during this event: the tier below gets its
     /// MonitorList again ([0053]; issue 7, defect 6).
     monitor_dirty: BTreeSet<(Sx, RegionId, u32)>,
@@ -219,7 +216,6 @@ impl Coordinator {
             window: 0,
             out: Vec::new(),
             touched: Vec::new(),
-            decided: Vec::new(),
             monitor_dirty: BTreeSet::new(),
             next_tier_version: 0,
         }

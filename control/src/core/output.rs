@@ -4,17 +4,37 @@ use super::*;
 
 /// `[P11, P21]`: proxy ids for decision reasons.
 pub(super) fn id_list(ids: impl Iterator<Item = ProxyId>) -> String {
-    use std::fmt::Write;
     // Written into one string: a DISTRIBUTE lists its whole farm, one allocation per id showed.
-    let mut out = String::from("[");
+    let mut out = String::with_capacity(2 + 8 * ids.size_hint().0);
+    out.push('[');
     for (k, id) in ids.enumerate() {
         if k > 0 {
             out.push_str(", ");
         }
-        let _ = write!(out, "{id}");
+        push_id(&mut out, id);
     }
     out.push(']');
     out
+}
+
+/// `id` as its `Display` writes it (`P` and the number), without the formatting machinery: a
+/// regroup's log line lists some fifty of them.
+fn push_id(out: &mut String, id: ProxyId) {
+    let mut digits = [0u8; 10];
+    let mut n = id.0;
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push('P');
+    for &d in &digits[at..] {
+        out.push(char::from(d));
+    }
 }
 
 impl Coordinator {
@@ -55,5 +75,19 @@ impl Coordinator {
             to: id,
             msg: PncMsg::Refused(reason),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The list reads as the ids' `Display`, whatever their number of digits.
+    #[test]
+    fn id_list_writes_ids_as_display_does() {
+        let ids = [0, 7, 10, 99, 1_000, 123_456, u32::MAX].map(ProxyId);
+        let shown: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        assert_eq!(id_list(ids.into_iter()), format!("[{}]", shown.join(", ")));
+        assert_eq!(id_list(std::iter::empty()), "[]");
     }
 }

@@ -1,7 +1,7 @@
 //! Viewer redirection: which proxy a new viewer should use ([0033], [0042]).
 
 use super::distribute::Served;
-use super::state::margin_for;
+use super::state::{margin_for, max_s_of};
 use super::tier_upkeep::{put_share, share};
 use super::*;
 
@@ -198,38 +198,44 @@ impl Coordinator {
     /// changes its room for every stream it carries ([0047]).
     pub(super) fn refresh_accepting(&mut self) {
         let mut touched = std::mem::take(&mut self.touched);
-        let mut decided = std::mem::take(&mut self.decided);
         let fill = self.config.growth == Growth::PredictiveFill;
         let mut filling: Vec<(Sx, Px, u32)> = Vec::new();
+        let (hysteresis, dt) = (self.config.hysteresis, self.delta_t_secs());
         self.proxies.take_touched(&mut touched);
         for &px in &touched {
             // One pass for the machine's reservations, one to decide each of its streams: the
             // same Max_s as `takes_a_viewer`, without summing the other streams per stream.
+            // Deciding a stream changes nothing another stream's Max_s reads, so each is
+            // decided and written with one lookup of its pair.
             let rec = &self.proxies[px];
-            let reserved: u32 = rec
-                .streams
-                .iter()
-                .filter_map(|o| self.streams.get(o)?.pairs.get(&px).map(Pair::reserved))
-                .sum();
-            decided.clear();
-            for &sx in &rec.streams {
-                let Some(p) = self.streams.get(&sx).and_then(|s| s.pairs.get(&px)) else {
-                    continue;
-                };
-                let max_s = self.max_s_with(sx, px, reserved - p.reserved());
-                let room = max_s.saturating_sub(p.load().saturating_add(p.reserved()));
-                let yes = rec.alive && p.accepting && room >= 1;
-                decided.push((sx, yes, room, max_s));
-            }
+            // A machine with one stream (the usual case) has no other stream's reservations.
+            let reserved: u32 = if rec.streams.len() > 1 {
+                rec.streams
+                    .iter()
+                    .filter_map(|o| self.streams.get(o)?.pairs.get(&px).map(Pair::reserved))
+                    .sum()
+            } else {
+                0
+            };
             let (alive, decides) = (rec.alive, rec.decides);
-            let (hysteresis, dt) = (self.config.hysteresis, self.delta_t_secs());
-            for &(sx, yes, room, max_s) in &decided {
-                let Some(StreamRec { pairs, tiers, .. }) = self.streams.get_mut(&sx) else {
+            for &sx in &rec.streams {
+                let Some(StreamRec {
+                    pairs, tiers, info, ..
+                }) = self.streams.get_mut(&sx)
+                else {
                     continue;
                 };
                 let Some(p) = pairs.get_mut(&px) else {
                     continue;
                 };
+                let max_s = max_s_of(
+                    rec,
+                    p.load(),
+                    info.bitrate_bps,
+                    reserved.saturating_sub(p.reserved()),
+                );
+                let room = max_s.saturating_sub(p.load().saturating_add(p.reserved()));
+                let yes = alive && p.accepting && room >= 1;
                 if fill && p.served_and_accepting() {
                     filling.push((sx, px, room));
                 }
@@ -245,7 +251,6 @@ impl Coordinator {
             }
         }
         self.touched = touched;
-        self.decided = decided;
         if !filling.is_empty() {
             self.stop_filled(&filling);
             // The proxies stopped leave the index of those taking a viewer.

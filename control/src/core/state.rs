@@ -49,6 +49,30 @@ pub(super) struct ProxyRec {
     pub(super) streams: BTreeSet<Sx>,
 }
 
+/// What placement reads of a machine (`Coordinator::most_free_idle`), copied out of its record
+/// into a dense table: a placement compares every machine of a tier, thousands, and the records
+/// are several cache lines each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Room {
+    pub(super) id: ProxyId,
+    pub(super) alive: bool,
+    /// Connections not held, of its capacity.
+    pub(super) connections: u32,
+    /// Bits/s not held, of its capacity.
+    pub(super) bps: u64,
+}
+
+impl Room {
+    pub(super) fn of(rec: &ProxyRec) -> Room {
+        Room {
+            id: rec.id,
+            alive: rec.alive,
+            connections: rec.capacity.connections.saturating_sub(rec.connections),
+            bps: rec.capacity.bits_per_sec.saturating_sub(rec.bps),
+        }
+    }
+}
+
 /// Every registered proxy, indexed by [`Px`]. Every proxy borrowed mutably is noted as
 /// touched: what takes viewers on its machine may have changed (see
 /// [`Coordinator::refresh_accepting`]).
@@ -56,14 +80,33 @@ pub(super) struct ProxyRec {
 pub(super) struct ProxyTable {
     recs: Vec<ProxyRec>,
     touched: Vec<Px>,
+    /// Each machine's `Room` as of its last refresh; `None` once it was borrowed mutably since
+    /// (then read from its record).
+    rooms: Vec<Option<Room>>,
 }
 
 impl ProxyTable {
     pub(super) fn push(&mut self, rec: ProxyRec) -> Px {
         self.recs.push(rec);
+        self.rooms.push(None);
         let px = Px(self.recs.len() as u32 - 1);
         self.touched.push(px);
         px
+    }
+
+    /// The `Room` of `px` now.
+    pub(super) fn room(&self, px: Px) -> Room {
+        self.rooms[px.index()].unwrap_or_else(|| Room::of(&self.recs[px.index()]))
+    }
+
+    /// Every copied `Room` is its record's (`Coordinator::audit`).
+    pub(super) fn check_rooms(&self) -> Result<(), String> {
+        for (rec, room) in self.recs.iter().zip(&self.rooms) {
+            if room.is_some_and(|r| r != Room::of(rec)) {
+                return Err(format!("{}: placement's copy of its room is stale", rec.id));
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn iter(&self) -> impl Iterator<Item = (Px, &ProxyRec)> {
@@ -88,6 +131,9 @@ impl ProxyTable {
         std::mem::swap(into, &mut self.touched);
         into.sort_unstable();
         into.dedup();
+        for &px in into.iter() {
+            self.rooms[px.index()] = Some(Room::of(&self.recs[px.index()]));
+        }
     }
 }
 
@@ -101,8 +147,30 @@ impl std::ops::Index<Px> for ProxyTable {
 impl std::ops::IndexMut<Px> for ProxyTable {
     fn index_mut(&mut self, px: Px) -> &mut ProxyRec {
         self.touched.push(px);
+        self.rooms[px.index()] = None;
         &mut self.recs[px.index()]
     }
+}
+
+/// Max_s ([0047], [0048]) of a stream of `bitrate` on the machine `rec`, where the stream's own
+/// load is `own` and the machine's other streams reserve `other_reserved` connections: what
+/// `Coordinator::max_s_with` computes, for a caller that holds the pair already.
+pub(super) fn max_s_of(rec: &ProxyRec, own: u32, bitrate: u64, other_reserved: u32) -> u32 {
+    let other = rec
+        .connections
+        .saturating_sub(own)
+        .saturating_add(other_reserved);
+    let mut m = rec
+        .logical_connections
+        .min(rec.capacity.connections.saturating_sub(other));
+    if bitrate > 0 {
+        let other_bps = rec
+            .bps
+            .saturating_sub(u64::from(own).saturating_mul(bitrate));
+        let by_bps = rec.capacity.bits_per_sec.saturating_sub(other_bps) / bitrate;
+        m = m.min(by_bps.min(u64::from(u32::MAX)) as u32);
+    }
+    m
 }
 
 /// The hysteresis margin for a Max_s of `max_s` with the configured `hysteresis`.
@@ -301,40 +369,27 @@ impl Coordinator {
     /// capacity left by the other streams on the machine, in connections and in bits/s,
     /// whichever binds first. Works for a proxy not (yet) active for the stream.
     pub(super) fn max_s(&self, sx: Sx, px: Px) -> u32 {
-        // Connections reserved on this machine by the other streams (standby children, moved
-        // viewers on their way) count as taken: capacity is machine-wide ([0047]).
-        let other_reserved: u32 = self.proxies[px]
+        self.max_s_with(sx, px, self.other_reserved(sx, px))
+    }
+
+    /// Connections reserved on the machine of `px` by its streams other than `sx` (standby
+    /// children, moved viewers on their way): capacity is machine-wide ([0047]).
+    pub(super) fn other_reserved(&self, sx: Sx, px: Px) -> u32 {
+        self.proxies[px]
             .streams
             .iter()
             .filter(|&&o| o != sx)
             .filter_map(|o| self.streams.get(o)?.pairs.get(&px).map(Pair::reserved))
-            .sum();
-        self.max_s_with(sx, px, other_reserved)
+            .sum()
     }
 
     /// Max_s given the connections the machine's other streams reserve.
     pub(super) fn max_s_with(&self, sx: Sx, px: Px, other_reserved: u32) -> u32 {
-        let rec = &self.proxies[px];
         let Some(s) = self.streams.get(&sx) else {
             return 0;
         };
         let own = s.pairs.get(&px).map_or(0, Pair::load);
-        let bitrate = s.info.bitrate_bps;
-        let other = rec
-            .connections
-            .saturating_sub(own)
-            .saturating_add(other_reserved);
-        let mut m = rec
-            .logical_connections
-            .min(rec.capacity.connections.saturating_sub(other));
-        if bitrate > 0 {
-            let other_bps = rec
-                .bps
-                .saturating_sub(u64::from(own).saturating_mul(bitrate));
-            let by_bps = rec.capacity.bits_per_sec.saturating_sub(other_bps) / bitrate;
-            m = m.min(by_bps.min(u64::from(u32::MAX)) as u32);
-        }
-        m
+        max_s_of(&self.proxies[px], own, s.info.bitrate_bps, other_reserved)
     }
 
     /// The hysteresis margin of `px` for `sx`: a fraction of its Max_s, at least one viewer (as

@@ -28,6 +28,52 @@ pub(super) fn share(
     Share::of(&m, room, max_s, margin, dt_secs)
 }
 
+/// The clock, smoothing and configuration a login or logoff is counted with (`count_on`), and
+/// whether its machine is alive and decides for itself.
+pub(super) struct Counting {
+    window: u64,
+    smoothing: Smoothing,
+    alive: bool,
+    decides: bool,
+    hysteresis: f64,
+    dt_secs: f64,
+}
+
+/// `Coordinator::count_event` for a caller that holds the pair `p` (`px`) and its stream's
+/// `tiers` already: a viewer's LOGIN looks its pair up once.
+pub(super) fn count_on(
+    p: &mut Pair,
+    tiers: &mut BTreeMap<(RegionId, u32), TierRec>,
+    px: Px,
+    login: bool,
+    c: &Counting,
+) {
+    let (w, sm) = (c.window, &c.smoothing);
+    if login {
+        p.login.observe(w, sm);
+    } else {
+        p.logoff.observe(w, sm);
+        p.logoff_bound = p.logoff.bound(sm);
+    }
+    if !c.decides
+        && let Some(t) = tiers.get_mut(&(p.region, p.tier))
+    {
+        let tier = if login {
+            &mut t.sums.login
+        } else {
+            &mut t.sums.logoff
+        };
+        tier.observe(w, sm);
+    }
+    if !login {
+        // A new bound of the logoff rate moves it in the regroup order.
+        let (room, max_s) = (p.share.room, p.share.max_s);
+        let margin = margin_for(c.hysteresis, max_s);
+        let new = share(p, c.alive, c.decides, room, max_s, margin, c.dt_secs);
+        put_share(p, tiers, px, new);
+    }
+}
+
 /// Replace the share of `p` (`px`) in its tier, one of `tiers`, by `new`.
 pub(super) fn put_share(
     p: &mut Pair,
@@ -128,35 +174,24 @@ impl Coordinator {
     /// Count a login (`login`) or logoff of `px` for `sx`: its own predictor, and its tier's
     /// unless it decides for itself (its tier then reads the rate it reports).
     pub(super) fn count_event(&mut self, sx: Sx, px: Px, login: bool) {
-        let (w, sm) = (self.window, self.smoothing);
-        let (alive, decides) = (self.proxies[px].alive, self.proxies[px].decides);
-        let (hysteresis, dt) = (self.config.hysteresis, self.delta_t_secs());
+        let c = self.counting(px);
         let Some(StreamRec { pairs, tiers, .. }) = self.streams.get_mut(&sx) else {
             return;
         };
-        let Some(p) = pairs.get_mut(&px) else {
-            return;
-        };
-        if login {
-            p.login.observe(w, &sm);
-        } else {
-            p.logoff.observe(w, &sm);
-            p.logoff_bound = p.logoff.bound(&sm);
+        if let Some(p) = pairs.get_mut(&px) {
+            count_on(p, tiers, px, login, &c);
         }
-        if !decides && let Some(t) = tiers.get_mut(&(p.region, p.tier)) {
-            let tier = if login {
-                &mut t.sums.login
-            } else {
-                &mut t.sums.logoff
-            };
-            tier.observe(w, &sm);
-        }
-        if !login {
-            // A new bound of the logoff rate moves it in the regroup order.
-            let (room, max_s) = (p.share.room, p.share.max_s);
-            let margin = margin_for(hysteresis, max_s);
-            let new = share(p, alive, decides, room, max_s, margin, dt);
-            put_share(p, tiers, px, new);
+    }
+
+    /// What `count_on` needs of the core and of the machine `px`.
+    pub(super) fn counting(&self, px: Px) -> Counting {
+        Counting {
+            window: self.window,
+            smoothing: self.smoothing,
+            alive: self.proxies[px].alive,
+            decides: self.proxies[px].decides,
+            hysteresis: self.config.hysteresis,
+            dt_secs: self.delta_t_secs(),
         }
     }
 
