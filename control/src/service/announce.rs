@@ -5,10 +5,11 @@
 //! when no source publishes the stream, `400` (or axum's `422` for a body that is no such
 //! object) with the reason for bad values.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
 use serde::Deserialize;
 use tracing::info;
 
@@ -48,10 +49,14 @@ fn check(a: &Announcement) -> Result<(), String> {
     Ok(())
 }
 
-pub async fn anticipate(
-    State(h): State<CoordinatorHandle>,
-    Json(a): Json<Announcement>,
-) -> Response {
+/// The admin port's `POST /api/anticipate`, merged beside `http::admin_router`.
+pub fn router(handle: CoordinatorHandle) -> Router {
+    Router::new()
+        .route("/api/anticipate", post(anticipate))
+        .with_state(handle)
+}
+
+async fn anticipate(State(h): State<CoordinatorHandle>, Json(a): Json<Announcement>) -> Response {
     if let Err(why) = check(&a) {
         return (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response();
     }

@@ -19,7 +19,7 @@ use axum::Router;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -49,7 +49,6 @@ pub fn admin_router(handle: CoordinatorHandle) -> Router {
         .route("/api/topology", get(topology))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
-        .route("/api/anticipate", post(super::announce::anticipate))
         .with_state(handle)
 }
 

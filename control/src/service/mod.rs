@@ -83,7 +83,7 @@ pub async fn start(
     let lifetime = std::time::Duration::from_secs(l.http_connection_secs);
     let admin = http::BoundedListener::new(admin, l.max_http_connections, lifetime);
     let public = http::BoundedListener::new(public, l.max_http_connections, lifetime);
-    let admin_app = http::admin_router(handle.clone());
+    let admin_app = http::admin_router(handle.clone()).merge(announce::router(handle.clone()));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(admin, admin_app).await {
             tracing::error!(error = %e, "admin HTTP server stopped");
