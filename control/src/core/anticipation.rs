@@ -111,22 +111,10 @@ impl Coordinator {
             activated += 1;
             short = short.saturating_sub(u64::from(self.max_s(sx, q).max(1)));
         }
-        if activated > 0 && !one_at_a_time {
+        if !one_at_a_time {
             // The farm counts as the last one activated: its DISTRIBUTE measures the arrival
             // rate over the time it took to fill ([0039]) like any other farm's.
-            let now = self.now;
-            if let Some(t) = self
-                .streams
-                .get_mut(&sx)
-                .and_then(|s| s.tiers.get_mut(&(region, bottom)))
-            {
-                t.sizing.last_time = Some(now);
-                t.sizing.last_n = activated;
-                t.sizing.last_farm = Some(farm);
-            }
-            if activated > 1 {
-                self.counters.farms += 1;
-            }
+            self.farm_activated(sx, region, bottom, farm, activated);
         }
         self.log(
             Rule::Anticipate,

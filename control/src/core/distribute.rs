@@ -260,21 +260,7 @@ impl Coordinator {
                     )
                 });
             }
-            if activated > 1 {
-                self.counters.farms += 1;
-            }
-            if activated > 0 {
-                let now = self.now;
-                if let Some(t) = self
-                    .streams
-                    .get_mut(&sx)
-                    .and_then(|s| s.tiers.get_mut(&(region, tier)))
-                {
-                    t.sizing.last_time = Some(now);
-                    t.sizing.last_n = activated;
-                    t.sizing.last_farm = Some(new_farm);
-                }
-            }
+            self.farm_activated(sx, region, tier, new_farm, activated);
         }
         added.then_some(new_accepting)
     }
@@ -593,6 +579,34 @@ impl Coordinator {
     }
 
     /// [0039]–[0041] Number_of_Proxies_assigned for the next farm of (stream, region, tier).
+    /// `activated` proxies of (`region`, `tier`) were activated now as `farm`: the farm last
+    /// activated, whose DISTRIBUTE measures the arrival rate ([0039]–[0041]).
+    pub(super) fn farm_activated(
+        &mut self,
+        sx: Sx,
+        region: RegionId,
+        tier: u32,
+        farm: FarmId,
+        activated: u32,
+    ) {
+        if activated > 1 {
+            self.counters.farms += 1;
+        }
+        if activated == 0 {
+            return;
+        }
+        let now = self.now;
+        if let Some(t) = self
+            .streams
+            .get_mut(&sx)
+            .and_then(|s| s.tiers.get_mut(&(region, tier)))
+        {
+            t.sizing.last_time = Some(now);
+            t.sizing.last_n = activated;
+            t.sizing.last_farm = Some(farm);
+        }
+    }
+
     pub(super) fn farm_size(&mut self, sx: Sx, region: RegionId, tier: u32) -> u32 {
         let now = self.now;
         let fa = self.config.farm_alpha;
