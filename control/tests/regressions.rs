@@ -190,6 +190,55 @@ fn distribute_does_not_regroup_onto_a_proxy_consolidate_is_draining() {
     assert_eq!(net.viewer_joins("demo", None), 33);
 }
 
+/// A proxy CONSOLIDATE is draining is no target of the next CONSOLIDATE: it goes idle once its
+/// viewers have left, and viewers moved onto it meanwhile landed beyond a proxy's capacity (5 in
+/// one 10^6-viewer simulation). Capacity 3: P31, P32 and P33 each filled in turn; P31 drains
+/// into P33 and, before its viewer has moved, P32 consolidates: into P33, not into P31.
+#[test]
+fn consolidate_does_not_move_viewers_onto_a_proxy_being_drained() {
+    let mut net = tiers_of_three(3);
+    let refused = play(
+        &mut net,
+        &[
+            V::Join(1),
+            V::Join(2),
+            V::Join(3),
+            V::Join(4),
+            V::Join(5),
+            V::Join(6),
+            V::Join(7),
+            V::Leave(1),
+            V::Leave(2),
+            V::Leave(4),
+            V::Leave(5),
+        ],
+    );
+    assert!(refused.is_empty());
+    let consolidate = |net: &mut Net, p: u32| {
+        net.heartbeat(p, "demo", 1, 0.0, 1.0);
+        let out = net.msg(
+            p,
+            ProxyMsg::Consolidate {
+                stream: "demo".into(),
+            },
+        );
+        net.check_invariants(&out);
+        out.iter()
+            .find_map(|c| match c {
+                Command::Send {
+                    to,
+                    msg: PncMsg::RedirectChildren { to: dest, .. },
+                } if to.0 == p => Some(dest.id.0),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("P{p} consolidates: {out:#?}"))
+    };
+    net.at(2000);
+    assert_eq!(consolidate(&mut net, 31), 33);
+    // P31 still counts its viewer, on its way to P33: room 2 of 3, but it is being drained.
+    assert_eq!(consolidate(&mut net, 32), 33);
+}
+
 /// Every decision the core logged in `out`.
 fn decisions(out: &[Command]) -> Vec<&Decision> {
     out.iter()

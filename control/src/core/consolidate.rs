@@ -60,7 +60,12 @@ impl Coordinator {
         let others: Vec<Px> = self
             .tier_members(sx, region, tier)
             .into_iter()
-            .filter(|q| !group.contains(q) && self.proxies[*q].alive)
+            // A proxy being drained goes idle once empty: no place to move viewers to.
+            .filter(|q| {
+                !group.contains(q)
+                    && self.proxies[*q].alive
+                    && self.pair(sx, *q).is_some_and(|p| p.draining_to.is_none())
+            })
             .collect();
         if others.is_empty() {
             // [0055] the only proxy of its tier: ignored.
