@@ -77,6 +77,12 @@ use crate::core::Time;
 use crate::core::predict::Smoothing;
 use crate::protocol::{Peer, ProxyId, ProxyMsg, SourceInfo};
 
+/// How long a proxy told to stop accepting (`Action::StopAccepting`) still takes viewers: those
+/// the PNC resolved to it just before (their places are reserved there, and a filling proxy is
+/// stopped only when full counting them) arrive within the redirect's round trip and the
+/// connect, well under this. The dataplane keeps it; the simulator's proxies too.
+pub const STOP_ACCEPTING_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub use backoff::{Backoff, BackoffConfig};
 pub use config::AgentConfig;
 pub use decide::Phase;

@@ -9,7 +9,8 @@ use super::*;
 impl Coordinator {
     pub(super) fn login(&mut self, sx: Sx, px: Px, child: Child) {
         let (w, sm) = (self.window, self.smoothing);
-        match child {
+        // Whether `px` is a standby still, after the LOGIN is counted.
+        let standby = match child {
             Child::Viewer => {
                 // One lookup of the pair for the count, the rates and its standby state: a
                 // viewer's LOGIN is the most frequent event.
@@ -27,14 +28,7 @@ impl Coordinator {
                 count_on(p, tiers, px, true, &c);
                 let standby = p.standby;
                 self.account(sx, px, 1);
-                if let Some(s) = self.streams.get_mut(&sx) {
-                    s.sys_login.observe(w, &sm);
-                }
-                if standby {
-                    self.join_parents(sx, px);
-                }
-                self.after_load_increase(sx, px);
-                return;
+                standby
             }
             Child::Proxy(cid) => {
                 if let Some(why) = self.unassigned_child(sx, px, cid) {
@@ -53,12 +47,13 @@ impl Coordinator {
                 if self.pair(sx, cx).is_some_and(|c| c.standby) {
                     self.join_parents(sx, cx);
                 }
+                self.pair(sx, px).is_some_and(|p| p.standby)
             }
-        }
+        };
         if let Some(s) = self.streams.get_mut(&sx) {
             s.sys_login.observe(w, &sm);
         }
-        if self.pair(sx, px).is_some_and(|p| p.standby) {
+        if standby {
             self.join_parents(sx, px);
         }
         self.after_load_increase(sx, px);

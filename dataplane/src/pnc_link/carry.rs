@@ -15,10 +15,7 @@ use tracing::info;
 use super::OrderSink;
 use crate::orders::{Admission, Admit, Order, ParentAddr};
 
-/// How long a proxy told to stop accepting still takes viewers: those the PNC resolved here
-/// just before (it reserved their places) arrive within the redirect's round trip and the
-/// connect, well under this.
-const STOP_ACCEPTING_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+use control::agent::STOP_ACCEPTING_GRACE;
 
 /// What is left for the link once orders and admission are carried out.
 #[derive(Clone, Debug, PartialEq)]

@@ -191,10 +191,8 @@ struct World<'a> {
     r: Report,
 }
 
-/// How long a proxy told to stop accepting still takes viewers, as the dataplane does
-/// (`STOP_ACCEPTING_GRACE` in `dataplane/src/pnc_link/carry.rs`): those the PNC resolved to it
-/// just before, with their places reserved there, are not turned away.
-const STOP_ACCEPTING_GRACE_US: u64 = 1_000_000;
+/// How long a proxy told to stop accepting still takes viewers, as the dataplane does.
+const STOP_ACCEPTING_GRACE_US: u64 = control::agent::STOP_ACCEPTING_GRACE.as_micros() as u64;
 
 fn addr(id: u32) -> SocketAddr {
     SocketAddr::new(IpAddr::from(id.to_be_bytes()), 8000)
