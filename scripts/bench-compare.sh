@@ -17,7 +17,9 @@
 #   (Icecast listens with a backlog of 5; the others up to somaxconn), tagged icecast-paced.
 # Crowd rows: n1000 and n10000 again for the relay and the naive relay with
 #   `vanbench --client crowd` (an outside load generator's behaviour: one tokio task and 64 KiB
-#   buffer per viewer, all connecting at once, greedy reads), tagged relay-crowd / naive-crowd.
+#   buffer per viewer, all connecting at once, greedy reads), tagged relay-crowd / naive-crowd;
+#   with the variants, n10000 once more with `--client-huge-pages` (the client's buffers on
+#   transparent huge pages, whose faults stall it while it connects), tagged -crowd-thp.
 #   --no-crowd skips them.
 # Relay variants (--no-variants skips them):
 #   relay-zc-on, -zc-off   --zerocopy on / off for n1000 and unl100 (plain send vs send_zc)
@@ -171,6 +173,14 @@ if [ "$crowd" = 1 ]; then
     if want relay; then relay_run "$s" "-crowd"; fi
     if want naive; then naive_run "$s" "-crowd"; fi
   done
+  if [ "$variants" = 1 ]; then
+    case " $scenarios " in
+      *" n10000 "*)
+        client=(--client crowd --client-huge-pages)
+        if want relay; then relay_run n10000 "-crowd-thp"; fi
+        if want naive; then naive_run n10000 "-crowd-thp"; fi ;;
+    esac
+  fi
   client=()
 fi
 if [ "$variants" = 1 ] && want relay; then

@@ -7,6 +7,13 @@
 //! checking every record. Unlike the shard client, nothing here takes turns or shares a buffer,
 //! and the client's threads compete with the relay's for the CPUs as a real client's would.
 //!
+//! Its memory is an outside client's too: vanbench's allocator (mimalloc) asks the kernel for
+//! transparent huge pages, which a client on the system allocator does not get where THP is
+//! `madvise` (this VM's setting). With them, 10,000 read buffers are 2 MiB page faults that
+//! stall the client's workers for seconds while the crowd connects, and the relay is then
+//! measured against a client that stops reading (BENCHMARKS.md, "The crowd client's own page
+//! faults"). So the crowd turns huge pages off for the process unless `--client-huge-pages`.
+//!
 //! Sums are kept per worker thread (a [`Tally`] each, found through a thread-local index), so a
 //! viewer's lock is never contended but by the progress reader every 10 ms.
 
@@ -65,6 +72,9 @@ impl Crowd {
         t0: Instant,
     ) -> anyhow::Result<Self> {
         debug_assert_eq!(cfg.client, ClientKind::Crowd);
+        if !cfg.huge_pages {
+            crate::sys::disable_huge_pages().context("turning transparent huge pages off")?;
+        }
         let workers = cfg.threads.max(1);
         let next = Arc::new(AtomicUsize::new(0));
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -486,6 +486,12 @@ struct Crowd {
     /// Viewer threads (shards: epoll loops; crowd: runtime workers).
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Crowd client: let the allocator back the 64 KiB read buffers with transparent huge pages
+    /// (vanbench's mimalloc asks for them; a client on the system allocator does not get them
+    /// where THP is `madvise`). On this VM every 2 MiB page fault stalls the client's workers
+    /// for seconds at 10,000 viewers (BENCHMARKS.md, "The crowd client's own page faults").
+    #[arg(long)]
+    client_huge_pages: bool,
     /// Longest wait for one viewer's 200.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     connect_timeout: Duration,
@@ -511,6 +517,7 @@ impl Crowd {
             connect_rate: self.connect_rate,
             stall: self.stall,
             threads: self.threads,
+            huge_pages: self.client_huge_pages,
             connect_timeout: self.connect_timeout,
             bitrate: None,
             relay_pid: self.relay_pid,

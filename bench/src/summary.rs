@@ -85,6 +85,8 @@ pub struct Summary {
     pub threads: usize,
     /// Which client the viewers behaved like (`shards` or `crowd`).
     pub client: ClientKind,
+    /// Crowd client: whether its read buffers could be backed by transparent huge pages.
+    pub client_huge_pages: bool,
     /// Why viewers failed, with counts.
     pub failures: BTreeMap<String, u64>,
     /// The source's report (fanout only).

@@ -1,6 +1,6 @@
 //! The few operating-system facts a load generator needs: wall-clock microseconds, its own CPU
-//! time, the open-files limit, another process's CPU time and memory, and a stop flag set by
-//! SIGINT/SIGTERM.
+//! time, the open-files limit, its use of huge pages, another process's CPU time and memory,
+//! and a stop flag set by SIGINT/SIGTERM.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -56,6 +56,24 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
         }
     }
     Ok(lim.rlim_cur)
+}
+
+/// Stops this process's page faults from taking transparent huge pages from now on, whatever
+/// the allocator asks for (`PR_SET_THP_DISABLE`).
+pub fn disable_huge_pages() -> std::io::Result<()> {
+    // SAFETY: PR_SET_THP_DISABLE takes one integer argument and the rest zero.
+    let r = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Whether this process's page faults may take transparent huge pages (`PR_GET_THP_DISABLE`).
+pub fn huge_pages_allowed() -> bool {
+    // SAFETY: PR_GET_THP_DISABLE takes no argument.
+    unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) == 0 }
 }
 
 /// CPU seconds (user + system, all threads) of process `pid`, from /proc/PID/stat.

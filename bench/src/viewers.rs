@@ -454,6 +454,7 @@ pub fn run_viewers(
         self_cpu_s_per_gb: (gb > 0.0).then(|| (end.self_cpu - start.self_cpu) / gb),
         threads: cfg.threads,
         client: cfg.client,
+        client_huge_pages: cfg.client == ClientKind::Crowd && sys::huge_pages_allowed(),
         failures,
         source: None,
         max_gap_ms: (!gaps.is_empty()).then(|| GapMs {

@@ -49,6 +49,9 @@ pub struct ViewersConfig {
     /// How many viewers stop reading once connected.
     pub stall: usize,
     pub threads: usize,
+    /// Crowd client: let its allocator back the viewers' read buffers with transparent huge
+    /// pages (see [`crate::crowd`]); off unless asked for.
+    pub huge_pages: bool,
     /// Longest wait for one viewer's `200`.
     pub connect_timeout: Duration,
     /// The stream's bit rate, for `expected_bps`; unknown when `None` (then taken from

@@ -229,6 +229,7 @@ fn viewers(n: usize, duration: Duration) -> ViewersConfig {
         connect_rate: None,
         stall: 0,
         threads: 2,
+        huge_pages: false,
         connect_timeout: Duration::from_secs(10),
         bitrate: None,
         relay_pid: None,
@@ -537,6 +538,8 @@ fn crowd_viewers_check_every_record_plain_and_van_and_count_a_stall() {
     v.stall = 3;
     let s = run_fanout(fanout(addr, "crowd", Framing::Chunked, v.clone())).unwrap();
     assert_eq!(s.client, ClientKind::Crowd);
+    // Like a client on the system allocator: no transparent huge pages for its buffers.
+    assert!(!s.client_huge_pages);
     assert_eq!((s.connected, s.stalled, s.failed), (40, 3, 0));
     assert_eq!(
         (s.lost, s.duplicated, s.corrupt, s.out_of_order),
