@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# The latency-to-CPU trade (issue 9, item 3): the relay at several --coalesce-ms settings (0:
-# a send on every publish, up to holding small sends 200 ms) and the naive relay
-# (scripts/naive_relay.py) as the peer, at 1000 × 4 Mbit/s and 10,000 × 1 Mbit/s joining at once,
-# with the harsh client (`vanbench fanout --client crowd`). Each round runs every setting once,
-# in turn, on fresh processes (interleaved); then `vanbench curve` draws CPU-s/GB against p99.
+# The latency-to-CPU trade (issue 9, item 3): the relay at several send-coalescing settings and
+# the naive relay (scripts/naive_relay.py) as the peer, at 1000 × 4 Mbit/s and 10,000 × 1 Mbit/s
+# joining at once, with the harsh client (`vanbench fanout --client crowd`). Each round runs
+# every setting once, in turn, on fresh processes (interleaved); then `vanbench curve` draws
+# CPU-s/GB against p99.
 #
-#   scripts/bench-curve.sh [--rounds 1] [--duration 8s] [--settings "0 5 20 50 100 200"]
+# A setting is C or C:B: `--coalesce-ms C` (0: a send on every publish) with `--send-budget B`
+# (default 25000, the relay's). A core spaces each viewer's small sends by min(viewers / B, C),
+# so C alone moves nothing once viewers / B is the smaller: at 500 viewers a core (n1000) every
+# C from 20 ms up is the default's 20 ms. The points around the default move the budget with C.
+#
+#   scripts/bench-curve.sh [--rounds 1] [--duration 8s]
+#                          [--settings "0 5 50:50000 100:50000 200 400:12500"]
 #                          [--scenarios "n1000 n10000"] [--svg FILE]
 #
 # Results: one vanbench JSON per run in target/bench-curve/TIMESTAMP/ (the last round's runs
@@ -13,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rounds=1 duration=8s settings="0 5 20 50 100 200" scenarios="n1000 n10000" svg=""
+rounds=1 duration=8s settings="0 5 50:50000 100:50000 200 400:12500" scenarios="n1000 n10000" svg=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds="$2"; shift 2 ;;
@@ -21,7 +27,7 @@ while [ $# -gt 0 ]; do
     --settings) settings="$2"; shift 2 ;;
     --scenarios) scenarios="$2"; shift 2 ;;
     --svg) svg="$2"; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set /{/^set /d;p}' "$0"; exit 0 ;;
     *) echo "bench-curve: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -64,10 +70,12 @@ run() {
 
 for ((r = 1; r <= rounds; r++)); do
   for s in $scenarios; do
-    for c in $settings; do
-      echo "== round $r $s relay --coalesce-ms $c" >&2
-      run "$s" "r$r-${s}__relay__${c}ms" target/release/dataplane --listen 127.0.0.1:0 \
-        --admin-listen 127.0.0.1:0 --coalesce-ms "$c"
+    for setting in $settings; do
+      c="${setting%%:*}" b=25000 label="${setting%%:*}ms"
+      if [ "$setting" != "$c" ]; then b="${setting#*:}" label="${c}ms-$((b / 1000))k"; fi
+      echo "== round $r $s relay --coalesce-ms $c --send-budget $b" >&2
+      run "$s" "r$r-${s}__relay__${label}" target/release/dataplane --listen 127.0.0.1:0 \
+        --admin-listen 127.0.0.1:0 --coalesce-ms "$c" --send-budget "$b"
     done
     echo "== round $r $s naive relay" >&2
     run "$s" "r$r-${s}__naive__one-write-per-read" python3 scripts/naive_relay.py --listen 127.0.0.1:0

@@ -137,13 +137,14 @@ pub struct Args {
     #[arg(long, value_enum)]
     pub placement: Option<Placement>,
     /// Longest a small send to a viewer may wait for more data (see --send-budget); 0 sends on
-    /// every publish [default: 100].
+    /// every publish [default: 200].
     #[arg(long, value_name = "MS")]
     pub coalesce_ms: Option<f64>,
     /// Sends per second a core aims at: a send smaller than --coalesce-bytes waits until
     /// (viewers on the core / this) seconds after the viewer's previous send, at most
-    /// --coalesce-ms. Few viewers: no wait; many: fewer, larger sends, which cost less CPU
-    /// per byte in the relay and in every viewer [default: 50000].
+    /// --coalesce-ms, if two of the stream's publishes fit in that wait. Few viewers: no wait;
+    /// many: fewer, larger sends, which cost less CPU per byte in the relay and in every viewer
+    /// [default: 25000].
     #[arg(long, value_name = "N")]
     pub send_budget: Option<u32>,
     /// Sends at least this large never wait (a viewer catching up, a fast stream)
@@ -412,11 +413,11 @@ impl Config {
             zerocopy: args.zerocopy.or(file.zerocopy).unwrap_or_default(),
             zerocopy_min: args.zerocopy_min.or(file.zerocopy_min).unwrap_or(16384),
             placement: args.placement.or(file.placement).unwrap_or_default(),
-            coalesce_us: match args.coalesce_ms.or(file.coalesce_ms).unwrap_or(100.0) {
+            coalesce_us: match args.coalesce_ms.or(file.coalesce_ms).unwrap_or(200.0) {
                 0.0 => 0,
                 ms => secs("coalesce-ms", ms / 1e3)?,
             },
-            send_budget: args.send_budget.or(file.send_budget).unwrap_or(50_000),
+            send_budget: args.send_budget.or(file.send_budget).unwrap_or(25_000),
             coalesce_bytes: args.coalesce_bytes.or(file.coalesce_bytes).unwrap_or(16384),
             proxy_id: args.proxy_id.or(file.proxy_id).unwrap_or(0),
             pulls: {

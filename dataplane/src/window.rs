@@ -215,6 +215,15 @@ impl StreamWindow {
         self.blocks_held.load(Ordering::Relaxed)
     }
 
+    /// How often the stream publishes lately: the mean interval between the newest frame and
+    /// the one `frames` before it, by their timestamps; `None` while fewer are held.
+    pub fn frame_interval_us(&self, frames: u64) -> Option<u64> {
+        let newest = self.next_seq().checked_sub(1)?;
+        let older = newest.checked_sub(frames.max(1))?;
+        let (a, b) = (self.frame(older)?, self.frame(newest)?);
+        Some(b.timestamp_us.saturating_sub(a.timestamp_us) / frames.max(1))
+    }
+
     /// The newest random-access point still in the window, as (seq, offset in that frame).
     pub fn last_rap(&self) -> Option<(u64, u32)> {
         let p = self.last_rap.load(Ordering::Acquire);
@@ -763,6 +772,19 @@ mod tests {
         // SAFETY: published and not freed.
         let bytes = unsafe { pool.slice(fb.block, fb.offset as usize, fb.len as usize) };
         assert!(bytes.iter().all(|&x| x == 2));
+    }
+
+    #[test]
+    fn the_publish_interval_is_the_mean_over_the_newest_frames() {
+        let (pool, win, mut w) = setup(4, 64, 8);
+        assert_eq!(win.frame_interval_us(4), None);
+        // Every 2 ms, then a frame 10 ms late.
+        for ts in [0, 2_000, 4_000, 6_000, 8_000, 18_000] {
+            put(&mut w, &win, &pool, &[0; 100], ts).unwrap();
+        }
+        assert_eq!(win.frame_interval_us(4), Some(4_000));
+        assert_eq!(win.frame_interval_us(1), Some(10_000));
+        assert_eq!(win.frame_interval_us(6), None, "only six frames held");
     }
 
     #[test]
