@@ -62,6 +62,32 @@ fn setting_order(s: &str) -> f64 {
     digits.parse().unwrap_or(f64::MAX)
 }
 
+/// Ticks of a log axis at 1, 2 and 5 of each decade in `min..=max`: a panel whose points lie
+/// within one decade (n1000's 20–55 ms) still gets labels.
+fn ticks_1_2_5(min: f64, max: f64) -> Vec<f64> {
+    let mut ticks = Vec::new();
+    let mut decade = 10f64.powf(min.log10().floor());
+    while decade <= max {
+        for m in [1.0, 2.0, 5.0] {
+            let t = decade * m;
+            if (min..=max).contains(&t) {
+                ticks.push(t);
+            }
+        }
+        decade *= 10.0;
+    }
+    ticks
+}
+
+/// A tick's label: whole milliseconds from 1 ms up.
+fn format_ms(ms: f64) -> String {
+    if ms >= 1.0 {
+        format!("{ms:.0}")
+    } else {
+        format!("{ms:.2}")
+    }
+}
+
 /// Writes the chart: a panel per scenario, p99 (log scale) across, CPU-s/GB up.
 pub fn write_svg(path: &Path, title: &str, points: &[Point]) -> anyhow::Result<()> {
     let mut panels: BTreeMap<&str, Vec<&Point>> = BTreeMap::new();
@@ -102,10 +128,16 @@ pub fn write_svg(path: &Path, title: &str, points: &[Point]) -> anyhow::Result<(
             .margin(10)
             .x_label_area_size(35)
             .y_label_area_size(60)
-            .build_cartesian_2d((x_min..x_max).log_scale(), 0.0..y_max)
+            .build_cartesian_2d(
+                (x_min..x_max)
+                    .log_scale()
+                    .with_key_points(ticks_1_2_5(x_min, x_max)),
+                0.0..y_max,
+            )
             .map_err(to_anyhow)?;
         chart
             .configure_mesh()
+            .x_label_formatter(&|ms| format_ms(*ms))
             .x_desc("viewers' p99 latency (ms, log scale)")
             .y_desc("relay CPU-s per GB delivered")
             .light_line_style(WHITE.mix(0.0))
@@ -151,6 +183,16 @@ pub fn write_svg(path: &Path, title: &str, points: &[Point]) -> anyhow::Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_axis_is_labelled_at_1_2_5_of_each_decade() {
+        assert_eq!(ticks_1_2_5(13.0, 82.0), [20.0, 50.0]);
+        assert_eq!(ticks_1_2_5(0.3, 25.0), [0.5, 1.0, 2.0, 5.0, 10.0, 20.0]);
+        assert_eq!(
+            (format_ms(200.0), format_ms(0.5)),
+            ("200".into(), "0.50".into())
+        );
+    }
 
     #[test]
     fn points_are_read_from_fanout_summaries_and_drawn_per_scenario() {
