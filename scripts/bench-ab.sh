@@ -5,7 +5,7 @@
 #   scripts/bench-ab.sh [--rounds 3] [--duration 10s] [--load "-n 1000 --bitrate 4M"] [--out DIR] \
 #       -- "NAME:RELAY FLAGS" "NAME:RELAY FLAGS" ...
 #
-#   scripts/bench-ab.sh -- "nocoalesce:--coalesce-ms 0" "default:" "budget25k:--send-budget 25000"
+#   scripts/bench-ab.sh -- "nocoalesce:--coalesce-ms 0" "default:" "budget50k:--send-budget 50000 --coalesce-ms 100"
 #   scripts/bench-ab.sh -- "before@/tmp/dataplane-old:" "after:"    # two builds of the relay
 #
 # A variant is NAME:FLAGS, or NAME@BINARY:FLAGS to run another dataplane binary than this

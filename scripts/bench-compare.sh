@@ -24,7 +24,8 @@
 # Relay variants (--no-variants skips them):
 #   relay-zc-on, -zc-off   --zerocopy on / off for n1000 and unl100 (plain send vs send_zc)
 #   relay-nocoalesce       --coalesce-ms 0 for n100 and n1000 (a send on every publish)
-#   relay-budget25k        --send-budget 25000 for n100 and n1000 (leaning to CPU over latency)
+#   relay-budget50k        --send-budget 50000 --coalesce-ms 100 for n100 and n1000 (the defaults
+#                          before 2026-12-07: leaning to latency over CPU)
 #   relay-reuseport        --placement reuseport for n1000 (the kernel's hash places viewers)
 # Targets: relay, icecast, naive, all three by default; --only runs one.
 # Results: one vanbench JSON per run in DIR (default target/bench-compare/TIMESTAMP), then a table.
@@ -188,10 +189,10 @@ if [ "$variants" = 1 ] && want relay; then
     relay_run "$s" "-zc-off" --zerocopy off
     relay_run "$s" "-zc-on" --zerocopy on
   done
-  # Send coalescing (--send-budget, --coalesce-ms) against none, and a budget leaning to CPU.
+  # Send coalescing (--send-budget, --coalesce-ms) against none, and a budget leaning to latency.
   for s in n100 n1000; do
     relay_run "$s" "-nocoalesce" --coalesce-ms 0
-    relay_run "$s" "-budget25k" --send-budget 25000
+    relay_run "$s" "-budget50k" --send-budget 50000 --coalesce-ms 100
   done
   relay_run n1000 "-reuseport" --placement reuseport
 fi

@@ -691,6 +691,16 @@ fn activated_in_tier(out: &[Command], tier: u32) -> Vec<u32> {
         .collect()
 }
 
+/// [0033] The operator announces `viewers` of `stream` arriving over `ramp_secs`.
+fn anticipate(net: &mut Net, stream: &str, viewers: u64, ramp_secs: f64) -> Vec<Command> {
+    net.handle(Event::Anticipate {
+        stream: stream.into(),
+        region: None,
+        viewers,
+        ramp_secs,
+    })
+}
+
 /// [0033] an anticipated event: 300 viewers over 30 s (10 a second) need, for the first ΔT
 /// (10 s), 100 connections of the bottom tier: ten proxies of 10 as one farm, with a path of
 /// parents above them, before any viewer arrives; the viewers then go round-robin over the
@@ -699,12 +709,7 @@ fn activated_in_tier(out: &[Command], tier: u32) -> Vec<u32> {
 fn an_anticipated_event_activates_the_first_delta_t_of_its_crowd_as_one_farm() {
     let mut net = network(Config::default(), &[1, 1, 20], &[100, 100, 10]);
     net.at(100);
-    let out = net.handle(Event::Anticipate {
-        stream: "demo".into(),
-        region: None,
-        viewers: 300,
-        ramp_secs: 30.0,
-    });
+    let out = anticipate(&mut net, "demo", 300, 30.0);
     net.check_invariants(&out);
     let farm = activated_in_tier(&out, 3);
     assert_eq!(farm.len(), 10, "{:#?}", logs(&out, Rule::Anticipate));
@@ -735,12 +740,7 @@ fn an_anticipated_event_activates_the_first_delta_t_of_its_crowd_as_one_farm() {
     all.sort_unstable();
     assert_eq!(seen, all);
     // A second announcement that fits the room activates nothing.
-    let out = net.handle(Event::Anticipate {
-        stream: "demo".into(),
-        region: None,
-        viewers: 50,
-        ramp_secs: 0.0,
-    });
+    let out = anticipate(&mut net, "demo", 50, 0.0);
     assert!(activated_in_tier(&out, 3).is_empty());
     assert!(logs(&out, Rule::Anticipate)[0].contains("nothing activated"));
 }
@@ -756,24 +756,14 @@ fn an_anticipated_event_without_a_ramp_covers_everyone_and_unknown_streams_activ
     };
     let mut net = network(config, &[1, 1, 20], &[100, 100, 10]);
     net.at(100);
-    let out = net.handle(Event::Anticipate {
-        stream: "demo".into(),
-        region: None,
-        viewers: 25,
-        ramp_secs: 0.0,
-    });
+    let out = anticipate(&mut net, "demo", 25, 0.0);
     net.check_invariants(&out);
     let ahead = activated_in_tier(&out, 3);
     assert_eq!(ahead.len(), 3);
     for p in ahead {
         assert_eq!(net.pair("demo", p).unwrap().farm, vec![ProxyId(p)]);
     }
-    let out = net.handle(Event::Anticipate {
-        stream: "nobody".into(),
-        region: None,
-        viewers: 1000,
-        ramp_secs: 0.0,
-    });
+    let out = anticipate(&mut net, "nobody", 1000, 0.0);
     assert!(activated_in_tier(&out, 3).is_empty());
     assert!(logs(&out, Rule::Anticipate)[0].contains("no source publishes"));
 }

@@ -33,25 +33,26 @@ pub const VAN_BATCH: usize = 32;
 /// Only a send that reaches the live edge waits: one cut short (a block's end, a batch's
 /// length) has more behind it, and holding it would slow a viewer that is catching up. And
 /// only a wait that two publishes of the stream fit in (`frame_interval_us`, the stream's
-/// recent mean) is worth its latency: a shorter one would mostly send the same bytes later.
+/// recent mean, read only for a send that would otherwise wait) is worth its latency: a
+/// shorter one would mostly send the same bytes later.
 pub fn coalesce_until(
     cfg: &Config,
     viewers: usize,
     last_send_us: u64,
     len: u64,
     reaches_live_edge: bool,
-    frame_interval_us: Option<u64>,
+    frame_interval_us: impl FnOnce() -> Option<u64>,
     now: u64,
 ) -> Option<u64> {
     if len >= cfg.coalesce_bytes as u64 || !reaches_live_edge {
         return None;
     }
     let spacing = (viewers as u64 * 1_000_000 / cfg.send_budget as u64).min(cfg.coalesce_us);
-    if spacing < 2 * frame_interval_us.unwrap_or(0) {
+    let due = last_send_us + spacing;
+    if now >= due || spacing < 2 * frame_interval_us().unwrap_or(0) {
         return None;
     }
-    let due = last_send_us + spacing;
-    (now < due).then_some(due)
+    Some(due)
 }
 
 /// Publishes a send's wait is measured against: the mean interval over this many of the
@@ -308,7 +309,7 @@ impl SendPlan {
                     self.since_us,
                     total,
                     at_edge(end),
-                    win.frame_interval_us(INTERVAL_FRAMES),
+                    || win.frame_interval_us(INTERVAL_FRAMES),
                     now,
                 ) {
                     return Next::HoldBack { due };
@@ -325,7 +326,7 @@ impl SendPlan {
                 self.since_us,
                 len,
                 at_edge(r.end),
-                win.frame_interval_us(INTERVAL_FRAMES),
+                || win.frame_interval_us(INTERVAL_FRAMES),
                 now,
             ) {
                 return Next::HoldBack { due };
@@ -554,31 +555,31 @@ mod tests {
         let c = cfg("20", "50000");
         // 500 viewers at 50,000 sends/s: each viewer's small sends 10 ms apart.
         assert_eq!(
-            coalesce_until(&c, 500, 1_000, 4_000, true, None, 5_000),
+            coalesce_until(&c, 500, 1_000, 4_000, true, || None, 5_000),
             Some(11_000)
         );
         assert_eq!(
-            coalesce_until(&c, 500, 1_000, 4_000, true, None, 11_000),
+            coalesce_until(&c, 500, 1_000, 4_000, true, || None, 11_000),
             None
         );
         // A few viewers: no wait worth holding a send for.
         assert_eq!(
-            coalesce_until(&c, 10, 1_000, 4_000, true, None, 1_300),
+            coalesce_until(&c, 10, 1_000, 4_000, true, || None, 1_300),
             None
         );
         // Many viewers: never longer than --coalesce-ms.
         assert_eq!(
-            coalesce_until(&c, 100_000, 0, 4_000, true, None, 1),
+            coalesce_until(&c, 100_000, 0, 4_000, true, || None, 1),
             Some(20_000)
         );
         // A large send (a fast stream) goes at once, and so does one with more behind it
         // (cut at a block's end: the viewer is catching up).
         assert_eq!(
-            coalesce_until(&c, 500, 1_000, 16_384, true, None, 1_001),
+            coalesce_until(&c, 500, 1_000, 16_384, true, || None, 1_001),
             None
         );
         assert_eq!(
-            coalesce_until(&c, 500, 1_000, 4_000, false, None, 1_001),
+            coalesce_until(&c, 500, 1_000, 4_000, false, || None, 1_001),
             None
         );
     }
@@ -589,17 +590,27 @@ mod tests {
         // 50 viewers at 25,000 sends/s: 2 ms apart, but the stream publishes every 2 ms, so a
         // wait would only send the same frame later.
         assert_eq!(
-            coalesce_until(&c, 50, 1_000, 1_000, true, Some(2_000), 2_000),
+            coalesce_until(&c, 50, 1_000, 1_000, true, || Some(2_000), 2_000),
             None
         );
         // 500 viewers: 20 ms apart, ten publishes of the same stream: worth holding.
         assert_eq!(
-            coalesce_until(&c, 500, 1_000, 1_000, true, Some(2_000), 2_000),
+            coalesce_until(&c, 500, 1_000, 1_000, true, || Some(2_000), 2_000),
             Some(21_000)
+        );
+        // A send that goes now anyway does not read the stream's interval (two frame lookups).
+        let unread = || -> Option<u64> { panic!("the interval was read for a send due now") };
+        assert_eq!(
+            coalesce_until(&c, 500, 1_000, 1_000, true, unread, 30_000),
+            None
+        );
+        assert_eq!(
+            coalesce_until(&c, 500, 1_000, 16_384, true, unread, 2_000),
+            None
         );
         // A stream that publishes rarely (a frame every 50 ms) is not held at 20 ms.
         assert_eq!(
-            coalesce_until(&c, 500, 1_000, 1_000, true, Some(50_000), 2_000),
+            coalesce_until(&c, 500, 1_000, 1_000, true, || Some(50_000), 2_000),
             None
         );
     }
@@ -608,7 +619,7 @@ mod tests {
     fn coalescing_can_be_turned_off() {
         let c = cfg("0", "50000");
         assert_eq!(
-            coalesce_until(&c, 100_000, 1_000, 1, true, None, 1_001),
+            coalesce_until(&c, 100_000, 1_000, 1, true, || None, 1_001),
             None
         );
     }

@@ -218,10 +218,11 @@ impl StreamWindow {
     /// How often the stream publishes lately: the mean interval between the newest frame and
     /// the one `frames` before it, by their timestamps; `None` while fewer are held.
     pub fn frame_interval_us(&self, frames: u64) -> Option<u64> {
+        let frames = frames.max(1);
         let newest = self.next_seq().checked_sub(1)?;
-        let older = newest.checked_sub(frames.max(1))?;
+        let older = newest.checked_sub(frames)?;
         let (a, b) = (self.frame(older)?, self.frame(newest)?);
-        Some(b.timestamp_us.saturating_sub(a.timestamp_us) / frames.max(1))
+        Some(b.timestamp_us.saturating_sub(a.timestamp_us) / frames)
     }
 
     /// The newest random-access point still in the window, as (seq, offset in that frame).
