@@ -71,6 +71,10 @@ pub struct Summary {
     pub relay_rss_kib: Option<u64>,
     pub stalled: usize,
     // Beyond the contract:
+    /// VAN viewers: the relay's timestamp on the frame that completed each record − the
+    /// record's send time, i.e. how long a source's bytes waited before the relay read and
+    /// published them (fan-out excluded); null for plain viewers.
+    pub ingest_us: Option<LatencyUs>,
     pub failed: usize,
     /// Viewers whose stream ended (closed by the peer, end frame) before the run did.
     pub ended: usize,
@@ -158,6 +162,18 @@ impl Summary {
                 self.latency_us.max as f64 / 1e3
             ),
         );
+        if let Some(i) = &self.ingest_us {
+            row(
+                "ingest ms p50/p99/p99.9/max",
+                format!(
+                    "{:.3} / {:.3} / {:.3} / {:.3}",
+                    i.p50 as f64 / 1e3,
+                    i.p99 as f64 / 1e3,
+                    i.p999 as f64 / 1e3,
+                    i.max as f64 / 1e3
+                ),
+            );
+        }
         row(
             "relay CPU s (per GB)",
             format!(

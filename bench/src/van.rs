@@ -51,14 +51,15 @@ impl FrameChecker {
         Self::default()
     }
 
-    /// Consumes `data`; data payload bytes go to `on_payload` in order. Returns how the stream
+    /// Consumes `data`; data payload bytes go to `on_payload` in order, with their frame's
+    /// timestamp (when the relay read them from its source). Returns how the stream
     /// ended once an end or redirect frame has been read whole (bytes after it are ignored).
     /// An error is final: the stream is not VAN frames.
     pub fn push(
         &mut self,
         mut data: &[u8],
         stats: &mut FrameStats,
-        on_payload: &mut impl FnMut(&[u8]),
+        on_payload: &mut impl FnMut(&[u8], u64),
     ) -> Result<Option<StreamEnd>, FrameError> {
         while self.ended.is_none() {
             match self.reader.next_event(&mut data)? {
@@ -74,7 +75,7 @@ impl FrameChecker {
                 Some(FrameEvent::Header(_)) => {}
                 Some(FrameEvent::Payload { header, bytes, .. }) => {
                     if header.kind == FrameKind::Data {
-                        on_payload(bytes);
+                        on_payload(bytes, header.timestamp_us);
                     }
                 }
                 Some(FrameEvent::Done(h)) => match h.kind {
@@ -126,7 +127,7 @@ mod tests {
             let mut rstats = CheckStats::default();
             let mut end = None;
             for piece in wire.chunks(cut) {
-                end = reader.push(piece, &mut fstats, &mut |p| {
+                end = reader.push(piece, &mut fstats, &mut |p, _| {
                     checker.push(p, &mut rstats, &mut |_, _| {});
                 }).unwrap();
             }
@@ -146,7 +147,7 @@ mod tests {
         }
         let mut r = FrameChecker::new();
         let mut s = FrameStats::default();
-        assert_eq!(r.push(&wire, &mut s, &mut |_| {}), Ok(None));
+        assert_eq!(r.push(&wire, &mut s, &mut |_, _| {}), Ok(None));
         assert_eq!(s.frames, 5);
         assert_eq!(s.seq_gaps, 2);
     }
@@ -155,6 +156,6 @@ mod tests {
     fn garbage_is_an_error() {
         let mut r = FrameChecker::new();
         let mut s = FrameStats::default();
-        assert!(r.push(&[0xEE; 30], &mut s, &mut |_| {}).is_err());
+        assert!(r.push(&[0xEE; 30], &mut s, &mut |_, _| {}).is_err());
     }
 }

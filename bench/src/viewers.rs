@@ -370,6 +370,7 @@ pub fn run_viewers(
     let mut stats = CheckStats::default();
     let mut frames = FrameStats::default();
     let mut latency = histogram();
+    let mut ingest = histogram();
     let mut connect = histogram();
     let mut window_bytes = 0;
     let mut last_connected_us = 0;
@@ -378,6 +379,7 @@ pub fn run_viewers(
         stats.merge(&r.stats);
         frames.merge(&r.frames);
         latency.add(&r.latency).expect("same bounds");
+        ingest.add(&r.ingest).expect("same bounds");
         connect.add(&r.connect).expect("same bounds");
         window_bytes += r.window_bytes;
         last_connected_us = last_connected_us.max(r.last_connected_us);
@@ -437,6 +439,12 @@ pub fn run_viewers(
             p999: q(&latency, 0.999),
             max: latency.max(),
         },
+        ingest_us: (!ingest.is_empty()).then(|| LatencyUs {
+            p50: q(&ingest, 0.5),
+            p99: q(&ingest, 0.99),
+            p999: q(&ingest, 0.999),
+            max: ingest.max(),
+        }),
         self_cpu_s: end.self_cpu - start.self_cpu,
         relay_cpu_s,
         relay_cpu_s_per_gb: relay_cpu_s.filter(|_| gb > 0.0).map(|c| c / gb),

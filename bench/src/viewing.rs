@@ -141,6 +141,8 @@ pub(crate) struct Tally {
     pub(crate) stats: CheckStats,
     pub(crate) frames: FrameStats,
     pub(crate) latency: Histogram<u64>,
+    /// VAN viewers: the relay's stamp on the frame that completed each record − its send time.
+    pub(crate) ingest: Histogram<u64>,
     /// Latency of the current progress interval, kept only when progress lines are printed.
     pub(crate) interval: Option<Histogram<u64>>,
     pub(crate) connect: Histogram<u64>,
@@ -161,6 +163,7 @@ impl Tally {
             stats: CheckStats::default(),
             frames: FrameStats::default(),
             latency: histogram(),
+            ingest: histogram(),
             interval: progress.then(histogram),
             connect: histogram(),
             window_bytes: 0,
@@ -238,6 +241,7 @@ pub(crate) fn consume(
         stats,
         frames,
         latency,
+        ingest,
         interval,
         window_bytes,
         ..
@@ -262,9 +266,13 @@ pub(crate) fn consume(
         }
         Some(reader) => {
             let mut payload = 0u64;
-            let r = reader.push(data, frames, &mut |p| {
+            let r = reader.push(data, frames, &mut |p, stamped_us| {
                 payload += p.len() as u64;
-                check.records.push(p, stats, &mut on_record);
+                check.records.push(p, stats, &mut |seq, sent_us| {
+                    on_record(seq, sent_us);
+                    // How long the record's last bytes waited for the relay to read them.
+                    ingest.saturating_record(stamped_us.saturating_sub(sent_us).max(1));
+                });
             });
             if measuring {
                 *window_bytes += payload;

@@ -21,7 +21,9 @@ use vanbench::summary::Summary;
 use vanbench::viewers::{ClientKind, ViewerMode, ViewersConfig};
 
 const TOKEN: &str = "test-token";
-type Streams = Arc<Mutex<HashMap<String, broadcast::Sender<(u64, Bytes)>>>>;
+/// Each piece: its sequence number, when it was read from the source (wall µs), its bytes.
+type Piece = (u64, u64, Bytes);
+type Streams = Arc<Mutex<HashMap<String, broadcast::Sender<Piece>>>>;
 
 /// Starts the relay on its own thread; returns its address. It lives as long as the test binary.
 fn start_relay() -> SocketAddr {
@@ -111,7 +113,7 @@ async fn serve(mut sock: TcpStream, streams: Streams) {
             };
             let _ = sock.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await;
             loop {
-                let (seq, data) = match rx.recv().await {
+                let (seq, read_us, data) = match rx.recv().await {
                     Ok(x) => x,
                     Err(broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(_) => {
@@ -123,7 +125,7 @@ async fn serve(mut sock: TcpStream, streams: Streams) {
                     }
                 };
                 let r = if van {
-                    let h = FrameHeader::data(seq, 0, data.len() as u32, 0).encode();
+                    let h = FrameHeader::data(seq, read_us, data.len() as u32, 0).encode();
                     match sock.write_all(&h).await {
                         Ok(()) => sock.write_all(&data).await,
                         Err(e) => Err(e),
@@ -147,7 +149,7 @@ async fn ingest(
     mut sock: TcpStream,
     mut pending: Vec<u8>,
     chunked: bool,
-    tx: broadcast::Sender<(u64, Bytes)>,
+    tx: broadcast::Sender<Piece>,
 ) {
     let mut seq = 0u64;
     let mut piece = vec![0u8; 64 * 1024];
@@ -193,7 +195,7 @@ async fn ingest(
             pending.drain(..at);
         }
         if !out.is_empty() {
-            let _ = tx.send((seq, Bytes::from(out)));
+            let _ = tx.send((seq, vanbench::sys::now_us(), Bytes::from(out)));
             seq += 1;
         }
         match sock.read(&mut piece).await {
@@ -291,6 +293,8 @@ fn plain_viewers_get_every_record_through_a_chunked_put() {
     );
     assert!(ratio > 0.0 && s.bytes <= 20 * src.bytes, "ratio {ratio}");
     assert!(s.latency_us.p50 > 0 && s.latency_us.max >= s.latency_us.p99);
+    // Plain viewers cannot tell when the relay read the bytes.
+    assert!(s.ingest_us.is_none());
 }
 
 #[test]
@@ -315,6 +319,15 @@ fn van_viewers_check_frames_and_records_through_a_close_delimited_put() {
         "frames {} for {} records",
         s.frames,
         s.records
+    );
+    // The frames carry when the relay read their bytes: a record waits at least that long before
+    // a viewer has it, so ingest is at most the latency, quantile for quantile.
+    let ingest = s.ingest_us.clone().expect("VAN viewers measure ingest");
+    assert!(ingest.p50 >= 1 && ingest.max >= ingest.p99, "{ingest:?}");
+    assert!(
+        ingest.p50 <= s.latency_us.p50 && ingest.max <= s.latency_us.max,
+        "ingest {ingest:?} latency {:?}",
+        s.latency_us
     );
 }
 

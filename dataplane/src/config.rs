@@ -36,6 +36,19 @@ pub enum Placement {
     Reuseport,
 }
 
+/// Where sources and parent feeds are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum IngestThread {
+    /// On a reactor thread of their own, which serves no viewer: a source's bytes are read
+    /// and published as they arrive, however long the fan-out cores' turns grow with viewers.
+    #[default]
+    Own,
+    /// On the fan-out cores, between their sends (a source waits up to one loop turn, which
+    /// grows with the viewers on the core); one thread fewer.
+    Shared,
+}
+
 /// VAN relay: ingest live streams over HTTP PUT / Icecast SOURCE and fan them out to plain HTTP
 /// viewers (GET /live/{stream}) and VAN-aware children (GET /van/{stream}?from=N).
 ///
@@ -136,6 +149,10 @@ pub struct Args {
     /// Which core serves a new viewer: least-loaded or reuseport [default: least-loaded].
     #[arg(long, value_enum)]
     pub placement: Option<Placement>,
+    /// Where sources and parent feeds are read: own (a thread of their own, never behind
+    /// fan-out) or shared (on the fan-out cores) [default: own].
+    #[arg(long, value_enum)]
+    pub ingest_thread: Option<IngestThread>,
     /// Longest a small send to a viewer may wait for more data (see --send-budget); 0 sends on
     /// every publish [default: 200].
     #[arg(long, value_name = "MS")]
@@ -231,6 +248,7 @@ struct FileConfig {
     zerocopy: Option<ZeroCopy>,
     zerocopy_min: Option<u32>,
     placement: Option<Placement>,
+    ingest_thread: Option<IngestThread>,
     coalesce_ms: Option<f64>,
     send_budget: Option<u32>,
     coalesce_bytes: Option<u32>,
@@ -279,6 +297,7 @@ pub struct Config {
     pub zerocopy: ZeroCopy,
     pub zerocopy_min: u32,
     pub placement: Placement,
+    pub ingest_thread: IngestThread,
     /// Longest hold of a small send; 0: no coalescing.
     pub coalesce_us: u64,
     pub send_budget: u32,
@@ -413,6 +432,10 @@ impl Config {
             zerocopy: args.zerocopy.or(file.zerocopy).unwrap_or_default(),
             zerocopy_min: args.zerocopy_min.or(file.zerocopy_min).unwrap_or(16384),
             placement: args.placement.or(file.placement).unwrap_or_default(),
+            ingest_thread: args
+                .ingest_thread
+                .or(file.ingest_thread)
+                .unwrap_or_default(),
             coalesce_us: match args.coalesce_ms.or(file.coalesce_ms).unwrap_or(200.0) {
                 0.0 => 0,
                 ms => secs("coalesce-ms", ms / 1e3)?,
@@ -517,8 +540,13 @@ impl Config {
                 cfg.stream_pool_share
             );
         }
-        if cfg.cores == 0 || cfg.cores > 64 {
-            bail!("--cores must be between 1 and 64, got {}", cfg.cores);
+        // A stream's subscribed cores are bits of a u64; the ingest thread may take the 64th.
+        if cfg.cores == 0 || cfg.reactors() > 64 {
+            bail!(
+                "--cores must be between 1 and {}, got {}",
+                64 - (cfg.reactors() - cfg.cores),
+                cfg.cores
+            );
         }
         if !(2..=4096).contains(&cfg.window_blocks) {
             bail!(
@@ -537,6 +565,11 @@ impl Config {
 }
 
 impl Config {
+    /// Reactor threads: the fan-out cores, and the ingest thread if it has its own.
+    pub fn reactors(&self) -> usize {
+        self.cores + usize::from(self.ingest_thread == IngestThread::Own)
+    }
+
     /// Blocks one stream's window holds at most: `--window-blocks`, within the stream's share
     /// of the pool (`--stream-pool-share`), never fewer than 2 (issue 8, defect 1: one account
     /// with many streams cannot take the whole pool).
@@ -564,7 +597,7 @@ mod tests {
         std::fs::write(
             &path,
             "listen = \"127.0.0.1:9000\"\npool-blocks = 32\ngrace = 1.5\nzerocopy = \"off\"\n\
-             placement = \"reuseport\"\nsource-timeout = 3\n",
+             placement = \"reuseport\"\nsource-timeout = 3\ningest-thread = \"shared\"\n",
         )
         .unwrap();
         let args = Args::parse_from([
@@ -581,6 +614,8 @@ mod tests {
         assert_eq!(cfg.grace_us, 1_500_000);
         assert_eq!(cfg.zerocopy, ZeroCopy::Off);
         assert_eq!(cfg.placement, Placement::Reuseport);
+        assert_eq!(cfg.ingest_thread, IngestThread::Shared);
+        assert_eq!(cfg.reactors(), 2);
         assert_eq!(cfg.block_size, 65536);
         assert_eq!(cfg.cores, 2);
         assert_eq!(cfg.source_timeout_us, 3_000_000);
@@ -709,5 +744,15 @@ mod tests {
             "0.01",
         ]);
         assert_eq!(Config::load(args, 1).unwrap().stream_window_blocks(), 2);
+    }
+
+    #[test]
+    fn the_ingest_thread_takes_one_of_the_64_reactors() {
+        let cfg = Config::load(Args::parse_from(["dataplane", "--cores", "63"]), 1).unwrap();
+        assert_eq!((cfg.ingest_thread, cfg.reactors()), (IngestThread::Own, 64));
+        let err = Config::load(Args::parse_from(["dataplane", "--cores", "64"]), 1).unwrap_err();
+        assert!(err.to_string().contains("between 1 and 63"), "{err}");
+        let args = Args::parse_from(["dataplane", "--cores", "64", "--ingest-thread", "shared"]);
+        assert_eq!(Config::load(args, 1).unwrap().reactors(), 64);
     }
 }

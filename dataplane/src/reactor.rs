@@ -21,9 +21,14 @@
 //! `parents` (orders from the control thread and the connections to parent proxies). This file
 //! keeps the ring, the loop, the slab, closing and the timers.
 //!
+//! Sources and parent feeds are read by one more reactor of the same code, the ingest thread
+//! (`--ingest-thread own`): it has no listener and no viewer, and is handed its sources by the
+//! core that parsed their request, so that no fan-out turn (which grows with the viewers on a
+//! core) delays a read. With `--ingest-thread shared` the fan-out cores read them.
+//!
 //! Hot path. Ingest reads straight into the stream's current pool block (`ReadFixed`) and
 //! publishes each read as a frame (split at MPEG-TS keyframes). The ingest core then wakes every
-//! other core with local subscribers of that stream (`MsgRingData`, coalesced by a per-core
+//! core with local subscribers of that stream (`MsgRingData`, coalesced by a per-core
 //! flag); each woken core queues one send per idle local subscriber, all pointing into the same
 //! registered block, and submits them together with the next `io_uring_enter`. Plain viewers get
 //! `Send` (or `SendZc` from the registered pool with copy reporting, see `--zerocopy`); VAN viewers one `SendMsg`
@@ -56,7 +61,7 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use tracing::{debug, info, warn};
 
 use crate::auth::{SourceCredentials, VanTokens};
-use crate::config::{Config, Placement, ZeroCopy};
+use crate::config::{Config, IngestThread, Placement, ZeroCopy};
 use crate::cursor::VanPiece;
 use crate::fanout::{Fanout, Left};
 use crate::frame::HEADER_LEN;
@@ -92,6 +97,13 @@ const K_PSEND: u64 = 14;
 const K_PRECV: u64 = 15;
 
 const TICK_NS: u32 = 100_000_000;
+
+/// Most operations one `io_uring_enter` submits. Sends to sockets run inline in the syscall
+/// (about 10 µs each on loopback), and a kernel without full preemption (PREEMPT_NONE or
+/// VOLUNTARY, most servers') switches to another thread only when this one returns to user
+/// space: one enter of 5,000 sends held the CPU about 50 ms, and with it the ingest thread, the
+/// clients and the other relays waiting for it. 128 sends is about 1–2 ms per enter.
+const SUBMIT_SLICE: u32 = 128;
 const HEAD_BUF_START: usize = 1024;
 /// IORING_SEND_ZC_REPORT_USAGE / IORING_NOTIF_USAGE_ZC_COPIED (not re-exported by the crate).
 const SEND_ZC_REPORT_USAGE: u16 = 8;
@@ -140,6 +152,11 @@ pub fn wall_us() -> u64 {
 /// Everything the cores share.
 pub struct Shared {
     pub cfg: Config,
+    /// The cores that accept connections and serve viewers: ids `0..fanout_cores`.
+    pub fanout_cores: usize,
+    /// The reactor that reads every source and parent feed, serving no viewer
+    /// (`--ingest-thread own`): id `fanout_cores`. `None`: the fan-out cores read them.
+    pub ingest_core: Option<usize>,
     pub pool: BlockPool,
     pub streams: Registry,
     pub metrics: Vec<CoreMetrics>,
@@ -178,13 +195,17 @@ impl Shared {
         cfg: Config,
         pool: BlockPool,
         streams: Registry,
-        cores: usize,
         max_connections: usize,
         creds: Option<SourceCredentials>,
         tokens: Option<VanTokens>,
     ) -> Self {
+        let fanout_cores = cfg.cores;
+        let ingest_core = (cfg.ingest_thread == IngestThread::Own).then_some(fanout_cores);
+        let cores = cfg.reactors();
         Self {
             cfg,
+            fanout_cores,
+            ingest_core,
             pool,
             streams,
             metrics: (0..cores).map(|_| CoreMetrics::default()).collect(),
@@ -256,12 +277,16 @@ impl Shared {
         self.wake_for_orders(core);
     }
 
-    /// The core that pulls `stream`: a fixed hash of its name (the same in every run).
+    /// The core that pulls `stream`: the ingest thread's, or else a fixed hash of its name
+    /// (the same in every run).
     pub fn stream_core(&self, stream: &str) -> usize {
         use std::hash::{Hash, Hasher};
+        if let Some(core) = self.ingest_core {
+            return core;
+        }
         let mut h = std::hash::DefaultHasher::new();
         stream.hash(&mut h);
-        (h.finish() % self.orders.len().max(1) as u64) as usize
+        (h.finish() % self.fanout_cores.max(1) as u64) as usize
     }
 
     fn wake_for_orders(&self, core: usize) {
@@ -327,15 +352,24 @@ pub fn build_ring() -> io::Result<(IoUring, bool)> {
     }
 }
 
-/// A viewer whose request one core parsed, for another core to serve. The socket is an
+/// A connection whose request one core parsed, for another core to serve. The socket is an
 /// ordinary descriptor (the rings register no files), so its number is all that moves;
 /// `MsgRingSendFd`, which moves registered descriptors, has nothing to carry here.
-struct Handoff {
-    fd: RawFd,
-    stream: Arc<Stream>,
-    /// As in [`Admission::Viewer`].
-    van: Option<Option<u64>>,
-    child: Option<u32>,
+enum Handoff {
+    /// A viewer, to the least-loaded fan-out core.
+    Viewer {
+        fd: RawFd,
+        stream: Arc<Stream>,
+        /// As in [`Admission::Viewer`].
+        van: Option<Option<u64>>,
+        child: Option<u32>,
+    },
+    /// A source, to the ingest thread, with the reply it is still to be sent.
+    Source {
+        fd: RawFd,
+        ingest: Box<Ingest>,
+        reply: Vec<u8>,
+    },
 }
 
 /// The iovecs and header of a VAN viewer's sendmsg.
@@ -412,6 +446,8 @@ pub struct Core {
     /// no share of the send budget (`sendplan::Pace::viewers`).
     stuck_viewers: usize,
     cqes: Vec<(u64, i32, u32)>,
+    /// Operations pushed since the last submission (see [`SUBMIT_SLICE`]).
+    unsubmitted: u32,
     stopping: Option<u64>,
     accept_armed: bool,
     /// The streams this core pulls from parents, by name.
@@ -473,6 +509,7 @@ impl Core {
             coalesce_armed: false,
             stuck_viewers: 0,
             cqes: Vec::with_capacity(4096),
+            unsubmitted: 0,
             stopping: None,
             accept_armed: false,
             pulls: HashMap::new(),
@@ -493,11 +530,21 @@ impl Core {
             // completion: pool blocks (pinned by the window protocol), buffers owned by the
             // connection (freed only when its ops count is zero), or the core's own timespec.
             if unsafe { self.ring.submission().push(&e) }.is_ok() {
+                self.unsubmitted += 1;
+                if self.unsubmitted >= SUBMIT_SLICE {
+                    self.submit_now();
+                }
                 return;
             }
-            if let Err(err) = self.ring.submit() {
-                warn!(core = self.id, "io_uring submit failed: {err}");
-            }
+            self.submit_now();
+        }
+    }
+
+    /// Submits what was pushed, without waiting for completions.
+    fn submit_now(&mut self) {
+        self.unsubmitted = 0;
+        if let Err(err) = self.ring.submit() {
+            warn!(core = self.id, "io_uring submit failed: {err}");
         }
     }
 
@@ -521,6 +568,7 @@ impl Core {
                 .user_data(ud(K_TIMER, 0, 0)),
         );
         loop {
+            self.unsubmitted = 0;
             match self.ring.submit_and_wait(1) {
                 Ok(_) => {}
                 Err(e)

@@ -322,7 +322,7 @@ impl Checker {
             return None;
         };
         let mut payload = Vec::new();
-        let r = reader.push(data, &mut self.frame_stats, &mut |p| {
+        let r = reader.push(data, &mut self.frame_stats, &mut |p, _| {
             payload.extend_from_slice(p)
         });
         self.frames = Some(reader);

@@ -1,13 +1,14 @@
 //! `--placement least-loaded` (the default): whichever core's listener accepts a viewer, the
 //! viewers end up spread evenly over the cores (within the placement's slack of 1 + 1/64 of a
 //! core's load), every one of them is served, and a core's load goes back to zero when its
-//! viewers leave.
+//! viewers leave. The source is read by the ingest thread (the third reactor of `--cores 2`),
+//! which serves no viewer; with `--ingest-thread shared` a fan-out core reads it.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 use van_e2e::checked::GeneratedSource;
-use van_e2e::{Relay, connect, read_head};
+use van_e2e::{Relay, RelayOptions, connect, read_head};
 
 /// Opens `n` plain viewers and reads their response heads (200 each).
 fn join(relay: &Relay, n: usize) -> Vec<TcpStream> {
@@ -43,11 +44,16 @@ fn viewers_are_spread_evenly_and_every_one_is_served() {
     // `wait_live` was itself a viewer; until its core notices it left, placement counts it and
     // may balance the test's viewers against it.
     let counts = wait_viewers(&relay, |v| v.iter().sum::<f64>() == 0.0);
-    assert_eq!(counts, vec![0.0, 0.0]);
+    assert_eq!(counts, vec![0.0, 0.0, 0.0]);
+    assert_eq!(relay.metric_per_core("sources"), vec![0.0, 0.0, 1.0]);
 
     let mut viewers = join(&relay, 41);
     let counts = wait_viewers(&relay, |v| v.iter().sum::<f64>() == 41.0);
     assert_eq!(counts.iter().sum::<f64>(), 41.0, "{counts:?}");
+    assert_eq!(
+        counts[2], 0.0,
+        "the ingest thread serves no viewer: {counts:?}"
+    );
     assert!(
         (counts[0] - counts[1]).abs() <= 2.0,
         "viewers per core {counts:?}, handed off {:?}",
@@ -69,8 +75,31 @@ fn viewers_are_spread_evenly_and_every_one_is_served() {
     // Leaving brings each core's load back to zero, and new viewers are spread again.
     drop(viewers);
     let counts = wait_viewers(&relay, |v| v.iter().sum::<f64>() == 0.0);
-    assert_eq!(counts, vec![0.0, 0.0]);
+    assert_eq!(counts, vec![0.0, 0.0, 0.0]);
     let _again = join(&relay, 10);
     let counts = wait_viewers(&relay, |v| v.iter().sum::<f64>() == 10.0);
     assert!((counts[0] - counts[1]).abs() <= 2.0, "{counts:?}");
+    assert_eq!(counts[2], 0.0, "{counts:?}");
+}
+
+#[test]
+fn with_a_shared_ingest_thread_a_fan_out_core_reads_the_source_and_serves_viewers() {
+    let relay = Relay::start_with(RelayOptions::args(&["--ingest-thread", "shared"]));
+    let _source = GeneratedSource::start(&relay, "spread", 2_000_000, 0);
+    relay.wait_live("spread", Duration::from_secs(20)).unwrap();
+    let sources = relay.metric_per_core("sources");
+    assert_eq!(
+        sources.len(),
+        2,
+        "two reactors, no ingest thread: {sources:?}"
+    );
+    assert_eq!(sources.iter().sum::<f64>(), 1.0, "{sources:?}");
+    let mut viewers = join(&relay, 6);
+    for (i, v) in viewers.iter_mut().enumerate() {
+        let mut buf = [0u8; 4096];
+        let n = v
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("viewer {i}: {e}"));
+        assert!(n > 0, "viewer {i}: closed");
+    }
 }

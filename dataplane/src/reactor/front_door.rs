@@ -7,6 +7,10 @@ use super::*;
 
 impl Core {
     pub(super) fn arm_accept(&mut self) {
+        // The ingest thread has no listener: it is handed its sources.
+        if self.listener < 0 {
+            return;
+        }
         self.accept_armed = true;
         self.push(
             opcode::AcceptMulti::new(types::Fd(self.listener))
@@ -179,9 +183,7 @@ impl Core {
                         content_type: stream.content_type(),
                     });
                 }
-                self.m().sources.fetch_add(1, Ordering::Relaxed);
-                self.sources.push(slot);
-                self.reply(slot, reply, Some(ingest));
+                self.place_source(slot, ingest, reply);
             }
             Admission::Viewer { stream, van, child } => {
                 // Told here, once, whichever core serves it.
@@ -229,7 +231,7 @@ impl Core {
         }
         frontdoor::least_loaded(
             self.id,
-            shared.placed.len(),
+            shared.fanout_cores,
             |c| shared.placed[c].load(Ordering::Relaxed),
             // A core whose ring is gone (stopped) takes no one.
             |c| shared.ring_fds[c].load(Ordering::Acquire) >= 0,
@@ -250,19 +252,50 @@ impl Core {
         if target == self.id {
             return self.start_viewer(slot, s, van, child);
         }
+        let fd = self.give_up(slot);
+        self.m().add(&self.m().viewers_handed_off, 1);
+        self.shared.handoffs[target].push(Handoff::Viewer {
+            fd,
+            stream: s,
+            van,
+            child,
+        });
+        self.message_handoff(target);
+    }
+
+    /// Reads a source here, or hands it to the ingest thread, where no fan-out turn delays
+    /// its reads.
+    pub(super) fn place_source(&mut self, slot: u32, ingest: Box<Ingest>, reply: Vec<u8>) {
+        match self.shared.ingest_core {
+            Some(target) if target != self.id => {
+                let fd = self.give_up(slot);
+                self.shared.handoffs[target].push(Handoff::Source { fd, ingest, reply });
+                self.message_handoff(target);
+            }
+            _ => self.start_source(slot, ingest, reply),
+        }
+    }
+
+    /// Sends a new source its reply, then reads it.
+    fn start_source(&mut self, slot: u32, ingest: Box<Ingest>, reply: Vec<u8>) {
+        self.m().sources.fetch_add(1, Ordering::Relaxed);
+        self.sources.push(slot);
+        self.reply(slot, reply, Some(ingest));
+    }
+
+    /// Frees a parsed connection's slot here and returns its socket, for another core.
+    fn give_up(&mut self, slot: u32) -> RawFd {
         let c = &mut self.conns[slot as usize];
         debug_assert_eq!(c.ops, 0, "a parsed request has no operation in flight");
         let fd = std::mem::replace(&mut c.fd, -1);
         c.state = State::Free;
         self.free.push(slot);
         self.m().connections.fetch_sub(1, Ordering::Relaxed);
-        self.m().add(&self.m().viewers_handed_off, 1);
-        self.shared.handoffs[target].push(Handoff {
-            fd,
-            stream: s,
-            van,
-            child,
-        });
+        fd
+    }
+
+    /// Tells core `target` to take what was queued for it in `handoffs`.
+    fn message_handoff(&mut self, target: usize) {
         let ring = self.shared.ring_fds[target].load(Ordering::Acquire);
         // Generation 0: the message the target receives; 1: our own completion, posted only
         // if the message could not be delivered.
@@ -273,33 +306,55 @@ impl Core {
         self.push(e);
     }
 
-    /// Starts the viewers other cores handed to this one; or, when this core's own message to
-    /// `target` could not be delivered (its ring is gone: shutdown), ends what is queued there.
+    /// Starts the viewers and sources other cores handed to this one; or, when this core's own
+    /// message to `target` could not be delivered (its ring is gone: shutdown), ends what is
+    /// queued there.
     pub(super) fn on_handoff(&mut self, target: usize, undelivered: bool) {
-        if undelivered {
-            while let Some(h) = self.shared.handoffs[target].pop() {
-                self.shared.placed[target].fetch_sub(1, Ordering::Relaxed);
-                self.end_handoff(h);
-            }
-            return;
-        }
-        while let Some(h) = self.shared.handoffs[self.id].pop() {
-            if self.stopping.is_some() {
-                self.shared.placed[self.id].fetch_sub(1, Ordering::Relaxed);
-                self.end_handoff(h);
+        let queue = if undelivered { target } else { self.id };
+        while let Some(h) = self.shared.handoffs[queue].pop() {
+            if undelivered || self.stopping.is_some() {
+                self.end_handoff(h, queue);
                 continue;
             }
             self.m().connections.fetch_add(1, Ordering::Relaxed);
-            let slot = self.alloc_conn(h.fd, State::Free);
-            self.start_viewer(slot, h.stream, h.van, h.child);
+            match h {
+                Handoff::Viewer {
+                    fd,
+                    stream,
+                    van,
+                    child,
+                } => {
+                    let slot = self.alloc_conn(fd, State::Free);
+                    self.start_viewer(slot, stream, van, child);
+                }
+                Handoff::Source { fd, ingest, reply } => {
+                    let slot = self.alloc_conn(fd, State::Free);
+                    self.start_source(slot, ingest, reply);
+                }
+            }
         }
     }
 
-    /// A handed-over viewer that no core will serve (shutdown): it gets a 503 and is closed.
-    pub(super) fn end_handoff(&mut self, h: Handoff) {
-        self.shared.event(left(&h.stream.name, h.child));
-        turn_away(h.fd);
-        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+    /// Ends a handover no core will serve (shutdown): a viewer gets a 503 and is closed; a
+    /// source is closed here, which ends its stream as any source's at a stop.
+    fn end_handoff(&mut self, h: Handoff, queue: usize) {
+        match h {
+            Handoff::Viewer {
+                fd, stream, child, ..
+            } => {
+                self.shared.placed[queue].fetch_sub(1, Ordering::Relaxed);
+                self.shared.event(left(&stream.name, child));
+                turn_away(fd);
+                self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+            }
+            Handoff::Source { fd, ingest, .. } => {
+                self.m().connections.fetch_add(1, Ordering::Relaxed);
+                self.m().sources.fetch_add(1, Ordering::Relaxed);
+                let slot = self.alloc_conn(fd, State::Source(ingest));
+                self.sources.push(slot);
+                self.close(slot);
+            }
+        }
     }
 
     pub(super) fn start_viewer(

@@ -138,7 +138,17 @@ struct OneCore {
 impl OneCore {
     fn start() -> Self {
         let cfg = Config::load(
-            Args::parse_from(["dataplane", "--proxy-id", "9", "--grace", "2"]),
+            // One core that both pulls and serves, as a relay with --cores 1 and no ingest
+            // thread of its own.
+            Args::parse_from([
+                "dataplane",
+                "--proxy-id",
+                "9",
+                "--grace",
+                "2",
+                "--ingest-thread",
+                "shared",
+            ]),
             1,
         )
         .unwrap();
@@ -151,7 +161,6 @@ impl OneCore {
             cfg,
             pool,
             Registry::new(window, 1, 65536),
-            1,
             1000,
             None,
             Some(VanTokens::parse(TOKEN).unwrap()),
