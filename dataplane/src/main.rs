@@ -448,6 +448,7 @@ fn control_thread(
                         let body = metrics::render_status(
                             &s.streams,
                             &s.metrics,
+                            s.ingest_core,
                             s.pool.in_use(),
                             s.pool.blocks(),
                             s.pool.block_size(),

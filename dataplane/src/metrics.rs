@@ -262,10 +262,12 @@ pub fn render_prometheus(
     out
 }
 
-/// JSON of /status: streams, pool, cores.
+/// JSON of /status: streams, pool, cores (each with its role: `fanout`, or `ingest` for the
+/// ingest thread, `ingest_core`).
 pub fn render_status(
     streams: &Streams,
     cores: &[CoreMetrics],
+    ingest_core: Option<usize>,
     pool_in_use: usize,
     pool_total: usize,
     block_size: usize,
@@ -295,6 +297,7 @@ pub fn render_status(
         .map(|(i, c)| {
             serde_json::json!({
                 "core": i,
+                "role": if ingest_core == Some(i) { "ingest" } else { "fanout" },
                 "viewers": c.viewers.load(Ordering::Relaxed),
                 "van_viewers": c.van_viewers.load(Ordering::Relaxed),
                 "sources": c.sources.load(Ordering::Relaxed),

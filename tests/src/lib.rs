@@ -424,16 +424,19 @@ impl Relay {
     }
 
     /// The relay's /status entry of `stream`, if it has one.
-    pub fn stream_status(&self, stream: &str) -> Option<serde_json::Value> {
+    /// `GET /status` on the admin port, as JSON.
+    pub fn status(&self) -> serde_json::Value {
         let answer = request(
             self.admin,
             b"GET /status HTTP/1.0\r\n\r\n",
             Duration::from_secs(10),
         )
         .expect("GET /status");
-        let status: serde_json::Value =
-            serde_json::from_slice(&answer.body).expect("/status is JSON");
-        status["streams"]
+        serde_json::from_slice(&answer.body).expect("/status is JSON")
+    }
+
+    pub fn stream_status(&self, stream: &str) -> Option<serde_json::Value> {
+        self.status()["streams"]
             .as_array()?
             .iter()
             .find(|s| s["name"] == stream)

@@ -46,6 +46,13 @@ fn viewers_are_spread_evenly_and_every_one_is_served() {
     let counts = wait_viewers(&relay, |v| v.iter().sum::<f64>() == 0.0);
     assert_eq!(counts, vec![0.0, 0.0, 0.0]);
     assert_eq!(relay.metric_per_core("sources"), vec![0.0, 0.0, 1.0]);
+    let roles: Vec<_> = relay.status()["cores"]
+        .as_array()
+        .expect("cores")
+        .iter()
+        .map(|c| c["role"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(roles, ["fanout", "fanout", "ingest"]);
 
     let mut viewers = join(&relay, 41);
     let counts = wait_viewers(&relay, |v| v.iter().sum::<f64>() == 41.0);
