@@ -211,6 +211,34 @@ pub struct SendPlan {
     /// A redirect owed to this VAN viewer ([`SendPlan::redirect`]): where, and when it was
     /// ordered.
     redirect: Option<(Vec<u8>, u64)>,
+    /// A plain viewer's send held back ([`Next::HoldBack`]), see [`Held`].
+    held: Option<Held>,
+}
+
+/// A plain viewer's small send held back until `due_us`. Every publish of the stream passes the
+/// viewer again, and under fan-out most passes find it still held (at 500 viewers a core and a
+/// publish every 2 ms, nine passes in ten): the decision stands as long as the wait is not over,
+/// no block was begun (the send would be cut short at the old block's end, and go at once) and
+/// what it would send stays below `--coalesce-bytes`, all three read from the window's
+/// counters instead of its frames.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    due_us: u64,
+    /// The send's length when it was held.
+    len: u64,
+    /// The window's published bytes and current block when it was held.
+    published_bytes: u64,
+    block_seq: u64,
+}
+
+impl Held {
+    /// Still held at `now`, on `win` as it is now?
+    fn stands(&self, win: &StreamWindow, coalesce_bytes: u64, now: u64) -> bool {
+        let grown = win.published_bytes().saturating_sub(self.published_bytes);
+        now < self.due_us
+            && self.len + grown < coalesce_bytes
+            && win.current_block_seq() == self.block_seq
+    }
 }
 
 impl SendPlan {
@@ -228,6 +256,7 @@ impl SendPlan {
             seen: cursor,
             progress_us: None,
             redirect: None,
+            held: None,
         }
     }
 
@@ -268,6 +297,7 @@ impl SendPlan {
             cancelled: false,
         });
         self.since_us = now_us;
+        self.held = None;
     }
 
     /// What to send next, read from the window of `stream`; a send returned is in flight from
@@ -294,6 +324,13 @@ impl SendPlan {
             return Next::Prefix(&self.prefix);
         }
         let win = &stream.window;
+        if let Some(held) = self.held.take()
+            && !stream.is_ended()
+            && held.stands(win, pace.cfg.coalesce_bytes as u64, now)
+        {
+            self.held = Some(held);
+            return Next::HoldBack { due: held.due_us };
+        }
         let at_edge = |end: Cursor| end.off == 0 && end.seq >= win.next_seq();
         if let Some(batch) = &mut self.van {
             if let Some((total, pin, end)) = cursor::van_batch(
@@ -318,7 +355,13 @@ impl SendPlan {
                 let batch = self.van.as_deref().expect("a VAN plan has its batch");
                 return Next::Van { batch, total };
             }
-        } else if let Some(r) = cursor::plain_range(win, self.cursor, max_plain) {
+        } else {
+            // The counters are read before the range: bytes published in between count as
+            // growth of a held send, never as part of it.
+            let (published_bytes, block_seq) = (win.published_bytes(), win.current_block_seq());
+            let Some(r) = cursor::plain_range(win, self.cursor, max_plain) else {
+                return self.nothing_to_send(stream, now);
+            };
             let len = u64::from(r.len);
             if let Some(due) = coalesce_until(
                 pace.cfg,
@@ -329,12 +372,23 @@ impl SendPlan {
                 || win.frame_interval_us(INTERVAL_FRAMES),
                 now,
             ) {
+                self.held = Some(Held {
+                    due_us: due,
+                    len,
+                    published_bytes,
+                    block_seq,
+                });
                 return Next::HoldBack { due };
             }
             self.begin(Covers::Plain(r), r.block_seq, now);
             return Next::Plain(r);
         }
-        // Nothing to send now: lagged out of the window, stream over, or simply caught up.
+        self.nothing_to_send(stream, now)
+    }
+
+    /// Nothing to send now: lagged out of the window, stream over, or simply caught up.
+    fn nothing_to_send(&mut self, stream: &Stream, now: u64) -> Next<'_> {
+        let win = &stream.window;
         let first = win.first_seq();
         let van = self.is_van();
         if self.cursor.seq < first {
@@ -514,6 +568,7 @@ impl SendPlan {
     pub fn skip_to_live(&mut self, stream: &Stream, core: usize, burst_bytes: u64) -> u64 {
         debug_assert!(self.inflight.is_none(), "skipped only between sends");
         let (cur, pin, _) = start(stream, core, None, burst_bytes);
+        self.held = None;
         // Moved, not progressed: the give-up clock runs on, unless it had taken bytes since
         // the lag policy last looked.
         if self.seen == self.cursor {
@@ -920,6 +975,88 @@ mod tests {
                 mark.publish(&f.stream.window, 0);
             }
         }
+    }
+
+    #[test]
+    fn a_held_send_stands_until_it_is_due_a_block_is_begun_or_it_reaches_coalesce_bytes() {
+        use clap::Parser;
+        let args = crate::config::Args::parse_from([
+            "dataplane",
+            "--coalesce-ms",
+            "200",
+            "--send-budget",
+            "25000",
+            "--coalesce-bytes",
+            "1000",
+        ]);
+        let c = Config::load(args, 2).unwrap();
+        // 500 viewers at 25,000 sends/s: each viewer's small sends 20 ms apart.
+        let busy = |now| pace(&c, 500, now);
+        let mut f = fixture(&[100], 32);
+        let mut plan = plain(&f, b"");
+        let send = |plan: &mut SendPlan, f: &Fixture, now| match plan.next(
+            &f.stream,
+            busy(now),
+            BLOCK as u32,
+        ) {
+            Next::Plain(r) => {
+                let len = r.len;
+                plan.complete(len as i32, &f.stream.window);
+                Some(len)
+            }
+            Next::HoldBack { due } => {
+                assert!(due > now, "held until {due}, at {now}");
+                None
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            send(&mut plan, &f, 30_000),
+            Some(100),
+            "due: the first 100 bytes go"
+        );
+        f.publish(100);
+        assert_eq!(send(&mut plan, &f, 31_000), None, "held until 50 ms");
+        let held = plan.held.expect("the hold is kept");
+        assert_eq!((held.due_us, held.len), (50_000, 100));
+        f.publish(300);
+        assert_eq!(send(&mut plan, &f, 32_000), None, "400 bytes: still held");
+        assert_eq!(
+            plan.held.map(|h| h.len),
+            Some(100),
+            "decided from the counters"
+        );
+        f.publish(700);
+        assert_eq!(
+            f.stream.window.published_bytes(),
+            f.all.len() as u64,
+            "the window counts what it published"
+        );
+        assert_eq!(
+            send(&mut plan, &f, 33_000),
+            Some(1100),
+            "1100 bytes go at once"
+        );
+        assert!(plan.held.is_none(), "a send ends the hold");
+        f.publish(100);
+        assert_eq!(send(&mut plan, &f, 34_000), None, "held until 53 ms");
+        assert_eq!(send(&mut plan, &f, 52_999), None);
+        assert_eq!(send(&mut plan, &f, 53_000), Some(100), "due");
+        // Held with 200 bytes at the end of block 0; then block 1 is begun (100 bytes left in
+        // block 0 are fewer than a read's minimum): block 0's tail goes at once, since a send
+        // cut short at a block's end has more behind it.
+        let left = BLOCK - f.all.len();
+        f.publish(left - 300);
+        assert_eq!(
+            send(&mut plan, &f, 54_000),
+            Some(left as u32 - 300),
+            "large: at once"
+        );
+        f.publish(200);
+        assert_eq!(send(&mut plan, &f, 55_000), None, "held");
+        f.publish(10);
+        assert_eq!(f.stream.window.current_block_seq(), 1, "a new block");
+        assert_eq!(send(&mut plan, &f, 56_000), Some(200), "block 0's tail");
     }
 
     #[test]

@@ -164,6 +164,9 @@ pub struct StreamWindow {
     /// Newest random-access point, packed with [`pack_pos`], or [`NO_RAP`].
     last_rap: AtomicU64,
     blocks_held: AtomicU64,
+    /// Payload bytes published since the window began: how much a held send has grown by
+    /// (`sendplan`), without a look at the frames.
+    published_bytes: AtomicU64,
 }
 
 impl StreamWindow {
@@ -182,6 +185,7 @@ impl StreamWindow {
                 .collect(),
             last_rap: AtomicU64::new(NO_RAP),
             blocks_held: AtomicU64::new(0),
+            published_bytes: AtomicU64::new(0),
         }
     }
 
@@ -217,6 +221,17 @@ impl StreamWindow {
 
     /// How often the stream publishes lately: the mean interval between the newest frame and
     /// the one `frames` before it, by their timestamps; `None` while fewer are held.
+    /// Payload bytes published so far. Stored before the frame count (`next_seq`, release): a
+    /// reader that sees a frame sees its bytes counted.
+    pub fn published_bytes(&self) -> u64 {
+        self.published_bytes.load(Ordering::Acquire)
+    }
+
+    /// The block frames are being appended to now; another once a new block is begun.
+    pub fn current_block_seq(&self) -> u64 {
+        self.cur_block_seq.load(Ordering::SeqCst)
+    }
+
     pub fn frame_interval_us(&self, frames: u64) -> Option<u64> {
         let frames = frames.max(1);
         let newest = self.next_seq().checked_sub(1)?;
@@ -640,6 +655,9 @@ impl Writer {
         cur.frames += 1;
         cur.newest_ts = timestamp_us;
         self.next_seq = seq + 1;
+        // One writer: a load and a store, no read-modify-write.
+        let bytes = win.published_bytes.load(Ordering::Relaxed) + len as u64;
+        win.published_bytes.store(bytes, Ordering::Release);
         win.next_seq.store(seq + 1, Ordering::Release);
     }
 
