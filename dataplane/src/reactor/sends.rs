@@ -44,11 +44,17 @@ impl Core {
             return;
         };
         let mut mark = CoreMark::none();
-        for &slot in &subs {
+        let mut now = self.shared.now_us();
+        for (i, &slot) in subs.iter().enumerate() {
+            // The clock once per 64 subscribers, not per send: a pass over thousands of them
+            // takes milliseconds, but one subscriber's decision needs no finer time than that.
+            if i % 64 == 63 {
+                now = self.shared.now_us();
+            }
             let c = &self.conns[slot as usize];
             let idle = !c.closing && matches!(&c.state, State::Viewer(v) if v.plan.is_idle());
             if idle {
-                self.try_send(slot);
+                self.try_send_at(slot, now);
             }
             if let State::Viewer(v) = &self.conns[slot as usize].state {
                 mark.include(v.plan.pin());
@@ -73,6 +79,11 @@ impl Core {
 
     /// Starts the next send of an idle viewer, if there is anything to send.
     pub(super) fn try_send(&mut self, slot: u32) {
+        self.try_send_at(slot, self.shared.now_us());
+    }
+
+    /// [`Core::try_send`] at `now_us` (the core's clock, read by the caller).
+    fn try_send_at(&mut self, slot: u32, now_us: u64) {
         let shared = self.shared;
         let core = self.id;
         let pace = Pace {
@@ -80,7 +91,7 @@ impl Core {
             viewers: shared.placed[core]
                 .load(Ordering::Relaxed)
                 .saturating_sub(self.stuck_viewers),
-            now_us: shared.now_us(),
+            now_us,
         };
         let c = &mut self.conns[slot as usize];
         if c.closing {
