@@ -68,7 +68,8 @@ pub struct Args {
     /// Admin port: GET /metrics (Prometheus) and GET /status (JSON) [default: 127.0.0.1:8081].
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
-    /// Reactor threads, one pinned per CPU [default: all CPUs this process may use].
+    /// Fan-out reactor threads, one pinned per CPU (the ingest thread, `--ingest-thread own`, is
+    /// one more) [default: all CPUs this process may use].
     #[arg(long, value_name = "N")]
     pub cores: Option<usize>,
     /// Bytes per pool block, a multiple of 4096 [default: 65536].
