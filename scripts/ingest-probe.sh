@@ -11,6 +11,7 @@ out=${1:?usage: ingest-probe.sh OUTDIR [-- RELAY FLAGS]}
 shift
 [ "${1:-}" = "--" ] && shift
 cd "$(dirname "$0")/.."
+cargo build --release -q -p dataplane -p vanbench --bins
 mkdir -p "$out"
 ulimit -n "$(ulimit -Hn)"
 bin=${BIN:-target/release/dataplane}
