@@ -977,8 +977,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_held_send_stands_until_it_is_due_a_block_is_begun_or_it_reaches_coalesce_bytes() {
+    /// Coalescing at 200 ms and 25,000 sends/s, with sends of 1000 bytes going at once: small
+    /// enough for the test blocks (4 KiB).
+    fn cfg_small_sends() -> Config {
         use clap::Parser;
         let args = crate::config::Args::parse_from([
             "dataplane",
@@ -989,7 +990,54 @@ mod tests {
             "--coalesce-bytes",
             "1000",
         ]);
-        let c = Config::load(args, 2).unwrap();
+        Config::load(args, 2).unwrap()
+    }
+
+    /// What a plain plan does next at `now` with 500 viewers on the core: a send (completed at
+    /// once) as (block, offset, len), or a hold as its due time.
+    fn decide(
+        plan: &mut SendPlan,
+        f: &Fixture,
+        c: &Config,
+        now: u64,
+    ) -> Result<(u64, u32, u32), u64> {
+        match plan.next(&f.stream, pace(c, 500, now), BLOCK as u32) {
+            Next::Plain(r) => {
+                let sent = (r.block_seq, r.offset, r.len);
+                plan.complete(r.len as i32, &f.stream.window);
+                Ok(sent)
+            }
+            Next::HoldBack { due } => Err(due),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    proptest! {
+        /// A hold decided from the window's counters is the decision a full look at the
+        /// window's frames would make, whatever the publishes and the times.
+        #[test]
+        fn a_held_send_is_decided_as_a_full_look_would(
+            steps in proptest::collection::vec((1usize..700, 0u64..9_000), 1..80),
+        ) {
+            let c = cfg_small_sends();
+            let mut f = fixture(&[100], 64);
+            let (mut kept, mut fresh) = (plain(&f, b""), plain(&f, b""));
+            let mut now = 30_000;
+            for (n, dt) in steps {
+                f.publish(n);
+                now += dt;
+                // `fresh` forgets its hold before each look: it always decides from the frames.
+                fresh.held = None;
+                let a = decide(&mut kept, &f, &c, now);
+                let b = decide(&mut fresh, &f, &c, now);
+                prop_assert_eq!(a, b, "at {} µs after {} bytes", now, f.all.len());
+            }
+        }
+    }
+
+    #[test]
+    fn a_held_send_stands_until_it_is_due_a_block_is_begun_or_it_reaches_coalesce_bytes() {
+        let c = cfg_small_sends();
         // 500 viewers at 25,000 sends/s: each viewer's small sends 20 ms apart.
         let busy = |now| pace(&c, 500, now);
         let mut f = fixture(&[100], 32);
