@@ -282,14 +282,16 @@ fn run(args: Args) -> Result<(), Fatal> {
     let registration =
         reactor::register_pool(shared).map_err(|e| Fatal(setup_error_line(&e, pool_mib)))?;
     let mut threads = Vec::new();
-    // The fan-out cores, each pinned and with its listener; then the ingest thread (if it has
-    // its own), which accepts nothing and is left to the scheduler: it sleeps until a source's
-    // bytes arrive, so the scheduler runs it on whichever CPU is free, at once.
-    let listeners = listeners
+    // The ingest thread first (if it has its own), so that it is there before any core accepts
+    // a source to hand it; it accepts nothing and is left to the scheduler: it sleeps until a
+    // source's bytes arrive, so the scheduler runs it on whichever CPU is free, at once. Then
+    // the fan-out cores, each pinned and with its listener.
+    let reactors = shared
+        .ingest_core
+        .map(|id| (id, None::<Socket>))
         .into_iter()
-        .map(Some)
-        .chain(shared.ingest_core.map(|_| None::<Socket>));
-    for (id, listener) in listeners.enumerate() {
+        .chain(listeners.into_iter().map(Some).enumerate());
+    for (id, listener) in reactors {
         let (tx, rx) = mpsc::channel::<Result<RawFd, SetupError>>();
         let shared2 = shared;
         let cpu = listener

@@ -264,10 +264,13 @@ impl Core {
     }
 
     /// Reads a source here, or hands it to the ingest thread, where no fan-out turn delays
-    /// its reads.
+    /// its reads (if its ring is up: it starts before the cores and stops after a stop began).
     pub(super) fn place_source(&mut self, slot: u32, ingest: Box<Ingest>, reply: Vec<u8>) {
         match self.shared.ingest_core {
-            Some(target) if target != self.id => {
+            Some(target)
+                if target != self.id
+                    && self.shared.ring_fds[target].load(Ordering::Acquire) >= 0 =>
+            {
                 let fd = self.give_up(slot);
                 self.shared.handoffs[target].push(Handoff::Source { fd, ingest, reply });
                 self.message_handoff(target);
