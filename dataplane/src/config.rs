@@ -566,9 +566,17 @@ impl Config {
 }
 
 impl Config {
-    /// Reactor threads: the fan-out cores, and the ingest thread if it has its own.
+    /// Reactor threads: the fan-out cores (ids `0..cores`), and the ingest thread if it has
+    /// its own.
     pub fn reactors(&self) -> usize {
-        self.cores + usize::from(self.ingest_thread == IngestThread::Own)
+        self.cores + usize::from(self.ingest_core().is_some())
+    }
+
+    /// The reactor that reads every source and parent feed and serves no viewer
+    /// (`--ingest-thread own`): the one after the fan-out cores. `None`: the fan-out cores read
+    /// them.
+    pub fn ingest_core(&self) -> Option<usize> {
+        (self.ingest_thread == IngestThread::Own).then_some(self.cores)
     }
 
     /// Blocks one stream's window holds at most: `--window-blocks`, within the stream's share

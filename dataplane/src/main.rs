@@ -287,7 +287,8 @@ fn run(args: Args) -> Result<(), Fatal> {
     // source's bytes arrive, so the scheduler runs it on whichever CPU is free, at once. Then
     // the fan-out cores, each pinned and with its listener.
     let reactors = shared
-        .ingest_core
+        .cfg
+        .ingest_core()
         .map(|id| (id, None::<Socket>))
         .into_iter()
         .chain(listeners.into_iter().map(Some).enumerate());
@@ -450,7 +451,7 @@ fn control_thread(
                         let body = metrics::render_status(
                             &s.streams,
                             &s.metrics,
-                            s.ingest_core,
+                            s.cfg.ingest_core(),
                             s.pool.in_use(),
                             s.pool.blocks(),
                             s.pool.block_size(),

@@ -61,7 +61,7 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use tracing::{debug, info, warn};
 
 use crate::auth::{SourceCredentials, VanTokens};
-use crate::config::{Config, IngestThread, Placement, ZeroCopy};
+use crate::config::{Config, Placement, ZeroCopy};
 use crate::cursor::VanPiece;
 use crate::fanout::{Fanout, Left};
 use crate::frame::HEADER_LEN;
@@ -152,11 +152,6 @@ pub fn wall_us() -> u64 {
 /// Everything the cores share.
 pub struct Shared {
     pub cfg: Config,
-    /// The cores that accept connections and serve viewers: ids `0..fanout_cores`.
-    pub fanout_cores: usize,
-    /// The reactor that reads every source and parent feed, serving no viewer
-    /// (`--ingest-thread own`): id `fanout_cores`. `None`: the fan-out cores read them.
-    pub ingest_core: Option<usize>,
     pub pool: BlockPool,
     pub streams: Registry,
     pub metrics: Vec<CoreMetrics>,
@@ -199,13 +194,9 @@ impl Shared {
         creds: Option<SourceCredentials>,
         tokens: Option<VanTokens>,
     ) -> Self {
-        let fanout_cores = cfg.cores;
-        let ingest_core = (cfg.ingest_thread == IngestThread::Own).then_some(fanout_cores);
         let cores = cfg.reactors();
         Self {
             cfg,
-            fanout_cores,
-            ingest_core,
             pool,
             streams,
             metrics: (0..cores).map(|_| CoreMetrics::default()).collect(),
@@ -281,12 +272,12 @@ impl Shared {
     /// (the same in every run).
     pub fn stream_core(&self, stream: &str) -> usize {
         use std::hash::{Hash, Hasher};
-        if let Some(core) = self.ingest_core {
+        if let Some(core) = self.cfg.ingest_core() {
             return core;
         }
         let mut h = std::hash::DefaultHasher::new();
         stream.hash(&mut h);
-        (h.finish() % self.fanout_cores.max(1) as u64) as usize
+        (h.finish() % self.cfg.cores.max(1) as u64) as usize
     }
 
     fn wake_for_orders(&self, core: usize) {

@@ -592,6 +592,11 @@ mod tests {
     use super::*;
 
     fn cfg(coalesce_ms: &str, budget: &str) -> Config {
+        cfg_bytes(coalesce_ms, budget, "16384")
+    }
+
+    /// As [`cfg`], with sends of `coalesce_bytes` and more going at once.
+    fn cfg_bytes(coalesce_ms: &str, budget: &str, coalesce_bytes: &str) -> Config {
         use clap::Parser;
         let args = crate::config::Args::parse_from([
             "dataplane",
@@ -600,7 +605,7 @@ mod tests {
             "--send-budget",
             budget,
             "--coalesce-bytes",
-            "16384",
+            coalesce_bytes,
         ]);
         Config::load(args, 2).unwrap()
     }
@@ -980,21 +985,11 @@ mod tests {
     /// Coalescing at 200 ms and 25,000 sends/s, with sends of 1000 bytes going at once: small
     /// enough for the test blocks (4 KiB).
     fn cfg_small_sends() -> Config {
-        use clap::Parser;
-        let args = crate::config::Args::parse_from([
-            "dataplane",
-            "--coalesce-ms",
-            "200",
-            "--send-budget",
-            "25000",
-            "--coalesce-bytes",
-            "1000",
-        ]);
-        Config::load(args, 2).unwrap()
+        cfg_bytes("200", "25000", "1000")
     }
 
-    /// What a plain plan does next at `now` with 500 viewers on the core: a send (completed at
-    /// once) as (block, offset, len), or a hold as its due time.
+    /// What a plain plan does next at `now` with 500 viewers on the core (small sends 20 ms
+    /// apart): a send (completed at once) as (block, offset, len), or a hold as its due time.
     fn decide(
         plan: &mut SendPlan,
         f: &Fixture,
@@ -1007,7 +1002,10 @@ mod tests {
                 plan.complete(r.len as i32, &f.stream.window);
                 Ok(sent)
             }
-            Next::HoldBack { due } => Err(due),
+            Next::HoldBack { due } => {
+                assert!(due > now, "held until {due}, at {now}");
+                Err(due)
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -1038,25 +1036,11 @@ mod tests {
     #[test]
     fn a_held_send_stands_until_it_is_due_a_block_is_begun_or_it_reaches_coalesce_bytes() {
         let c = cfg_small_sends();
-        // 500 viewers at 25,000 sends/s: each viewer's small sends 20 ms apart.
-        let busy = |now| pace(&c, 500, now);
         let mut f = fixture(&[100], 32);
         let mut plan = plain(&f, b"");
-        let send = |plan: &mut SendPlan, f: &Fixture, now| match plan.next(
-            &f.stream,
-            busy(now),
-            BLOCK as u32,
-        ) {
-            Next::Plain(r) => {
-                let len = r.len;
-                plan.complete(len as i32, &f.stream.window);
-                Some(len)
-            }
-            Next::HoldBack { due } => {
-                assert!(due > now, "held until {due}, at {now}");
-                None
-            }
-            other => panic!("{other:?}"),
+        // The length of what goes at `now`, or None if it is held.
+        let send = |plan: &mut SendPlan, f: &Fixture, now| {
+            decide(plan, f, &c, now).ok().map(|(_, _, len)| len)
         };
         assert_eq!(
             send(&mut plan, &f, 30_000),

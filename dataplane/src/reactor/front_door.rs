@@ -231,7 +231,7 @@ impl Core {
         }
         frontdoor::least_loaded(
             self.id,
-            shared.fanout_cores,
+            shared.cfg.cores,
             |c| shared.placed[c].load(Ordering::Relaxed),
             // A core whose ring is gone (stopped) takes no one.
             |c| shared.ring_fds[c].load(Ordering::Acquire) >= 0,
@@ -266,7 +266,7 @@ impl Core {
     /// Reads a source here, or hands it to the ingest thread, where no fan-out turn delays
     /// its reads (if its ring is up: it starts before the cores and stops after a stop began).
     pub(super) fn place_source(&mut self, slot: u32, ingest: Box<Ingest>, reply: Vec<u8>) {
-        match self.shared.ingest_core {
+        match self.shared.cfg.ingest_core() {
             Some(target)
                 if target != self.id
                     && self.shared.ring_fds[target].load(Ordering::Acquire) >= 0 =>
