@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Relay variants measured side by side: every variant once per round, rounds repeated, so that a
-# machine that gets busier or quieter during the run shifts all variants alike.
+# machine that gets busier or quieter during the run shifts all variants alike. Each round starts
+# one variant later (round 2 runs B C A), so that no variant always runs first or last: on this
+# machine a run right after another can be slower or faster by as much as the effect measured.
 #
 #   scripts/bench-ab.sh [--rounds 3] [--duration 10s] [--load "-n 1000 --bitrate 4M"] [--out DIR] \
 #       -- "NAME:RELAY FLAGS" "NAME:RELAY FLAGS" ...
@@ -49,8 +51,10 @@ stop_relay() {
 trap stop_relay EXIT
 
 { echo "start: $(date -u +%FT%TZ) $(uptime | sed 's/.*load/load/')"; echo "load: $load, window $duration, $rounds rounds"; } >"$out/machine.txt"
+variants=("$@")
 for round in $(seq 1 "$rounds"); do
-  for variant in "$@"; do
+  for k in $(seq 0 $(( ${#variants[@]} - 1 ))); do
+    variant="${variants[$(( (round - 1 + k) % ${#variants[@]} ))]}"
     name="${variant%%:*}" flags="${variant#*:}" binary=target/release/dataplane
     if [[ "$name" == *@* ]]; then binary="${name#*@}" name="${name%%@*}"; fi
     cell="$out/$name-$round"

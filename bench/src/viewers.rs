@@ -283,7 +283,7 @@ fn reading(shared: &Shared) -> usize {
 struct Edge {
     at: Instant,
     self_cpu: f64,
-    relay_cpu: Option<f64>,
+    relay_cpu: Option<sys::CpuReading>,
     source_bytes: Option<u64>,
 }
 
@@ -291,7 +291,7 @@ fn edge(cfg: &ViewersConfig, source: Option<&SourceProgress>) -> Edge {
     Edge {
         at: Instant::now(),
         self_cpu: sys::self_cpu_s(),
-        relay_cpu: cfg.relay_pid.and_then(|p| sys::process_cpu_s(p).ok()),
+        relay_cpu: cfg.relay_pid.and_then(|p| sys::process_cpu(p).ok()),
         source_bytes: source.map(|s| s.bytes.load(Ordering::Relaxed)),
     }
 }
@@ -397,7 +397,7 @@ pub fn run_viewers(
     });
     let expected_bps = per_viewer_bps.map(|r| r * reading_at_start as f64);
     let relay_cpu_s = match (start.relay_cpu, end.relay_cpu) {
-        (Some(a), Some(b)) => Some(b - a),
+        (Some(a), Some(b)) => Some(b.seconds_since(&a)),
         _ => None,
     };
     let gb = window_bytes as f64 / 1e9;
@@ -481,7 +481,7 @@ struct Progress {
     t0: Instant,
     last: Instant,
     last_bytes: u64,
-    last_relay_cpu: Option<f64>,
+    last_relay_cpu: Option<sys::CpuReading>,
 }
 
 impl Progress {
@@ -492,7 +492,7 @@ impl Progress {
             t0,
             last: t0,
             last_bytes: 0,
-            last_relay_cpu: cfg.relay_pid.and_then(|p| sys::process_cpu_s(p).ok()),
+            last_relay_cpu: cfg.relay_pid.and_then(|p| sys::process_cpu(p).ok()),
         }
     }
 
@@ -538,11 +538,11 @@ impl Progress {
             p99 as f64 / 1000.0,
         );
         if let Some(pid) = relay_pid {
-            let cpu = sys::process_cpu_s(pid).ok();
+            let cpu = sys::process_cpu(pid).ok();
             if let (Some(now), Some(before)) = (cpu, self.last_relay_cpu) {
                 line += &format!(
                     " | relay CPU {:.0}%",
-                    (now - before) / dt.as_secs_f64() * 100.0
+                    now.seconds_since(&before) / dt.as_secs_f64() * 100.0
                 );
             }
             if let Ok(rss) = sys::process_rss_kib(pid) {

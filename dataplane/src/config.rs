@@ -40,9 +40,14 @@ pub enum Placement {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum IngestThread {
+    /// On the fan-out core that parsed the source's request while it serves few viewers; on
+    /// the ingest thread while that core is busy (`--ingest-busy-viewers`), and back on the
+    /// least loaded fan-out core when the load falls again. A few viewers pay no wake-up of a
+    /// third thread per publish; a crowd cannot delay a read by more than a short turn.
+    #[default]
+    Auto,
     /// On a reactor thread of their own, which serves no viewer: a source's bytes are read
     /// and published as they arrive, however long the fan-out cores' turns grow with viewers.
-    #[default]
     Own,
     /// On the fan-out cores, between their sends (a source waits up to one loop turn, which
     /// grows with the viewers on the core); one thread fewer.
@@ -151,9 +156,16 @@ pub struct Args {
     #[arg(long, value_enum)]
     pub placement: Option<Placement>,
     /// Where sources and parent feeds are read: own (a thread of their own, never behind
-    /// fan-out) or shared (on the fan-out cores) [default: own].
+    /// fan-out), shared (on the fan-out cores) or auto (a source on a fan-out core while it
+    /// serves few viewers, on the ingest thread while it is busy; parent feeds on the ingest
+    /// thread) [default: auto].
     #[arg(long, value_enum)]
     pub ingest_thread: Option<IngestThread>,
+    /// With --ingest-thread auto: a fan-out core serving more viewers than this hands the
+    /// sources it reads to the ingest thread, which hands them back once a fan-out core serves
+    /// at most a quarter of it. About 1.3 ms of sends at ~5 µs each [default: 256].
+    #[arg(long, value_name = "VIEWERS")]
+    pub ingest_busy_viewers: Option<usize>,
     /// Longest a small send to a viewer may wait for more data (see --send-budget); 0 sends on
     /// every publish [default: 200].
     #[arg(long, value_name = "MS")]
@@ -250,6 +262,7 @@ struct FileConfig {
     zerocopy_min: Option<u32>,
     placement: Option<Placement>,
     ingest_thread: Option<IngestThread>,
+    ingest_busy_viewers: Option<usize>,
     coalesce_ms: Option<f64>,
     send_budget: Option<u32>,
     coalesce_bytes: Option<u32>,
@@ -299,6 +312,8 @@ pub struct Config {
     pub zerocopy_min: u32,
     pub placement: Placement,
     pub ingest_thread: IngestThread,
+    /// `--ingest-busy-viewers`: see [`crate::frontdoor::source_reader`].
+    pub ingest_busy_viewers: usize,
     /// Longest hold of a small send; 0: no coalescing.
     pub coalesce_us: u64,
     pub send_budget: u32,
@@ -437,6 +452,10 @@ impl Config {
                 .ingest_thread
                 .or(file.ingest_thread)
                 .unwrap_or_default(),
+            ingest_busy_viewers: args
+                .ingest_busy_viewers
+                .or(file.ingest_busy_viewers)
+                .unwrap_or(256),
             coalesce_us: match args.coalesce_ms.or(file.coalesce_ms).unwrap_or(200.0) {
                 0.0 => 0,
                 ms => secs("coalesce-ms", ms / 1e3)?,
@@ -572,11 +591,11 @@ impl Config {
         self.cores + usize::from(self.ingest_core().is_some())
     }
 
-    /// The reactor that reads every source and parent feed and serves no viewer
-    /// (`--ingest-thread own`): the one after the fan-out cores. `None`: the fan-out cores read
-    /// them.
+    /// The reactor that reads parent feeds and sources (all of them with `--ingest-thread
+    /// own`, those of busy cores with `auto`) and serves no viewer: the one after the fan-out
+    /// cores. `None` (`shared`): the fan-out cores read them.
     pub fn ingest_core(&self) -> Option<usize> {
-        (self.ingest_thread == IngestThread::Own).then_some(self.cores)
+        (self.ingest_thread != IngestThread::Shared).then_some(self.cores)
     }
 
     /// Blocks one stream's window holds at most: `--window-blocks`, within the stream's share
@@ -606,7 +625,8 @@ mod tests {
         std::fs::write(
             &path,
             "listen = \"127.0.0.1:9000\"\npool-blocks = 32\ngrace = 1.5\nzerocopy = \"off\"\n\
-             placement = \"reuseport\"\nsource-timeout = 3\ningest-thread = \"shared\"\n",
+             placement = \"reuseport\"\nsource-timeout = 3\ningest-thread = \"shared\"\n\
+             ingest-busy-viewers = 64\n",
         )
         .unwrap();
         let args = Args::parse_from([
@@ -624,6 +644,7 @@ mod tests {
         assert_eq!(cfg.zerocopy, ZeroCopy::Off);
         assert_eq!(cfg.placement, Placement::Reuseport);
         assert_eq!(cfg.ingest_thread, IngestThread::Shared);
+        assert_eq!(cfg.ingest_busy_viewers, 64);
         assert_eq!(cfg.reactors(), 2);
         assert_eq!(cfg.block_size, 65536);
         assert_eq!(cfg.cores, 2);
@@ -758,7 +779,10 @@ mod tests {
     #[test]
     fn the_ingest_thread_takes_one_of_the_64_reactors() {
         let cfg = Config::load(Args::parse_from(["dataplane", "--cores", "63"]), 1).unwrap();
-        assert_eq!((cfg.ingest_thread, cfg.reactors()), (IngestThread::Own, 64));
+        assert_eq!(
+            (cfg.ingest_thread, cfg.reactors()),
+            (IngestThread::Auto, 64)
+        );
         let err = Config::load(Args::parse_from(["dataplane", "--cores", "64"]), 1).unwrap_err();
         assert!(err.to_string().contains("between 1 and 63"), "{err}");
         let args = Args::parse_from(["dataplane", "--cores", "64", "--ingest-thread", "shared"]);

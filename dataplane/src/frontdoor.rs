@@ -4,7 +4,8 @@
 //! [`FrontDoor::admit`] decides, from the request, the credentials and the stream directory:
 //! refuse (with the status and the reject counter), answer a `HEAD` with the head alone, take
 //! a source (its [`Ingest`] and the reply it waits for), or take a viewer. [`least_loaded`]
-//! places a viewer on a core (`--placement`). The reactor reads the head, sends the reply and
+//! places a viewer on a core (`--placement`); [`source_reader`] says which reactor reads a
+//! source (`--ingest-thread`), when it is taken and after each of its reads. The reactor reads the head, sends the reply and
 //! starts the connection; nothing here touches a socket: the one fact that needs the socket,
 //! whether the peer is on loopback, is asked of the caller only when it decides.
 //!
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use tracing::info;
 
 use crate::auth::{SourceCredentials, VanTokens};
+use crate::config::IngestThread;
 use crate::frame;
 use crate::http::{self, HttpError, Request, Route};
 use crate::ingest::Ingest;
@@ -386,6 +388,45 @@ pub fn least_loaded(
     if best.0 + slack < mine { best.1 } else { me }
 }
 
+/// Which reactor reads a source that reactor `here` reads now (asked after each read) or whose
+/// request it just parsed. The fan-out cores are `0..cores`; the ingest thread, if any, is
+/// reactor `cores`. `load` is a reactor's viewers; `running` whether its ring is up.
+///
+/// A source read on a fan-out core waits for the core's turn, which grows with its viewers; on
+/// the ingest thread it waits for nothing, but every publish then wakes one thread more. So
+/// with `auto` a source stays on a fan-out core until that core serves more than `busy`
+/// viewers (a turn of `busy` sends is about 1.3 ms at the default), and leaves the ingest thread
+/// for the least loaded fan-out core once that one serves at most a quarter of `busy`: the gap
+/// keeps a source from going back and forth with the load.
+pub fn source_reader(
+    here: usize,
+    mode: IngestThread,
+    cores: usize,
+    busy: usize,
+    load: impl Fn(usize) -> usize,
+    running: impl Fn(usize) -> bool,
+) -> usize {
+    let ingest = cores;
+    match mode {
+        IngestThread::Shared => here,
+        IngestThread::Own if here != ingest && running(ingest) => ingest,
+        IngestThread::Own => here,
+        IngestThread::Auto if here != ingest => {
+            if load(here) > busy && running(ingest) {
+                ingest
+            } else {
+                here
+            }
+        }
+        IngestThread::Auto => (0..cores)
+            .filter(|&c| running(c))
+            .map(|c| (load(c), c))
+            .min()
+            .filter(|&(least, _)| least <= busy / 4)
+            .map_or(here, |(_, c)| c),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -719,5 +760,46 @@ mod tests {
         assert_eq!(least_loaded(0, 2, |c| [9, 7][c], |_| true), 1);
         assert_eq!(least_loaded(0, 2, |c| [9, 8][c], |_| true), 0);
         assert_eq!(least_loaded(0, 1, load, |_| true), 0);
+    }
+
+    #[test]
+    fn a_source_is_read_by_a_fan_out_core_until_it_is_busy_and_comes_back_when_it_is_quiet() {
+        use IngestThread::{Auto, Own, Shared};
+        let all = |_| true;
+        // Two fan-out cores (0, 1), the ingest thread 2; busy above 8 viewers, quiet at 2.
+        let reader =
+            |here, mode, loads: [usize; 3]| source_reader(here, mode, 2, 8, |c| loads[c], all);
+        assert_eq!(reader(0, Auto, [8, 0, 0]), 0, "at the limit: stays");
+        assert_eq!(
+            reader(1, Auto, [0, 9, 0]),
+            2,
+            "above it: to the ingest thread"
+        );
+        assert_eq!(
+            reader(2, Auto, [3, 5, 0]),
+            2,
+            "no fan-out core quiet yet: stays"
+        );
+        assert_eq!(
+            reader(2, Auto, [3, 2, 0]),
+            1,
+            "back to the quietest fan-out core"
+        );
+        assert_eq!(reader(0, Own, [0, 0, 0]), 2);
+        assert_eq!(reader(2, Own, [0, 0, 0]), 2);
+        assert_eq!(reader(1, Shared, [100, 100, 0]), 1);
+        // A reactor whose ring is down (stopped, or not started) is never chosen.
+        let no_ingest = |c| c != 2;
+        assert_eq!(source_reader(0, Auto, 2, 8, |_| 50, no_ingest), 0);
+        assert_eq!(source_reader(0, Own, 2, 8, |_| 0, no_ingest), 0);
+        let core_1_down = |c| c != 1;
+        assert_eq!(
+            source_reader(2, Auto, 2, 8, |c| [5, 0, 0][c], core_1_down),
+            2
+        );
+        assert_eq!(
+            source_reader(2, Auto, 2, 8, |c| [1, 0, 0][c], core_1_down),
+            0
+        );
     }
 }

@@ -76,6 +76,8 @@ pub struct CoreMetrics {
     pub zc_fallbacks: AtomicU64,
     pub wakeups: AtomicU64,
     pub viewers_handed_off: AtomicU64,
+    /// Sources this reactor handed to another between two reads (`--ingest-thread auto`).
+    pub sources_moved: AtomicU64,
     pub ingest_paused: AtomicU64,
     /// Parent connections that failed or ended while their order stood.
     pub parents_lost: AtomicU64,
@@ -202,6 +204,12 @@ pub fn render_prometheus(
         "viewers_handed_off",
         "Viewers this core accepted and handed to a less loaded core",
         &|c| r(&c.viewers_handed_off),
+    );
+    counter(
+        &mut reg,
+        "sources_moved",
+        "Sources this reactor handed to another between two reads (--ingest-thread auto)",
+        &|c| r(&c.sources_moved),
     );
     counter(
         &mut reg,

@@ -21,10 +21,13 @@
 //! `parents` (orders from the control thread and the connections to parent proxies). This file
 //! keeps the ring, the loop, the slab, closing and the timers.
 //!
-//! Sources and parent feeds are read by one more reactor of the same code, the ingest thread
-//! (`--ingest-thread own`): it has no listener and no viewer, and is handed its sources by the
-//! core that parsed their request, so that no fan-out turn (which grows with the viewers on a
-//! core) delays a read. With `--ingest-thread shared` the fan-out cores read them.
+//! Parent feeds, and the sources of fan-out cores that serve many viewers, are read by one more
+//! reactor of the same code, the ingest thread: it has no listener and no viewer, so that no
+//! fan-out turn (which grows with the viewers on a core) delays a read. A source moves between
+//! a fan-out core and the ingest thread between two reads, as the load changes
+//! ([`crate::frontdoor::source_reader`]; `--ingest-thread auto`, the default): a few viewers
+//! are then served without waking a third thread per publish. `own` reads every source on the
+//! ingest thread, `shared` every one on the fan-out cores.
 //!
 //! Hot path. Ingest reads straight into the stream's current pool block (`ReadFixed`) and
 //! publishes each read as a frame (split at MPEG-TS keyframes). The ingest core then wakes every
@@ -355,7 +358,9 @@ enum Handoff {
         van: Option<Option<u64>>,
         child: Option<u32>,
     },
-    /// A source, to the ingest thread, with the reply it is still to be sent.
+    /// A source, to the reactor that reads it ([`crate::frontdoor::source_reader`]), with the
+    /// reply it is still to be sent: empty for a source that moves after its reply, between
+    /// two reads.
     Source {
         fd: RawFd,
         ingest: Box<Ingest>,

@@ -1,21 +1,27 @@
 //! `--placement least-loaded` (the default): whichever core's listener accepts a viewer, the
 //! viewers end up spread evenly over the cores (within the placement's slack of 1 + 1/64 of a
 //! core's load), every one of them is served, and a core's load goes back to zero when its
-//! viewers leave. The source is read by the ingest thread (the third reactor of `--cores 2`),
-//! which serves no viewer; with `--ingest-thread shared` a fan-out core reads it.
+//! viewers leave. The ingest thread (the third reactor of `--cores 2`) serves no viewer. A
+//! source is read by a fan-out core while it serves few viewers and by the ingest thread while
+//! it is busy (`--ingest-thread auto`), with every byte still right across the moves; with
+//! `own` always by the ingest thread, with `shared` always by a fan-out core.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-use van_e2e::checked::GeneratedSource;
+use van_e2e::checked::{CheckedViewers, GeneratedSource, Kind, assert_every_byte_right};
 use van_e2e::{Relay, RelayOptions, connect, read_head};
 
-/// Opens `n` plain viewers and reads their response heads (200 each).
+/// Opens `n` plain viewers of `spread` and reads their response heads (200 each).
 fn join(relay: &Relay, n: usize) -> Vec<TcpStream> {
+    join_stream(relay, "spread", n)
+}
+
+fn join_stream(relay: &Relay, stream: &str, n: usize) -> Vec<TcpStream> {
     (0..n)
         .map(|_| {
             let mut s = connect(relay.data, Duration::from_secs(10)).expect("connect");
-            s.write_all(b"GET /live/spread HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.write_all(format!("GET /live/{stream} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
                 .expect("request");
             let head = read_head(&mut s).expect("response head");
             assert_eq!(head.status, 200);
@@ -36,9 +42,21 @@ fn wait_viewers(relay: &Relay, ok: impl Fn(&[f64]) -> bool) -> Vec<f64> {
     }
 }
 
+/// Polls /metrics until the per-reactor source counts satisfy `ok`, up to 10 s.
+fn wait_sources(relay: &Relay, ok: impl Fn(&[f64]) -> bool) -> Vec<f64> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = relay.metric_per_core("sources");
+        if ok(&s) || Instant::now() > deadline {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn viewers_are_spread_evenly_and_every_one_is_served() {
-    let relay = Relay::start();
+    let relay = Relay::start_with(RelayOptions::args(&["--ingest-thread", "own"]));
     let _source = GeneratedSource::start(&relay, "spread", 2_000_000, 0);
     relay.wait_live("spread", Duration::from_secs(20)).unwrap();
     // `wait_live` was itself a viewer; until its core notices it left, placement counts it and
@@ -109,4 +127,43 @@ fn with_a_shared_ingest_thread_a_fan_out_core_reads_the_source_and_serves_viewer
             .unwrap_or_else(|e| panic!("viewer {i}: {e}"));
         assert!(n > 0, "viewer {i}: closed");
     }
+}
+
+#[test]
+fn a_source_moves_to_the_ingest_thread_while_its_core_is_busy_and_back_losing_nothing() {
+    let relay = Relay::start_with(RelayOptions::args(&["--ingest-busy-viewers", "8"]));
+    let source = GeneratedSource::start(&relay, "moving", 2_000_000, 0);
+    relay.wait_live("moving", Duration::from_secs(20)).unwrap();
+    let on_a_fan_out_core = |s: &[f64]| s[2] == 0.0 && s.iter().sum::<f64>() == 1.0;
+    let sources = wait_sources(&relay, on_a_fan_out_core);
+    assert!(on_a_fan_out_core(&sources), "few viewers: {sources:?}");
+    let checked = CheckedViewers::open(
+        relay.data,
+        Kind::Plain,
+        "moving",
+        2,
+        Duration::from_secs(10),
+    );
+
+    // 16 viewers a core: busy (above 8), so its next read hands the source over.
+    let crowd = join_stream(&relay, "moving", 30);
+    let sources = wait_sources(&relay, |s| s == [0.0, 0.0, 1.0]);
+    assert_eq!(
+        sources,
+        [0.0, 0.0, 1.0],
+        "a busy core's source is read by the ingest thread"
+    );
+
+    // The crowd leaves: a core serving at most 2 viewers takes the source back.
+    drop(crowd);
+    let sources = wait_sources(&relay, on_a_fan_out_core);
+    assert!(on_a_fan_out_core(&sources), "quiet again: {sources:?}");
+    let moved: f64 = relay.metric_per_core("sources_moved_total").iter().sum();
+    assert_eq!(moved, 2.0, "one move each way");
+
+    let report = source.stop().unwrap();
+    let caught_up = checked.wait_until_all_have(report.next_seq - 1, Duration::from_secs(30));
+    let reports = checked.stop();
+    assert_every_byte_right(&reports);
+    caught_up.unwrap();
 }

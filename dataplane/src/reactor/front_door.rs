@@ -263,33 +263,53 @@ impl Core {
         self.message_handoff(target);
     }
 
-    /// Reads a source here, or hands it to the ingest thread, where no fan-out turn delays
-    /// its reads (if its ring is up: it starts before the cores and stops after a stop began).
+    /// Reads a source here, or hands it to the reactor that should read it
+    /// ([`frontdoor::source_reader`]).
     pub(super) fn place_source(&mut self, slot: u32, ingest: Box<Ingest>, reply: Vec<u8>) {
-        match self.shared.cfg.ingest_core() {
-            Some(target)
-                if target != self.id
-                    && self.shared.ring_fds[target].load(Ordering::Acquire) >= 0 =>
-            {
-                let fd = self.give_up(slot);
-                self.shared.handoffs[target].push(Handoff::Source { fd, ingest, reply });
-                self.message_handoff(target);
-            }
-            _ => self.start_source(slot, ingest, reply),
+        let target = self.source_reader();
+        if target == self.id {
+            return self.start_source(slot, ingest, reply);
         }
+        let fd = self.give_up(slot);
+        self.shared.handoffs[target].push(Handoff::Source { fd, ingest, reply });
+        self.message_handoff(target);
     }
 
-    /// Sends a new source its reply, then reads it.
+    /// The reactor that should read this one's sources now: the ingest thread or a fan-out
+    /// core, by `--ingest-thread` and the viewers each core serves.
+    pub(super) fn source_reader(&self) -> usize {
+        let shared = self.shared;
+        let cfg = &shared.cfg;
+        frontdoor::source_reader(
+            self.id,
+            cfg.ingest_thread,
+            cfg.cores,
+            cfg.ingest_busy_viewers,
+            |c| shared.placed[c].load(Ordering::Relaxed),
+            |c| shared.ring_fds[c].load(Ordering::Acquire) >= 0,
+        )
+    }
+
+    /// Sends a new source its reply, then reads it; a source moved from another reactor (no
+    /// reply left to send) is read at once.
     fn start_source(&mut self, slot: u32, ingest: Box<Ingest>, reply: Vec<u8>) {
         self.m().sources.fetch_add(1, Ordering::Relaxed);
         self.sources.push(slot);
+        if reply.is_empty() {
+            self.conns[slot as usize].state = State::Source(ingest);
+            return self.source_read(slot);
+        }
         self.reply(slot, reply, Some(ingest));
     }
 
-    /// Frees a parsed connection's slot here and returns its socket, for another core.
-    fn give_up(&mut self, slot: u32) -> RawFd {
+    /// Frees a connection's slot here and returns its socket, for another core: a parsed
+    /// request's, or a source's between two reads.
+    pub(super) fn give_up(&mut self, slot: u32) -> RawFd {
         let c = &mut self.conns[slot as usize];
-        debug_assert_eq!(c.ops, 0, "a parsed request has no operation in flight");
+        debug_assert_eq!(
+            c.ops, 0,
+            "a connection handed over has no operation in flight"
+        );
         let fd = std::mem::replace(&mut c.fd, -1);
         c.state = State::Free;
         self.free.push(slot);
@@ -298,7 +318,7 @@ impl Core {
     }
 
     /// Tells core `target` to take what was queued for it in `handoffs`.
-    fn message_handoff(&mut self, target: usize) {
+    pub(super) fn message_handoff(&mut self, target: usize) {
         let ring = self.shared.ring_fds[target].load(Ordering::Acquire);
         // Generation 0: the message the target receives; 1: our own completion, posted only
         // if the message could not be delivered.

@@ -95,9 +95,44 @@ impl Core {
             self.close(slot);
             return;
         }
-        if self.ingest(slot, res as usize) {
+        if self.ingest(slot, res as usize) && !self.move_source(slot) {
             self.source_read(slot);
         }
+    }
+
+    /// Hands the source to another reactor if it should be read there now
+    /// ([`Core::source_reader`]). Only between two reads, when nothing is in flight on it, so
+    /// its state moves whole and no byte is read twice or lost. Returns whether it left.
+    fn move_source(&mut self, slot: u32) -> bool {
+        if self.stopping.is_some() {
+            return false;
+        }
+        let target = self.source_reader();
+        if target == self.id {
+            return false;
+        }
+        let c = &mut self.conns[slot as usize];
+        let ingest = match std::mem::replace(&mut c.state, State::Free) {
+            State::Source(ingest) => ingest,
+            other => {
+                c.state = other;
+                return false;
+            }
+        };
+        let viewers_here = self.shared.placed[self.id].load(Ordering::Relaxed);
+        info!(core = self.id, to = target, viewers_here, stream = %ingest.stream().name,
+            "source moved to the reactor that reads it now (--ingest-thread)");
+        self.sources.retain(|&s| s != slot);
+        self.m().sources.fetch_sub(1, Ordering::Relaxed);
+        self.m().add(&self.m().sources_moved, 1);
+        let fd = self.give_up(slot);
+        self.shared.handoffs[target].push(Handoff::Source {
+            fd,
+            ingest,
+            reply: Vec::new(),
+        });
+        self.message_handoff(target);
+        true
     }
 
     /// Hands the `n` bytes just placed at the source's tail to its [`Ingest`], counts what it
