@@ -30,11 +30,11 @@ fn join_stream(relay: &Relay, stream: &str, n: usize) -> Vec<TcpStream> {
         .collect()
 }
 
-/// Polls /metrics until the per-core viewer counts satisfy `ok`, up to 10 s.
-fn wait_viewers(relay: &Relay, ok: impl Fn(&[f64]) -> bool) -> Vec<f64> {
+/// Polls /metrics until the per-reactor values of `family` satisfy `ok`, up to 10 s.
+fn wait_per_core(relay: &Relay, family: &str, ok: impl Fn(&[f64]) -> bool) -> Vec<f64> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let v = relay.metric_per_core("viewers");
+        let v = relay.metric_per_core(family);
         if ok(&v) || Instant::now() > deadline {
             return v;
         }
@@ -42,16 +42,12 @@ fn wait_viewers(relay: &Relay, ok: impl Fn(&[f64]) -> bool) -> Vec<f64> {
     }
 }
 
-/// Polls /metrics until the per-reactor source counts satisfy `ok`, up to 10 s.
+fn wait_viewers(relay: &Relay, ok: impl Fn(&[f64]) -> bool) -> Vec<f64> {
+    wait_per_core(relay, "viewers", ok)
+}
+
 fn wait_sources(relay: &Relay, ok: impl Fn(&[f64]) -> bool) -> Vec<f64> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = relay.metric_per_core("sources");
-        if ok(&s) || Instant::now() > deadline {
-            return s;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_per_core(relay, "sources", ok)
 }
 
 #[test]
