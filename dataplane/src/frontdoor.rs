@@ -5,9 +5,10 @@
 //! refuse (with the status and the reject counter), answer a `HEAD` with the head alone, take
 //! a source (its [`Ingest`] and the reply it waits for), or take a viewer. [`least_loaded`]
 //! places a viewer on a core (`--placement`); [`source_reader`] says which reactor reads a
-//! source (`--ingest-thread`), when it is taken and after each of its reads. The reactor reads the head, sends the reply and
-//! starts the connection; nothing here touches a socket: the one fact that needs the socket,
-//! whether the peer is on loopback, is asked of the caller only when it decides.
+//! source (`--ingest-thread`), when it is taken and after each of its reads. The reactor reads
+//! the head, sends the reply and starts the connection; nothing here touches a socket: the one
+//! fact that needs the socket, whether the peer is on loopback, is asked of the caller only
+//! when it decides.
 //!
 //! Under a PNC, a new viewer of a stream this proxy no longer takes (the PNC's StopAccepting,
 //! [0030], [0035]) is sent on with `307` to the first proxy the PNC named, or answered `503`
