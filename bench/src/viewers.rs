@@ -339,8 +339,11 @@ pub fn run_viewers(
             break;
         }
         std::thread::sleep(Duration::from_millis(5));
-        engine.publish_live(&shared, progress.due());
-        progress.tick(&shared, None);
+        let due = progress.due();
+        engine.publish_live(&shared, due);
+        if due {
+            progress.tick(&shared, None);
+        }
     }
     // Memory per viewer: the relay's growth while the viewers connected (the window after it
     // would add the pool pages the stream touches, which no viewer causes).
@@ -359,8 +362,11 @@ pub fn run_viewers(
             break; // every stream ended: nothing left to measure
         }
         std::thread::sleep(Duration::from_millis(10));
-        engine.publish_live(&shared, progress.due());
-        progress.tick(&shared, cfg.relay_pid);
+        let due = progress.due();
+        engine.publish_live(&shared, due);
+        if due {
+            progress.tick(&shared, cfg.relay_pid);
+        }
     }
     shared.measuring.store(false, Ordering::Relaxed);
     let end = edge(&cfg, source);
@@ -496,9 +502,10 @@ impl Progress {
         }
     }
 
-    /// Whether the next [`Progress::tick`] prints a line (so the interval's p99 is taken now).
+    /// Whether a line is due: the crowd's interval p99 is taken (and its histogram reset) only
+    /// then, so that a line's p99 covers the whole interval since the line before.
     fn due(&self) -> bool {
-        self.every.is_some_and(|e| self.last.elapsed() >= e / 2)
+        self.every.is_some_and(|e| self.last.elapsed() >= e)
     }
 
     fn tick(&mut self, shared: &Shared, relay_pid: Option<u32>) {
