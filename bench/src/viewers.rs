@@ -339,11 +339,7 @@ pub fn run_viewers(
             break;
         }
         std::thread::sleep(Duration::from_millis(5));
-        let due = progress.due();
-        engine.publish_live(&shared, due);
-        if due {
-            progress.tick(&shared, None);
-        }
+        progress.tick(&engine, &shared, None);
     }
     // Memory per viewer: the relay's growth while the viewers connected (the window after it
     // would add the pool pages the stream touches, which no viewer causes).
@@ -362,11 +358,7 @@ pub fn run_viewers(
             break; // every stream ended: nothing left to measure
         }
         std::thread::sleep(Duration::from_millis(10));
-        let due = progress.due();
-        engine.publish_live(&shared, due);
-        if due {
-            progress.tick(&shared, cfg.relay_pid);
-        }
+        progress.tick(&engine, &shared, cfg.relay_pid);
     }
     shared.measuring.store(false, Ordering::Relaxed);
     let end = edge(&cfg, source);
@@ -502,16 +494,14 @@ impl Progress {
         }
     }
 
-    /// Whether a line is due: the crowd's interval p99 is taken (and its histogram reset) only
-    /// then, so that a line's p99 covers the whole interval since the line before.
-    fn due(&self) -> bool {
-        self.every.is_some_and(|e| self.last.elapsed() >= e)
-    }
-
-    fn tick(&mut self, shared: &Shared, relay_pid: Option<u32>) {
-        let Some(every) = self.every else { return };
+    /// Publishes the engine's figures and prints a line when one is due. The crowd's interval
+    /// p99 is taken (and its histogram reset) only then, so that a line's p99 covers the whole
+    /// interval since the line before.
+    fn tick(&mut self, engine: &Engine, shared: &Shared, relay_pid: Option<u32>) {
         let dt = self.last.elapsed();
-        if dt < every {
+        let due = self.every.is_some_and(|every| dt >= every);
+        engine.publish_live(shared, due);
+        if !due {
             return;
         }
         let sum = |f: fn(&LiveFigures) -> &AtomicU64| {

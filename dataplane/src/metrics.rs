@@ -76,7 +76,7 @@ pub struct CoreMetrics {
     pub zc_fallbacks: AtomicU64,
     pub wakeups: AtomicU64,
     pub viewers_handed_off: AtomicU64,
-    /// Sources this reactor handed to another between two reads (`--ingest-thread auto`).
+    /// Sources this reactor handed to another between two reads (`--ingest-thread`).
     pub sources_moved: AtomicU64,
     pub ingest_paused: AtomicU64,
     /// Parent connections that failed or ended while their order stood.
@@ -208,7 +208,7 @@ pub fn render_prometheus(
     counter(
         &mut reg,
         "sources_moved",
-        "Sources this reactor handed to another between two reads (--ingest-thread auto)",
+        "Sources this reactor handed to another between two reads (--ingest-thread)",
         &|c| r(&c.sources_moved),
     );
     counter(
