@@ -14,7 +14,7 @@
 //!   and frames a stream holds; [`window::reclaim`], when a block may be reused), [`pool`] (the
 //!   registered block memory), [`frame`] (the VAN frame).
 //! - The way out: [`fanout`] (each core's subscribers per stream), [`sendplan`] (what a
-//!   subscriber is sent next, coalescing, the lag policy), [`cursor`] (positions in the window).
+//!   subscriber is sent next, coalescing, the lag policy), [`join_rate`] (a flash crowd), [`cursor`] (positions in the window).
 //! - Under a PNC: [`orders`] (the control thread's orders to the reactors, the reactors' events
 //!   for it, who may take a new viewer).
 //! - Around: [`config`], [`metrics`], [`admin`] (the admin port and its limits), and [`reactor`] (the completion loop, connections, timers,
@@ -31,6 +31,7 @@ pub mod frame_reader;
 pub mod frontdoor;
 pub mod http;
 pub mod ingest;
+pub mod join_rate;
 pub mod metrics;
 pub mod mpegts;
 pub mod orders;

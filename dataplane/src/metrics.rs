@@ -78,6 +78,8 @@ pub struct CoreMetrics {
     pub viewers_handed_off: AtomicU64,
     /// Sources this reactor handed to another between two reads (`--ingest-thread`).
     pub sources_moved: AtomicU64,
+    /// Timer ticks (100 ms) the core spent in a flash crowd (`join_rate`).
+    pub flash_crowd_ticks: AtomicU64,
     pub ingest_paused: AtomicU64,
     /// Parent connections that failed or ended while their order stood.
     pub parents_lost: AtomicU64,
@@ -210,6 +212,12 @@ pub fn render_prometheus(
         "sources_moved",
         "Sources this reactor handed to another between two reads (--ingest-thread)",
         &|c| r(&c.sources_moved),
+    );
+    counter(
+        &mut reg,
+        "flash_crowd_ticks",
+        "100 ms ticks this core spent in a flash crowd, holding small sends for their whole spacing",
+        &|c| r(&c.flash_crowd_ticks),
     );
     counter(
         &mut reg,

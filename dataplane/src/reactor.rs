@@ -71,6 +71,7 @@ use crate::frame::HEADER_LEN;
 use crate::frontdoor::{self, Admission, FrontDoor};
 use crate::http::{self, Request};
 use crate::ingest::{Ingest, NextRead};
+use crate::join_rate::JoinRate;
 use crate::metrics::{CoreMetrics, Reject};
 use crate::orders::Order;
 use crate::orders::{self, LocalEvent};
@@ -441,6 +442,10 @@ pub struct Core {
     /// Viewers whose send was pending longer than the longest hold at the last tick: they take
     /// no share of the send budget (`sendplan::Pace::viewers`).
     stuck_viewers: usize,
+    /// Viewers joining this core over the last second, and whether that made it a flash crowd
+    /// at the last tick (`sendplan::Pace::crowd`).
+    joins: JoinRate,
+    crowd: bool,
     cqes: Vec<(u64, i32, u32)>,
     /// Operations pushed since the last submission (see [`SUBMIT_SLICE`]).
     unsubmitted: u32,
@@ -504,6 +509,8 @@ impl Core {
             coalesce_timespec: Box::new(types::Timespec::new()),
             coalesce_armed: false,
             stuck_viewers: 0,
+            joins: JoinRate::default(),
+            crowd: false,
             cqes: Vec::with_capacity(4096),
             unsubmitted: 0,
             stopping: None,
@@ -880,9 +887,9 @@ impl Core {
             }
         }
         self.stuck_viewers = stuck;
-        let pacing = self.shared.placed[self.id]
-            .load(Ordering::Relaxed)
-            .saturating_sub(stuck);
+        let placed = self.shared.placed[self.id].load(Ordering::Relaxed);
+        let pacing = placed.saturating_sub(stuck);
+        self.pace_crowd(placed);
         self.m()
             .pacing_viewers
             .store(pacing as i64, Ordering::Relaxed);

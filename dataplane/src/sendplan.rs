@@ -36,20 +36,19 @@ pub const VAN_BATCH: usize = 32;
 /// recent mean, read only for a send that would otherwise wait) is worth its latency: a
 /// shorter one would mostly send the same bytes later.
 pub fn coalesce_until(
-    cfg: &Config,
-    viewers: usize,
+    pace: Pace,
     last_send_us: u64,
     len: u64,
     reaches_live_edge: bool,
     frame_interval_us: impl FnOnce() -> Option<u64>,
-    now: u64,
 ) -> Option<u64> {
-    if len >= cfg.coalesce_bytes as u64 || !reaches_live_edge {
+    if len >= pace.release_bytes() || !reaches_live_edge {
         return None;
     }
-    let spacing = (viewers as u64 * 1_000_000 / cfg.send_budget as u64).min(cfg.coalesce_us);
+    let cfg = pace.cfg;
+    let spacing = (pace.viewers as u64 * 1_000_000 / cfg.send_budget as u64).min(cfg.coalesce_us);
     let due = last_send_us + spacing;
-    if now >= due || spacing < 2 * frame_interval_us().unwrap_or(0) {
+    if pace.now_us >= due || spacing < 2 * frame_interval_us().unwrap_or(0) {
         return None;
     }
     Some(due)
@@ -68,6 +67,20 @@ pub struct Pace<'a> {
     /// every other viewer's sends longer.
     pub viewers: usize,
     pub now_us: u64,
+    /// The core is in a flash crowd ([`crate::join_rate`]): small sends wait out their spacing
+    /// whatever their size.
+    pub crowd: bool,
+}
+
+impl Pace<'_> {
+    /// A send this long goes at once rather than wait out its spacing.
+    pub fn release_bytes(&self) -> u64 {
+        if self.crowd {
+            u64::MAX
+        } else {
+            u64::from(self.cfg.coalesce_bytes)
+        }
+    }
 }
 
 /// Where a new subscriber starts: its cursor, the block sequence number it pins, and, for a
@@ -326,7 +339,7 @@ impl SendPlan {
         let win = &stream.window;
         if let Some(held) = self.held.take()
             && !stream.is_ended()
-            && held.stands(win, pace.cfg.coalesce_bytes as u64, now)
+            && held.stands(win, pace.release_bytes(), now)
         {
             self.held = Some(held);
             return Next::HoldBack { due: held.due_us };
@@ -340,15 +353,15 @@ impl SendPlan {
                 &mut batch.headers,
                 &mut batch.pieces,
             ) {
-                if let Some(due) = coalesce_until(
-                    pace.cfg,
-                    pace.viewers,
-                    self.since_us,
-                    total,
-                    at_edge(end),
-                    || win.frame_interval_us(INTERVAL_FRAMES),
-                    now,
-                ) {
+                // A VAN viewer is a child proxy carrying a subtree: a crowd of plain viewers
+                // does not hold its few sends longer.
+                let pace = Pace {
+                    crowd: false,
+                    ..pace
+                };
+                if let Some(due) = coalesce_until(pace, self.since_us, total, at_edge(end), || {
+                    win.frame_interval_us(INTERVAL_FRAMES)
+                }) {
                     return Next::HoldBack { due };
                 }
                 self.begin(Covers::Van { total, end }, pin, now);
@@ -363,15 +376,9 @@ impl SendPlan {
                 return self.nothing_to_send(stream, now);
             };
             let len = u64::from(r.len);
-            if let Some(due) = coalesce_until(
-                pace.cfg,
-                pace.viewers,
-                self.since_us,
-                len,
-                at_edge(r.end),
-                || win.frame_interval_us(INTERVAL_FRAMES),
-                now,
-            ) {
+            if let Some(due) = coalesce_until(pace, self.since_us, len, at_edge(r.end), || {
+                win.frame_interval_us(INTERVAL_FRAMES)
+            }) {
                 self.held = Some(Held {
                     due_us: due,
                     len,
@@ -615,31 +622,40 @@ mod tests {
         let c = cfg("20", "50000");
         // 500 viewers at 50,000 sends/s: each viewer's small sends 10 ms apart.
         assert_eq!(
-            coalesce_until(&c, 500, 1_000, 4_000, true, || None, 5_000),
+            coalesce_until(pace(&c, 500, 5_000), 1_000, 4_000, true, || None),
             Some(11_000)
         );
         assert_eq!(
-            coalesce_until(&c, 500, 1_000, 4_000, true, || None, 11_000),
+            coalesce_until(pace(&c, 500, 11_000), 1_000, 4_000, true, || None),
             None
         );
         // A few viewers: no wait worth holding a send for.
         assert_eq!(
-            coalesce_until(&c, 10, 1_000, 4_000, true, || None, 1_300),
+            coalesce_until(pace(&c, 10, 1_300), 1_000, 4_000, true, || None),
             None
         );
         // Many viewers: never longer than --coalesce-ms.
         assert_eq!(
-            coalesce_until(&c, 100_000, 0, 4_000, true, || None, 1),
+            coalesce_until(pace(&c, 100_000, 1), 0, 4_000, true, || None),
             Some(20_000)
         );
         // A large send (a fast stream) goes at once, and so does one with more behind it
         // (cut at a block's end: the viewer is catching up).
         assert_eq!(
-            coalesce_until(&c, 500, 1_000, 16_384, true, || None, 1_001),
+            coalesce_until(pace(&c, 500, 1_001), 1_000, 16_384, true, || None),
             None
         );
+        // Unless the core is in a flash crowd: then it waits out its spacing too.
+        let crowd = Pace {
+            crowd: true,
+            ..pace(&c, 500, 1_001)
+        };
         assert_eq!(
-            coalesce_until(&c, 500, 1_000, 4_000, false, || None, 1_001),
+            coalesce_until(crowd, 1_000, 16_384, true, || None),
+            Some(11_000)
+        );
+        assert_eq!(
+            coalesce_until(pace(&c, 500, 1_001), 1_000, 4_000, false, || None),
             None
         );
     }
@@ -650,27 +666,27 @@ mod tests {
         // 50 viewers at 25,000 sends/s: 2 ms apart, but the stream publishes every 2 ms, so a
         // wait would only send the same frame later.
         assert_eq!(
-            coalesce_until(&c, 50, 1_000, 1_000, true, || Some(2_000), 2_000),
+            coalesce_until(pace(&c, 50, 2_000), 1_000, 1_000, true, || Some(2_000)),
             None
         );
         // 500 viewers: 20 ms apart, ten publishes of the same stream: worth holding.
         assert_eq!(
-            coalesce_until(&c, 500, 1_000, 1_000, true, || Some(2_000), 2_000),
+            coalesce_until(pace(&c, 500, 2_000), 1_000, 1_000, true, || Some(2_000)),
             Some(21_000)
         );
         // A send that goes now anyway does not read the stream's interval (two frame lookups).
         let unread = || -> Option<u64> { panic!("the interval was read for a send due now") };
         assert_eq!(
-            coalesce_until(&c, 500, 1_000, 1_000, true, unread, 30_000),
+            coalesce_until(pace(&c, 500, 30_000), 1_000, 1_000, true, unread),
             None
         );
         assert_eq!(
-            coalesce_until(&c, 500, 1_000, 16_384, true, unread, 2_000),
+            coalesce_until(pace(&c, 500, 2_000), 1_000, 16_384, true, unread),
             None
         );
         // A stream that publishes rarely (a frame every 50 ms) is not held at 20 ms.
         assert_eq!(
-            coalesce_until(&c, 500, 1_000, 1_000, true, || Some(50_000), 2_000),
+            coalesce_until(pace(&c, 500, 2_000), 1_000, 1_000, true, || Some(50_000)),
             None
         );
     }
@@ -679,7 +695,7 @@ mod tests {
     fn coalescing_can_be_turned_off() {
         let c = cfg("0", "50000");
         assert_eq!(
-            coalesce_until(&c, 100_000, 1_000, 1, true, || None, 1_001),
+            coalesce_until(pace(&c, 100_000, 1_001), 1_000, 1, true, || None),
             None
         );
     }
@@ -799,6 +815,7 @@ mod tests {
             cfg,
             viewers,
             now_us,
+            crowd: false,
         }
     }
 
@@ -1089,6 +1106,76 @@ mod tests {
         f.publish(10);
         assert_eq!(f.stream.window.current_block_seq(), 1, "a new block");
         assert_eq!(send(&mut plan, &f, 56_000), Some(200), "block 0's tail");
+    }
+
+    #[test]
+    fn in_a_flash_crowd_a_small_send_waits_out_its_spacing_whatever_its_size() {
+        let c = cfg_small_sends();
+        let mut f = fixture(&[100], 32);
+        let mut plan = plain(&f, b"");
+        let crowd = |now| Pace {
+            crowd: true,
+            ..pace(&c, 500, now)
+        };
+        let sent = |next: Next<'_>| match next {
+            Next::Plain(r) => Some(r.len),
+            Next::HoldBack { .. } => None,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            sent(plan.next(&f.stream, crowd(30_000), BLOCK as u32)),
+            Some(100)
+        );
+        plan.complete(100, &f.stream.window);
+        f.publish(1_500);
+        assert_eq!(
+            sent(plan.next(&f.stream, crowd(31_000), BLOCK as u32)),
+            None,
+            "1500 bytes, over --coalesce-bytes, held in a crowd"
+        );
+        f.publish(500);
+        assert_eq!(
+            sent(plan.next(&f.stream, crowd(49_999), BLOCK as u32)),
+            None,
+            "the hold stands past --coalesce-bytes"
+        );
+        assert_eq!(
+            sent(plan.next(&f.stream, pace(&c, 500, 49_999), BLOCK as u32)),
+            Some(2_000),
+            "the crowd over: the grown send goes at once"
+        );
+        plan.complete(2_000, &f.stream.window);
+        f.publish(1_500);
+        assert_eq!(
+            sent(plan.next(&f.stream, crowd(50_000), BLOCK as u32)),
+            None
+        );
+        assert_eq!(
+            sent(plan.next(&f.stream, crowd(69_998), BLOCK as u32)),
+            None
+        );
+        assert_eq!(
+            sent(plan.next(&f.stream, crowd(69_999), BLOCK as u32)),
+            Some(1_500),
+            "due 20 ms after the last send began: it goes"
+        );
+
+        // A VAN child is never held for a crowd: 1500 bytes, over --coalesce-bytes, go at once.
+        let (cur, pin, _) = start(&f.stream, 0, Some(None), 0);
+        let mut child = SendPlan::new(true, cur, pin, Vec::new());
+        f.publish(1_500);
+        let Next::Van { total, .. } = child.next(&f.stream, crowd(80_000), BLOCK as u32) else {
+            panic!("the child's first batch goes");
+        };
+        child.complete(total as i32, &f.stream.window);
+        f.publish(1_500);
+        assert!(
+            matches!(
+                child.next(&f.stream, crowd(81_000), BLOCK as u32),
+                Next::Van { .. }
+            ),
+            "1 ms later, not held for its spacing"
+        );
     }
 
     #[test]

@@ -390,6 +390,7 @@ impl Core {
         let core = self.id;
         let van = from.is_some();
         let sub_index = self.fanout.join(&s, slot);
+        self.joins.joined();
         let (cur, pin, gap) = sendplan::start(&s, core, from, self.shared.cfg.burst_bytes);
         let prefix = frontdoor::viewer_prefix(&s, van, gap);
         let c = &self.conns[slot as usize];

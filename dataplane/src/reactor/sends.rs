@@ -1,6 +1,7 @@
 //! Fan-out's I/O: waking the cores with subscribers of a stream that has new frames, queueing
 //! each idle subscriber's next send from its [`crate::sendplan::SendPlan`], held-back sends
-//! (`--coalesce-ms`), their completions, and the lag policy's timer checks.
+//! (`--coalesce-ms`) and the flash crowd that holds them longer, their completions, and the lag
+//! policy's timer checks.
 
 use super::*;
 
@@ -77,6 +78,31 @@ impl Core {
         self.fanout.publish_mark(stream_id, mark);
     }
 
+    /// At each tick: whether the core, serving `viewers`, is in a flash crowd until the next
+    /// tick ([`crate::join_rate`]), which decides how long its small sends wait; then the
+    /// joins' window moves on.
+    pub(super) fn pace_crowd(&mut self, viewers: usize) {
+        let crowd = self.joins.crowd(viewers);
+        if crowd != self.crowd {
+            info!(
+                core = self.id,
+                joins_last_second = self.joins.in_window(),
+                viewers,
+                "{}",
+                if crowd {
+                    "flash crowd: small sends wait out their spacing (--coalesce-ms)"
+                } else {
+                    "flash crowd over: sends of --coalesce-bytes go at once again"
+                }
+            );
+        }
+        self.crowd = crowd;
+        if crowd {
+            self.m().flash_crowd_ticks.fetch_add(1, Ordering::Relaxed);
+        }
+        self.joins.tick();
+    }
+
     /// Starts the next send of an idle viewer, if there is anything to send.
     pub(super) fn try_send(&mut self, slot: u32) {
         self.try_send_at(slot, self.shared.now_us());
@@ -92,6 +118,7 @@ impl Core {
                 .load(Ordering::Relaxed)
                 .saturating_sub(self.stuck_viewers),
             now_us,
+            crowd: self.crowd,
         };
         let c = &mut self.conns[slot as usize];
         if c.closing {
