@@ -11,7 +11,10 @@
 #   scripts/bench-ab.sh -- "before@/tmp/dataplane-old:" "after:"    # two builds of the relay
 #
 # A variant is NAME:FLAGS, or NAME@BINARY:FLAGS to run another dataplane binary than this
-# checkout's target/release/dataplane (e.g. a copy built before a change).
+# checkout's target/release/dataplane (e.g. a copy built before a change), or NAME@naive: to run
+# the naive relay (scripts/naive_relay.py, no flags, no /metrics) in the same rounds:
+#
+#   scripts/bench-ab.sh --rounds 5 --duration 8s --load "-n 10000 --bitrate 1M --client crowd" -- "relay:" "naive@naive:"
 #
 # Each cell: a fresh `dataplane --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 FLAGS`, then
 # `vanbench fanout --relay … --stream ab LOAD --duration D --relay-pid PID`; halfway through the
@@ -58,9 +61,13 @@ for round in $(seq 1 "$rounds"); do
     name="${variant%%:*}" flags="${variant#*:}" binary=target/release/dataplane
     if [[ "$name" == *@* ]]; then binary="${name#*@}" name="${name%%@*}"; fi
     cell="$out/$name-$round"
-    # shellcheck disable=SC2086
-    "$binary" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 $flags \
-      >"$cell.relay.out" 2>"$cell.relay.err" &
+    if [ "$binary" = naive ]; then
+      python3 scripts/naive_relay.py --listen 127.0.0.1:0 >"$cell.relay.out" 2>"$cell.relay.err" &
+    else
+      # shellcheck disable=SC2086
+      "$binary" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 $flags \
+        >"$cell.relay.out" 2>"$cell.relay.err" &
+    fi
     relay_pid=$!
     line=""
     for _ in $(seq 1 100); do
@@ -76,7 +83,7 @@ for round in $(seq 1 "$rounds"); do
       --relay-pid "$relay_pid" --json "$cell.json" 2>"$cell.log" >/dev/null &
     bench_pid=$!
     sleep "$(python3 -c "print(float('${seconds}') / 2 + 2)")"
-    curl -s "http://$admin/metrics" >"$cell.metrics" || true
+    [ -z "$admin" ] || curl -s "http://$admin/metrics" >"$cell.metrics" || true
     wait "$bench_pid" || echo "bench-ab.sh: $name round $round: vanbench failed: $(tail -n 2 "$cell.log")" >&2
     stop_relay
   done
@@ -102,16 +109,19 @@ def cell(name, r):
     return {"p50": lat["p50"] / 1e3, "p99": lat["p99"] / 1e3, "p999": lat["p999"] / 1e3,
             "cpu": j.get("relay_cpu_s_per_gb") or 0.0, "vb": j.get("self_cpu_s_per_gb") or 0.0,
             "ratio": j.get("delivered_ratio") or 0.0, "lost": j["lost"], "conn": j["connected"],
-            "n": j["viewers"], "kb": total("bytes_out") / sends / 1e3 if sends else 0.0}
-fmt = "{:<20} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7} {:>9} {:>9}"
-print(fmt.format("variant", "p50 ms", "p99 ms", "p99.9 ms", "relay/GB", "bench/GB", "ratio", "lost", "KB/send", "conn"))
+            "n": j["viewers"], "kb": total("bytes_out") / sends / 1e3 if sends else 0.0,
+            "all": (j.get("all_connected_ms") or 0.0) / 1e3}
+fmt = "{:<20} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7} {:>9} {:>11} {:>8}"
+print(fmt.format("variant", "p50 ms", "p99 ms", "p99.9 ms", "relay/GB", "bench/GB", "ratio", "lost", "KB/send", "conn", "all at s"))
 for name in variants:
     cells = [c for c in (cell(name, r) for r in range(1, rounds + 1)) if c]
     for c in cells:
         print(fmt.format(name, f"{c['p50']:.2f}", f"{c['p99']:.2f}", f"{c['p999']:.2f}", f"{c['cpu']:.3f}",
-                         f"{c['vb']:.3f}", f"{c['ratio']:.4f}", c["lost"], f"{c['kb']:.1f}", f"{c['conn']}/{c['n']}"))
+                         f"{c['vb']:.3f}", f"{c['ratio']:.4f}", c["lost"], f"{c['kb']:.1f}", f"{c['conn']}/{c['n']}",
+                         f"{c['all']:.2f}"))
     if len(cells) > 1:
         med = lambda k: statistics.median(c[k] for c in cells)
         print(fmt.format(name + " (median)", f"{med('p50'):.2f}", f"{med('p99'):.2f}", f"{med('p999'):.2f}",
-                         f"{med('cpu'):.3f}", f"{med('vb'):.3f}", f"{med('ratio'):.4f}", "", f"{med('kb'):.1f}", ""))
+                         f"{med('cpu'):.3f}", f"{med('vb'):.3f}", f"{med('ratio'):.4f}", "", f"{med('kb'):.1f}", "",
+                         f"{med('all'):.2f}"))
 EOF
