@@ -34,7 +34,9 @@ pub const VAN_BATCH: usize = 32;
 /// length) has more behind it, and holding it would slow a viewer that is catching up. And
 /// only a wait that two publishes of the stream fit in (`frame_interval_us`, the stream's
 /// recent mean, read only for a send that would otherwise wait) is worth its latency: a
-/// shorter one would mostly send the same bytes later.
+/// shorter one would mostly send the same bytes later. A send of `--coalesce-bytes` goes at
+/// once (it costs no more now than later), except while the core is in a flash crowd
+/// ([`Pace::crowd`]), when every send saved leaves CPU to the joins.
 pub fn coalesce_until(
     pace: Pace,
     last_send_us: u64,
