@@ -3,11 +3,11 @@
 //!
 //! While a crowd joins, every join costs the host a handshake, an accept and a response head on
 //! the same CPUs that carry the fan-out (and, on a shared box, the viewers' own clients). Sends
-//! are then worth making fewer and larger: a core in a crowd holds every send at the live edge
-//! for the whole `--coalesce-ms` ([`crate::sendplan::coalesce_until`]) instead of letting it go
-//! once it reaches `--coalesce-bytes` or its spacing. The viewers already served wait at most
-//! that; the CPU saved goes to the joins, so the crowd is connected sooner and the backlog the
-//! joins leave in the clients' sockets is smaller (BENCHMARKS.md, "A core in a flash crowd").
+//! are then worth making fewer and larger: a core in a crowd holds a small send for its whole
+//! spacing ([`crate::sendplan::coalesce_until`]) instead of letting it go once it reaches
+//! `--coalesce-bytes`. The viewers already served wait at most `--coalesce-ms`; the CPU saved
+//! goes to the joins, so the crowd is connected sooner and the backlog the joins leave in the
+//! clients' sockets is smaller (BENCHMARKS.md, "A core in a flash crowd").
 //!
 //! Pure: the reactor calls [`JoinRate::joined`] per viewer and [`JoinRate::tick`] per timer
 //! tick, and reads [`JoinRate::crowd`] once per tick.

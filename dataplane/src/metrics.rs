@@ -216,7 +216,7 @@ pub fn render_prometheus(
     counter(
         &mut reg,
         "flash_crowd_ticks",
-        "100 ms ticks this core spent in a flash crowd, holding sends at the live edge for --coalesce-ms",
+        "100 ms ticks this core spent in a flash crowd, holding small sends for their whole spacing",
         &|c| r(&c.flash_crowd_ticks),
     );
     counter(

@@ -35,9 +35,8 @@ pub const VAN_BATCH: usize = 32;
 /// only a wait that two publishes of the stream fit in (`frame_interval_us`, the stream's
 /// recent mean, read only for a send that would otherwise wait) is worth its latency: a
 /// shorter one would mostly send the same bytes later. A send of `--coalesce-bytes` goes at
-/// once (it costs no more now than later). While the core is in a flash crowd ([`Pace::crowd`])
-/// every send at the live edge waits the whole `--coalesce-ms`, whatever its size and however
-/// few viewers the core has yet: every send saved leaves CPU to the joins.
+/// once (it costs no more now than later), except while the core is in a flash crowd
+/// ([`Pace::crowd`]), when every send saved leaves CPU to the joins.
 pub fn coalesce_until(
     pace: Pace,
     last_send_us: u64,
@@ -49,13 +48,7 @@ pub fn coalesce_until(
         return None;
     }
     let cfg = pace.cfg;
-    // In a flash crowd the core's viewers are still arriving, so their count understates the
-    // load to come, and every send wakes a client that is busy connecting: hold the longest.
-    let spacing = if pace.crowd {
-        cfg.coalesce_us
-    } else {
-        (pace.viewers as u64 * 1_000_000 / cfg.send_budget as u64).min(cfg.coalesce_us)
-    };
+    let spacing = (pace.viewers as u64 * 1_000_000 / cfg.send_budget as u64).min(cfg.coalesce_us);
     let due = last_send_us + spacing;
     if pace.now_us >= due || spacing < 2 * frame_interval_us().unwrap_or(0) {
         return None;
@@ -76,8 +69,8 @@ pub struct Pace<'a> {
     /// every other viewer's sends longer.
     pub viewers: usize,
     pub now_us: u64,
-    /// The core is in a flash crowd ([`crate::join_rate`]): sends at the live edge wait the
-    /// whole `--coalesce-ms` whatever their size.
+    /// The core is in a flash crowd ([`crate::join_rate`]): small sends wait out their spacing
+    /// whatever their size.
     pub crowd: bool,
 }
 
@@ -654,18 +647,15 @@ mod tests {
             coalesce_until(pace(&c, 500, 1_001), 1_000, 16_384, true, || None),
             None
         );
-        // Unless the core is in a flash crowd: then it waits the whole --coalesce-ms, however
-        // few viewers the core has yet.
-        for viewers in [500, 10] {
-            let crowd = Pace {
-                crowd: true,
-                ..pace(&c, viewers, 1_001)
-            };
-            assert_eq!(
-                coalesce_until(crowd, 1_000, 16_384, true, || None),
-                Some(21_000)
-            );
-        }
+        // Unless the core is in a flash crowd: then it waits out its spacing too.
+        let crowd = Pace {
+            crowd: true,
+            ..pace(&c, 500, 1_001)
+        };
+        assert_eq!(
+            coalesce_until(crowd, 1_000, 16_384, true, || None),
+            Some(11_000)
+        );
         assert_eq!(
             coalesce_until(pace(&c, 500, 1_001), 1_000, 4_000, false, || None),
             None
@@ -1121,11 +1111,10 @@ mod tests {
     }
 
     #[test]
-    fn in_a_flash_crowd_a_send_at_the_live_edge_waits_the_whole_coalesce_ms_whatever_its_size() {
+    fn in_a_flash_crowd_a_small_send_waits_out_its_spacing_whatever_its_size() {
         let c = cfg_small_sends();
         let mut f = fixture(&[100], 32);
         let mut plan = plain(&f, b"");
-        // 500 viewers: 20 ms apart outside a crowd; in one, --coalesce-ms (200 ms).
         let crowd = |now| Pace {
             crowd: true,
             ..pace(&c, 500, now)
@@ -1136,7 +1125,7 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(
-            sent(plan.next(&f.stream, pace(&c, 500, 30_000), BLOCK as u32)),
+            sent(plan.next(&f.stream, crowd(30_000), BLOCK as u32)),
             Some(100)
         );
         plan.complete(100, &f.stream.window);
@@ -1148,43 +1137,43 @@ mod tests {
         );
         f.publish(500);
         assert_eq!(
-            sent(plan.next(&f.stream, crowd(229_999), BLOCK as u32)),
+            sent(plan.next(&f.stream, crowd(49_999), BLOCK as u32)),
             None,
-            "the hold stands past --coalesce-bytes and past the 20 ms spacing"
+            "the hold stands past --coalesce-bytes"
         );
         assert_eq!(
-            sent(plan.next(&f.stream, pace(&c, 500, 229_999), BLOCK as u32)),
+            sent(plan.next(&f.stream, pace(&c, 500, 49_999), BLOCK as u32)),
             Some(2_000),
             "the crowd over: the grown send goes at once"
         );
         plan.complete(2_000, &f.stream.window);
         f.publish(1_500);
         assert_eq!(
-            sent(plan.next(&f.stream, crowd(230_000), BLOCK as u32)),
+            sent(plan.next(&f.stream, crowd(50_000), BLOCK as u32)),
             None
         );
         assert_eq!(
-            sent(plan.next(&f.stream, crowd(429_998), BLOCK as u32)),
+            sent(plan.next(&f.stream, crowd(69_998), BLOCK as u32)),
             None
         );
         assert_eq!(
-            sent(plan.next(&f.stream, crowd(429_999), BLOCK as u32)),
+            sent(plan.next(&f.stream, crowd(69_999), BLOCK as u32)),
             Some(1_500),
-            "due 200 ms after the last send began: it goes"
+            "due 20 ms after the last send began: it goes"
         );
 
         // A VAN child is never held for a crowd: 1500 bytes, over --coalesce-bytes, go at once.
         let (cur, pin, _) = start(&f.stream, 0, Some(None), 0);
         let mut child = SendPlan::new(true, cur, pin, Vec::new());
         f.publish(1_500);
-        let Next::Van { total, .. } = child.next(&f.stream, crowd(500_000), BLOCK as u32) else {
+        let Next::Van { total, .. } = child.next(&f.stream, crowd(80_000), BLOCK as u32) else {
             panic!("the child's first batch goes");
         };
         child.complete(total as i32, &f.stream.window);
         f.publish(1_500);
         assert!(
             matches!(
-                child.next(&f.stream, crowd(501_000), BLOCK as u32),
+                child.next(&f.stream, crowd(81_000), BLOCK as u32),
                 Next::Van { .. }
             ),
             "1 ms later, not held for its spacing"

@@ -79,8 +79,8 @@ impl Core {
     }
 
     /// At each tick: whether the core, serving `viewers`, is in a flash crowd until the next
-    /// tick ([`crate::join_rate`]), which decides how long its sends wait; then the joins'
-    /// window moves on.
+    /// tick ([`crate::join_rate`]), which decides how long its small sends wait; then the
+    /// joins' window moves on.
     pub(super) fn pace_crowd(&mut self, viewers: usize) {
         let crowd = self.joins.crowd(viewers);
         if crowd != self.crowd {
@@ -90,7 +90,7 @@ impl Core {
                 viewers,
                 "{}",
                 if crowd {
-                    "flash crowd: sends at the live edge wait --coalesce-ms"
+                    "flash crowd: small sends wait out their spacing (--coalesce-ms)"
                 } else {
                     "flash crowd over: sends of --coalesce-bytes go at once again"
                 }
