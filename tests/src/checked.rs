@@ -574,6 +574,27 @@ pub fn delivered_ratios(before: &[u64], after: &[u64], source_bytes: u64) -> Vec
         .collect()
 }
 
+/// Stops `source`, gives every viewer of `groups` up to `limit` to receive its last record, stops
+/// them, and fails the test if any received a wrong byte (checked first: damage says more than
+/// lateness) or did not catch up.
+pub fn stop_and_check_every_byte(
+    source: GeneratedSource,
+    groups: Vec<CheckedViewers>,
+    limit: Duration,
+) -> Vec<ViewerReport> {
+    let last = source.stop().expect("the source ran").next_seq - 1;
+    let caught_up: Vec<_> = groups
+        .iter()
+        .map(|g| g.wait_until_all_have(last, limit))
+        .collect();
+    let reports: Vec<ViewerReport> = groups.into_iter().flat_map(CheckedViewers::stop).collect();
+    assert_every_byte_right(&reports);
+    for c in caught_up {
+        c.unwrap_or_else(|e| panic!("{e}"));
+    }
+    reports
+}
+
 /// Fails the test with every viewer that received anything wrong.
 pub fn assert_every_byte_right(reports: &[ViewerReport]) {
     let damaged: Vec<String> = reports

@@ -546,6 +546,21 @@ pub fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream> {
     Ok(stream)
 }
 
+/// Opens `n` plain viewers of `stream` on `relay`, one after another, and reads each one's
+/// response head (a 200); their bodies are left unread.
+pub fn join_plain(relay: &Relay, stream: &str, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|_| {
+            let mut s = connect(relay.data, Duration::from_secs(10)).expect("connect");
+            s.write_all(format!("GET /live/{stream} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .expect("request");
+            let head = read_head(&mut s).expect("response head");
+            assert_eq!(head.status, 200, "viewer of {stream}");
+            s
+        })
+        .collect()
+}
+
 /// Reads one response head (through the blank line) from `stream`; the bytes read past it are
 /// returned as the start of the body.
 pub fn read_head(stream: &mut TcpStream) -> Result<Response> {

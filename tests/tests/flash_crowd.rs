@@ -3,30 +3,17 @@
 //! whatever their size, and the mode ends once the joins stop. Viewers already watching get
 //! every byte through it; a handful of joins never starts it.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use van_e2e::checked::{CheckedViewers, GeneratedSource, Kind, assert_every_byte_right};
-use van_e2e::{Relay, RelayOptions, connect, read_head};
+use van_e2e::checked::{CheckedViewers, GeneratedSource, Kind, stop_and_check_every_byte};
+use van_e2e::{Relay, RelayOptions, join_plain};
 
 /// How long checked viewers get to receive the source's last record.
 const T: Duration = Duration::from_secs(30);
-
-/// Opens `n` plain viewers of `stream` and reads their response heads (200 each).
-fn join(relay: &Relay, stream: &str, n: usize) -> Vec<TcpStream> {
-    (0..n)
-        .map(|_| {
-            let mut s = connect(relay.data, Duration::from_secs(10)).expect("connect");
-            s.write_all(format!("GET /live/{stream} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-                .expect("request");
-            assert_eq!(read_head(&mut s).expect("response head").status, 200);
-            s
-        })
-        .collect()
-}
 
 /// Reads everything that arrives on `viewers` until `stop`, so that none of them fills up.
 fn drain(viewers: Vec<TcpStream>, stop: Arc<AtomicBool>) -> JoinHandle<()> {
@@ -87,13 +74,13 @@ fn a_crowd_of_joins_holds_small_sends_until_it_is_over_and_loses_nothing() {
     let stop = Arc::new(AtomicBool::new(false));
 
     // 100 joins: ordinary, even all at once.
-    let few = drain(join(&relay, "crowd", 100), stop.clone());
+    let few = drain(join_plain(&relay, "crowd", 100), stop.clone());
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(crowd_ticks(&relay), 0.0, "100 joins are no crowd");
 
     // 400 more within a second: a crowd (at least 256 joins, a quarter of the audience).
     let started = Instant::now();
-    let crowd = join(&relay, "crowd", 400);
+    let crowd = join_plain(&relay, "crowd", 400);
     assert!(
         started.elapsed() < Duration::from_millis(800),
         "the joins took {:?}: too slow to make a crowd here",
@@ -124,16 +111,5 @@ fn a_crowd_of_joins_holds_small_sends_until_it_is_over_and_loses_nothing() {
     stop.store(true, Ordering::Relaxed);
     crowd.join().unwrap();
     few.join().unwrap();
-    let report = source.stop().unwrap();
-    let last = report.next_seq - 1;
-    let caught_up = [
-        watching.wait_until_all_have(last, T),
-        van.wait_until_all_have(last, T),
-    ];
-    let mut reports = watching.stop();
-    reports.extend(van.stop());
-    assert_every_byte_right(&reports);
-    for c in caught_up {
-        c.unwrap();
-    }
+    stop_and_check_every_byte(source, vec![watching, van], T);
 }

@@ -6,31 +6,18 @@
 //! it is busy (`--ingest-thread auto`), with every byte still right across the moves; with
 //! `own` always by the ingest thread, with `shared` always by a fan-out core.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-use van_e2e::checked::{CheckedViewers, GeneratedSource, Kind, assert_every_byte_right};
-use van_e2e::{Relay, RelayOptions, connect, read_head};
+use van_e2e::checked::{CheckedViewers, GeneratedSource, Kind, stop_and_check_every_byte};
+use van_e2e::{Relay, RelayOptions, join_plain};
 
 /// How long checked viewers get to receive the source's last record.
 const T: Duration = Duration::from_secs(30);
 
 /// Opens `n` plain viewers of `spread` and reads their response heads (200 each).
 fn join(relay: &Relay, n: usize) -> Vec<TcpStream> {
-    join_stream(relay, "spread", n)
-}
-
-fn join_stream(relay: &Relay, stream: &str, n: usize) -> Vec<TcpStream> {
-    (0..n)
-        .map(|_| {
-            let mut s = connect(relay.data, Duration::from_secs(10)).expect("connect");
-            s.write_all(format!("GET /live/{stream} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-                .expect("request");
-            let head = read_head(&mut s).expect("response head");
-            assert_eq!(head.status, 200);
-            s
-        })
-        .collect()
+    join_plain(relay, "spread", n)
 }
 
 /// Polls /metrics until the per-reactor values of `family` satisfy `ok`, up to 10 s.
@@ -142,7 +129,7 @@ fn a_source_moves_to_the_ingest_thread_while_its_core_is_busy_and_back_losing_no
 
     for cycle in 1..=3 {
         // 16 viewers a core: busy (above 8), so its next read hands the source over.
-        let crowd = join_stream(&relay, "moving", 30);
+        let crowd = join_plain(&relay, "moving", 30);
         let sources = wait_sources(&relay, |s| s == [0.0, 0.0, 1.0]);
         assert_eq!(
             sources,
@@ -160,16 +147,5 @@ fn a_source_moves_to_the_ingest_thread_while_its_core_is_busy_and_back_losing_no
     let moved: f64 = relay.metric_per_core("sources_moved_total").iter().sum();
     assert_eq!(moved, 6.0, "one move each way per cycle");
 
-    let report = source.stop().unwrap();
-    let last = report.next_seq - 1;
-    let caught_up = [
-        plain.wait_until_all_have(last, T),
-        van.wait_until_all_have(last, T),
-    ];
-    let mut reports = plain.stop();
-    reports.extend(van.stop());
-    assert_every_byte_right(&reports);
-    for c in caught_up {
-        c.unwrap();
-    }
+    stop_and_check_every_byte(source, vec![plain, van], T);
 }
