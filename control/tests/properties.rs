@@ -552,3 +552,34 @@ fn random_sequences_reach_every_rule() {
     assert!(total.parent_switches > 0, "{total:?}");
     assert!(total.deactivations > 0, "{total:?}");
 }
+
+/// Found by `invariants_hold_when_served_proxies_fill_up` (2026-12-07): a proxy crashes while
+/// it is named as where a STOP_ACCEPTING sends new viewers.
+#[test]
+fn predictive_fill_never_redirects_viewers_to_a_crashed_proxy() {
+    use Step::*;
+    let steps = [
+        Join(2),
+        Drain(0, 0),
+        Crash(27),
+        Leave(2, 0),
+        Crash(0),
+        Drain(0, 0),
+        Join(1),
+        Leave(1, 0),
+        Drain(0, 0),
+        Leave(0, 0),
+        Drain(0, 0),
+        Drain(0, 0),
+        Join(2),
+        Join(2),
+        Join(0),
+        Join(2),
+        Leave(2, 0),
+        Distribute(0, 0),
+        Join(0),
+        Join(2),
+        Crash(27),
+    ];
+    run_growing(&steps, Growth::PredictiveFill);
+}

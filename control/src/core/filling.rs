@@ -35,13 +35,33 @@ impl Coordinator {
             } else {
                 continue;
             };
-            let Some((region, tier)) = self.pair(sx, px).map(|p| (p.region, p.tier)) else {
-                continue;
-            };
             if let Some(p) = self.pair_mut(sx, px) {
                 p.accepting = false;
             }
-            // A few of the tier's proxies that take viewers, for the proxy's redirects.
+            let name = self.sname(sx);
+            let id = self.pid(px);
+            self.log(
+                Rule::Distribute,
+                Some(&name),
+                Some(id),
+                format!("served DISTRIBUTE and now {why}: stops taking viewers [0030]"),
+            );
+            self.stopped_filling.push((sx, px));
+        }
+    }
+
+    /// At the end of an event, each proxy `stop_filled` stopped gets its StopAccepting, with a
+    /// few of its tier's proxies that take viewers as the event left them: one named earlier
+    /// in the event may have been deactivated since (a crash handled stream by stream), and a
+    /// viewer sent there would find no stream. A proxy no longer serving the stream gets none.
+    pub(super) fn send_stop_accepting(&mut self) {
+        for (sx, px) in std::mem::take(&mut self.stopped_filling) {
+            let Some((region, tier)) = self.pair(sx, px).map(|p| (p.region, p.tier)) else {
+                continue;
+            };
+            if !self.proxies[px].alive {
+                continue;
+            }
             let redirect_to: Vec<Peer> = self
                 .streams
                 .get(&sx)
@@ -56,18 +76,11 @@ impl Coordinator {
                 .into_iter()
                 .map(|q| self.peer(q))
                 .collect();
-            let name = self.sname(sx);
-            let id = self.pid(px);
-            self.log(
-                Rule::Distribute,
-                Some(&name),
-                Some(id),
-                format!("served DISTRIBUTE and now {why}: stops taking viewers [0030]"),
-            );
+            let stream = self.sname(sx);
             self.send(
                 px,
                 PncMsg::StopAccepting {
-                    stream: name,
+                    stream,
                     redirect_to,
                 },
             );

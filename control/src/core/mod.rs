@@ -184,6 +184,9 @@ pub struct Coordinator {
     /// Tiers whose active proxies changed during this event: the tier below gets its
     /// MonitorList again ([0053]; issue 7, defect 6).
     monitor_dirty: BTreeSet<(Sx, RegionId, u32)>,
+    /// Served proxies stopped during this event (`stop_filled`): each gets its StopAccepting
+    /// at the end of the event, naming where its viewers go as the event left the tier.
+    stopped_filling: Vec<(Sx, Px)>,
     /// Source of `TierRec::version`.
     next_tier_version: u64,
 }
@@ -217,6 +220,7 @@ impl Coordinator {
             out: Vec::new(),
             touched: Vec::new(),
             monitor_dirty: BTreeSet::new(),
+            stopped_filling: Vec::new(),
             next_tier_version: 0,
         }
     }
@@ -280,6 +284,7 @@ impl Coordinator {
         }
         self.refresh_monitor_lists();
         self.refresh_accepting();
+        self.send_stop_accepting();
         #[cfg(debug_assertions)]
         self.check_accepting_index();
         std::mem::take(&mut self.out)
