@@ -53,10 +53,15 @@ impl Coordinator {
     /// At the end of an event, each proxy `stop_filled` stopped gets its StopAccepting, with a
     /// few of its tier's proxies that take viewers as the event left them: one named earlier
     /// in the event may have been deactivated since (a crash handled stream by stream), and a
-    /// viewer sent there would find no stream. A proxy no longer serving the stream gets none.
+    /// viewer sent there would find no stream. A proxy no longer serving the stream, or told
+    /// to take viewers again later in the event, gets none.
     pub(super) fn send_stop_accepting(&mut self) {
         for (sx, px) in std::mem::take(&mut self.stopped_filling) {
-            let Some((region, tier)) = self.pair(sx, px).map(|p| (p.region, p.tier)) else {
+            let Some((region, tier)) = self
+                .pair(sx, px)
+                .filter(|p| !p.accepting)
+                .map(|p| (p.region, p.tier))
+            else {
                 continue;
             };
             if !self.proxies[px].alive {
