@@ -368,10 +368,9 @@ fn apply(net: &mut Net, step: &Step, crashes: &mut u32) {
             let o = net.handle(Event::Tick);
             net.check_invariants(&o);
             out.extend(o);
-            // Each event was checked against the state it left. The commands of several are not
-            // checked again against the last one's: a proxy a StopAccepting named may go idle in
-            // a later heartbeat (the core does not send the list again when a proxy on it is
-            // deactivated: a known gap).
+            // Each event was checked against the state it left, and a StopAccepting's list against
+            // every state after it (`Net::redirecting`): the commands of several events are not
+            // checked again against the last one's.
             follow(net, out);
             return;
         }
@@ -587,6 +586,29 @@ fn predictive_fill_never_redirects_viewers_to_a_crashed_proxy() {
         Join(0),
         Join(2),
         Crash(27),
+    ];
+    run_growing(&steps, Growth::PredictiveFill);
+}
+
+/// Found by `invariants_hold_when_served_proxies_fill_up` once the harness kept each proxy's
+/// last StopAccepting list (2026-12-07): a proxy named on a stopped proxy's list crashes in a
+/// later event, and the stopped proxy went on sending new viewers there.
+#[test]
+fn a_stopped_proxy_gets_a_new_list_when_a_proxy_on_it_leaves_the_stream() {
+    use Step::*;
+    let steps = [
+        Leave(0, 0),
+        Join(0),
+        Join(0),
+        Leave(0, 0),
+        Leave(0, 0),
+        Join(0),
+        HugeCounts(62),
+        Crash(15),
+        Crash(11),
+        Join(0),
+        Join(0),
+        Crash(53),
     ];
     run_growing(&steps, Growth::PredictiveFill);
 }

@@ -182,7 +182,9 @@ impl Admission {
     /// Like [`Admission::set`], but viewers are still taken for `grace`: the PNC's
     /// StopAccepting ([0035]) overtakes the viewers it resolved here just before (their
     /// redirect and connect are still under way, and the PNC reserved their places here), so
-    /// those must not be sent on.
+    /// those must not be sent on. A stream that takes no viewers already keeps the grace it
+    /// had: a new list (the PNC sends one when a proxy on the old one leaves the stream) only
+    /// changes where viewers go, it does not open the door again.
     pub fn set_after(&self, stream: &str, admit: Admit, grace: Duration) {
         if let Ok(mut m) = self.by_stream.write() {
             match admit {
@@ -190,7 +192,11 @@ impl Admission {
                     m.remove(stream);
                 }
                 other => {
-                    let until = (!grace.is_zero()).then(|| Instant::now() + grace);
+                    let until = match m.get(stream) {
+                        _ if grace.is_zero() => None,
+                        Some(&(_, until)) => until,
+                        None => Some(Instant::now() + grace),
+                    };
                     m.insert(stream.to_string(), (other, until));
                 }
             }
@@ -216,6 +222,14 @@ mod tests {
         assert_eq!(a.of("demo"), Admit::Accept, "within the grace");
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(a.of("demo"), Admit::Redirect(vec![to]));
+        // A new list once stopped: no new grace.
+        let other: SocketAddr = "127.0.0.1:9001".parse().unwrap();
+        a.set_after(
+            "demo",
+            Admit::Redirect(vec![other]),
+            Duration::from_secs(60),
+        );
+        assert_eq!(a.of("demo"), Admit::Redirect(vec![other]));
         a.set("demo", Admit::Accept);
         assert!(!a.is_activated("demo"));
         a.set_activated("demo", true);

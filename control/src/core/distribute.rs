@@ -94,25 +94,19 @@ impl Coordinator {
             );
             return;
         };
-        let redirect: Vec<Peer> = new_accepting.iter().map(|&q| self.peer(q)).collect();
         let fill = self.config.growth == Growth::PredictiveFill;
         for q in unsettled {
             let Some(gp) = self.pair_mut(sx, q) else {
                 continue;
             };
             // [0030] a served proxy moves to the contraction phase, takes no new viewers (under
-            // `Growth::PredictiveFill` only once it is full: `stop_filled`).
+            // `Growth::PredictiveFill` only once it is full: `stop_filled`), and sends them to
+            // the capacity just added.
             gp.phase = Phase::Contraction;
             gp.distribute_served = true;
             if gp.accepting && !fill {
-                gp.accepting = false;
-                self.send(
-                    q,
-                    PncMsg::StopAccepting {
-                        stream: name.clone(),
-                        redirect_to: redirect.clone(),
-                    },
-                );
+                let to = new_accepting.iter().copied().filter(|&n| n != q).collect();
+                self.stop_accepting(sx, q, to);
             }
         }
     }

@@ -277,7 +277,11 @@ impl Coordinator {
             }
         }
         let mut undrained = Vec::new();
+        let mut relisted = Vec::new();
         for (&q, other) in s.pairs.iter_mut() {
+            if other.unlist(x) {
+                relisted.push(q);
+            }
             if other.draining_to == Some(x) {
                 other.draining_to = None;
                 undrained.push(q);
@@ -294,6 +298,9 @@ impl Coordinator {
         // A drain ended and a reservation freed change their room: noted for the refresh.
         for q in undrained {
             self.proxies.touch(q);
+        }
+        for q in relisted {
+            self.redirect_elsewhere(sx, q, x);
         }
         self.account(sx, x, -i64::from(p.load()));
         self.tier_changed(sx, p.region, p.tier);

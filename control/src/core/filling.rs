@@ -35,9 +35,6 @@ impl Coordinator {
             } else {
                 continue;
             };
-            if let Some(p) = self.pair_mut(sx, px) {
-                p.accepting = false;
-            }
             let name = self.sname(sx);
             let id = self.pid(px);
             self.log(
@@ -46,49 +43,8 @@ impl Coordinator {
                 Some(id),
                 format!("served DISTRIBUTE and now {why}: stops taking viewers [0030]"),
             );
-            self.stopped_filling.push((sx, px));
-        }
-    }
-
-    /// At the end of an event, each proxy `stop_filled` stopped gets its StopAccepting, with a
-    /// few of its tier's proxies that take viewers as the event left them: one named earlier
-    /// in the event may have been deactivated since (a crash handled stream by stream), and a
-    /// viewer sent there would find no stream. A proxy no longer serving the stream, or told
-    /// to take viewers again later in the event, gets none.
-    pub(super) fn send_stop_accepting(&mut self) {
-        for (sx, px) in std::mem::take(&mut self.stopped_filling) {
-            let Some((region, tier)) = self
-                .pair(sx, px)
-                .filter(|p| !p.accepting)
-                .map(|p| (p.region, p.tier))
-            else {
-                continue;
-            };
-            if !self.proxies[px].alive {
-                continue;
-            }
-            let redirect_to: Vec<Peer> = self
-                .streams
-                .get(&sx)
-                .and_then(|s| s.tiers.get(&(region, tier)))
-                .map(|t| {
-                    (0..t.active.accepting_len().min(4))
-                        .filter_map(|k| t.active.nth_accepting(k))
-                        .filter(|&q| q != px)
-                        .collect::<Vec<Px>>()
-                })
-                .unwrap_or_default()
-                .into_iter()
-                .map(|q| self.peer(q))
-                .collect();
-            let stream = self.sname(sx);
-            self.send(
-                px,
-                PncMsg::StopAccepting {
-                    stream,
-                    redirect_to,
-                },
-            );
+            // To its tier's proxies that take viewers as the event leaves them.
+            self.stop_accepting(sx, px, Vec::new());
         }
     }
 

@@ -126,6 +126,7 @@ mod monitor;
 mod output;
 mod overlay;
 mod rebuild;
+mod redirects;
 mod reservation;
 mod resolve;
 mod state;
@@ -184,9 +185,10 @@ pub struct Coordinator {
     /// Tiers whose active proxies changed during this event: the tier below gets its
     /// MonitorList again ([0053]; issue 7, defect 6).
     monitor_dirty: BTreeSet<(Sx, RegionId, u32)>,
-    /// Served proxies stopped during this event (`stop_filled`): each gets its StopAccepting
-    /// at the end of the event, naming where its viewers go as the event left the tier.
-    stopped_filling: Vec<(Sx, Px)>,
+    /// Proxies stopped during this event, or whose redirect list lost a proxy: each gets its
+    /// StopAccepting at the end of the event, naming where its viewers go as the event left
+    /// the stream (`send_stop_accepting`).
+    stop_accepting_due: Vec<(Sx, Px)>,
     /// Source of `TierRec::version`.
     next_tier_version: u64,
 }
@@ -220,7 +222,7 @@ impl Coordinator {
             out: Vec::new(),
             touched: Vec::new(),
             monitor_dirty: BTreeSet::new(),
-            stopped_filling: Vec::new(),
+            stop_accepting_due: Vec::new(),
             next_tier_version: 0,
         }
     }

@@ -278,6 +278,10 @@ pub(super) struct Pair {
     pub(super) activated_at: Time,
     pub(super) distribute_served: bool,
     pub(super) draining_to: Option<Px>,
+    /// Where its last StopAccepting sends new viewers. One that leaves the stream is taken off
+    /// (`take_pair`) and the rest sent again (`send_stop_accepting`): a viewer sent to a proxy
+    /// no longer serving the stream would find nothing there.
+    pub(super) redirect_to: Vec<Px>,
     pub(super) login: Predictor,
     pub(super) logoff: Predictor,
     /// No less than any rate `logoff` gives until its next observation (`Predictor::bound`):

@@ -63,6 +63,7 @@ impl Coordinator {
                 activated_at: self.now,
                 distribute_served: false,
                 draining_to: None,
+                redirect_to: Vec::new(),
                 login: Predictor::new(w),
                 logoff: Predictor::new(w),
                 logoff_bound: 0.0,

@@ -23,6 +23,9 @@ pub struct Net {
     /// Proxies told to redirect their viewers elsewhere (being drained), per (stream, proxy),
     /// until deactivated.
     pub draining: std::collections::BTreeSet<(String, u32)>,
+    /// The list of the last StopAccepting each proxy received, per (stream, proxy), until it
+    /// takes viewers again or is activated or deactivated: where it sends new viewers.
+    pub redirecting: BTreeMap<(String, u32), Vec<u32>>,
 }
 
 /// (parents, children, viewers) of each active proxy of a stream: the serving tree.
@@ -46,6 +49,7 @@ impl Net {
             log: Vec::new(),
             monitoring: BTreeMap::new(),
             draining: Default::default(),
+            redirecting: BTreeMap::new(),
         }
     }
 
@@ -77,6 +81,24 @@ impl Net {
                 } => {
                     self.monitoring.remove(&(stream.clone(), to.0));
                     self.draining.remove(&(stream.clone(), to.0));
+                    self.redirecting.remove(&(stream.clone(), to.0));
+                }
+                Command::Send {
+                    to,
+                    msg:
+                        PncMsg::StopAccepting {
+                            stream,
+                            redirect_to,
+                        },
+                } => {
+                    let ids = redirect_to.iter().map(|p| p.id.0).collect();
+                    self.redirecting.insert((stream.clone(), to.0), ids);
+                }
+                Command::Send {
+                    to,
+                    msg: PncMsg::StartAccepting { stream } | PncMsg::Activate { stream, .. },
+                } => {
+                    self.redirecting.remove(&(stream.clone(), to.0));
                 }
                 Command::Send {
                     to,
@@ -384,6 +406,19 @@ impl Net {
                         }
                     }
                 }
+            }
+        }
+        // A proxy told to stop taking viewers sends them only to proxies that serve the stream,
+        // however long ago its list was sent.
+        for ((stream, id), list) in &self.redirecting {
+            if !active.contains_key(&(stream.clone(), ProxyId(*id))) {
+                continue;
+            }
+            for q in list {
+                assert!(
+                    active.contains_key(&(stream.clone(), ProxyId(*q))),
+                    "P{id} of {stream} redirects viewers to P{q}, which no longer serves it"
+                );
             }
         }
         // The serving tree is acyclic: every parent is one tier up (the origin is tier 0).
