@@ -182,6 +182,11 @@ pub struct Args {
     /// a quarter or more of its viewers [default: 16384].
     #[arg(long, value_name = "BYTES")]
     pub coalesce_bytes: Option<u32>,
+    /// A core in a flash crowd holds small sends only while the host's CPUs were at least
+    /// this busy over the last 100 ms: with CPU to spare, fewer sends gain the joins nothing
+    /// (0: whatever the host) [default: 90].
+    #[arg(long, value_name = "PERCENT")]
+    pub crowd_host_busy: Option<f64>,
     /// Pull STREAM from parent relays at start-up and serve it here, e.g.
     /// `--pull demo=origin:8080,backup:8080` (repeatable; several parents: redundant, no frame
     /// lost when one dies). Needs --van-token-file: the first token is sent to the parents.
@@ -267,6 +272,7 @@ struct FileConfig {
     coalesce_ms: Option<f64>,
     send_budget: Option<u32>,
     coalesce_bytes: Option<u32>,
+    crowd_host_busy: Option<f64>,
     pull: Option<Vec<String>>,
     pnc: Option<String>,
     pnc_token_file: Option<PathBuf>,
@@ -319,6 +325,8 @@ pub struct Config {
     pub coalesce_us: u64,
     pub send_budget: u32,
     pub coalesce_bytes: u32,
+    /// `--crowd-host-busy` as a fraction: see [`crate::join_rate::holds_sends`].
+    pub crowd_busy_min: f64,
     /// This proxy's id in the VAN (0: none, a relay alone).
     pub proxy_id: u32,
     /// Set with `--pnc`: the relay registers with a PNC.
@@ -463,6 +471,14 @@ impl Config {
             },
             send_budget: args.send_budget.or(file.send_budget).unwrap_or(25_000),
             coalesce_bytes: args.coalesce_bytes.or(file.coalesce_bytes).unwrap_or(16384),
+            crowd_busy_min: match args
+                .crowd_host_busy
+                .or(file.crowd_host_busy)
+                .unwrap_or(90.0)
+            {
+                p if (0.0..=100.0).contains(&p) => p / 100.0,
+                p => bail!("--crowd-host-busy must be a percentage from 0 to 100, got {p}"),
+            },
             proxy_id: args.proxy_id.or(file.proxy_id).unwrap_or(0),
             pulls: {
                 let texts = if args.pull.is_empty() {

@@ -9,8 +9,12 @@
 //! goes to the joins, so the crowd is connected sooner and the backlog the joins leave in the
 //! clients' sockets is smaller (BENCHMARKS.md, "A core in a flash crowd").
 //!
+//! It does so only while the host's CPUs are busy ([`holds_sends`], `--crowd-host-busy`): with
+//! CPU to spare, fewer sends leave nothing to the joins that they lack, and only cost the
+//! viewers served latency ([`crate::host_cpu`]).
+//!
 //! Pure: the reactor calls [`JoinRate::joined`] per viewer and [`JoinRate::tick`] per timer
-//! tick, and reads [`JoinRate::crowd`] once per tick.
+//! tick, and reads [`JoinRate::crowd`] and [`holds_sends`] once per tick.
 
 /// Ticks the joins are counted over: one second at the reactor's 100 ms tick.
 pub const WINDOW_TICKS: usize = 10;
@@ -53,6 +57,13 @@ impl JoinRate {
     pub fn crowd(&self, viewers: usize) -> bool {
         self.total >= CROWD_MIN_JOINS && self.total as usize * 4 >= viewers
     }
+}
+
+/// Whether a core holds its small sends for a crowd: while it is in one (`crowd`) and the host's
+/// CPUs were at least `busy_min` busy over the last tick (a fraction; 0: whatever the host).
+/// A busy share not known (the first look, `/proc/stat` unreadable) counts as busy.
+pub fn holds_sends(crowd: bool, host_busy: Option<f64>, busy_min: f64) -> bool {
+    crowd && host_busy.is_none_or(|b| b >= busy_min)
 }
 
 #[cfg(test)]
@@ -99,5 +110,14 @@ mod tests {
             !rate.crowd(CROWD_MIN_JOINS as usize),
             "a second later, over"
         );
+    }
+
+    #[test]
+    fn a_crowd_holds_sends_only_on_a_busy_host() {
+        assert!(holds_sends(true, Some(0.95), 0.9));
+        assert!(!holds_sends(true, Some(0.6), 0.9), "CPU to spare: no hold");
+        assert!(holds_sends(true, None, 0.9), "not known: busy");
+        assert!(holds_sends(true, Some(0.0), 0.0), "0: whatever the host");
+        assert!(!holds_sends(false, Some(1.0), 0.9), "no crowd, no hold");
     }
 }

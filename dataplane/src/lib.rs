@@ -29,6 +29,7 @@ pub mod fanout;
 pub mod frame;
 pub mod frame_reader;
 pub mod frontdoor;
+pub mod host_cpu;
 pub mod http;
 pub mod ingest;
 pub mod join_rate;

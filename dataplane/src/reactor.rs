@@ -69,9 +69,10 @@ use crate::cursor::VanPiece;
 use crate::fanout::{Fanout, Left};
 use crate::frame::HEADER_LEN;
 use crate::frontdoor::{self, Admission, FrontDoor};
+use crate::host_cpu::HostBusy;
 use crate::http::{self, Request};
 use crate::ingest::{Ingest, NextRead};
-use crate::join_rate::JoinRate;
+use crate::join_rate::{JoinRate, holds_sends};
 use crate::metrics::{CoreMetrics, Reject};
 use crate::orders::Order;
 use crate::orders::{self, LocalEvent};
@@ -442,9 +443,11 @@ pub struct Core {
     /// Viewers whose send was pending longer than the longest hold at the last tick: they take
     /// no share of the send budget (`sendplan::Pace::viewers`).
     stuck_viewers: usize,
-    /// Viewers joining this core over the last second, and whether that made it a flash crowd
-    /// at the last tick (`sendplan::Pace::crowd`).
+    /// Viewers joining this core over the last second, and whether, as a flash crowd on a busy
+    /// host, that made it hold small sends at the last tick (`sendplan::Pace::crowd`).
     joins: JoinRate,
+    /// The host's busy share, looked at once per tick while viewers join this core.
+    host_busy: HostBusy,
     crowd: bool,
     cqes: Vec<(u64, i32, u32)>,
     /// Operations pushed since the last submission (see [`SUBMIT_SLICE`]).
@@ -510,6 +513,7 @@ impl Core {
             coalesce_armed: false,
             stuck_viewers: 0,
             joins: JoinRate::default(),
+            host_busy: HostBusy::default(),
             crowd: false,
             cqes: Vec::with_capacity(4096),
             unsubmitted: 0,

@@ -78,26 +78,35 @@ impl Core {
         self.fanout.publish_mark(stream_id, mark);
     }
 
-    /// At each tick: whether the core, serving `viewers`, is in a flash crowd until the next
-    /// tick ([`crate::join_rate`]), which decides how long its small sends wait; then the
+    /// At each tick: whether the core, serving `viewers`, holds its small sends for a flash
+    /// crowd until the next tick ([`crate::join_rate`]): in a crowd, on a busy host. Then the
     /// joins' window moves on.
     pub(super) fn pace_crowd(&mut self, viewers: usize) {
-        let crowd = self.joins.crowd(viewers);
-        if crowd != self.crowd {
+        let busy_min = self.shared.cfg.crowd_busy_min;
+        // The host is looked at only while viewers join (one small read of /proc/stat a tick).
+        let busy = if self.joins.in_window() > 0 && busy_min > 0.0 {
+            self.host_busy.look(crate::host_cpu::read())
+        } else {
+            self.host_busy.forget();
+            None
+        };
+        let hold = holds_sends(self.joins.crowd(viewers), busy, busy_min);
+        if hold != self.crowd {
             info!(
                 core = self.id,
                 joins_last_second = self.joins.in_window(),
                 viewers,
+                host_busy_percent = busy.map(|b| (b * 100.0).round()),
                 "{}",
-                if crowd {
-                    "flash crowd: small sends wait out their spacing (--coalesce-ms)"
+                if hold {
+                    "flash crowd on a busy host: small sends wait out their spacing (--coalesce-ms)"
                 } else {
-                    "flash crowd over: sends of --coalesce-bytes go at once again"
+                    "flash crowd over or host not busy: sends of --coalesce-bytes go at once again"
                 }
             );
         }
-        self.crowd = crowd;
-        if crowd {
+        self.crowd = hold;
+        if hold {
             self.m().flash_crowd_ticks.fetch_add(1, Ordering::Relaxed);
         }
         self.joins.tick();
