@@ -69,7 +69,6 @@ use crate::cursor::VanPiece;
 use crate::fanout::{Fanout, Left};
 use crate::frame::HEADER_LEN;
 use crate::frontdoor::{self, Admission, FrontDoor};
-use crate::host_cpu::HostBusy;
 use crate::http::{self, Request};
 use crate::ingest::{Ingest, NextRead};
 use crate::join_rate::{JoinRate, holds_sends};
@@ -181,6 +180,8 @@ pub struct Shared {
     pub cores_done: AtomicUsize,
     /// Who takes new viewers per stream, as the PNC last ordered (read at routing).
     pub admission: orders::Admission,
+    /// How busy the host's CPUs are, looked at while viewers join (a flash crowd's hold).
+    pub host_busy: crate::host_cpu::SharedHostBusy,
     /// Where a pulled stream new here starts: the oldest sequence its parked viewers asked for.
     waited_for: waiting::OldestWaitedFor,
     /// Where viewers, child proxies and sources coming and going are told, for the PNC link;
@@ -222,6 +223,7 @@ impl Shared {
             tokens,
             cores_done: AtomicUsize::new(0),
             admission: orders::Admission::default(),
+            host_busy: crate::host_cpu::SharedHostBusy::default(),
             waited_for: waiting::OldestWaitedFor::default(),
             events: None,
             start: Instant::now(),
@@ -446,8 +448,6 @@ pub struct Core {
     /// Viewers joining this core over the last second, and whether, as a flash crowd on a busy
     /// host, that made it hold small sends at the last tick (`sendplan::Pace::crowd`).
     joins: JoinRate,
-    /// The host's busy share, looked at once per tick while viewers join this core.
-    host_busy: HostBusy,
     crowd: bool,
     cqes: Vec<(u64, i32, u32)>,
     /// Operations pushed since the last submission (see [`SUBMIT_SLICE`]).
@@ -513,7 +513,6 @@ impl Core {
             coalesce_armed: false,
             stuck_viewers: 0,
             joins: JoinRate::default(),
-            host_busy: HostBusy::default(),
             crowd: false,
             cqes: Vec::with_capacity(4096),
             unsubmitted: 0,

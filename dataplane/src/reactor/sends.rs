@@ -83,11 +83,11 @@ impl Core {
     /// joins' window moves on.
     pub(super) fn pace_crowd(&mut self, viewers: usize) {
         let busy_min = self.shared.cfg.crowd_busy_min;
-        // The host is looked at only while viewers join (one small read of /proc/stat a tick).
+        // The host is looked at only while viewers join.
         let busy = if self.joins.in_window() > 0 && busy_min > 0.0 {
-            self.host_busy.look(crate::host_cpu::read())
+            let now_us = self.shared.now_us();
+            self.shared.host_busy.busy(now_us, crate::host_cpu::read)
         } else {
-            self.host_busy.forget();
             None
         };
         let hold = holds_sends(self.joins.crowd(viewers), busy, busy_min);
