@@ -643,7 +643,7 @@ mod tests {
             &path,
             "listen = \"127.0.0.1:9000\"\npool-blocks = 32\ngrace = 1.5\nzerocopy = \"off\"\n\
              placement = \"reuseport\"\nsource-timeout = 3\ningest-thread = \"shared\"\n\
-             ingest-busy-viewers = 64\n",
+             ingest-busy-viewers = 64\ncrowd-host-busy = 50\n",
         )
         .unwrap();
         let args = Args::parse_from([
@@ -662,6 +662,7 @@ mod tests {
         assert_eq!(cfg.placement, Placement::Reuseport);
         assert_eq!(cfg.ingest_thread, IngestThread::Shared);
         assert_eq!(cfg.ingest_busy_viewers, 64);
+        assert_eq!(cfg.crowd_busy_min, 0.5);
         assert_eq!(cfg.reactors(), 2);
         assert_eq!(cfg.block_size, 65536);
         assert_eq!(cfg.cores, 2);
@@ -677,9 +678,14 @@ mod tests {
             let args = Args::parse_from(["dataplane", "--admin-max-connections", n]);
             assert!(Config::load(args, 1).is_err(), "{n}");
         }
+        for p in ["-1", "101", "NaN"] {
+            let args = Args::parse_from(["dataplane", &format!("--crowd-host-busy={p}")]);
+            assert!(Config::load(args, 1).is_err(), "{p}");
+        }
         let cfg = Config::load(Args::parse_from(["dataplane"]), 1).unwrap();
         assert_eq!(cfg.admin_max_connections, 32);
         assert_eq!(cfg.source_timeout_us, 10_000_000);
+        assert_eq!(cfg.crowd_busy_min, 0.9);
         assert_eq!((cfg.max_streams, cfg.max_streams_per_source), (1000, 8));
         assert_eq!(cfg.stream_pool_share, 0.0625);
         for share in ["0", "1.5", "nan"] {
