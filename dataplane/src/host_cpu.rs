@@ -47,7 +47,11 @@ pub fn read() -> Option<CpuTimes> {
     let n = std::fs::File::open("/proc/stat")
         .and_then(|mut f| f.read(&mut buf))
         .ok()?;
-    parse(std::str::from_utf8(&buf[..n]).ok()?)
+    let text = std::str::from_utf8(&buf[..n]).ok()?;
+    // A first line longer than the buffer would end in a cut number: no figure rather than a
+    // wrong one.
+    let line = &text[..text.find('\n')?];
+    parse(line)
 }
 
 /// Looks further apart than this tell the mean over too long a time to say how busy the host
