@@ -178,8 +178,8 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub send_budget: Option<u32>,
     /// Sends at least this large do not wait (a fast stream; a viewer catching up never
-    /// waits), except while a core is in a flash crowd: 256 or more joins in the last second,
-    /// a quarter or more of its viewers [default: 16384].
+    /// waits), except while a core is in a flash crowd on a busy host: 256 or more joins in the
+    /// last second, a quarter or more of its viewers, see --crowd-host-busy [default: 16384].
     #[arg(long, value_name = "BYTES")]
     pub coalesce_bytes: Option<u32>,
     /// A core in a flash crowd holds small sends only while the host's CPUs were at least

@@ -3,7 +3,7 @@
 //! A core in a flash crowd holds its small sends to leave the CPUs to the joins
 //! ([`crate::join_rate`]). That helps only where the CPUs are short: on a host with idle CPU
 //! the viewers already served would wait for nothing (BENCHMARKS.md, "A flash crowd's hold
-//! only on a busy host"). So while viewers join a core it asks how busy the host was over the
+//! only on a busy host"). So a core in a crowd asks how busy the host was over the
 //! last tick, and holds only while the host was busy; the relay's cores share one look at
 //! `/proc/stat` per tick ([`SharedHostBusy`]).
 
@@ -59,7 +59,7 @@ pub fn read() -> Option<CpuTimes> {
 pub const STALE_US: u64 = 300_000;
 
 /// At most one look per this long for the whole process: every core asks once per 100 ms tick
-/// while viewers join it, and on a host of many cores each asking would read `/proc/stat`,
+/// while in a crowd, and on a host of many cores each asking would read `/proc/stat`,
 /// whose every line the kernel formats (its interrupt counts summed over every CPU), that
 /// many times.
 pub const LOOK_EVERY_US: u64 = 90_000;

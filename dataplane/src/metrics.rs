@@ -78,7 +78,8 @@ pub struct CoreMetrics {
     pub viewers_handed_off: AtomicU64,
     /// Sources this reactor handed to another between two reads (`--ingest-thread`).
     pub sources_moved: AtomicU64,
-    /// Timer ticks (100 ms) the core spent in a flash crowd (`join_rate`).
+    /// Timer ticks (100 ms) the core held small sends for a flash crowd on a busy host
+    /// (`join_rate`).
     pub flash_crowd_ticks: AtomicU64,
     pub ingest_paused: AtomicU64,
     /// Parent connections that failed or ended while their order stood.
@@ -216,7 +217,7 @@ pub fn render_prometheus(
     counter(
         &mut reg,
         "flash_crowd_ticks",
-        "100 ms ticks this core spent in a flash crowd, holding small sends for their whole spacing",
+        "100 ms ticks this core held small sends for their whole spacing, in a flash crowd on a busy host",
         &|c| r(&c.flash_crowd_ticks),
     );
     counter(

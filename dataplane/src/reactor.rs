@@ -180,7 +180,7 @@ pub struct Shared {
     pub cores_done: AtomicUsize,
     /// Who takes new viewers per stream, as the PNC last ordered (read at routing).
     pub admission: orders::Admission,
-    /// How busy the host's CPUs are, looked at while viewers join (a flash crowd's hold).
+    /// How busy the host's CPUs are, looked at by cores in a flash crowd (their hold).
     pub host_busy: crate::host_cpu::SharedHostBusy,
     /// Where a pulled stream new here starts: the oldest sequence its parked viewers asked for.
     waited_for: waiting::OldestWaitedFor,

@@ -35,8 +35,8 @@ pub const VAN_BATCH: usize = 32;
 /// only a wait that two publishes of the stream fit in (`frame_interval_us`, the stream's
 /// recent mean, read only for a send that would otherwise wait) is worth its latency: a
 /// shorter one would mostly send the same bytes later. A send of `--coalesce-bytes` goes at
-/// once (it costs no more now than later), except while the core is in a flash crowd
-/// ([`Pace::crowd`]), when every send saved leaves CPU to the joins.
+/// once (it costs no more now than later), except while the core holds for a flash crowd on a
+/// busy host ([`Pace::crowd`]), when every send saved leaves CPU to the joins.
 pub fn coalesce_until(
     pace: Pace,
     last_send_us: u64,
@@ -69,8 +69,8 @@ pub struct Pace<'a> {
     /// every other viewer's sends longer.
     pub viewers: usize,
     pub now_us: u64,
-    /// The core is in a flash crowd ([`crate::join_rate`]): small sends wait out their spacing
-    /// whatever their size.
+    /// The core holds for a flash crowd on a busy host ([`crate::join_rate::holds_sends`]):
+    /// small sends wait out their spacing whatever their size.
     pub crowd: bool,
 }
 

@@ -83,14 +83,16 @@ impl Core {
     /// joins' window moves on.
     pub(super) fn pace_crowd(&mut self, viewers: usize) {
         let busy_min = self.shared.cfg.crowd_busy_min;
-        // The host is looked at only while viewers join.
-        let busy = if self.joins.in_window() > 0 && busy_min > 0.0 {
+        let crowd = self.joins.crowd(viewers);
+        // The host is looked at only in a crowd: its first tick holds (no figure yet, counted
+        // as busy; the joins are at their peak then), the next ones know.
+        let busy = if crowd && busy_min > 0.0 {
             let now_us = self.shared.now_us();
             self.shared.host_busy.busy(now_us, crate::host_cpu::read)
         } else {
             None
         };
-        let hold = holds_sends(self.joins.crowd(viewers), busy, busy_min);
+        let hold = holds_sends(crowd, busy, busy_min);
         if hold != self.crowd {
             info!(
                 core = self.id,
