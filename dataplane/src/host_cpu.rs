@@ -115,7 +115,7 @@ impl SharedHostBusy {
     /// clock); `None` if not known. `read` gives the host's times (`read` in production).
     pub fn busy(&self, now_us: u64, read: impl FnOnce() -> Option<CpuTimes>) -> Option<f64> {
         let due = |at: u64| now_us.saturating_sub(at) >= LOOK_EVERY_US;
-        // A core that finds another looking takes the figure it has: it is at most one look old.
+        // A core that finds another looking takes the last figure, unless that is stale too.
         if due(self.looked_at_us.load(Ordering::Acquire))
             && let Ok(mut host) = self.host.try_lock()
             && due(self.looked_at_us.load(Ordering::Acquire))
@@ -124,6 +124,9 @@ impl SharedHostBusy {
             let ppm = busy.map_or(UNKNOWN, |b| (b * 1e6) as u32);
             self.busy_ppm.store(ppm, Ordering::Relaxed);
             self.looked_at_us.store(now_us, Ordering::Release);
+        }
+        if now_us.saturating_sub(self.looked_at_us.load(Ordering::Acquire)) > STALE_US {
+            return None;
         }
         match self.busy_ppm.load(Ordering::Relaxed) {
             UNKNOWN => None,
@@ -198,7 +201,18 @@ mod tests {
             "the figure of that look"
         );
         assert_eq!(reads.get(), 2);
-        assert_eq!(shared.busy(190_000 + STALE_US + 1, read), None, "stale");
+        // Another core looking (the lock held) long after the last look: no stale figure.
+        {
+            let _looking = shared.host.lock().unwrap();
+            assert_eq!(shared.busy(190_000 + STALE_US + 1, read), None, "stale");
+            assert_eq!(reads.get(), 2);
+        }
+        assert_eq!(
+            shared.busy(190_000 + STALE_US + 1, read),
+            None,
+            "the look after a pause"
+        );
+        assert_eq!(reads.get(), 3);
     }
 
     #[test]
